@@ -1,0 +1,142 @@
+//! The `redmap` command line: argument definitions, dispatch, and the one
+//! place where errors become exit codes.
+//!
+//! Exit codes: 0 success; 1 the command ran but something it checked failed
+//! (an unreachable worker); 2 an error (bad arguments, cannot bind, …).
+//!
+//! - [`duration`]: human durations (`500ms`, `2m`) for the timeout flags;
+//! - [`output`]: aligned tables and `--json`;
+//! - [`worker`]: `redmap worker start|status|info`.
+
+pub mod duration;
+pub mod output;
+pub mod worker;
+
+use std::fmt;
+use std::io;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::net::{Config, Timeouts};
+use crate::proto::effective_max_size;
+
+/// Distributed map-reduce jobs for Rust.
+#[derive(Debug, Parser)]
+#[command(name = "redmap", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start and inspect worker servers.
+    #[command(subcommand)]
+    Worker(worker::WorkerCommand),
+}
+
+/// Timeouts and frame limit shared by every command that talks to a server.
+#[derive(Debug, Clone, Args)]
+pub struct NetArgs {
+    /// How long to wait for a reply (or, on a server, for the rest of a
+    /// partly received message), e.g. 500ms, 10s, 2m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
+    pub read_timeout: Duration,
+
+    /// How long a write may make no progress before the connection is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration::parse)]
+    pub write_timeout: Duration,
+
+    /// Largest accepted message payload in bytes; 0 means the default, 200 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub max_size: u32,
+}
+
+impl NetArgs {
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts::new(self.read_timeout, self.write_timeout)
+    }
+
+    pub fn max_size(&self) -> u32 {
+        effective_max_size(self.max_size)
+    }
+
+    pub fn reactor_config(&self) -> Config {
+        Config {
+            read_timeout: self.read_timeout,
+            write_timeout: self.write_timeout,
+            max_size: self.max_size(),
+        }
+    }
+}
+
+/// An error that ends a command, with an optional hint for the user.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> CliError {
+        CliError::new(e.to_string())
+    }
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Worker(cmd) => worker::run(cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("redmap: error: {e}");
+            if let Some(hint) = &e.hint {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Output errors: a closed pipe (`redmap … | head`) is not a failure.
+pub fn quiet_broken_pipe(result: io::Result<()>) -> Result<(), CliError> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(CliError::from),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+}

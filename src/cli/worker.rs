@@ -1,0 +1,211 @@
+//! `redmap worker start|status|info`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::output::{table, Json};
+use super::{duration, quiet_broken_pipe, CliError, NetArgs};
+use crate::net::addr::listen_addr;
+use crate::net::{Client, ClientError};
+use crate::proto::msg::Info;
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Start a worker server listening on ADDR (HOST:PORT, or :PORT for every interface).
+    Start(StartArgs),
+    /// Check that workers answer: one line per address; exit status 1 if any is unreachable.
+    Status(QueryArgs),
+    /// Show each worker's version, uptime, jobs and tasks processed, as a table.
+    Info(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9876 or :9876.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Worker addresses, e.g. 127.0.0.1:9876 :9877.
+    #[arg(value_name = "ADDR", required = true)]
+    pub addrs: Vec<String>,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: WorkerCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        WorkerCommand::Start(args) => start(args),
+        WorkerCommand::Status(args) => status(args),
+        WorkerCommand::Info(args) => info(args),
+    }
+}
+
+fn start(args: StartArgs) -> Result<ExitCode, CliError> {
+    let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
+    crate::worker::run(addr, args.net.reactor_config()).map_err(|e| {
+        let err = CliError::new(format!("cannot serve on {addr}: {e}"));
+        if e.kind() == io::ErrorKind::AddrInUse {
+            err.with_hint("another process listens on that port; pick another or stop it")
+        } else {
+            err
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn connect_and<T>(
+    addr: &str,
+    net: &NetArgs,
+    f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
+) -> Result<T, ClientError> {
+    let mut client = Client::connect(addr, net.timeouts(), net.max_size())?;
+    f(&mut client)
+}
+
+fn status(args: QueryArgs) -> Result<ExitCode, CliError> {
+    let results: Vec<(String, Result<Duration, ClientError>)> = args
+        .addrs
+        .iter()
+        .map(|a| (a.clone(), connect_and(a, &args.net, Client::ping)))
+        .collect();
+    let any_down = results.iter().any(|(_, r)| r.is_err());
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        let items = results
+            .iter()
+            .map(|(addr, r)| {
+                Json::Object(vec![
+                    ("address", Json::str(addr)),
+                    ("reachable", Json::Bool(r.is_ok())),
+                    (
+                        "rtt_ms",
+                        r.as_ref()
+                            .map_or(Json::Null, |d| Json::Float(d.as_secs_f64() * 1e3)),
+                    ),
+                    (
+                        "error",
+                        r.as_ref()
+                            .err()
+                            .map_or(Json::Null, |e| Json::str(e.to_string())),
+                    ),
+                ])
+            })
+            .collect();
+        writeln!(out, "{}", Json::Array(items).render())
+    } else {
+        let width = results.iter().map(|(a, _)| a.len()).max().unwrap_or(0);
+        results.iter().try_for_each(|(addr, r)| match r {
+            Ok(rtt) => writeln!(
+                out,
+                "{addr:<width$}  reachable    ({:.2} ms)",
+                rtt.as_secs_f64() * 1e3
+            ),
+            Err(e) => writeln!(out, "{addr:<width$}  unreachable  {e}"),
+        })
+    };
+    quiet_broken_pipe(written)?;
+    Ok(if any_down {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn info_json(queried: &str, info: &Info) -> Json {
+    Json::Object(vec![
+        ("queried", Json::str(queried)),
+        ("reachable", Json::Bool(true)),
+        ("version", Json::str(&info.version)),
+        ("address", Json::str(&info.address)),
+        ("protocol", Json::Int(info.protocol.into())),
+        ("active_jobs", Json::Int(info.active_jobs.into())),
+        ("installed_jobs", Json::Int(info.installed_jobs.into())),
+        ("uptime_ms", Json::Int(info.uptime_ms)),
+        ("tasks_processed", Json::Int(info.tasks_processed)),
+    ])
+}
+
+fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
+    let results: Vec<(String, Result<Info, ClientError>)> = args
+        .addrs
+        .iter()
+        .map(|a| (a.clone(), connect_and(a, &args.net, Client::info)))
+        .collect();
+    let mut any_down = false;
+    for (addr, r) in &results {
+        if let Err(e) = r {
+            any_down = true;
+            if !args.json {
+                eprintln!("redmap: {addr}: {e}");
+            }
+        }
+    }
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        let items = results
+            .iter()
+            .map(|(addr, r)| match r {
+                Ok(info) => info_json(addr, info),
+                Err(e) => Json::Object(vec![
+                    ("queried", Json::str(addr)),
+                    ("reachable", Json::Bool(false)),
+                    ("error", Json::str(e.to_string())),
+                ]),
+            })
+            .collect();
+        writeln!(out, "{}", Json::Array(items).render())
+    } else {
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().ok())
+            .map(|i| {
+                vec![
+                    i.address.clone(),
+                    i.version.clone(),
+                    i.protocol.to_string(),
+                    duration::render(Duration::from_millis(i.uptime_ms)),
+                    i.active_jobs.to_string(),
+                    i.installed_jobs.to_string(),
+                    i.tasks_processed.to_string(),
+                ]
+            })
+            .collect();
+        if rows.is_empty() {
+            Ok(())
+        } else {
+            table(
+                &mut out,
+                &[
+                    "ADDRESS",
+                    "VERSION",
+                    "PROTOCOL",
+                    "UPTIME",
+                    "ACTIVE JOBS",
+                    "INSTALLED JOBS",
+                    "TASKS PROCESSED",
+                ],
+                &rows,
+            )
+        }
+    };
+    quiet_broken_pipe(written)?;
+    Ok(if any_down {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

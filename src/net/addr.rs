@@ -1,0 +1,94 @@
+//! Addresses as users type them, in the original's forms: `HOST:PORT`
+//! (a name or an IP; IPv6 in brackets) and `:PORT`, which means every
+//! interface when listening and this machine when dialing, as in Go.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrError {
+    pub input: String,
+    pub reason: String,
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid address '{}': {} (expected HOST:PORT or :PORT)",
+            self.input, self.reason
+        )
+    }
+}
+
+impl std::error::Error for AddrError {}
+
+fn resolve(input: &str, host: &str, port: &str) -> Result<Vec<SocketAddr>, AddrError> {
+    let err = |reason: String| AddrError {
+        input: input.to_owned(),
+        reason,
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| err(format!("'{port}' is not a port number (0-65535)")))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| err(format!("cannot resolve '{host}': {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(err(format!("'{host}' resolves to no address")));
+    }
+    Ok(addrs)
+}
+
+fn split(input: &str) -> Result<(&str, &str), AddrError> {
+    input.rsplit_once(':').ok_or_else(|| AddrError {
+        input: input.to_owned(),
+        reason: "missing ':PORT'".to_owned(),
+    })
+}
+
+/// The address to bind for `ADDR`; `:PORT` binds every IPv4 interface.
+pub fn listen_addr(input: &str) -> Result<SocketAddr, AddrError> {
+    let (host, port) = split(input)?;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok(resolve(input, host, port)?[0])
+}
+
+/// The addresses to try, in order, when dialing `ADDR`; `:PORT` dials this machine.
+pub fn dial_addrs(input: &str) -> Result<Vec<SocketAddr>, AddrError> {
+    let (host, port) = split(input)?;
+    let host = if host.is_empty() { "127.0.0.1" } else { host };
+    resolve(input, host, port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colon_port_means_all_interfaces_or_this_machine() {
+        assert_eq!(listen_addr(":9876").unwrap().to_string(), "0.0.0.0:9876");
+        assert_eq!(dial_addrs(":9876").unwrap()[0].to_string(), "127.0.0.1:9876");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            listen_addr("127.0.0.1:0").unwrap().to_string(),
+            "127.0.0.1:0"
+        );
+        assert_eq!(dial_addrs("[::1]:80").unwrap()[0].to_string(), "[::1]:80");
+        assert!(dial_addrs("localhost:80").is_ok());
+    }
+
+    #[test]
+    fn bad_forms_say_why() {
+        assert!(listen_addr("9876").unwrap_err().to_string().contains("missing ':PORT'"));
+        assert!(listen_addr(":99999").unwrap_err().to_string().contains("not a port"));
+    }
+}

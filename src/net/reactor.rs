@@ -1,0 +1,581 @@
+//! The mio event loop: one thread that owns the listener, every connection
+//! and every deadline.
+//!
+//! Each turn of the loop polls with a timeout that ends at the earliest
+//! deadline (a connection's, or the handler's own timer), dispatches the
+//! events, lets the handler act on messages from other threads (they arrive
+//! through the [`Waker`]), flushes what was queued, and then expires every
+//! deadline that has passed, so steady traffic on one socket cannot postpone
+//! the expiry of another.
+//!
+//! What a deadline means depends on the connection's phase (see
+//! [`Conn`](super::conn::Conn)): mid-input with no progress for
+//! `read_timeout` closes it; output that makes no progress for
+//! `write_timeout` closes it; an idle connection has no deadline at all.
+//!
+//! The [`Handler`] sees typed messages and text lines, never sockets, and must
+//! not block: work that takes time goes to other threads, which hand results
+//! back through the waker.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::event::Event;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+
+use super::conn::{Conn, Input, Phase, WRITE_HIGH_WATER};
+use super::deadline::{poll_timeout, Deadlines};
+use super::slots::{ConnId, Slots};
+use crate::proto::{Message, ProtoError};
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Connection tokens are slot indices shifted past the fixed tokens.
+const FIRST_CONN: usize = 2;
+
+/// Reads per connection per turn; the rest waits for the next turn so one
+/// fast sender cannot starve the others or the deadline pass.
+const READ_BUDGET: usize = 16;
+
+/// Longest pause when `accept` fails for lack of resources (e.g. EMFILE).
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Longest a closing connection may wait for the peer's EOF.
+const MAX_LINGER: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Largest accepted frame payload, in bytes.
+    pub max_size: u32,
+}
+
+/// Why a connection was closed.
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The peer closed, or the closing handshake completed.
+    Closed,
+    /// Stalled mid-input for the read timeout.
+    ReadTimeout,
+    /// No write progress for the write timeout.
+    WriteTimeout,
+    /// The peer never closed after we finished.
+    LingerTimeout,
+    /// A socket error.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Closed => write!(f, "closed"),
+            CloseReason::ReadTimeout => write!(f, "read timeout"),
+            CloseReason::WriteTimeout => write!(f, "write timeout"),
+            CloseReason::LingerTimeout => write!(f, "peer did not close in time"),
+            CloseReason::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// The server logic on top of the loop. Every method runs on the loop
+/// thread and must return quickly.
+pub trait Handler {
+    /// A decoded request or reply arrived on `conn`.
+    fn on_message(&mut self, io: &mut Io<'_>, conn: ConnId, request_id: u32, msg: Message);
+
+    /// A text-session line arrived; the returned text is sent back and the
+    /// connection is then closed.
+    fn on_text(&mut self, io: &mut Io<'_>, conn: ConnId, line: &str) -> String;
+
+    /// `conn` is gone.
+    fn on_close(&mut self, _io: &mut Io<'_>, _conn: ConnId, _reason: &CloseReason) {}
+
+    /// Another thread called `wake()` on the reactor's waker.
+    fn on_wake(&mut self, _io: &mut Io<'_>) {}
+
+    /// The next instant [`Handler::on_timer`] wants to run.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+
+    fn on_timer(&mut self, _io: &mut Io<'_>, _now: Instant) {}
+
+    /// Checked every turn; true ends [`Reactor::run`].
+    fn should_stop(&self) -> bool {
+        false
+    }
+}
+
+/// What a handler may do to connections while it runs.
+pub struct Io<'a> {
+    core: &'a mut Core,
+    now: Instant,
+}
+
+impl Io<'_> {
+    /// Queues `msg` as a frame on `conn`. Returns false if the connection is
+    /// gone or closing (the message is dropped).
+    pub fn send(&mut self, conn: ConnId, request_id: u32, msg: &Message) -> bool {
+        let Some(c) = self.core.conns.get_mut(conn) else {
+            return false;
+        };
+        if !c.queue_frame(request_id, msg) {
+            return false;
+        }
+        self.core.dirty.push(conn);
+        true
+    }
+
+    /// Closes `conn` after its queued output is sent.
+    pub fn close(&mut self, conn: ConnId) {
+        let until = self.now + self.core.linger_limit();
+        if let Some(c) = self.core.conns.get_mut(conn) {
+            c.linger(until);
+            self.core.dirty.push(conn);
+        }
+    }
+
+    pub fn peer(&self, conn: ConnId) -> Option<SocketAddr> {
+        self.core.conns.get(conn).map(|c| c.peer)
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Number of open connections.
+    pub fn connections(&self) -> usize {
+        self.core.conns.len()
+    }
+}
+
+/// Everything the loop owns except the poller and listener, so handler
+/// calls can borrow it while an event is being processed.
+struct Core {
+    conns: Slots<Conn>,
+    deadlines: Deadlines,
+    config: Config,
+    /// Connections with output queued by the handler since the last flush.
+    dirty: Vec<ConnId>,
+    registry: Registry,
+}
+
+impl Core {
+    fn linger_limit(&self) -> Duration {
+        self.config.read_timeout.min(MAX_LINGER)
+    }
+
+    /// Makes sure the deadline heap holds this connection's earliest deadline.
+    fn schedule(&mut self, id: ConnId) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        if let Some(at) = c.earliest_deadline() {
+            if c.scheduled.is_none_or(|s| at < s) {
+                c.scheduled = Some(at);
+                self.deadlines.push(at, id);
+            }
+        }
+    }
+}
+
+pub struct Reactor {
+    poll: Poll,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    waker: Arc<Waker>,
+    core: Core,
+    /// Connections with unused read readiness, revisited next turn.
+    again: Vec<ConnId>,
+    /// While set, accepting is paused until this instant.
+    accept_paused_until: Option<Instant>,
+    accept_backoff: Duration,
+}
+
+impl Reactor {
+    /// Binds `addr` and prepares the loop; nothing runs until [`Reactor::run`].
+    pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let registry = poll.registry().try_clone()?;
+        Ok(Reactor {
+            poll,
+            listener,
+            local_addr,
+            waker,
+            core: Core {
+                conns: Slots::new(),
+                deadlines: Deadlines::new(),
+                config,
+                dirty: Vec::new(),
+                registry,
+            },
+            again: Vec::new(),
+            accept_paused_until: None,
+            accept_backoff: Duration::from_millis(10),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The waker other threads use to make the loop call [`Handler::on_wake`].
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Runs the loop until the handler says stop.
+    pub fn run<H: Handler>(&mut self, handler: &mut H) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !handler.should_stop() {
+            let now = Instant::now();
+            let timeout = if self.again.is_empty() {
+                let next = [
+                    self.core.deadlines.next(),
+                    handler.next_timer(),
+                    self.accept_paused_until,
+                ]
+                .into_iter()
+                .flatten()
+                .min();
+                poll_timeout(now, next)
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!("poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            let now = Instant::now();
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => woken = true,
+                    token => self.on_event(event, token, handler, now),
+                }
+            }
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            for id in std::mem::take(&mut self.again) {
+                self.drive(id, true, handler, now);
+            }
+            if woken {
+                handler.on_wake(&mut Io {
+                    core: &mut self.core,
+                    now,
+                });
+            }
+            if handler.next_timer().is_some_and(|t| t <= now) {
+                handler.on_timer(
+                    &mut Io {
+                        core: &mut self.core,
+                        now,
+                    },
+                    now,
+                );
+            }
+            self.flush_dirty(handler, now);
+            self.expire(handler, now);
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    self.accept_backoff = Duration::from_millis(10);
+                    // Small frames should leave at once; batching is the
+                    // sender's job, not Nagle's.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        debug!("{peer}: set_nodelay failed: {e}");
+                    }
+                    let conn = Conn::new(stream, peer, self.core.config.max_size);
+                    let id = self.core.conns.insert(conn);
+                    let token = Token(id.index + FIRST_CONN);
+                    let registered = match self.core.conns.get_mut(id) {
+                        Some(c) => self.core.registry.register(
+                            c.stream_mut(),
+                            token,
+                            Interest::READABLE | Interest::WRITABLE,
+                        ),
+                        None => continue,
+                    };
+                    if let Err(e) = registered {
+                        warn!("{id} {peer}: cannot register: {e}");
+                        self.core.conns.remove(id);
+                        continue;
+                    }
+                    debug!("{id} {peer}: accepted");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                Err(e) => {
+                    // Out of descriptors or memory: keep serving the
+                    // connections we have and try again a little later.
+                    warn!(
+                        "accept failed: {e}; pausing accepts for {:?}",
+                        self.accept_backoff
+                    );
+                    self.accept_paused_until = Some(now + self.accept_backoff);
+                    self.accept_backoff = (self.accept_backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_event<H: Handler>(&mut self, event: &Event, token: Token, handler: &mut H, now: Instant) {
+        // Sporadic events for closed (or never opened) tokens happen; ignore them.
+        let Some(id) = token
+            .0
+            .checked_sub(FIRST_CONN)
+            .and_then(|index| self.core.conns.id_at(index))
+        else {
+            return;
+        };
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        if readable {
+            if let Some(c) = self.core.conns.get_mut(id) {
+                c.read_pending = true;
+            }
+        }
+        self.drive(id, readable, handler, now);
+    }
+
+    /// Does everything a connection is ready for: write, read, handle
+    /// complete inputs, write replies, and update its deadlines.
+    fn drive<H: Handler>(&mut self, id: ConnId, try_read: bool, handler: &mut H, now: Instant) {
+        let linger_until = now + self.core.linger_limit();
+        let Some(c) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        let had_output = c.pending_out() > 0;
+        let mut wrote = match c.flush() {
+            Ok(n) => n,
+            Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
+        };
+        let mut read_any = false;
+        if try_read {
+            for _ in 0..READ_BUDGET {
+                let Some(c) = self.core.conns.get_mut(id) else {
+                    return;
+                };
+                if !c.read_pending || c.peer_eof {
+                    break;
+                }
+                if c.pending_out() > WRITE_HIGH_WATER {
+                    break; // backpressure: resume when the peer drains its replies
+                }
+                let outcome = match c.read_once() {
+                    Ok(o) => o,
+                    Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
+                };
+                if outcome.blocked {
+                    c.read_pending = false;
+                }
+                read_any |= outcome.bytes > 0;
+                self.handle_inputs(id, handler, now);
+                if outcome.blocked || outcome.eof {
+                    break;
+                }
+            }
+            if let Some(c) = self.core.conns.get_mut(id) {
+                if c.read_pending && !c.peer_eof && c.pending_out() <= WRITE_HIGH_WATER {
+                    self.again.push(id);
+                }
+            }
+        }
+        let Some(c) = self.core.conns.get_mut(id) else {
+            return;
+        };
+        match c.flush() {
+            Ok(n) => wrote += n,
+            Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
+        }
+        if c.peer_eof && !c.is_lingering() {
+            // The peer is done sending. Whatever it sent has been handled;
+            // finish sending our replies, then close.
+            if c.buffered_in() > 0 {
+                debug!(
+                    "{id} {}: closed mid-input ({} bytes unread)",
+                    c.peer,
+                    c.buffered_in()
+                );
+            }
+            c.linger(linger_until);
+        }
+        if c.finish_linger() {
+            return self.close(id, CloseReason::Closed, handler, now);
+        }
+        // Deadlines: progress re-arms, idleness disarms.
+        let (rt, wt) = (
+            self.core.config.read_timeout,
+            self.core.config.write_timeout,
+        );
+        if c.is_lingering() || c.buffered_in() == 0 || c.pending_out() > WRITE_HIGH_WATER {
+            c.read_deadline = None;
+        } else if read_any || c.read_deadline.is_none() {
+            c.read_deadline = Some(now + rt);
+        }
+        if c.pending_out() == 0 {
+            c.write_deadline = None;
+        } else if wrote > 0 || !had_output || c.write_deadline.is_none() {
+            c.write_deadline = Some(now + wt);
+        }
+        self.core.schedule(id);
+    }
+
+    /// Hands every complete input buffered on `id` to the handler.
+    fn handle_inputs<H: Handler>(&mut self, id: ConnId, handler: &mut H, now: Instant) {
+        let linger_until = now + self.core.linger_limit();
+        loop {
+            let Some(c) = self.core.conns.get_mut(id) else {
+                return;
+            };
+            let input = c.next_input();
+            let peer = c.peer;
+            match input {
+                Input::None => return,
+                Input::Frame(frame) => match Message::decode(&frame) {
+                    Ok(msg) => handler.on_message(
+                        &mut Io {
+                            core: &mut self.core,
+                            now,
+                        },
+                        id,
+                        frame.request_id,
+                        msg,
+                    ),
+                    Err(e) => {
+                        debug!("{id} {peer}: request {}: {e}", frame.request_id);
+                        c.queue_frame(frame.request_id, &Message::error(&e));
+                    }
+                },
+                Input::Refused(e) => {
+                    let fatal = e.error.is_fatal();
+                    info!("{id} {peer}: {e}{}", if fatal { "; closing" } else { "" });
+                    c.queue_frame(e.request_id, &Message::error(&e.error));
+                    if fatal {
+                        c.linger(linger_until);
+                        return;
+                    }
+                }
+                Input::Line(line) if line.trim().is_empty() => {}
+                Input::Line(line) => {
+                    debug!("{id} {peer}: text command {:?}", line.trim());
+                    let reply = handler.on_text(
+                        &mut Io {
+                            core: &mut self.core,
+                            now,
+                        },
+                        id,
+                        &line,
+                    );
+                    if let Some(c) = self.core.conns.get_mut(id) {
+                        c.queue_text(&reply);
+                        c.linger(linger_until);
+                    }
+                    return;
+                }
+                Input::LineTooLong => {
+                    c.queue_text(&format!(
+                        "error: line longer than {} bytes\n",
+                        crate::proto::text::MAX_LINE
+                    ));
+                    c.linger(linger_until);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_dirty<H: Handler>(&mut self, handler: &mut H, now: Instant) {
+        while !self.core.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.core.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for id in dirty {
+                if self.core.conns.get(id).is_some_and(|c| c.dirty) {
+                    self.drive(id, false, handler, now);
+                }
+            }
+        }
+    }
+
+    /// Closes every connection whose deadline has passed.
+    fn expire<H: Handler>(&mut self, handler: &mut H, now: Instant) {
+        while let Some((at, id)) = self.core.deadlines.pop_due(now) {
+            let Some(c) = self.core.conns.get_mut(id) else {
+                continue; // closed since: a stale entry
+            };
+            if c.scheduled != Some(at) {
+                continue; // superseded by an earlier entry
+            }
+            c.scheduled = None;
+            match c.earliest_deadline() {
+                Some(due) if due <= now => {
+                    let reason = match c.phase {
+                        Phase::Linger { until, .. } if until <= now => CloseReason::LingerTimeout,
+                        _ if c.write_deadline.is_some_and(|t| t <= now) => {
+                            CloseReason::WriteTimeout
+                        }
+                        _ => CloseReason::ReadTimeout,
+                    };
+                    info!(
+                        "{id} {}: {reason} ({} bytes of partial input, {} bytes unsent)",
+                        c.peer,
+                        c.buffered_in(),
+                        c.pending_out()
+                    );
+                    self.close(id, reason, handler, now);
+                }
+                Some(_) => self.core.schedule(id),
+                None => {}
+            }
+        }
+    }
+
+    fn close<H: Handler>(&mut self, id: ConnId, reason: CloseReason, handler: &mut H, now: Instant) {
+        let Some(mut c) = self.core.conns.remove(id) else {
+            return;
+        };
+        if let Err(e) = self.core.registry.deregister(c.stream_mut()) {
+            debug!("{id} {}: deregister: {e}", c.peer);
+        }
+        debug!("{id} {}: {reason}", c.peer);
+        handler.on_close(
+            &mut Io {
+                core: &mut self.core,
+                now,
+            },
+            id,
+            &reason,
+        );
+    }
+}
+
+/// Sends `err` as the error reply to `request_id` on `conn`.
+pub fn reply_error(io: &mut Io<'_>, conn: ConnId, request_id: u32, err: &ProtoError) {
+    io.send(conn, request_id, &Message::error(err));
+}

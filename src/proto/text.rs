@@ -1,0 +1,123 @@
+//! The text session: netcat debugging for humans.
+//!
+//! A connection whose first byte is not the frame magic is read as text
+//! (after ZooKeeper's four-letter words): one command per line, answered in
+//! plain lines, after which the server closes the connection, so that
+//! `echo ping | nc HOST PORT` prints `pong` and returns.
+//!
+//! ```text
+//! $ echo ping | nc 127.0.0.1 9876
+//! pong
+//! ```
+
+use std::fmt::Write as _;
+
+use super::buf::ReadBuf;
+use super::msg::Info;
+
+/// Longest accepted command line; a longer one is answered with an error.
+pub const MAX_LINE: usize = 1024;
+
+/// A text command, parsed from one line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextCommand {
+    Ping,
+    Info,
+}
+
+impl TextCommand {
+    /// Every command with a one-line description, in the order shown to users.
+    pub const ALL: &'static [(TextCommand, &'static str, &'static str)] = &[
+        (TextCommand::Ping, "ping", "answers `pong` if the server is alive"),
+        (
+            TextCommand::Info,
+            "info",
+            "prints the server's info as `key: value` lines",
+        ),
+    ];
+
+    /// Parses one line (without its newline). Case and surrounding blanks are
+    /// ignored. An unknown command yields the one-line error to send back.
+    pub fn parse(line: &str) -> Result<TextCommand, String> {
+        let word = line.trim();
+        TextCommand::ALL
+            .iter()
+            .find(|(_, name, _)| word.eq_ignore_ascii_case(name))
+            .map(|(cmd, _, _)| *cmd)
+            .ok_or_else(|| {
+                let known: Vec<&str> = TextCommand::ALL.iter().map(|(_, n, _)| *n).collect();
+                let shown: String = word.chars().take(64).collect();
+                format!(
+                    "error: unknown command '{shown}'; known commands: {}\n",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+/// Why no line could be taken from the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineError {
+    /// More than [`MAX_LINE`] bytes without a newline.
+    TooLong,
+}
+
+/// Takes one `\n`-terminated line out of `buf` (a trailing `\r` is dropped;
+/// invalid UTF-8 is replaced). `Ok(None)` until a whole line is there.
+pub fn take_line(buf: &mut ReadBuf) -> Result<Option<String>, LineError> {
+    let bytes = buf.bytes();
+    match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) if end <= MAX_LINE => {
+            let raw = &bytes[..end];
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let line = String::from_utf8_lossy(raw).into_owned();
+            buf.consume(end + 1);
+            Ok(Some(line))
+        }
+        Some(_) => Err(LineError::TooLong),
+        None if bytes.len() > MAX_LINE => Err(LineError::TooLong),
+        None => Ok(None),
+    }
+}
+
+/// The text rendering of a server's info: one `key: value` line each.
+/// Scripts should expect keys to be added over time.
+pub fn render_info(info: &Info) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "version: {}", info.version);
+    let _ = writeln!(out, "address: {}", info.address);
+    let _ = writeln!(out, "protocol: {}", info.protocol);
+    let _ = writeln!(out, "active_jobs: {}", info.active_jobs);
+    let _ = writeln!(out, "installed_jobs: {}", info.installed_jobs);
+    let _ = writeln!(out, "uptime_secs: {}", info.uptime_ms / 1000);
+    let _ = writeln!(out, "tasks_processed: {}", info.tasks_processed);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_commands_loosely() {
+        assert_eq!(TextCommand::parse("ping"), Ok(TextCommand::Ping));
+        assert_eq!(TextCommand::parse("  INFO \t"), Ok(TextCommand::Info));
+        let err = TextCommand::parse("stats").unwrap_err();
+        assert_eq!(
+            err,
+            "error: unknown command 'stats'; known commands: ping, info\n"
+        );
+    }
+
+    #[test]
+    fn lines_are_taken_whole() {
+        let mut buf = ReadBuf::new();
+        buf.extend(b"pi");
+        assert_eq!(take_line(&mut buf), Ok(None));
+        buf.extend(b"ng\r\ninfo\n");
+        assert_eq!(take_line(&mut buf), Ok(Some("ping".into())));
+        assert_eq!(take_line(&mut buf), Ok(Some("info".into())));
+        buf.extend(&[b'x'; MAX_LINE + 1]);
+        assert_eq!(take_line(&mut buf), Err(LineError::TooLong));
+    }
+}

@@ -1,0 +1,38 @@
+//! The worker server: a reactor with the worker's handler on top.
+//!
+//! - [`handler`]: message → reply;
+//! - [`stats`]: the counters `info` reports.
+
+pub mod handler;
+pub mod stats;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use log::info;
+
+use crate::net::{Config, Reactor};
+
+use handler::WorkerHandler;
+use stats::Stats;
+
+/// Binds `addr` and serves until the process is stopped.
+///
+/// The first line on standard output is `redmap worker listening on ADDR`
+/// with the bound address, so a script that asked for port 0 learns the port.
+pub fn run(addr: SocketAddr, config: Config) -> io::Result<()> {
+    let mut reactor = Reactor::bind(addr, config)?;
+    let local = reactor.local_addr();
+    info!(
+        "worker listening on {local} (read timeout {:?}, write timeout {:?}, max size {} bytes)",
+        config.read_timeout, config.write_timeout, config.max_size
+    );
+    let mut out = io::stdout().lock();
+    writeln!(out, "redmap worker listening on {local}")?;
+    out.flush()?;
+    drop(out);
+    let mut handler = WorkerHandler {
+        stats: Stats::new(local.to_string()),
+    };
+    reactor.run(&mut handler)
+}
