@@ -121,7 +121,10 @@ mod tests {
         table(
             &mut out,
             &["A", "LONGER"],
-            &[vec!["xyz".into(), "1".into()], vec!["q".into(), "22".into()]],
+            &[
+                vec!["xyz".into(), "1".into()],
+                vec!["q".into(), "22".into()],
+            ],
         )
         .unwrap();
         assert_eq!(
@@ -134,7 +137,10 @@ mod tests {
     fn json_escapes_strings() {
         let v = Json::Object(vec![
             ("a", Json::str("x\"y\n\u{1}")),
-            ("b", Json::Array(vec![Json::Int(1), Json::Null, Json::Bool(true)])),
+            (
+                "b",
+                Json::Array(vec![Json::Int(1), Json::Null, Json::Bool(true)]),
+            ),
             ("c", Json::Float(0.5)),
         ]);
         assert_eq!(

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn colon_port_means_all_interfaces_or_this_machine() {
         assert_eq!(listen_addr(":9876").unwrap().to_string(), "0.0.0.0:9876");
-        assert_eq!(dial_addrs(":9876").unwrap()[0].to_string(), "127.0.0.1:9876");
+        assert_eq!(
+            dial_addrs(":9876").unwrap()[0].to_string(),
+            "127.0.0.1:9876"
+        );
     }
 
     #[test]
@@ -88,7 +91,13 @@ mod tests {
 
     #[test]
     fn bad_forms_say_why() {
-        assert!(listen_addr("9876").unwrap_err().to_string().contains("missing ':PORT'"));
-        assert!(listen_addr(":99999").unwrap_err().to_string().contains("not a port"));
+        assert!(listen_addr("9876")
+            .unwrap_err()
+            .to_string()
+            .contains("missing ':PORT'"));
+        assert!(listen_addr(":99999")
+            .unwrap_err()
+            .to_string()
+            .contains("not a port"));
     }
 }

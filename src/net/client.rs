@@ -36,9 +36,15 @@ impl Timeouts {
 #[derive(Debug)]
 pub enum ClientError {
     Addr(AddrError),
-    Connect { addr: String, source: io::Error },
+    Connect {
+        addr: String,
+        source: io::Error,
+    },
     /// No reply within the read timeout (or the write did not complete).
-    Timeout { what: &'static str, after: Duration },
+    Timeout {
+        what: &'static str,
+        after: Duration,
+    },
     Io(io::Error),
     /// The server closed the connection before replying.
     Closed,
@@ -47,14 +53,19 @@ pub enum ClientError {
     /// The server answered with an error frame.
     Remote(ErrorReply),
     /// The server answered with a message that is not a reply to the request.
-    Unexpected { expected: &'static str, got: String },
+    Unexpected {
+        expected: &'static str,
+        got: String,
+    },
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Addr(e) => write!(f, "{e}"),
-            ClientError::Connect { addr, source } => write!(f, "cannot connect to {addr}: {source}"),
+            ClientError::Connect { addr, source } => {
+                write!(f, "cannot connect to {addr}: {source}")
+            }
             ClientError::Timeout { what, after } => {
                 write!(f, "timed out after {after:?} waiting to {what}")
             }

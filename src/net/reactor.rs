@@ -556,7 +556,13 @@ impl Reactor {
         }
     }
 
-    fn close<H: Handler>(&mut self, id: ConnId, reason: CloseReason, handler: &mut H, now: Instant) {
+    fn close<H: Handler>(
+        &mut self,
+        id: ConnId,
+        reason: CloseReason,
+        handler: &mut H,
+        now: Instant,
+    ) {
         let Some(mut c) = self.core.conns.remove(id) else {
             return;
         };

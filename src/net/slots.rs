@@ -115,7 +115,9 @@ impl<T> Slots<T> {
 
     /// Ids of every live entry.
     pub fn ids(&self) -> Vec<ConnId> {
-        (0..self.slots.len()).filter_map(|i| self.id_at(i)).collect()
+        (0..self.slots.len())
+            .filter_map(|i| self.id_at(i))
+            .collect()
     }
 }
 

@@ -59,6 +59,12 @@ impl ReadBuf {
         }
     }
 
+    /// Drops every unconsumed byte, keeping the allocation for reuse.
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
     /// Appends bytes (tests and in-memory use; sockets use [`ReadBuf::read_from`]).
     pub fn extend(&mut self, bytes: &[u8]) {
         self.make_room(bytes.len());

@@ -172,7 +172,11 @@ mod tests {
     #[test]
     fn crc_mismatch_drops_one_frame_and_goes_on() {
         let mut bytes = Vec::new();
-        encode_frame(&mut bytes, 1, &Message::error(&ProtoError::Internal("x".into())));
+        encode_frame(
+            &mut bytes,
+            1,
+            &Message::error(&ProtoError::Internal("x".into())),
+        );
         let last = bytes.len() - 1;
         bytes[last] ^= 0xFF;
         bytes.extend(ping_bytes(2));

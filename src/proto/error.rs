@@ -119,15 +119,30 @@ impl fmt::Display for ErrorCode {
 /// Everything that can be wrong with bytes received from a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProtoError {
-    BadMagic { found: [u8; 2] },
-    UnsupportedVersion { found: u8 },
-    FrameTooLarge { len: u32, max: u32 },
-    CrcMismatch { expected: u32, actual: u32 },
+    BadMagic {
+        found: [u8; 2],
+    },
+    UnsupportedVersion {
+        found: u8,
+    },
+    FrameTooLarge {
+        len: u32,
+        max: u32,
+    },
+    CrcMismatch {
+        expected: u32,
+        actual: u32,
+    },
     UnknownOpcode(u8),
     /// The payload does not follow the layout of `opcode`; `what` names the field.
-    Malformed { opcode: u8, what: &'static str },
+    Malformed {
+        opcode: u8,
+        what: &'static str,
+    },
     /// A well-formed message that this side does not accept here.
-    Unexpected { opcode: u8 },
+    Unexpected {
+        opcode: u8,
+    },
     Internal(String),
 }
 
@@ -223,7 +238,11 @@ mod tests {
     fn framing_errors_close_and_frame_errors_do_not() {
         assert!(ProtoError::FrameTooLarge { len: 2, max: 1 }.is_fatal());
         assert!(ProtoError::BadMagic { found: [0, 0] }.is_fatal());
-        assert!(!ProtoError::CrcMismatch { expected: 1, actual: 2 }.is_fatal());
+        assert!(!ProtoError::CrcMismatch {
+            expected: 1,
+            actual: 2
+        }
+        .is_fatal());
         assert!(!ProtoError::UnknownOpcode(9).is_fatal());
         assert!(ErrorCode(9999).closes());
     }

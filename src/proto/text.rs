@@ -28,7 +28,11 @@ pub enum TextCommand {
 impl TextCommand {
     /// Every command with a one-line description, in the order shown to users.
     pub const ALL: &'static [(TextCommand, &'static str, &'static str)] = &[
-        (TextCommand::Ping, "ping", "answers `pong` if the server is alive"),
+        (
+            TextCommand::Ping,
+            "ping",
+            "answers `pong` if the server is alive",
+        ),
         (
             TextCommand::Info,
             "info",

@@ -19,7 +19,10 @@ impl Handler for WorkerHandler {
             Message::Ping => Message::Pong,
             Message::InfoRequest => Message::Info(self.stats.info()),
             other => {
-                debug!("{conn}: request {request_id}: unexpected {}", other.opcode());
+                debug!(
+                    "{conn}: request {request_id}: unexpected {}",
+                    other.opcode()
+                );
                 Message::error(&ProtoError::Unexpected {
                     opcode: other.opcode().as_u8(),
                 })

@@ -48,10 +48,12 @@ impl Info {
         put_str(out, &self.version);
         put_str(out, &self.address);
         out.push(self.protocol);
-        out.write_u32::<BigEndian>(self.active_jobs).expect("Vec write");
+        out.write_u32::<BigEndian>(self.active_jobs)
+            .expect("Vec write");
         out.write_u32::<BigEndian>(self.installed_jobs)
             .expect("Vec write");
-        out.write_u64::<BigEndian>(self.uptime_ms).expect("Vec write");
+        out.write_u64::<BigEndian>(self.uptime_ms)
+            .expect("Vec write");
         out.write_u64::<BigEndian>(self.tasks_processed)
             .expect("Vec write");
     }

@@ -1,0 +1,121 @@
+//! The `redmap` commands as a user runs them: output and exit codes.
+
+use std::net::TcpListener;
+
+use crate::util::{self, redmap, start_worker, stderr, stdout};
+
+/// An address where nothing listens (bound, then released).
+fn dead_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    drop(l);
+    addr
+}
+
+#[test]
+fn worker_status_reports_each_address_and_fails_if_any_is_down() {
+    let worker = start_worker(&[]);
+    let up = worker.addr_arg();
+    let out = util::run(redmap().args(["worker", "status", &up]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&up) && text.contains("reachable"),
+        "{text}"
+    );
+
+    let down = dead_addr();
+    let out = util::run(redmap().args(["worker", "status", &up, &down]));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains(" reachable"), "{text}");
+    assert!(lines[1].starts_with(&down) && lines[1].contains("unreachable"));
+    assert!(lines[1].contains("refused"), "says why: {text}");
+}
+
+#[test]
+fn worker_status_accepts_the_colon_port_form() {
+    let worker = start_worker(&[]);
+    let short = format!(":{}", worker.addr.port());
+    let out = util::run(redmap().args(["worker", "status", &short]));
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn worker_status_json_is_one_object_per_address() {
+    let worker = start_worker(&[]);
+    let down = dead_addr();
+    let out = util::run(redmap().args(["worker", "status", "--json", &worker.addr_arg(), &down]));
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.starts_with("[{\"address\":"), "{text}");
+    assert_eq!(text.matches("\"reachable\":true").count(), 1, "{text}");
+    assert_eq!(text.matches("\"reachable\":false").count(), 1, "{text}");
+}
+
+#[test]
+fn worker_info_prints_a_table_and_json() {
+    let a = start_worker(&[]);
+    let b = start_worker(&[]);
+    let out = util::run(redmap().args(["worker", "info", &a.addr_arg(), &b.addr_arg()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("ADDRESS") && lines[0].contains("TASKS PROCESSED"));
+    assert!(lines[1].starts_with(&a.addr_arg()));
+    assert!(lines[2].starts_with(&b.addr_arg()));
+    assert!(lines[1].contains(redmap::VERSION));
+
+    let out = util::run(redmap().args(["worker", "info", "--json", &a.addr_arg()]));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("\"address\":\"{}\"", a.addr)),
+        "{text}"
+    );
+    assert!(text.contains("\"tasks_processed\":0"), "{text}");
+
+    let out = util::run(redmap().args(["worker", "info", &a.addr_arg(), &dead_addr()]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot connect"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_silent_server_makes_status_time_out_with_the_read_timeout() {
+    // A listener that accepts (the kernel does) but never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let out = util::run(redmap().args(["worker", "status", "--read-timeout", "300ms", &addr]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("timed out"), "{}", stdout(&out));
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn bad_flags_and_addresses_are_clear_errors() {
+    let out = util::run(redmap().args(["worker", "status", "--read-timeout", "10", "127.0.0.1:1"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no unit"), "{}", stderr(&out));
+
+    let out = util::run(redmap().args(["worker", "start", "9876"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing ':PORT'"), "{}", stderr(&out));
+
+    let out = util::run(redmap().args(["worker", "status"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn starting_on_a_busy_port_fails_with_a_hint() {
+    let worker = start_worker(&[]);
+    let out = util::run(redmap().args(["worker", "start", &worker.addr_arg()]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot serve on") && err.contains("hint:"),
+        "{err}"
+    );
+}

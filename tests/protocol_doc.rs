@@ -1,0 +1,138 @@
+//! protocol.md cannot drift from the code: every hex example in it is
+//! decoded and re-encoded by the codec, and every opcode, error code and
+//! text command the code knows is in its tables.
+
+use redmap::proto::msg::{ErrorReply, Info};
+use redmap::proto::text::TextCommand;
+use redmap::proto::{encode_frame, Decoder, ErrorCode, Message, Opcode, ProtoError, ReadBuf};
+
+const DOC: &str = include_str!("../protocol.md");
+
+/// Every ```` ```hex NAME ```` block in the document, as (name, bytes).
+fn hex_blocks() -> Vec<(String, Vec<u8>)> {
+    let mut blocks = Vec::new();
+    let mut lines = DOC.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line.strip_prefix("```hex ") else {
+            continue;
+        };
+        let mut bytes = Vec::new();
+        for body in lines.by_ref() {
+            if body.starts_with("```") {
+                break;
+            }
+            for pair in body.split_whitespace() {
+                bytes.push(
+                    u8::from_str_radix(pair, 16)
+                        .unwrap_or_else(|_| panic!("bad hex '{pair}' in block {name}")),
+                );
+            }
+        }
+        blocks.push((name.trim().to_owned(), bytes));
+    }
+    blocks
+}
+
+/// What each example in the document claims to be.
+fn expected(name: &str) -> (u32, Message) {
+    match name {
+        "ping-request" => (1, Message::Ping),
+        "ping-reply" => (1, Message::Pong),
+        "info-request" => (2, Message::InfoRequest),
+        "info-reply" => (
+            2,
+            Message::Info(Info {
+                version: "0.1.0".into(),
+                address: "127.0.0.1:9876".into(),
+                protocol: 1,
+                active_jobs: 0,
+                installed_jobs: 2,
+                uptime_ms: 61_000,
+                tasks_processed: 123_456,
+            }),
+        ),
+        "error-frame-too-large" => (
+            7,
+            Message::Error(ErrorReply::from(&ProtoError::FrameTooLarge {
+                len: u32::MAX,
+                max: redmap::proto::DEFAULT_MAX_SIZE,
+            })),
+        ),
+        other => panic!("protocol.md has a hex block '{other}' that no test checks"),
+    }
+}
+
+#[test]
+fn every_hex_example_decodes_to_what_the_text_says_and_back() {
+    let blocks = hex_blocks();
+    assert!(blocks.len() >= 5, "found only {} hex blocks", blocks.len());
+    for (name, bytes) in &blocks {
+        let (id, msg) = expected(name);
+        // Document → codec.
+        let mut buf = ReadBuf::new();
+        buf.extend(bytes);
+        let frame = Decoder::new(redmap::proto::DEFAULT_MAX_SIZE)
+            .decode(&mut buf)
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .unwrap_or_else(|| panic!("{name}: incomplete frame"));
+        assert!(buf.is_empty(), "{name}: trailing bytes");
+        assert_eq!(frame.request_id, id, "{name}");
+        assert_eq!(Message::decode(&frame).unwrap(), msg, "{name}");
+        // Codec → document.
+        let mut out = Vec::new();
+        encode_frame(&mut out, id, &msg);
+        assert_eq!(&out, bytes, "{name}: encoding differs from the document");
+    }
+    let names: Vec<&str> = blocks.iter().map(|(n, _)| n.as_str()).collect();
+    for required in ["ping-request", "ping-reply", "info-request", "info-reply"] {
+        assert!(names.contains(&required), "protocol.md lacks {required}");
+    }
+}
+
+#[test]
+fn every_opcode_is_in_the_opcode_table() {
+    for op in Opcode::ALL {
+        let row = format!("| 0x{:02X} | {} |", op.as_u8(), op.name());
+        assert!(DOC.contains(&row), "protocol.md lacks the row {row}");
+    }
+}
+
+#[test]
+fn every_error_code_is_in_the_error_table_with_its_flags() {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    for row in ErrorCode::ALL {
+        let line = format!(
+            "| {} | {} | {} | {} |",
+            row.code.0,
+            row.name,
+            yes_no(row.retriable),
+            yes_no(row.closes)
+        );
+        assert!(DOC.contains(&line), "protocol.md lacks the row {line}");
+    }
+}
+
+#[test]
+fn every_text_command_is_documented() {
+    for (_, name, _) in TextCommand::ALL {
+        let row = format!("| `{name}` |");
+        assert!(
+            DOC.contains(&row),
+            "protocol.md lacks the text command {name}"
+        );
+    }
+}
+
+#[test]
+fn the_documented_header_constants_match() {
+    assert!(DOC.contains("always `A5 4D`"));
+    assert_eq!(redmap::proto::MAGIC, [0xA5, 0x4D]);
+    assert_eq!(redmap::proto::HEADER_LEN, 16);
+    assert!(DOC.contains("Every frame is a 16-byte header"));
+    assert!(DOC.contains(&format!(
+        "Protocol version: **{}**",
+        redmap::proto::PROTOCOL_VERSION
+    )));
+    assert!(DOC.contains("default 200 MiB =\n209715200 bytes"));
+    assert_eq!(redmap::proto::DEFAULT_MAX_SIZE, 209_715_200);
+}

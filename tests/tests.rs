@@ -1,0 +1,9 @@
+//! The integration suite: one crate, one module per story.
+
+mod util;
+
+mod cli;
+mod codec;
+mod protocol_doc;
+mod reactor;
+mod worker;

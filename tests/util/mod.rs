@@ -1,0 +1,249 @@
+//! Shared test plumbing: start the real `redmap` binary on 127.0.0.1 with a
+//! free port, talk to it over real sockets, and never wait without a bound.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use redmap::proto::{encode_frame, Decoder, Frame, Message, ReadBuf};
+
+/// Upper bound for anything a test waits on.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn redmap() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redmap"));
+    cmd.env_remove("RUST_LOG");
+    cmd
+}
+
+/// A server process, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the server process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line")
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc fd")
+            .count()
+    }
+
+    pub fn addr_arg(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `redmap worker start 127.0.0.1:0 EXTRA…` and waits (bounded) for
+/// the line that gives the bound address.
+pub fn start_worker(extra: &[&str]) -> Server {
+    let mut cmd = redmap();
+    cmd.args(["worker", "start", "127.0.0.1:0"]).args(extra);
+    spawn_server(cmd)
+}
+
+pub fn spawn_server(mut cmd: Command) -> Server {
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    if std::env::var_os("REDMAP_TEST_LOG").is_some() {
+        cmd.stderr(Stdio::inherit());
+    } else {
+        cmd.stderr(Stdio::null());
+    }
+    let mut child = cmd.spawn().expect("spawn redmap");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(WAIT) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not report its address within {WAIT:?}");
+        }
+    };
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            let _ = child.kill();
+            panic!("unexpected first line from server: {line:?}")
+        });
+    Server { child, addr }
+}
+
+/// Runs a CLI command to completion, killing it if it outlives [`WAIT`].
+pub fn run(cmd: &mut Command) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("command {cmd:?} did not finish within {WAIT:?}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A raw client connection with bounded blocking reads.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+pub fn frame_bytes(request_id: u32, msg: &Message) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_frame(&mut out, request_id, msg);
+    out
+}
+
+pub fn send(stream: &mut TcpStream, request_id: u32, msg: &Message) {
+    stream
+        .write_all(&frame_bytes(request_id, msg))
+        .expect("send");
+}
+
+/// Reads one frame (bounded by the socket's read timeout). `None` on EOF.
+pub fn read_frame(stream: &mut TcpStream) -> Option<Frame> {
+    let mut dec = Decoder::new(redmap::proto::DEFAULT_MAX_SIZE);
+    let mut buf = ReadBuf::new();
+    // Read byte-exact so no bytes of a following frame are swallowed.
+    let mut header = [0u8; redmap::proto::HEADER_LEN];
+    if read_exact_or_eof(stream, &mut header)? {
+        buf.extend(&header);
+    }
+    let len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).expect("payload");
+    buf.extend(&payload);
+    Some(
+        dec.decode(&mut buf)
+            .expect("valid frame")
+            .expect("whole frame"),
+    )
+}
+
+/// `Some(true)` when filled, `None` on a clean EOF before any byte.
+fn read_exact_or_eof(stream: &mut TcpStream, out: &mut [u8]) -> Option<bool> {
+    let mut got = 0;
+    while got < out.len() {
+        match stream.read(&mut out[got..]) {
+            Ok(0) if got == 0 => return None,
+            Ok(0) => panic!("EOF in the middle of a frame header"),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && got == 0 => return None,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    Some(true)
+}
+
+/// Reads one frame and decodes its message.
+pub fn read_message(stream: &mut TcpStream) -> (u32, Message) {
+    let frame = read_frame(stream).expect("a reply, not EOF");
+    (
+        frame.request_id,
+        Message::decode(&frame).expect("decodable"),
+    )
+}
+
+/// True once the peer has closed: a read returns EOF or a reset.
+pub fn is_closed(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1024];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Sends a text line and returns everything the server wrote before closing.
+pub fn text_session(addr: SocketAddr, line: &str) -> String {
+    let mut s = connect(addr);
+    s.write_all(line.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read until close");
+    out
+}
+
+/// One ping over a fresh connection.
+pub fn ping(addr: SocketAddr) -> bool {
+    let mut s = connect(addr);
+    send(&mut s, 9, &Message::Ping);
+    matches!(read_message(&mut s), (9, Message::Pong))
+}
+
+/// A small deterministic PRNG (xorshift64*), so failures reproduce.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}

@@ -1,0 +1,108 @@
+//! A worker, as its users meet it: binary ping and info, and the netcat
+//! text session.
+
+use std::process::Command;
+
+use redmap::proto::{ErrorCode, Message, Opcode, PROTOCOL_VERSION};
+
+use crate::util::{self, connect, read_message, send, start_worker, text_session};
+
+#[test]
+fn a_worker_answers_ping_and_info_on_one_connection() {
+    let worker = start_worker(&[]);
+    let mut s = connect(worker.addr);
+    send(&mut s, 1, &Message::Ping);
+    assert_eq!(read_message(&mut s), (1, Message::Pong));
+    send(&mut s, 2, &Message::InfoRequest);
+    let (id, msg) = read_message(&mut s);
+    assert_eq!(id, 2);
+    let Message::Info(info) = msg else {
+        panic!("expected INFO, got {msg:?}")
+    };
+    assert_eq!(info.version, redmap::VERSION);
+    assert_eq!(info.address, worker.addr.to_string());
+    assert_eq!(info.protocol, PROTOCOL_VERSION);
+    assert_eq!(info.tasks_processed, 0);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_with_their_ids() {
+    let worker = start_worker(&[]);
+    let mut s = connect(worker.addr);
+    let mut bytes = Vec::new();
+    for id in 1..=1000u32 {
+        let msg = if id % 2 == 0 {
+            Message::Ping
+        } else {
+            Message::InfoRequest
+        };
+        bytes.extend(util::frame_bytes(id, &msg));
+    }
+    std::io::Write::write_all(&mut s, &bytes).unwrap();
+    for id in 1..=1000u32 {
+        let (got, msg) = read_message(&mut s);
+        assert_eq!(got, id);
+        let want = if id % 2 == 0 {
+            Opcode::Pong
+        } else {
+            Opcode::Info
+        };
+        assert_eq!(msg.opcode(), want);
+    }
+}
+
+#[test]
+fn a_reply_sent_to_a_worker_is_refused_but_the_connection_stays() {
+    let worker = start_worker(&[]);
+    let mut s = connect(worker.addr);
+    send(&mut s, 4, &Message::Pong);
+    let (id, msg) = read_message(&mut s);
+    assert_eq!(id, 4);
+    let Message::Error(e) = msg else {
+        panic!("expected ERROR, got {msg:?}")
+    };
+    assert_eq!(e.code, ErrorCode::UNEXPECTED_MESSAGE);
+    send(&mut s, 5, &Message::Ping);
+    assert_eq!(read_message(&mut s), (5, Message::Pong));
+}
+
+#[test]
+fn text_session_answers_ping_info_and_lists_commands_for_unknown_ones() {
+    let worker = start_worker(&[]);
+    assert_eq!(text_session(worker.addr, "ping\n"), "pong\n");
+    assert_eq!(text_session(worker.addr, "PING\r\n"), "pong\n");
+    let info = text_session(worker.addr, "info\n");
+    assert!(
+        info.contains(&format!("address: {}\n", worker.addr)),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("version: {}\n", redmap::VERSION)),
+        "{info}"
+    );
+    assert!(info.contains("tasks_processed: 0\n"), "{info}");
+    assert_eq!(
+        text_session(worker.addr, "stats\n"),
+        "error: unknown command 'stats'; known commands: ping, info\n"
+    );
+    let long = format!("{}\n", "x".repeat(5000));
+    assert!(text_session(worker.addr, &long).starts_with("error: line longer than"));
+}
+
+#[test]
+fn echo_ping_into_netcat_prints_pong() {
+    if Command::new("nc").arg("-h").output().is_err() {
+        eprintln!("SKIPPED echo_ping_into_netcat_prints_pong: no `nc` on this machine (apt-get install netcat-openbsd)");
+        return;
+    }
+    let worker = start_worker(&[]);
+    let port = worker.addr.port();
+    // The README's line, verbatim but for the port.
+    let out = util::run(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo ping | nc 127.0.0.1 {port}")),
+    );
+    assert_eq!(util::stdout(&out), "pong\n");
+    assert!(out.status.success());
+}
