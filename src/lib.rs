@@ -4,15 +4,29 @@
 //! either in-process or by a manager that spreads its map work over workers.
 //!
 //! Layout, one owner per module:
+//! - [`job`]: the dependency-free job API and the export macro (the only
+//!   module built with `default-features = false`, for job crates);
 //! - [`proto`]: the wire protocol: header, opcodes, error codes, incremental
 //!   decoder, typed messages and the netcat text session;
 //! - [`net`]: the mio reactor servers run on, and the blocking CLI client;
+//! - [`plugin`]: compiling jobs, and loading job libraries through the C ABI;
+//! - [`local`]: running a job inside one process (the embedded mode);
 //! - [`worker`]: the worker server;
 //! - [`cli`]: the `redmap` command line (parsing, dispatch, output).
 
+pub mod job;
+
+#[cfg(feature = "runtime")]
 pub mod cli;
+#[cfg(feature = "runtime")]
+pub mod local;
+#[cfg(feature = "runtime")]
 pub mod net;
+#[cfg(feature = "runtime")]
+pub mod plugin;
+#[cfg(feature = "runtime")]
 pub mod proto;
+#[cfg(feature = "runtime")]
 pub mod worker;
 
 /// This build's version, as reported by `info`.

@@ -55,7 +55,11 @@ pub fn parse(input: &str) -> Result<Duration, String> {
 pub fn render(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
-        return format!("{}ms", d.as_millis());
+        return if d.as_millis() == 0 {
+            format!("{}µs", d.as_micros())
+        } else {
+            format!("{}ms", d.as_millis())
+        };
     }
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     if h > 0 {
@@ -96,6 +100,7 @@ mod tests {
     #[test]
     fn renders_compactly() {
         assert_eq!(render(Duration::from_millis(850)), "850ms");
+        assert_eq!(render(Duration::from_micros(42)), "42µs");
         assert_eq!(render(Duration::from_millis(2500)), "2.5s");
         assert_eq!(render(Duration::from_secs(185)), "3m5s");
         assert_eq!(render(Duration::from_secs(7207)), "2h0m7s");

@@ -6,10 +6,12 @@
 //!
 //! - [`duration`]: human durations (`500ms`, `2m`) for the timeout flags;
 //! - [`output`]: aligned tables and `--json`;
+//! - [`run`]: `redmap run PATH`;
 //! - [`worker`]: `redmap worker start|status|info`.
 
 pub mod duration;
 pub mod output;
+pub mod run;
 pub mod worker;
 
 use std::fmt;
@@ -32,6 +34,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Compile a job (a .rs file, a cargo crate directory or a .so) and run it.
+    Run(run::RunArgs),
     /// Start and inspect worker servers.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
@@ -108,6 +112,7 @@ impl From<io::Error> for CliError {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
         Command::Worker(cmd) => worker::run(cmd),
     };
     match result {

@@ -1,0 +1,360 @@
+//! The job API: what a redmap job implements, and the macro that exports it
+//! from a shared library.
+//!
+//! This module is dependency-free on purpose: `redmap run job.rs` compiles
+//! it on its own with plain `rustc` (no cargo, no network) as a small crate
+//! named `redmap`, so a single-file job writes the same `use` lines as a cargo
+//! crate that depends on `redmap` with `default-features = false`.
+//!
+//! ```ignore
+//! use redmap::job::{Error, Job, Tasks};
+//!
+//! struct Sum;
+//!
+//! impl Job for Sum {
+//!     fn load(&self) -> Tasks {
+//!         Box::new((1..=10u64).map(|n| Ok(n.to_string().into_bytes())))
+//!     }
+//!     fn map(&self, task: &[u8]) -> Result<Vec<u8>, Error> {
+//!         let n: u64 = std::str::from_utf8(task)?.parse()?;
+//!         Ok((n + 1).to_string().into_bytes())
+//!     }
+//!     fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, Error> {
+//!         let a: u64 = if acc.is_empty() { 0 } else { std::str::from_utf8(acc)?.parse()? };
+//!         let c: u64 = std::str::from_utf8(current)?.parse()?;
+//!         Ok((a + c).to_string().into_bytes())
+//!     }
+//!     fn done(&self, result: &[u8]) -> Result<(), Error> {
+//!         std::fs::write("result", result)?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! redmap::export_job!(Sum);
+//! ```
+//!
+//! The boundary between redmap and a job is a versioned C ABI ([`abi`]), so
+//! a job built by another compiler, or written in C, loads the same way.
+//! Every call into the job runs under `catch_unwind`: a panic becomes an
+//! error carrying the panic message, never an abort of the host.
+
+use std::fmt;
+
+/// The tasks a job's `load` yields, pulled lazily one at a time: a job of
+/// millions of tasks is never held in memory at once. An `Err` item is
+/// recorded as a load error and does not stop the job.
+pub type Tasks = Box<dyn Iterator<Item = Result<Vec<u8>, Error>> + Send>;
+
+/// A job: load, map, reduce, done, and an optional count.
+///
+/// `map` and `reduce` are called from many threads at once (and on many
+/// machines), so a job is `Sync` and keeps no per-call state in `self`.
+pub trait Job: Send + Sync + 'static {
+    /// Yields the payload of every task. Runs on the manager's machine.
+    fn load(&self) -> Tasks;
+
+    /// Maps one task's payload to a value. Runs on workers.
+    fn map(&self, task: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// Folds `current` into `acc` and returns the new accumulator. `acc`
+    /// starts empty. `current` may itself be a partial accumulator: redmap
+    /// folds each batch of mapped values on the worker and then merges those
+    /// partials, so `reduce` must be associative. Results arrive in no
+    /// particular order, so it should be commutative too.
+    fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, Error>;
+
+    /// Receives the final accumulator, once, on the manager's machine.
+    fn done(&self, result: &[u8]) -> Result<(), Error>;
+
+    /// An estimate of the number of tasks, for progress reports.
+    fn count(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A job's error: a message for the user. Any `std::error::Error` converts
+/// into it with `?`; for text, use [`Error::msg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    pub fn msg(message: impl fmt::Display) -> Error {
+        Error {
+            message: message.to_string(),
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+// `Error` deliberately does not implement `std::error::Error`: this blanket
+// conversion would then overlap with `From<T> for T`.
+impl<E: std::error::Error> From<E> for Error {
+    fn from(err: E) -> Error {
+        Error::msg(err)
+    }
+}
+
+/// The C ABI between redmap and a job library. protocol.md ("Writing a job
+/// in C") documents it for other languages; `redmap_job.h` is the same
+/// thing as a C header.
+pub mod abi {
+    use std::ffi::c_void;
+
+    /// The version of [`JobEntry`] this build exports and understands.
+    pub const ABI_VERSION: u32 = 1;
+    /// Oldest entry version a host of this build can load.
+    pub const MIN_ABI_VERSION: u32 = 1;
+
+    /// The one symbol a job library exports: `const JobEntry *redmap_job_entry(void)`.
+    pub const ENTRY_SYMBOL: &str = "redmap_job_entry";
+
+    /// The call succeeded; an output buffer, if any, holds the value.
+    pub const STATUS_OK: i32 = 0;
+    /// The call failed; the output buffer holds a UTF-8 error message.
+    pub const STATUS_ERROR: i32 = 1;
+    /// `load_next`: no more tasks. `count`: no estimate.
+    pub const STATUS_END: i32 = 2;
+    /// The job panicked; the output buffer holds the panic message. After a
+    /// panic in `load_next` the host stops loading.
+    pub const STATUS_PANIC: i32 = 3;
+
+    /// A byte buffer allocated by the job library, returned to the host, and
+    /// released with the library's own `free` entry. `ptr` may be null
+    /// when `len` is 0.
+    #[repr(C)]
+    #[derive(Debug)]
+    pub struct Buf {
+        pub ptr: *mut u8,
+        pub len: usize,
+    }
+
+    impl Buf {
+        pub const EMPTY: Buf = Buf {
+            ptr: std::ptr::null_mut(),
+            len: 0,
+        };
+    }
+
+    pub type LoadOpenFn = unsafe extern "C" fn(iter: *mut *mut c_void, err: *mut Buf) -> i32;
+    pub type LoadNextFn = unsafe extern "C" fn(iter: *mut c_void, out: *mut Buf) -> i32;
+    pub type LoadCloseFn = unsafe extern "C" fn(iter: *mut c_void);
+    pub type MapFn = unsafe extern "C" fn(task: *const u8, len: usize, out: *mut Buf) -> i32;
+    pub type ReduceFn = unsafe extern "C" fn(
+        acc: *const u8,
+        acc_len: usize,
+        cur: *const u8,
+        cur_len: usize,
+        out: *mut Buf,
+    ) -> i32;
+    pub type DoneFn = unsafe extern "C" fn(result: *const u8, len: usize, err: *mut Buf) -> i32;
+    pub type CountFn = unsafe extern "C" fn(out: *mut u64) -> i32;
+    pub type FreeFn = unsafe extern "C" fn(buf: Buf);
+
+    /// The table of entry points. Append-only: a later version adds fields
+    /// at the end and raises `abi_version`; `struct_size` lets a host see
+    /// which fields exist. A null `count` means "no estimate"; every other
+    /// entry is required.
+    #[repr(C)]
+    pub struct JobEntry {
+        pub abi_version: u32,
+        pub struct_size: u32,
+        pub load_open: Option<LoadOpenFn>,
+        pub load_next: Option<LoadNextFn>,
+        pub load_close: Option<LoadCloseFn>,
+        pub map: Option<MapFn>,
+        pub reduce: Option<ReduceFn>,
+        pub done: Option<DoneFn>,
+        pub count: Option<CountFn>,
+        pub free: Option<FreeFn>,
+    }
+}
+
+/// The plugin side of the ABI, used by [`export_job!`]. Not for direct use.
+#[doc(hidden)]
+pub mod __private {
+    use super::abi::{self, Buf, JobEntry};
+    use super::{Error, Job, Tasks};
+    use std::any::Any;
+    use std::ffi::c_void;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    /// Implemented by the type `export_job!` generates: gives the one job instance.
+    pub trait Provider {
+        fn job() -> &'static dyn Job;
+    }
+
+    fn into_buf(bytes: Vec<u8>) -> Buf {
+        let boxed: Box<[u8]> = bytes.into_boxed_slice();
+        let len = boxed.len();
+        Buf {
+            ptr: Box::into_raw(boxed) as *mut u8,
+            len,
+        }
+    }
+
+    fn panic_message(payload: &(dyn Any + Send)) -> String {
+        let text = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(non-string panic payload)");
+        format!("panic: {text}")
+    }
+
+    /// Runs `f` under catch_unwind and writes its value or error to `out`.
+    unsafe fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, Error>) -> i32 {
+        let (status, bytes) = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(v)) => (abi::STATUS_OK, v),
+            Ok(Err(e)) => (abi::STATUS_ERROR, e.message.into_bytes()),
+            Err(p) => (abi::STATUS_PANIC, panic_message(&*p).into_bytes()),
+        };
+        if !out.is_null() {
+            *out = into_buf(bytes);
+        }
+        status
+    }
+
+    unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+        if ptr.is_null() || len == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(ptr, len)
+        }
+    }
+
+    unsafe extern "C" fn load_open<P: Provider>(iter: *mut *mut c_void, err: *mut Buf) -> i32 {
+        let mut tasks: Option<Tasks> = None;
+        let status = guard(err, || {
+            tasks = Some(P::job().load());
+            Ok(Vec::new())
+        });
+        if status == abi::STATUS_OK && !iter.is_null() {
+            *iter = Box::into_raw(Box::new(tasks)) as *mut c_void;
+        }
+        status
+    }
+
+    unsafe extern "C" fn load_next(iter: *mut c_void, out: *mut Buf) -> i32 {
+        if iter.is_null() {
+            return abi::STATUS_END;
+        }
+        let tasks = &mut *(iter as *mut Option<Tasks>);
+        let mut end = false;
+        let status = guard(out, || match tasks.as_mut().and_then(Iterator::next) {
+            Some(item) => item,
+            None => {
+                end = true;
+                Ok(Vec::new())
+            }
+        });
+        if end {
+            abi::STATUS_END
+        } else {
+            status
+        }
+    }
+
+    unsafe extern "C" fn load_close(iter: *mut c_void) {
+        if !iter.is_null() {
+            let tasks = Box::from_raw(iter as *mut Option<Tasks>);
+            // A panic in the iterator's destructor must not cross the boundary.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(tasks)));
+        }
+    }
+
+    unsafe extern "C" fn map<P: Provider>(task: *const u8, len: usize, out: *mut Buf) -> i32 {
+        let task = slice(task, len);
+        guard(out, || P::job().map(task))
+    }
+
+    unsafe extern "C" fn reduce<P: Provider>(
+        acc: *const u8,
+        acc_len: usize,
+        cur: *const u8,
+        cur_len: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        let (acc, cur) = (slice(acc, acc_len), slice(cur, cur_len));
+        guard(out, || P::job().reduce(acc, cur))
+    }
+
+    unsafe extern "C" fn done<P: Provider>(result: *const u8, len: usize, err: *mut Buf) -> i32 {
+        let result = slice(result, len);
+        guard(err, || P::job().done(result).map(|()| Vec::new()))
+    }
+
+    unsafe extern "C" fn count<P: Provider>(out: *mut u64) -> i32 {
+        match catch_unwind(|| P::job().count()) {
+            Ok(Some(n)) => {
+                if !out.is_null() {
+                    *out = n;
+                }
+                abi::STATUS_OK
+            }
+            Ok(None) => abi::STATUS_END,
+            Err(_) => abi::STATUS_PANIC,
+        }
+    }
+
+    unsafe extern "C" fn free(buf: Buf) {
+        if !buf.ptr.is_null() {
+            let slice = std::ptr::slice_from_raw_parts_mut(buf.ptr, buf.len);
+            drop(Box::from_raw(slice));
+        }
+    }
+
+    /// The entry table for the job `P` provides.
+    pub const fn entry<P: Provider>() -> JobEntry {
+        JobEntry {
+            abi_version: abi::ABI_VERSION,
+            struct_size: std::mem::size_of::<JobEntry>() as u32,
+            load_open: Some(load_open::<P>),
+            load_next: Some(load_next),
+            load_close: Some(load_close),
+            map: Some(map::<P>),
+            reduce: Some(reduce::<P>),
+            done: Some(done::<P>),
+            count: Some(count::<P>),
+            free: Some(free),
+        }
+    }
+}
+
+/// Exports a job from a `cdylib`: `redmap::export_job!(MyJob);` where the
+/// argument is an expression that builds the job (called once, on first use).
+#[macro_export]
+macro_rules! export_job {
+    ($job:expr) => {
+        #[doc(hidden)]
+        pub struct __RedmapJobProvider;
+
+        impl $crate::job::__private::Provider for __RedmapJobProvider {
+            fn job() -> &'static dyn $crate::job::Job {
+                static JOB: ::std::sync::OnceLock<::std::boxed::Box<dyn $crate::job::Job>> =
+                    ::std::sync::OnceLock::new();
+                &**JOB.get_or_init(|| ::std::boxed::Box::new($job))
+            }
+        }
+
+        #[doc(hidden)]
+        static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
+            $crate::job::__private::entry::<__RedmapJobProvider>();
+
+        /// The job library's entry point (see redmap's protocol.md).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn redmap_job_entry() -> *const $crate::job::abi::JobEntry {
+            &__REDMAP_JOB_ENTRY
+        }
+    };
+}

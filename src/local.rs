@@ -1,0 +1,316 @@
+//! Running a job inside one process (the embedded mode of `redmap run`),
+//! through the real plugin boundary and with the same shape as a cluster
+//! run: `load` is pulled on the calling thread into batches; map threads map
+//! each task and fold the batch with `reduce` into one partial accumulator,
+//! as workers will; one thread folds the partials as they arrive; then
+//! `done` gets the result. It is also the in-process baseline of the
+//! benchmarks.
+//!
+//! Failures do not stop the job (the original's contract): a failed task, a
+//! load error or a failed reduce is counted and recorded, and `done` runs
+//! with the accumulator of everything that succeeded.
+
+use std::fmt;
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::plugin::{CallError, Plugin};
+
+/// At most this many errors are kept with their messages; the rest are counted.
+pub const MAX_KEPT_ERRORS: usize = 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Map threads.
+    pub threads: usize,
+    /// A batch closes at this many tasks…
+    pub batch_tasks: usize,
+    /// …or this many bytes of task payload.
+    pub batch_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            threads: thread::available_parallelism().map_or(1, |n| n.get()),
+            batch_tasks: 1024,
+            batch_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Where an error happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    Load,
+    /// Mapping the task with this index (in load order, from 0).
+    Map(u64),
+    Reduce,
+    Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobError {
+    pub stage: Stage,
+    pub message: String,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.stage {
+            Stage::Load => write!(f, "load: {}", self.message),
+            Stage::Map(i) => write!(f, "map of task {i}: {}", self.message),
+            Stage::Reduce => write!(f, "reduce: {}", self.message),
+            Stage::Done => write!(f, "done: {}", self.message),
+        }
+    }
+}
+
+/// Errors with a bound on how many are kept.
+#[derive(Debug, Default, Clone)]
+pub struct ErrorLog {
+    pub kept: Vec<JobError>,
+    pub total: u64,
+}
+
+impl ErrorLog {
+    pub fn push(&mut self, stage: Stage, err: &CallError) {
+        self.total += 1;
+        if self.kept.len() < MAX_KEPT_ERRORS {
+            self.kept.push(JobError {
+                stage,
+                message: err.message.clone(),
+            });
+        }
+    }
+
+    fn merge(&mut self, other: ErrorLog) {
+        self.total += other.total;
+        let room = MAX_KEPT_ERRORS.saturating_sub(self.kept.len());
+        self.kept.extend(other.kept.into_iter().take(room));
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Tasks `load` yielded.
+    pub tasks: u64,
+    /// Tasks mapped and folded into the result.
+    pub processed: u64,
+    /// Tasks whose map (or whose fold into the batch) failed.
+    pub failed: u64,
+    pub load_errors: u64,
+    pub reduce_errors: u64,
+    /// `done` failed (its message is in `errors`).
+    pub done_failed: bool,
+    pub errors: ErrorLog,
+    /// The final accumulator handed to `done`.
+    pub result: Vec<u8>,
+    pub elapsed: Duration,
+    pub threads: usize,
+}
+
+impl Report {
+    /// True when every task succeeded and nothing else failed.
+    pub fn clean(&self) -> bool {
+        self.failed == 0 && self.load_errors == 0 && self.reduce_errors == 0 && !self.done_failed
+    }
+
+    pub fn tasks_per_sec(&self) -> f64 {
+        self.tasks as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+struct Batch {
+    first_index: u64,
+    tasks: Vec<Vec<u8>>,
+}
+
+/// One batch, mapped and folded.
+struct Partial {
+    value: Option<Vec<u8>>,
+    processed: u64,
+    failed: u64,
+    errors: ErrorLog,
+}
+
+/// Maps and folds one batch: what a worker does with a batch.
+fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
+    let mut acc: Option<Vec<u8>> = None;
+    let mut partial = Partial {
+        value: None,
+        processed: 0,
+        failed: 0,
+        errors: ErrorLog::default(),
+    };
+    for (i, task) in batch.tasks.iter().enumerate() {
+        let index = batch.first_index + i as u64;
+        let folded = match plugin.map(task) {
+            Ok(value) => plugin
+                .reduce(acc.as_deref().unwrap_or(&[]), &value)
+                .map_err(|e| (Stage::Reduce, e)),
+            Err(e) => Err((Stage::Map(index), e)),
+        };
+        match folded {
+            Ok(next) => {
+                acc = Some(next);
+                partial.processed += 1;
+            }
+            Err((stage, e)) => {
+                partial.failed += 1;
+                partial.errors.push(stage, &e);
+            }
+        }
+    }
+    partial.value = acc;
+    partial
+}
+
+fn map_thread(
+    plugin: Arc<Plugin>,
+    batches: Arc<std::sync::Mutex<Receiver<Batch>>>,
+    out: SyncSender<Partial>,
+) {
+    loop {
+        // Hold the lock only to take a batch, never while mapping.
+        let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(batch) = next else {
+            return;
+        };
+        if out.send(map_batch(&plugin, &batch)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Folds partials as they arrive; returns the accumulator and the tallies.
+fn fold_thread(
+    plugin: Arc<Plugin>,
+    partials: Receiver<Partial>,
+) -> (Vec<u8>, u64, u64, u64, ErrorLog) {
+    let mut acc: Vec<u8> = Vec::new();
+    let (mut processed, mut failed, mut reduce_errors) = (0, 0, 0);
+    let mut errors = ErrorLog::default();
+    for p in partials {
+        failed += p.failed;
+        errors.merge(p.errors);
+        let Some(value) = p.value else {
+            continue;
+        };
+        match plugin.reduce(&acc, &value) {
+            Ok(next) => {
+                acc = next;
+                processed += p.processed;
+            }
+            Err(e) => {
+                // The batch's tasks were mapped but cannot be counted in.
+                reduce_errors += 1;
+                failed += p.processed;
+                errors.push(Stage::Reduce, &e);
+            }
+        }
+    }
+    (acc, processed, failed, reduce_errors, errors)
+}
+
+/// Runs `plugin` to completion in this process.
+pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
+    let started = Instant::now();
+    let threads = opts.threads.max(1);
+    // Bounded: load is pulled only as fast as the map threads drain it.
+    let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(threads * 2);
+    let (partial_tx, partial_rx) = mpsc::sync_channel::<Partial>(threads * 2);
+    let batch_rx = Arc::new(std::sync::Mutex::new(batch_rx));
+    let mappers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (plugin, rx, tx) = (
+                Arc::clone(plugin),
+                Arc::clone(&batch_rx),
+                partial_tx.clone(),
+            );
+            thread::spawn(move || map_thread(plugin, rx, tx))
+        })
+        .collect();
+    drop(partial_tx);
+    let folder = {
+        let plugin = Arc::clone(plugin);
+        thread::spawn(move || fold_thread(plugin, partial_rx))
+    };
+
+    let mut load_log = ErrorLog::default();
+    let mut tasks = 0u64;
+    let mut load_errors = 0u64;
+    match plugin.tasks() {
+        Err(e) => {
+            load_errors += 1;
+            load_log.push(Stage::Load, &e);
+        }
+        Ok(iter) => {
+            let mut batch = Batch {
+                first_index: 0,
+                tasks: Vec::new(),
+            };
+            let mut bytes = 0;
+            for item in iter {
+                match item {
+                    Ok(task) => {
+                        bytes += task.len();
+                        batch.tasks.push(task);
+                        tasks += 1;
+                        if batch.tasks.len() >= opts.batch_tasks || bytes >= opts.batch_bytes {
+                            let full = std::mem::replace(
+                                &mut batch,
+                                Batch {
+                                    first_index: tasks,
+                                    tasks: Vec::new(),
+                                },
+                            );
+                            bytes = 0;
+                            if batch_tx.send(full).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        load_errors += 1;
+                        load_log.push(Stage::Load, &e);
+                    }
+                }
+            }
+            if !batch.tasks.is_empty() {
+                let _ = batch_tx.send(batch);
+            }
+        }
+    }
+    drop(batch_tx);
+    for m in mappers {
+        let _ = m.join();
+    }
+    let (result, processed, failed, reduce_errors, mut errors) = folder
+        .join()
+        .unwrap_or_else(|_| (Vec::new(), 0, tasks, 0, ErrorLog::default()));
+    load_log.merge(errors);
+    errors = load_log;
+    let done_failed = match plugin.done(&result) {
+        Ok(()) => false,
+        Err(e) => {
+            errors.push(Stage::Done, &e);
+            true
+        }
+    };
+    Report {
+        tasks,
+        processed,
+        failed,
+        load_errors,
+        reduce_errors,
+        done_failed,
+        errors,
+        result,
+        elapsed: started.elapsed(),
+        threads,
+    }
+}

@@ -1,0 +1,11 @@
+//! Job plugins: compiling what `redmap run` is given into a job library
+//! ([`compile`]), and loading and calling job libraries through the C ABI
+//! ([`loader`]). The ABI types themselves live in [`crate::job::abi`], beside
+//! the plugin side of the boundary, so both sides share one definition;
+//! `redmap_job.h` is the same ABI for C.
+
+pub mod compile;
+pub mod loader;
+
+pub use compile::{build, Built, CompileError, Toolchain};
+pub use loader::{CallError, LoadError, Plugin, PluginHash, TaskIter};

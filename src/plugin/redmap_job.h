@@ -1,0 +1,69 @@
+/*
+ * redmap_job.h - the C ABI of a redmap job library, version 1.
+ *
+ * A job library exports one function, redmap_job_entry, returning a pointer
+ * to a static table of entry points. The host reads abi_version first and
+ * refuses versions it does not speak, then checks struct_size and that every
+ * required entry is non-null, before calling anything else.
+ *
+ * Memory: every redmap_buf the job returns is allocated by the job and
+ * released by the host through the table's `free` entry. Input pointers
+ * passed to the job are valid only during the call.
+ *
+ * Threads: map and reduce may be called from many threads at once.
+ * load_open, load_next and load_close are called from one thread at a time.
+ * done is called once. count may be called at any time.
+ *
+ * See protocol.md, "Writing a job in C", for the full contract.
+ */
+#ifndef REDMAP_JOB_H
+#define REDMAP_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define REDMAP_ABI_VERSION 1
+
+/* Status codes returned by the entries. */
+#define REDMAP_OK 0    /* success; an output buffer holds the value        */
+#define REDMAP_ERROR 1 /* failure; the output buffer holds a UTF-8 message */
+#define REDMAP_END 2   /* load_next: no more tasks; count: no estimate      */
+#define REDMAP_PANIC 3 /* the job crashed in a recoverable way (a message)  */
+
+typedef struct redmap_buf {
+    uint8_t *ptr; /* may be NULL when len is 0 */
+    size_t len;
+} redmap_buf;
+
+typedef struct redmap_job_entry_v1 {
+    uint32_t abi_version; /* REDMAP_ABI_VERSION; always the first field */
+    uint32_t struct_size; /* sizeof(redmap_job_entry_v1) */
+
+    /* Starts loading: stores an iterator handle in *iter (may be NULL if the
+     * job needs none). On REDMAP_ERROR, *err holds the message. */
+    int32_t (*load_open)(void **iter, redmap_buf *err);
+    /* Next task: REDMAP_OK with the task in *out, REDMAP_ERROR with a load
+     * error in *out (loading goes on), or REDMAP_END. */
+    int32_t (*load_next)(void *iter, redmap_buf *out);
+    /* Releases the iterator handle. */
+    void (*load_close)(void *iter);
+
+    /* Maps one task: REDMAP_OK with the value in *out, or REDMAP_ERROR. */
+    int32_t (*map)(const uint8_t *task, size_t len, redmap_buf *out);
+    /* Folds cur into acc (acc starts empty; cur may be a partial
+     * accumulator, so reduce must be associative). */
+    int32_t (*reduce)(const uint8_t *acc, size_t acc_len, const uint8_t *cur, size_t cur_len,
+                      redmap_buf *out);
+    /* Receives the final accumulator once. */
+    int32_t (*done)(const uint8_t *result, size_t len, redmap_buf *err);
+    /* Optional (may be NULL): REDMAP_OK with an estimate of the number of
+     * tasks in *out, or REDMAP_END for none. */
+    int32_t (*count)(uint64_t *out);
+    /* Releases a buffer this library returned. */
+    void (*free)(redmap_buf buf);
+} redmap_job_entry_v1;
+
+/* The one exported symbol. */
+const redmap_job_entry_v1 *redmap_job_entry(void);
+
+#endif /* REDMAP_JOB_H */
