@@ -136,3 +136,56 @@ fn the_documented_header_constants_match() {
     assert!(DOC.contains("default 200 MiB =\n209715200 bytes"));
     assert_eq!(redmap::proto::DEFAULT_MAX_SIZE, 209_715_200);
 }
+
+#[test]
+fn the_plugin_abi_section_matches_the_abi() {
+    use redmap::job::abi;
+    assert!(DOC.contains(&format!("ABI version: **{}**", abi::ABI_VERSION)));
+    for (value, name) in [
+        (abi::STATUS_OK, "OK"),
+        (abi::STATUS_ERROR, "ERROR"),
+        (abi::STATUS_END, "END"),
+        (abi::STATUS_PANIC, "PANIC"),
+    ] {
+        let row = format!("| {value} | `{name}` |");
+        assert!(DOC.contains(&row), "protocol.md lacks the status row {row}");
+    }
+    let size = std::mem::size_of::<abi::JobEntry>();
+    if cfg!(target_pointer_width = "64") {
+        assert!(DOC.contains(&format!("({size} on 64-bit platforms)")));
+    }
+    // The C header declares the same fields, in the same order, as the doc's table.
+    let header = redmap::plugin::compile::C_HEADER;
+    let fields = [
+        "abi_version",
+        "struct_size",
+        "load_open",
+        "load_next",
+        "load_close",
+        "map",
+        "reduce",
+        "done",
+        "count",
+        "free",
+    ];
+    let mut last_doc = 0;
+    let mut last_header = 0;
+    for field in fields {
+        let row = format!("| `{field}` |");
+        let at = DOC
+            .find(&row)
+            .unwrap_or_else(|| panic!("no doc row for {field}"));
+        assert!(at > last_doc, "{field} out of order in protocol.md");
+        last_doc = at;
+        let decl = header
+            .find(&format!("{field};"))
+            .or_else(|| header.find(&format!("(*{field})")))
+            .unwrap_or_else(|| panic!("redmap_job.h lacks {field}"));
+        assert!(decl > last_header, "{field} out of order in redmap_job.h");
+        last_header = decl;
+    }
+    for (value, name) in [(0, "OK"), (1, "ERROR"), (2, "END"), (3, "PANIC")] {
+        assert!(header.contains(&format!("#define REDMAP_{name} {value}")));
+    }
+    assert!(header.contains(&format!("#define REDMAP_ABI_VERSION {}", abi::ABI_VERSION)));
+}

@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod codec;
+mod plugin;
 mod protocol_doc;
 mod reactor;
 mod worker;

@@ -247,3 +247,74 @@ impl Rng {
         (0..n).map(|_| self.next() as u8).collect()
     }
 }
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "redmap-test-{label}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> std::path::PathBuf {
+        let path = self.join(name);
+        std::fs::write(&path, contents).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The repository's own directory (for examples/ and src/plugin/).
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `redmap run ARGS…` in `dir`, with the build cache inside `dir`.
+pub fn run_job(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = redmap();
+    cmd.arg("run")
+        .args(args)
+        .current_dir(dir.path())
+        .env("REDMAP_CACHE_DIR", dir.join("cache"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+/// Compiles C source into a shared library with `cc -shared -fPIC`.
+pub fn cc_shared(dir: &TempDir, source: &std::path::Path, out: &str) -> std::path::PathBuf {
+    let lib = dir.join(out);
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-I"])
+        .arg(repo().join("src/plugin"))
+        .arg("-o")
+        .arg(&lib)
+        .arg(source)
+        .status()
+        .expect("run cc");
+    assert!(status.success(), "cc failed on {}", source.display());
+    lib
+}
