@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::plugin::fold::{fold_batch, FailedIn};
 use crate::plugin::{CallError, Plugin};
 
 /// At most this many errors are kept with their messages; the rest are counted.
@@ -137,36 +138,23 @@ struct Partial {
     errors: ErrorLog,
 }
 
-/// Maps and folds one batch: what a worker does with a batch.
+/// Maps and folds one batch, as a worker does.
 fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
-    let mut acc: Option<Vec<u8>> = None;
-    let mut partial = Partial {
-        value: None,
-        processed: 0,
-        failed: 0,
-        errors: ErrorLog::default(),
-    };
-    for (i, task) in batch.tasks.iter().enumerate() {
-        let index = batch.first_index + i as u64;
-        let folded = match plugin.map(task) {
-            Ok(value) => plugin
-                .reduce(acc.as_deref().unwrap_or(&[]), &value)
-                .map_err(|e| (Stage::Reduce, e)),
-            Err(e) => Err((Stage::Map(index), e)),
+    let folded = fold_batch(plugin, batch.tasks.iter().map(Vec::as_slice));
+    let mut errors = ErrorLog::default();
+    for f in &folded.failures {
+        let stage = match f.stage {
+            FailedIn::Map => Stage::Map(batch.first_index + u64::from(f.index)),
+            FailedIn::Reduce => Stage::Reduce,
         };
-        match folded {
-            Ok(next) => {
-                acc = Some(next);
-                partial.processed += 1;
-            }
-            Err((stage, e)) => {
-                partial.failed += 1;
-                partial.errors.push(stage, &e);
-            }
-        }
+        errors.push(stage, &f.error);
     }
-    partial.value = acc;
-    partial
+    Partial {
+        value: folded.value,
+        processed: u64::from(folded.processed),
+        failed: folded.failures.len() as u64,
+        errors,
+    }
 }
 
 fn map_thread(

@@ -2,7 +2,10 @@
 //! split anywhere, and no input, however broken, makes it panic or allocate
 //! past its limit.
 
-use redmap::proto::msg::{ErrorReply, Info};
+use redmap::proto::msg::{
+    BatchResult, ErrorReply, Info, Install, InstallReply, JobStatus, JobSummary, ManagerStats,
+    MapBatch, RunJob, TaskFailure, TaskList,
+};
 use redmap::proto::{
     encode_frame, Decoder, ErrorCode, Frame, Message, Opcode, ProtoError, ReadBuf, HEADER_LEN,
 };
@@ -32,7 +35,89 @@ pub fn samples() -> Vec<Message> {
             code: ErrorCode(60000),
             message: String::new(),
         }),
+        Message::Install(Install {
+            hash: [7; 32],
+            total: 10,
+            offset: 4,
+            chunk: b"abcdef".to_vec(),
+        }),
+        Message::InstallReply(InstallReply {
+            complete: false,
+            next_offset: 10,
+        }),
+        Message::Uninstall([9; 32]),
+        Message::Uninstalled,
+        Message::MapBatch(MapBatch {
+            hash: [1; 32],
+            batch_id: u64::MAX - 1,
+            tasks: {
+                let mut list = TaskList::new();
+                list.push(b"1");
+                list.push(b"");
+                list.push(&[0xFF; 300]);
+                list
+            },
+        }),
+        Message::BatchResult(BatchResult {
+            batch_id: 77,
+            processed: 2,
+            value: Some(b"65".to_vec()),
+            failures: vec![TaskFailure {
+                index: 1,
+                panicked: true,
+                message: "panic: boom".into(),
+            }],
+        }),
+        Message::BatchResult(BatchResult {
+            batch_id: 78,
+            processed: 0,
+            value: None,
+            failures: vec![],
+        }),
+        Message::RunJob(RunJob {
+            hash: [2; 32],
+            name: "test-job".into(),
+        }),
+        Message::JobAccepted(5),
+        Message::JobStatsRequest(5),
+        Message::JobStats(summary()),
+        Message::JobsListRequest,
+        Message::JobsList(vec![summary(), summary()]),
+        Message::Attach("127.0.0.1:9876".into()),
+        Message::Attached,
+        Message::Detach(":9877".into()),
+        Message::Detached,
+        Message::ManagerStatsRequest,
+        Message::ManagerStats(ManagerStats {
+            address: "127.0.0.1:9899".into(),
+            workers_active: 2,
+            workers_total: 3,
+            jobs_completed: 4,
+            tasks_per_sec_milli: 1_500_000_000,
+            bytes_in: 1 << 33,
+            ..ManagerStats::default()
+        }),
     ]
+}
+
+fn summary() -> JobSummary {
+    JobSummary {
+        id: 5,
+        name: "test-job".into(),
+        status: JobStatus::Running,
+        estimate: Some(1_000_000),
+        loaded: 500_000,
+        processed: 400_000,
+        failed: 3,
+        retried: 9,
+        running: 8192,
+        elapsed_ms: 1234,
+        load_errors: 1,
+        reduce_errors: 0,
+        result_len: 0,
+        result_preview: Vec::new(),
+        errors: vec!["map of task 7: panic: boom".into()],
+    }
 }
 
 fn stream_of_samples() -> (Vec<u8>, Vec<(u32, Message)>) {

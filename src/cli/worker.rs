@@ -30,6 +30,10 @@ pub struct StartArgs {
 
     #[command(flatten)]
     pub net: NetArgs,
+
+    /// Map threads (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -56,7 +60,12 @@ pub fn run(cmd: WorkerCommand) -> Result<ExitCode, CliError> {
 
 fn start(args: StartArgs) -> Result<ExitCode, CliError> {
     let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
-    crate::worker::run(addr, args.net.reactor_config()).map_err(|e| {
+    let threads = match args.threads {
+        Some(0) => return Err(CliError::new("--threads must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    crate::worker::run(addr, args.net.reactor_config(), threads).map_err(|e| {
         let err = CliError::new(format!("cannot serve on {addr}: {e}"));
         if e.kind() == io::ErrorKind::AddrInUse {
             err.with_hint("another process listens on that port; pick another or stop it")

@@ -77,6 +77,8 @@ pub struct Conn {
     pub peer_eof: bool,
     /// Output was queued since the last flush.
     pub dirty: bool,
+    /// An outgoing connection whose TCP handshake has not completed.
+    pub connecting: bool,
 }
 
 impl Conn {
@@ -95,6 +97,36 @@ impl Conn {
             read_pending: true,
             peer_eof: false,
             dirty: false,
+            connecting: false,
+        }
+    }
+
+    /// An outgoing connection: it speaks the binary protocol from the
+    /// start, and is usable once the handshake completes.
+    pub fn outgoing(stream: TcpStream, peer: SocketAddr, max_size: u32) -> Conn {
+        let mut conn = Conn::new(stream, peer, max_size);
+        conn.phase = Phase::Binary;
+        conn.read_pending = false;
+        conn.connecting = true;
+        conn
+    }
+
+    /// For a connection still connecting: `Ok(true)` once connected,
+    /// `Ok(false)` while in progress, `Err` if the connect failed.
+    pub fn check_connected(&mut self) -> io::Result<bool> {
+        if !self.connecting {
+            return Ok(true);
+        }
+        if let Some(e) = self.stream.take_error()? {
+            return Err(e);
+        }
+        match self.stream.peer_addr() {
+            Ok(_) => {
+                self.connecting = false;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
         }
     }
 

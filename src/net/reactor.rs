@@ -152,6 +152,40 @@ impl Io<'_> {
     pub fn connections(&self) -> usize {
         self.core.conns.len()
     }
+
+    /// Bytes received and sent on all connections since the start.
+    pub fn traffic(&self) -> (u64, u64) {
+        (self.core.bytes_in, self.core.bytes_out)
+    }
+
+    /// Opens an outgoing connection. It is usable at once: frames sent now
+    /// leave when the handshake completes. A connect that fails, or does
+    /// not complete within the write timeout, closes it (`on_close`).
+    pub fn connect(&mut self, addr: SocketAddr) -> io::Result<ConnId> {
+        let stream = mio::net::TcpStream::connect(addr)?;
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!("{addr}: set_nodelay failed: {e}");
+        }
+        let mut conn = Conn::outgoing(stream, addr, self.core.config.max_size);
+        conn.write_deadline = Some(self.now + self.core.config.write_timeout);
+        let id = self.core.conns.insert(conn);
+        let token = Token(id.index + FIRST_CONN);
+        let registered = match self.core.conns.get_mut(id) {
+            Some(c) => self.core.registry.register(
+                c.stream_mut(),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            None => return Err(io::ErrorKind::NotFound.into()),
+        };
+        if let Err(e) = registered {
+            self.core.conns.remove(id);
+            return Err(e);
+        }
+        self.core.schedule(id);
+        debug!("{id} {addr}: connecting");
+        Ok(id)
+    }
 }
 
 /// Everything the loop owns except the poller and listener, so handler
@@ -163,6 +197,8 @@ struct Core {
     /// Connections with output queued by the handler since the last flush.
     dirty: Vec<ConnId>,
     registry: Registry,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 impl Core {
@@ -218,6 +254,8 @@ impl Reactor {
                 config,
                 dirty: Vec::new(),
                 registry,
+                bytes_in: 0,
+                bytes_out: 0,
             },
             again: Vec::new(),
             accept_paused_until: None,
@@ -370,6 +408,11 @@ impl Reactor {
         let Some(c) = self.core.conns.get_mut(id) else {
             return;
         };
+        match c.check_connected() {
+            Ok(true) => {}
+            Ok(false) => return self.core.schedule(id),
+            Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
+        }
         let had_output = c.pending_out() > 0;
         let mut wrote = match c.flush() {
             Ok(n) => n,
@@ -395,6 +438,7 @@ impl Reactor {
                     c.read_pending = false;
                 }
                 read_any |= outcome.bytes > 0;
+                self.core.bytes_in += outcome.bytes as u64;
                 self.handle_inputs(id, handler, now);
                 if outcome.blocked || outcome.eof {
                     break;
@@ -413,6 +457,7 @@ impl Reactor {
             Ok(n) => wrote += n,
             Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
         }
+        self.core.bytes_out += wrote as u64;
         if c.peer_eof && !c.is_lingering() {
             // The peer is done sending. Whatever it sent has been handled;
             // finish sending our replies, then close.

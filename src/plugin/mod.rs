@@ -5,7 +5,9 @@
 //! `redmap_job.h` is the same ABI for C.
 
 pub mod compile;
+pub mod fold;
 pub mod loader;
+pub mod store;
 
 pub use compile::{build, Built, CompileError, Toolchain};
 pub use loader::{CallError, LoadError, Plugin, PluginHash, TaskIter};

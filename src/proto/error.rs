@@ -32,6 +32,11 @@ impl ErrorCode {
     pub const MALFORMED_PAYLOAD: ErrorCode = ErrorCode(6);
     pub const UNEXPECTED_MESSAGE: ErrorCode = ErrorCode(7);
     pub const INTERNAL: ErrorCode = ErrorCode(8);
+    pub const NOT_FOUND: ErrorCode = ErrorCode(9);
+    pub const CONFLICT: ErrorCode = ErrorCode(10);
+    pub const UNREACHABLE: ErrorCode = ErrorCode(11);
+    pub const PLUGIN_REJECTED: ErrorCode = ErrorCode(12);
+    pub const PLUGIN_MISSING: ErrorCode = ErrorCode(13);
 
     /// Every defined code with its meaning, in numeric order.
     pub const ALL: &'static [ErrorInfo] = &[
@@ -91,6 +96,41 @@ impl ErrorCode {
             closes: false,
             description: "the receiver failed for a reason of its own",
         },
+        ErrorInfo {
+            code: ErrorCode::NOT_FOUND,
+            name: "NOT_FOUND",
+            retriable: false,
+            closes: false,
+            description: "the job or worker named by the request does not exist",
+        },
+        ErrorInfo {
+            code: ErrorCode::CONFLICT,
+            name: "CONFLICT",
+            retriable: false,
+            closes: false,
+            description: "the request contradicts the current state (e.g. already attached)",
+        },
+        ErrorInfo {
+            code: ErrorCode::UNREACHABLE,
+            name: "UNREACHABLE",
+            retriable: true,
+            closes: false,
+            description: "a worker the request needs could not be reached",
+        },
+        ErrorInfo {
+            code: ErrorCode::PLUGIN_REJECTED,
+            name: "PLUGIN_REJECTED",
+            retriable: false,
+            closes: false,
+            description: "a job library failed its hash check or could not be loaded",
+        },
+        ErrorInfo {
+            code: ErrorCode::PLUGIN_MISSING,
+            name: "PLUGIN_MISSING",
+            retriable: true,
+            closes: false,
+            description: "the request names a job library that is not installed; install it first",
+        },
     ];
 
     /// The table row for this code, if it is one this build knows.
@@ -144,6 +184,12 @@ pub enum ProtoError {
         opcode: u8,
     },
     Internal(String),
+    /// A well-formed request refused by the application (no such job,
+    /// already attached, …), with the code that says why.
+    Refused {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl ProtoError {
@@ -158,6 +204,7 @@ impl ProtoError {
             ProtoError::Malformed { .. } => ErrorCode::MALFORMED_PAYLOAD,
             ProtoError::Unexpected { .. } => ErrorCode::UNEXPECTED_MESSAGE,
             ProtoError::Internal(_) => ErrorCode::INTERNAL,
+            ProtoError::Refused { code, .. } => *code,
         }
     }
 
@@ -165,6 +212,15 @@ impl ProtoError {
     /// or the peer is not speaking our protocol).
     pub fn is_fatal(&self) -> bool {
         self.code().closes()
+    }
+}
+
+impl ProtoError {
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> ProtoError {
+        ProtoError::Refused {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -197,6 +253,7 @@ impl fmt::Display for ProtoError {
                 write!(f, "message with opcode 0x{opcode:02X} is not accepted here")
             }
             ProtoError::Internal(msg) => write!(f, "internal error: {msg}"),
+            ProtoError::Refused { message, .. } => f.write_str(message),
         }
     }
 }

@@ -15,10 +15,37 @@ pub enum Opcode {
     Ping = 0x01,
     /// Ask a server for its info; answered by `Info`.
     InfoRequest = 0x02,
+    /// One chunk of a job library; answered by `InstallReply`.
+    Install = 0x03,
+    /// Remove a job library; answered by `Uninstalled`.
+    Uninstall = 0x04,
+    /// Tasks to map and fold; answered by `BatchResult`.
+    MapBatch = 0x05,
+    /// Start a job from an installed library; answered by `JobAccepted`.
+    RunJob = 0x10,
+    /// One job's summary; answered by `JobStats`.
+    JobStatsRequest = 0x11,
+    /// Every job's summary; answered by `JobsList`.
+    JobsListRequest = 0x12,
+    /// Attach a worker to a manager; answered by `Attached`.
+    Attach = 0x13,
+    /// Detach a worker; answered by `Detached`.
+    Detach = 0x14,
+    /// The manager's counters; answered by `ManagerStats`.
+    ManagerStatsRequest = 0x15,
     /// Reply to `Ping`.
     Pong = 0x81,
     /// Reply to `InfoRequest`.
     Info = 0x82,
+    InstallReply = 0x83,
+    Uninstalled = 0x84,
+    BatchResult = 0x85,
+    JobAccepted = 0x90,
+    JobStats = 0x91,
+    JobsList = 0x92,
+    Attached = 0x93,
+    Detached = 0x94,
+    ManagerStats = 0x95,
     /// Error reply to any request (or unsolicited, before a close).
     Error = 0xFF,
 }
@@ -29,8 +56,26 @@ impl Opcode {
     pub const ALL: &'static [Opcode] = &[
         Opcode::Ping,
         Opcode::InfoRequest,
+        Opcode::Install,
+        Opcode::Uninstall,
+        Opcode::MapBatch,
+        Opcode::RunJob,
+        Opcode::JobStatsRequest,
+        Opcode::JobsListRequest,
+        Opcode::Attach,
+        Opcode::Detach,
+        Opcode::ManagerStatsRequest,
         Opcode::Pong,
         Opcode::Info,
+        Opcode::InstallReply,
+        Opcode::Uninstalled,
+        Opcode::BatchResult,
+        Opcode::JobAccepted,
+        Opcode::JobStats,
+        Opcode::JobsList,
+        Opcode::Attached,
+        Opcode::Detached,
+        Opcode::ManagerStats,
         Opcode::Error,
     ];
 
@@ -39,8 +84,26 @@ impl Opcode {
         match self {
             Opcode::Ping => "PING",
             Opcode::InfoRequest => "INFO_REQUEST",
+            Opcode::Install => "INSTALL",
+            Opcode::Uninstall => "UNINSTALL",
+            Opcode::MapBatch => "MAP_BATCH",
+            Opcode::RunJob => "RUN_JOB",
+            Opcode::JobStatsRequest => "JOB_STATS_REQUEST",
+            Opcode::JobsListRequest => "JOBS_LIST_REQUEST",
+            Opcode::Attach => "ATTACH",
+            Opcode::Detach => "DETACH",
+            Opcode::ManagerStatsRequest => "MANAGER_STATS_REQUEST",
             Opcode::Pong => "PONG",
             Opcode::Info => "INFO",
+            Opcode::InstallReply => "INSTALL_REPLY",
+            Opcode::Uninstalled => "UNINSTALLED",
+            Opcode::BatchResult => "BATCH_RESULT",
+            Opcode::JobAccepted => "JOB_ACCEPTED",
+            Opcode::JobStats => "JOB_STATS",
+            Opcode::JobsList => "JOBS_LIST",
+            Opcode::Attached => "ATTACHED",
+            Opcode::Detached => "DETACHED",
+            Opcode::ManagerStats => "MANAGER_STATS",
             Opcode::Error => "ERROR",
         }
     }

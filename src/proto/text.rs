@@ -23,6 +23,8 @@ pub const MAX_LINE: usize = 1024;
 pub enum TextCommand {
     Ping,
     Info,
+    Stats,
+    Jobs,
 }
 
 impl TextCommand {
@@ -38,24 +40,45 @@ impl TextCommand {
             "info",
             "prints the server's info as `key: value` lines",
         ),
+        (
+            TextCommand::Stats,
+            "stats",
+            "prints the manager's counters as `key: value` lines",
+        ),
+        (
+            TextCommand::Jobs,
+            "jobs",
+            "prints one line per job: id, name, status, progress",
+        ),
     ];
 
-    /// Parses one line (without its newline). Case and surrounding blanks are
-    /// ignored. An unknown command yields the one-line error to send back.
-    pub fn parse(line: &str) -> Result<TextCommand, String> {
-        let word = line.trim();
+    fn name(self) -> &'static str {
         TextCommand::ALL
             .iter()
-            .find(|(_, name, _)| word.eq_ignore_ascii_case(name))
-            .map(|(cmd, _, _)| *cmd)
-            .ok_or_else(|| {
-                let known: Vec<&str> = TextCommand::ALL.iter().map(|(_, n, _)| *n).collect();
-                let shown: String = word.chars().take(64).collect();
-                format!(
-                    "error: unknown command '{shown}'; known commands: {}\n",
-                    known.join(", ")
-                )
-            })
+            .find(|(c, _, _)| *c == self)
+            .map_or("?", |(_, n, _)| n)
+    }
+
+    /// The one-line answer to a command this server does not know.
+    pub fn unknown(line: &str, known: &[TextCommand]) -> String {
+        let names: Vec<&str> = known.iter().map(|c| c.name()).collect();
+        let shown: String = line.trim().chars().take(64).collect();
+        format!(
+            "error: unknown command '{shown}'; known commands: {}\n",
+            names.join(", ")
+        )
+    }
+
+    /// Parses one line (without its newline) against the commands this
+    /// server knows. Case and surrounding blanks are ignored. An unknown
+    /// command yields the one-line error to send back.
+    pub fn parse(line: &str, known: &[TextCommand]) -> Result<TextCommand, String> {
+        let word = line.trim();
+        known
+            .iter()
+            .copied()
+            .find(|c| word.eq_ignore_ascii_case(c.name()))
+            .ok_or_else(|| TextCommand::unknown(line, known))
     }
 }
 
@@ -104,9 +127,13 @@ mod tests {
 
     #[test]
     fn parses_known_commands_loosely() {
-        assert_eq!(TextCommand::parse("ping"), Ok(TextCommand::Ping));
-        assert_eq!(TextCommand::parse("  INFO \t"), Ok(TextCommand::Info));
-        let err = TextCommand::parse("stats").unwrap_err();
+        let known = [TextCommand::Ping, TextCommand::Info];
+        assert_eq!(TextCommand::parse("ping", &known), Ok(TextCommand::Ping));
+        assert_eq!(
+            TextCommand::parse("  INFO \t", &known),
+            Ok(TextCommand::Info)
+        );
+        let err = TextCommand::parse("stats", &known).unwrap_err();
         assert_eq!(
             err,
             "error: unknown command 'stats'; known commands: ping, info\n"

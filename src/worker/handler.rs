@@ -1,40 +1,111 @@
 //! What the worker does with each message: the mapping from a request to
-//! its reply. Runs on the reactor thread, so nothing here may block.
+//! its reply. Runs on the reactor thread, so nothing here may block: map
+//! batches go to the thread pool and their results come back in `on_wake`.
+
+use std::collections::HashMap;
 
 use log::debug;
 
-use crate::net::{ConnId, Handler, Io};
-use crate::proto::text::{render_info, TextCommand};
-use crate::proto::{Message, ProtoError};
-
+use super::exec::{Pool, Work};
 use super::stats::Stats;
+use crate::net::{ConnId, Handler, Io};
+use crate::plugin::store::PluginStore;
+use crate::plugin::PluginHash;
+use crate::proto::text::{render_info, TextCommand};
+use crate::proto::{ErrorCode, Message, ProtoError};
 
 pub struct WorkerHandler {
     pub stats: Stats,
+    pub store: PluginStore,
+    pub pool: Pool,
+    /// Batches queued or running, per job library.
+    pub active: HashMap<[u8; 32], usize>,
 }
 
-impl Handler for WorkerHandler {
-    fn on_message(&mut self, io: &mut Io<'_>, conn: ConnId, request_id: u32, msg: Message) {
-        let reply = match msg {
-            Message::Ping => Message::Pong,
-            Message::InfoRequest => Message::Info(self.stats.info()),
+impl WorkerHandler {
+    fn refresh_counts(&mut self) {
+        self.stats.installed_jobs = self.store.len() as u32;
+        self.stats.active_jobs = self.active.len() as u32;
+    }
+
+    fn reply(&mut self, conn: ConnId, request_id: u32, msg: Message) -> Option<Message> {
+        match msg {
+            Message::Ping => Some(Message::Pong),
+            Message::InfoRequest => Some(Message::Info(self.stats.info())),
+            Message::Install(chunk) => Some(match self.store.receive(chunk) {
+                Ok(reply) => Message::InstallReply(reply),
+                Err(e) => Message::error(&e),
+            }),
+            Message::Uninstall(hash) => {
+                self.store.remove(&PluginHash(hash));
+                Some(Message::Uninstalled)
+            }
+            Message::MapBatch(batch) => match self.store.get(&PluginHash(batch.hash)) {
+                Some(plugin) => {
+                    *self.active.entry(batch.hash).or_default() += 1;
+                    self.pool.submit(Work {
+                        conn,
+                        request_id,
+                        plugin,
+                        batch,
+                    });
+                    None
+                }
+                None => Some(Message::error(&ProtoError::refused(
+                    ErrorCode::PLUGIN_MISSING,
+                    format!(
+                        "job library {} is not installed here",
+                        PluginHash(batch.hash).short()
+                    ),
+                ))),
+            },
             other => {
                 debug!(
                     "{conn}: request {request_id}: unexpected {}",
                     other.opcode()
                 );
-                Message::error(&ProtoError::Unexpected {
+                Some(Message::error(&ProtoError::Unexpected {
                     opcode: other.opcode().as_u8(),
-                })
+                }))
             }
-        };
-        io.send(conn, request_id, &reply);
+        }
+    }
+}
+
+impl Handler for WorkerHandler {
+    fn on_message(&mut self, io: &mut Io<'_>, conn: ConnId, request_id: u32, msg: Message) {
+        if let Some(reply) = self.reply(conn, request_id, msg) {
+            io.send(conn, request_id, &reply);
+        }
+        self.refresh_counts();
+    }
+
+    fn on_wake(&mut self, io: &mut Io<'_>) {
+        while let Ok(done) = self.pool.done.try_recv() {
+            self.stats.tasks_processed += u64::from(done.result.processed);
+            if let Some(n) = self.active.get_mut(&done.hash) {
+                *n -= 1;
+                if *n == 0 {
+                    self.active.remove(&done.hash);
+                }
+            }
+            // The connection may be gone: the manager then sends the batch
+            // elsewhere, and this result is dropped.
+            io.send(
+                done.conn,
+                done.request_id,
+                &Message::BatchResult(done.result),
+            );
+        }
+        self.refresh_counts();
     }
 
     fn on_text(&mut self, _io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {
-        match TextCommand::parse(line) {
+        const KNOWN: &[TextCommand] = &[TextCommand::Ping, TextCommand::Info];
+        match TextCommand::parse(line, KNOWN) {
             Ok(TextCommand::Ping) => "pong\n".to_owned(),
             Ok(TextCommand::Info) => render_info(&self.stats.info()),
+            Ok(_) => TextCommand::unknown(line, KNOWN),
             Err(reply) => reply,
         }
     }

@@ -1,8 +1,10 @@
 //! The worker server: a reactor with the worker's handler on top.
 //!
 //! - [`handler`]: message → reply;
+//! - [`exec`]: the map thread pool;
 //! - [`stats`]: the counters `info` reports.
 
+pub mod exec;
 pub mod handler;
 pub mod stats;
 
@@ -13,6 +15,10 @@ use log::info;
 
 use crate::net::{Config, Reactor};
 
+use std::collections::HashMap;
+
+use crate::plugin::store::PluginStore;
+use exec::Pool;
 use handler::WorkerHandler;
 use stats::Stats;
 
@@ -20,11 +26,11 @@ use stats::Stats;
 ///
 /// The first line on standard output is `redmap worker listening on ADDR`
 /// with the bound address, so a script that asked for port 0 learns the port.
-pub fn run(addr: SocketAddr, config: Config) -> io::Result<()> {
+pub fn run(addr: SocketAddr, config: Config, threads: usize) -> io::Result<()> {
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!(
-        "worker listening on {local} (read timeout {:?}, write timeout {:?}, max size {} bytes)",
+        "worker listening on {local} ({threads} map threads, read timeout {:?}, write timeout {:?}, max size {} bytes)",
         config.read_timeout, config.write_timeout, config.max_size
     );
     let mut out = io::stdout().lock();
@@ -33,6 +39,9 @@ pub fn run(addr: SocketAddr, config: Config) -> io::Result<()> {
     drop(out);
     let mut handler = WorkerHandler {
         stats: Stats::new(local.to_string()),
+        store: PluginStore::new("worker")?,
+        pool: Pool::new(threads, reactor.waker()),
+        active: HashMap::new(),
     };
     reactor.run(&mut handler)
 }

@@ -6,9 +6,7 @@
 //!   str  message  one line for humans; never parse it, branch on the code
 //! ```
 
-use byteorder::{BigEndian, WriteBytesExt};
-
-use super::wire::{put_str, Cursor};
+use super::wire::{put_str, put_u16, Cursor};
 use crate::proto::error::{ErrorCode, ProtoError};
 use crate::proto::opcode::Opcode;
 
@@ -28,7 +26,7 @@ impl ErrorReply {
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.write_u16::<BigEndian>(self.code.0).expect("Vec write");
+        put_u16(out, self.code.0);
         put_str(out, &self.message);
     }
 }

@@ -13,9 +13,7 @@
 //!   u64  tasks processed  tasks mapped since start
 //! ```
 
-use byteorder::{BigEndian, WriteBytesExt};
-
-use super::wire::{put_str, Cursor};
+use super::wire::{put_str, put_u32, put_u64, Cursor};
 use crate::proto::error::ProtoError;
 use crate::proto::opcode::Opcode;
 
@@ -48,13 +46,9 @@ impl Info {
         put_str(out, &self.version);
         put_str(out, &self.address);
         out.push(self.protocol);
-        out.write_u32::<BigEndian>(self.active_jobs)
-            .expect("Vec write");
-        out.write_u32::<BigEndian>(self.installed_jobs)
-            .expect("Vec write");
-        out.write_u64::<BigEndian>(self.uptime_ms)
-            .expect("Vec write");
-        out.write_u64::<BigEndian>(self.tasks_processed)
-            .expect("Vec write");
+        put_u32(out, self.active_jobs);
+        put_u32(out, self.installed_jobs);
+        put_u64(out, self.uptime_ms);
+        put_u64(out, self.tasks_processed);
     }
 }

@@ -5,12 +5,20 @@
 //! so a later minor revision may append fields to a payload without a new
 //! opcode. Fields are never removed, reordered or resized.
 
+pub mod batch;
 pub mod error_reply;
 pub mod info;
+pub mod manager;
+pub mod plugin;
 pub mod wire;
 
+pub use batch::{BatchResult, MapBatch, TaskFailure, TaskList};
 pub use error_reply::ErrorReply;
 pub use info::Info;
+pub use manager::{JobStatus, JobSummary, ManagerStats, RunJob};
+pub use plugin::{Install, InstallReply};
+
+use wire::{put_str, put_u64};
 
 use super::decoder::Frame;
 use super::error::ProtoError;
@@ -22,10 +30,28 @@ pub enum Message {
     Ping,
     /// `INFO_REQUEST` (0x02), empty payload.
     InfoRequest,
+    Install(Install),
+    Uninstall([u8; 32]),
+    MapBatch(MapBatch),
+    RunJob(RunJob),
+    JobStatsRequest(u64),
+    JobsListRequest,
+    Attach(String),
+    Detach(String),
+    ManagerStatsRequest,
     /// `PONG` (0x81), empty payload.
     Pong,
     /// `INFO` (0x82).
     Info(Info),
+    InstallReply(InstallReply),
+    Uninstalled,
+    BatchResult(BatchResult),
+    JobAccepted(u64),
+    JobStats(JobSummary),
+    JobsList(Vec<JobSummary>),
+    Attached,
+    Detached,
+    ManagerStats(ManagerStats),
     /// `ERROR` (0xFF).
     Error(ErrorReply),
 }
@@ -35,8 +61,26 @@ impl Message {
         match self {
             Message::Ping => Opcode::Ping,
             Message::InfoRequest => Opcode::InfoRequest,
+            Message::Install(_) => Opcode::Install,
+            Message::Uninstall(_) => Opcode::Uninstall,
+            Message::MapBatch(_) => Opcode::MapBatch,
+            Message::RunJob(_) => Opcode::RunJob,
+            Message::JobStatsRequest(_) => Opcode::JobStatsRequest,
+            Message::JobsListRequest => Opcode::JobsListRequest,
+            Message::Attach(_) => Opcode::Attach,
+            Message::Detach(_) => Opcode::Detach,
+            Message::ManagerStatsRequest => Opcode::ManagerStatsRequest,
             Message::Pong => Opcode::Pong,
             Message::Info(_) => Opcode::Info,
+            Message::InstallReply(_) => Opcode::InstallReply,
+            Message::Uninstalled => Opcode::Uninstalled,
+            Message::BatchResult(_) => Opcode::BatchResult,
+            Message::JobAccepted(_) => Opcode::JobAccepted,
+            Message::JobStats(_) => Opcode::JobStats,
+            Message::JobsList(_) => Opcode::JobsList,
+            Message::Attached => Opcode::Attached,
+            Message::Detached => Opcode::Detached,
+            Message::ManagerStats(_) => Opcode::ManagerStats,
             Message::Error(_) => Opcode::Error,
         }
     }
@@ -55,8 +99,28 @@ impl Message {
         Ok(match opcode {
             Opcode::Ping => Message::Ping,
             Opcode::InfoRequest => Message::InfoRequest,
+            Opcode::Install => Message::Install(Install::decode(payload)?),
+            Opcode::Uninstall => Message::Uninstall(plugin::decode_hash(opcode, payload)?),
+            Opcode::MapBatch => Message::MapBatch(MapBatch::decode(payload)?),
+            Opcode::RunJob => Message::RunJob(RunJob::decode(payload)?),
+            Opcode::JobStatsRequest => {
+                Message::JobStatsRequest(manager::decode_id(opcode, payload)?)
+            }
+            Opcode::JobsListRequest => Message::JobsListRequest,
+            Opcode::Attach => Message::Attach(manager::decode_addr(opcode, payload)?),
+            Opcode::Detach => Message::Detach(manager::decode_addr(opcode, payload)?),
+            Opcode::ManagerStatsRequest => Message::ManagerStatsRequest,
             Opcode::Pong => Message::Pong,
             Opcode::Info => Message::Info(Info::decode(payload)?),
+            Opcode::InstallReply => Message::InstallReply(InstallReply::decode(payload)?),
+            Opcode::Uninstalled => Message::Uninstalled,
+            Opcode::BatchResult => Message::BatchResult(BatchResult::decode(payload)?),
+            Opcode::JobAccepted => Message::JobAccepted(manager::decode_id(opcode, payload)?),
+            Opcode::JobStats => Message::JobStats(JobSummary::decode(payload)?),
+            Opcode::JobsList => Message::JobsList(JobSummary::decode_list(payload)?),
+            Opcode::Attached => Message::Attached,
+            Opcode::Detached => Message::Detached,
+            Opcode::ManagerStats => Message::ManagerStats(ManagerStats::decode(payload)?),
             Opcode::Error => Message::Error(ErrorReply::decode(payload)?),
         })
     }
@@ -64,8 +128,26 @@ impl Message {
     /// Appends this message's payload (not the header) to `out`.
     pub fn encode_payload(&self, out: &mut Vec<u8>) {
         match self {
-            Message::Ping | Message::InfoRequest | Message::Pong => {}
+            Message::Ping
+            | Message::InfoRequest
+            | Message::Pong
+            | Message::JobsListRequest
+            | Message::ManagerStatsRequest
+            | Message::Uninstalled
+            | Message::Attached
+            | Message::Detached => {}
             Message::Info(info) => info.encode(out),
+            Message::Install(m) => m.encode(out),
+            Message::Uninstall(hash) => out.extend_from_slice(hash),
+            Message::MapBatch(m) => m.encode(out),
+            Message::RunJob(m) => m.encode(out),
+            Message::JobStatsRequest(id) | Message::JobAccepted(id) => put_u64(out, *id),
+            Message::Attach(addr) | Message::Detach(addr) => put_str(out, addr),
+            Message::InstallReply(m) => m.encode(out),
+            Message::BatchResult(m) => m.encode(out),
+            Message::JobStats(m) => m.encode(out),
+            Message::JobsList(jobs) => JobSummary::encode_list(jobs, out),
+            Message::ManagerStats(m) => m.encode(out),
             Message::Error(err) => err.encode(out),
         }
     }

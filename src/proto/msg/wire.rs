@@ -60,11 +60,50 @@ impl<'a> Cursor<'a> {
             })
     }
 
+    /// A fixed 32-byte field (a SHA-256).
+    pub fn hash(&mut self, what: &'static str) -> Result<[u8; 32], ProtoError> {
+        let raw = self.take(32, what)?;
+        let mut h = [0u8; 32];
+        h.copy_from_slice(raw);
+        Ok(h)
+    }
+
+    /// A count of items that each take at least `min_item` bytes, checked
+    /// against the bytes left so a lying count cannot make the caller
+    /// reserve memory for items that are not there.
+    pub fn count(&mut self, min_item: usize, what: &'static str) -> Result<usize, ProtoError> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min_item.max(1)) > self.bytes.len() {
+            return Err(ProtoError::Malformed {
+                opcode: self.opcode,
+                what,
+            });
+        }
+        Ok(n)
+    }
+
+    /// The bytes not read yet.
+    pub fn rest(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// A `bytes`: u32 byte length, then that many bytes.
     pub fn bytes(&mut self, what: &'static str) -> Result<&'a [u8], ProtoError> {
         let len = self.u32(what)? as usize;
         self.take(len, what)
     }
+}
+
+pub fn put_u16(out: &mut Vec<u8>, v: u16) {
+    out.write_u16::<BigEndian>(v).expect("Vec write");
+}
+
+pub fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.write_u32::<BigEndian>(v).expect("Vec write");
+}
+
+pub fn put_u64(out: &mut Vec<u8>, v: u64) {
+    out.write_u64::<BigEndian>(v).expect("Vec write");
 }
 
 /// Appends a `str`, cut at 65,535 bytes (on a character boundary) since its

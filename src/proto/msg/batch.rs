@@ -1,0 +1,213 @@
+//! Map work: `MAP_BATCH` (0x05) from the manager to a worker, and its reply
+//! `BATCH_RESULT` (0x85). A batch is many tasks of one job; the worker maps
+//! each and folds the batch's values with the job's reduce into one partial
+//! accumulator, so one value comes back per batch, not per task.
+//!
+//! ```text
+//! MAP_BATCH payload:
+//!   hash[32]  SHA-256 of the job's library (installed beforehand)
+//!   u64       batch id, echoed in the result
+//!   u32       n, the number of tasks
+//!   n times:  bytes task
+//! BATCH_RESULT payload:
+//!   u64       batch id
+//!   u32       tasks mapped and folded into the value
+//!   u8        1 if a value follows, 0 if no task succeeded
+//!   bytes     the partial accumulator (present only if the flag is 1)
+//!   u32       m, the number of failed tasks
+//!   m times:  u32 index of the task in the batch, u8 1 if it panicked, str error
+//! ```
+
+use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
+use crate::proto::error::ProtoError;
+use crate::proto::opcode::Opcode;
+
+/// A batch's tasks exactly as they travel: `u32 n`, then n `bytes`. Built
+/// by appending tasks as they are loaded, so the manager never holds a task
+/// in two forms, and read in place by the worker without a copy per task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskList {
+    bytes: Vec<u8>,
+    len: u32,
+}
+
+impl Default for TaskList {
+    fn default() -> Self {
+        TaskList::new()
+    }
+}
+
+impl TaskList {
+    pub fn new() -> TaskList {
+        TaskList {
+            bytes: vec![0; 4],
+            len: 0,
+        }
+    }
+
+    pub fn push(&mut self, task: &[u8]) {
+        put_bytes(&mut self.bytes, task);
+        self.len += 1;
+        self.bytes[..4].copy_from_slice(&self.len.to_be_bytes());
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Encoded size in bytes.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn iter(&self) -> TaskIter<'_> {
+        TaskIter {
+            cursor: Cursor::new(Opcode::MapBatch.as_u8(), &self.bytes[4..]),
+            left: self.len,
+        }
+    }
+
+    /// Reads a task list from the front of `c`, checking every length.
+    fn decode(c: &mut Cursor<'_>) -> Result<TaskList, ProtoError> {
+        let start = c.rest();
+        let n = c.count(4, "task count")?;
+        for _ in 0..n {
+            c.bytes("task")?;
+        }
+        let used = start.len() - c.rest().len();
+        Ok(TaskList {
+            bytes: start[..used].to_vec(),
+            len: n as u32,
+        })
+    }
+}
+
+pub struct TaskIter<'a> {
+    cursor: Cursor<'a>,
+    left: u32,
+}
+
+impl<'a> Iterator for TaskIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // Lengths were checked when the list was built or decoded.
+        self.cursor.bytes("task").ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapBatch {
+    pub hash: [u8; 32],
+    pub batch_id: u64,
+    pub tasks: TaskList,
+}
+
+impl MapBatch {
+    pub fn decode(payload: &[u8]) -> Result<MapBatch, ProtoError> {
+        let mut c = Cursor::new(Opcode::MapBatch.as_u8(), payload);
+        Ok(MapBatch {
+            hash: c.hash("hash")?,
+            batch_id: c.u64("batch id")?,
+            tasks: TaskList::decode(&mut c)?,
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hash);
+        put_u64(out, self.batch_id);
+        out.extend_from_slice(&self.tasks.bytes);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    /// Index of the task within its batch.
+    pub index: u32,
+    pub panicked: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchResult {
+    pub batch_id: u64,
+    pub processed: u32,
+    pub value: Option<Vec<u8>>,
+    pub failures: Vec<TaskFailure>,
+}
+
+impl BatchResult {
+    pub fn decode(payload: &[u8]) -> Result<BatchResult, ProtoError> {
+        let mut c = Cursor::new(Opcode::BatchResult.as_u8(), payload);
+        let batch_id = c.u64("batch id")?;
+        let processed = c.u32("processed")?;
+        let value = match c.u8("value flag")? {
+            0 => None,
+            _ => Some(c.bytes("value")?.to_vec()),
+        };
+        let n = c.count(7, "failure count")?;
+        let mut failures = Vec::with_capacity(n);
+        for _ in 0..n {
+            failures.push(TaskFailure {
+                index: c.u32("failure index")?,
+                panicked: c.u8("panicked")? != 0,
+                message: c.str("failure message")?,
+            });
+        }
+        Ok(BatchResult {
+            batch_id,
+            processed,
+            value,
+            failures,
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.batch_id);
+        put_u32(out, self.processed);
+        match &self.value {
+            Some(v) => {
+                out.push(1);
+                put_bytes(out, v);
+            }
+            None => out.push(0),
+        }
+        put_u32(out, self.failures.len() as u32);
+        for f in &self.failures {
+            put_u32(out, f.index);
+            out.push(u8::from(f.panicked));
+            put_str(out, &f.message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_lists_iterate_what_was_pushed() {
+        let mut list = TaskList::new();
+        for t in [&b"1"[..], b"", b"three"] {
+            list.push(t);
+        }
+        assert_eq!(list.len(), 3);
+        let got: Vec<&[u8]> = list.iter().collect();
+        assert_eq!(got, vec![&b"1"[..], b"", b"three"]);
+    }
+
+    #[test]
+    fn a_lying_task_count_is_malformed() {
+        let mut payload = vec![0u8; 40];
+        payload.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(MapBatch::decode(&payload).is_err());
+    }
+}

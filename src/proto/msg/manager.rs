@@ -1,0 +1,274 @@
+//! The control API of a manager, used by the CLI.
+//!
+//! ```text
+//! RUN_JOB (0x10):            hash[32] (library installed with INSTALL), str name
+//! JOB_ACCEPTED (0x90):       u64 job id
+//! JOB_STATS_REQUEST (0x11):  u64 job id
+//! JOB_STATS (0x91):          a job summary (below)
+//! JOBS_LIST_REQUEST (0x12):  empty
+//! JOBS_LIST (0x92):          u32 n, then n job summaries
+//! ATTACH (0x13):             str worker address
+//! ATTACHED (0x93):           empty
+//! DETACH (0x14):             str worker address
+//! DETACHED (0x94):           empty
+//! MANAGER_STATS_REQUEST (0x15): empty
+//! MANAGER_STATS (0x95):      see ManagerStats
+//! ```
+//!
+//! A job summary: u64 id, str name, u8 status (0 waiting, 1 running,
+//! 2 finished, 3 failed, 4 cancelled), u8 has-estimate, u64 estimate,
+//! u64 loaded, u64 processed, u64 failed, u64 retried, u64 running,
+//! u64 elapsed ms, u64 load errors, u64 reduce errors, u64 result length,
+//! bytes result preview (at most 256 bytes), u32 n, then n str errors.
+
+use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
+use crate::proto::error::ProtoError;
+use crate::proto::opcode::Opcode;
+
+/// Longest result preview a summary carries.
+pub const RESULT_PREVIEW: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunJob {
+    pub hash: [u8; 32],
+    pub name: String,
+}
+
+impl RunJob {
+    pub fn decode(payload: &[u8]) -> Result<RunJob, ProtoError> {
+        let mut c = Cursor::new(Opcode::RunJob.as_u8(), payload);
+        Ok(RunJob {
+            hash: c.hash("hash")?,
+            name: c.str("name")?,
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hash);
+        put_str(out, &self.name);
+    }
+}
+
+/// Decodes a payload that is one u64 (a job id).
+pub fn decode_id(opcode: Opcode, payload: &[u8]) -> Result<u64, ProtoError> {
+    Cursor::new(opcode.as_u8(), payload).u64("job id")
+}
+
+/// Decodes a payload that is one str (a worker address).
+pub fn decode_addr(opcode: Opcode, payload: &[u8]) -> Result<String, ProtoError> {
+    Cursor::new(opcode.as_u8(), payload).str("address")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Waiting = 0,
+    Running = 1,
+    Finished = 2,
+    Failed = 3,
+    Cancelled = 4,
+}
+
+impl JobStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Waiting => "waiting",
+            JobStatus::Running => "running",
+            JobStatus::Finished => "finished",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_over(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    fn from_u8(b: u8) -> Result<JobStatus, ProtoError> {
+        Ok(match b {
+            0 => JobStatus::Waiting,
+            1 => JobStatus::Running,
+            2 => JobStatus::Finished,
+            3 => JobStatus::Failed,
+            4 => JobStatus::Cancelled,
+            _ => {
+                return Err(ProtoError::Malformed {
+                    opcode: Opcode::JobStats.as_u8(),
+                    what: "status",
+                })
+            }
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSummary {
+    pub id: u64,
+    pub name: String,
+    pub status: JobStatus,
+    pub estimate: Option<u64>,
+    pub loaded: u64,
+    pub processed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub running: u64,
+    pub elapsed_ms: u64,
+    pub load_errors: u64,
+    pub reduce_errors: u64,
+    pub result_len: u64,
+    pub result_preview: Vec<u8>,
+    pub errors: Vec<String>,
+}
+
+impl JobSummary {
+    fn read(c: &mut Cursor<'_>) -> Result<JobSummary, ProtoError> {
+        let id = c.u64("id")?;
+        let name = c.str("name")?;
+        let status = JobStatus::from_u8(c.u8("status")?)?;
+        let has_estimate = c.u8("has estimate")? != 0;
+        let estimate = c.u64("estimate")?;
+        let mut s = JobSummary {
+            id,
+            name,
+            status,
+            estimate: has_estimate.then_some(estimate),
+            loaded: c.u64("loaded")?,
+            processed: c.u64("processed")?,
+            failed: c.u64("failed")?,
+            retried: c.u64("retried")?,
+            running: c.u64("running")?,
+            elapsed_ms: c.u64("elapsed ms")?,
+            load_errors: c.u64("load errors")?,
+            reduce_errors: c.u64("reduce errors")?,
+            result_len: c.u64("result length")?,
+            result_preview: c.bytes("result preview")?.to_vec(),
+            errors: Vec::new(),
+        };
+        let n = c.count(2, "error count")?;
+        for _ in 0..n {
+            s.errors.push(c.str("error")?);
+        }
+        Ok(s)
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.id);
+        put_str(out, &self.name);
+        out.push(self.status as u8);
+        out.push(u8::from(self.estimate.is_some()));
+        put_u64(out, self.estimate.unwrap_or(0));
+        for v in [
+            self.loaded,
+            self.processed,
+            self.failed,
+            self.retried,
+            self.running,
+            self.elapsed_ms,
+            self.load_errors,
+            self.reduce_errors,
+            self.result_len,
+        ] {
+            put_u64(out, v);
+        }
+        put_bytes(
+            out,
+            &self.result_preview[..self.result_preview.len().min(RESULT_PREVIEW)],
+        );
+        put_u32(out, self.errors.len() as u32);
+        for e in &self.errors {
+            put_str(out, e);
+        }
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<JobSummary, ProtoError> {
+        JobSummary::read(&mut Cursor::new(Opcode::JobStats.as_u8(), payload))
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        self.write(out)
+    }
+
+    pub fn decode_list(payload: &[u8]) -> Result<Vec<JobSummary>, ProtoError> {
+        let mut c = Cursor::new(Opcode::JobsList.as_u8(), payload);
+        let n = c.count(80, "job count")?;
+        (0..n).map(|_| JobSummary::read(&mut c)).collect()
+    }
+
+    pub fn encode_list(jobs: &[JobSummary], out: &mut Vec<u8>) {
+        put_u32(out, jobs.len() as u32);
+        for j in jobs {
+            j.write(out);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ManagerStats {
+    pub address: String,
+    pub workers_active: u32,
+    pub workers_failing: u32,
+    pub workers_terminated: u32,
+    pub workers_total: u32,
+    pub jobs_waiting: u32,
+    pub jobs_running: u32,
+    pub jobs_failed: u32,
+    pub jobs_completed: u32,
+    pub jobs_cancelled: u32,
+    /// Tasks per second over the last few seconds, times 1000.
+    pub tasks_per_sec_milli: u64,
+    pub tasks_processed: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub uptime_ms: u64,
+}
+
+impl ManagerStats {
+    pub fn decode(payload: &[u8]) -> Result<ManagerStats, ProtoError> {
+        let mut c = Cursor::new(Opcode::ManagerStats.as_u8(), payload);
+        Ok(ManagerStats {
+            address: c.str("address")?,
+            workers_active: c.u32("workers active")?,
+            workers_failing: c.u32("workers failing")?,
+            workers_terminated: c.u32("workers terminated")?,
+            workers_total: c.u32("workers total")?,
+            jobs_waiting: c.u32("jobs waiting")?,
+            jobs_running: c.u32("jobs running")?,
+            jobs_failed: c.u32("jobs failed")?,
+            jobs_completed: c.u32("jobs completed")?,
+            jobs_cancelled: c.u32("jobs cancelled")?,
+            tasks_per_sec_milli: c.u64("tasks per second")?,
+            tasks_processed: c.u64("tasks processed")?,
+            bytes_in: c.u64("bytes in")?,
+            bytes_out: c.u64("bytes out")?,
+            uptime_ms: c.u64("uptime ms")?,
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.address);
+        for v in [
+            self.workers_active,
+            self.workers_failing,
+            self.workers_terminated,
+            self.workers_total,
+            self.jobs_waiting,
+            self.jobs_running,
+            self.jobs_failed,
+            self.jobs_completed,
+            self.jobs_cancelled,
+        ] {
+            put_u32(out, v);
+        }
+        for v in [
+            self.tasks_per_sec_milli,
+            self.tasks_processed,
+            self.bytes_in,
+            self.bytes_out,
+            self.uptime_ms,
+        ] {
+            put_u64(out, v);
+        }
+    }
+}
