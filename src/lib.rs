@@ -11,6 +11,7 @@
 //! - [`net`]: the mio reactor servers run on, and the blocking CLI client;
 //! - [`plugin`]: compiling jobs, and loading job libraries through the C ABI;
 //! - [`local`]: running a job inside one process (the embedded mode);
+//! - [`manager`]: the manager server;
 //! - [`worker`]: the worker server;
 //! - [`cli`]: the `redmap` command line (parsing, dispatch, output).
 
@@ -20,6 +21,8 @@ pub mod job;
 pub mod cli;
 #[cfg(feature = "runtime")]
 pub mod local;
+#[cfg(feature = "runtime")]
+pub mod manager;
 #[cfg(feature = "runtime")]
 pub mod net;
 #[cfg(feature = "runtime")]

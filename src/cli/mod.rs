@@ -6,10 +6,14 @@
 //!
 //! - [`duration`]: human durations (`500ms`, `2m`) for the timeout flags;
 //! - [`output`]: aligned tables and `--json`;
-//! - [`run`]: `redmap run PATH`;
+//! - [`run`]: `redmap run PATH`, embedded or on a manager;
+//! - [`manager`]: `redmap manager start|attach|detach|stats`;
+//! - [`jobs`]: `redmap jobs list|stats`;
 //! - [`worker`]: `redmap worker start|status|info`.
 
 pub mod duration;
+pub mod jobs;
+pub mod manager;
 pub mod output;
 pub mod run;
 pub mod worker;
@@ -21,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::net::{Config, Timeouts};
+use crate::net::{Client, ClientError, Config, Timeouts};
 use crate::proto::effective_max_size;
 
 /// Distributed map-reduce jobs for Rust.
@@ -39,6 +43,45 @@ pub enum Command {
     /// Start and inspect worker servers.
     #[command(subcommand)]
     Worker(worker::WorkerCommand),
+    /// Start a manager, attach and detach workers, show its stats.
+    #[command(subcommand)]
+    Manager(manager::ManagerCommand),
+    /// List a manager's jobs and show their stats.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+}
+
+/// The manager a command talks to.
+#[derive(Debug, Clone, Args)]
+pub struct ManagerArg {
+    /// The manager's address.
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR",
+        env = "REDMAP_MANAGER",
+        default_value = "127.0.0.1:9899"
+    )]
+    pub manager: String,
+}
+
+impl ManagerArg {
+    pub fn connect(&self, net: &NetArgs) -> Result<Client, CliError> {
+        Client::connect(&self.manager, net.timeouts(), net.max_size())
+            .map_err(|e| remote_err(&self.manager, e))
+    }
+}
+
+/// A client error, worded for someone talking to a manager at `addr`.
+pub fn remote_err(addr: &str, e: ClientError) -> CliError {
+    match e {
+        ClientError::Connect { .. } => CliError::new(format!("cannot reach the manager: {e}"))
+            .with_hint(format!(
+                "is `redmap manager start {addr}` running? (-m/--manager or REDMAP_MANAGER picks another)"
+            )),
+        ClientError::Remote(r) => CliError::new(r.message),
+        other => CliError::new(format!("{addr}: {other}")),
+    }
 }
 
 /// Timeouts and frame limit shared by every command that talks to a server.
@@ -114,6 +157,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Worker(cmd) => worker::run(cmd),
+        Command::Manager(cmd) => manager::run(cmd),
+        Command::Jobs(cmd) => jobs::run(cmd),
     };
     match result {
         Ok(code) => code,

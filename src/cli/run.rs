@@ -6,9 +6,16 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{duration, quiet_broken_pipe, CliError};
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use super::jobs::{progress, throughput};
+use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::local::{self, Options, Report};
-use crate::plugin::{self, Plugin, Toolchain};
+use crate::net::Client;
+use crate::plugin::{self, Plugin, PluginHash, Toolchain};
+use crate::proto::msg::{Install, JobStatus, JobSummary, RunJob};
+use crate::proto::Message;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -17,9 +24,21 @@ pub struct RunArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
 
-    /// A name for the job in reports (default: the job's file name).
+    /// Run the job on this manager instead of in this process.
+    #[arg(short, long, value_name = "ADDR")]
+    pub manager: Option<String>,
+
+    /// A name for the job in reports (default: the job's file name here,
+    /// its id on a manager).
     #[arg(short, long)]
     pub name: Option<String>,
+
+    /// With --manager: return once the job is submitted, without waiting.
+    #[arg(long, requires = "manager")]
+    pub detach: bool,
+
+    #[command(flatten)]
+    pub net: NetArgs,
 
     /// Map threads (default: the number of cores).
     #[arg(long, value_name = "N")]
@@ -85,6 +104,9 @@ fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let tools = Toolchain::new(args.rustc.clone(), args.cargo.clone());
     let built = plugin::build(&args.path, &tools).map_err(|e| CliError::new(e.to_string()))?;
+    if let Some(manager) = args.manager.clone() {
+        return run_remote(&args, &built.library, ManagerArg { manager });
+    }
     let plugin = Plugin::open(&built.library).map_err(|e| CliError::new(e.to_string()))?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.path
@@ -105,6 +127,173 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Sends the library to the manager in chunks (nothing if it has it).
+fn install(
+    client: &mut Client,
+    library: &[u8],
+    chunk: usize,
+    addr: &str,
+) -> Result<PluginHash, CliError> {
+    let hash = PluginHash::of(library);
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + chunk).min(library.len());
+        let msg = Message::Install(Install {
+            hash: hash.0,
+            total: library.len() as u64,
+            offset: offset as u64,
+            chunk: library[offset..end].to_vec(),
+        });
+        match client.request(&msg) {
+            Ok(Message::InstallReply(r)) if r.complete => return Ok(hash),
+            Ok(Message::InstallReply(r)) if (r.next_offset as usize) < library.len() => {
+                offset = r.next_offset as usize;
+            }
+            Ok(other) => {
+                return Err(CliError::new(format!(
+                    "unexpected reply {} while sending the job",
+                    other.opcode()
+                )))
+            }
+            Err(e) => return Err(remote_err(addr, e)),
+        }
+    }
+}
+
+fn run_remote(
+    args: &RunArgs,
+    library: &std::path::Path,
+    target: ManagerArg,
+) -> Result<ExitCode, CliError> {
+    let bytes = std::fs::read(library)
+        .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
+    let mut client = target.connect(&args.net)?;
+    let chunk = (args.net.max_size() as usize)
+        .saturating_sub(1024)
+        .clamp(1, 1024 * 1024);
+    let hash = install(&mut client, &bytes, chunk, &target.manager)?;
+    let run = RunJob {
+        hash: hash.0,
+        name: args.name.clone().unwrap_or_default(),
+    };
+    let id = match client.request(&Message::RunJob(run)) {
+        Ok(Message::JobAccepted(id)) => id,
+        Ok(other) => {
+            return Err(CliError::new(format!(
+                "unexpected reply {}",
+                other.opcode()
+            )))
+        }
+        Err(e) => return Err(remote_err(&target.manager, e)),
+    };
+    if args.detach {
+        println!("{id}");
+        eprintln!(
+            "job {id} submitted to {}; follow it with `redmap jobs stats -m {} {id}`",
+            target.manager, target.manager
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = wait(&mut client, id, &target.manager)?;
+    quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
+    let clean = job.status == JobStatus::Finished
+        && job.failed == 0
+        && job.load_errors == 0
+        && job.reduce_errors == 0;
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// How often a waiting `redmap run` asks for the job's progress.
+const POLL: Duration = Duration::from_millis(100);
+/// Without a terminal, a progress line this often.
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+fn progress_line(j: &JobSummary) -> String {
+    let bar = match j.estimate {
+        Some(total) if total > 0 => {
+            let filled = ((j.processed + j.failed) * 30 / total).min(30) as usize;
+            format!("[{}{}] ", "#".repeat(filled), ".".repeat(30 - filled))
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{bar}{} tasks  {:.0} tasks/s  {}  {}",
+        progress(j),
+        throughput(j),
+        duration::render(Duration::from_millis(j.elapsed_ms)),
+        j.status.name()
+    )
+}
+
+/// Polls the job until it is over, showing progress on standard error.
+fn wait(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
+    let tty = io::stderr().is_terminal();
+    let mut last_plain = Instant::now();
+    loop {
+        let job = match client.request(&Message::JobStatsRequest(id)) {
+            Ok(Message::JobStats(j)) => j,
+            Ok(other) => {
+                return Err(CliError::new(format!(
+                    "unexpected reply {}",
+                    other.opcode()
+                )))
+            }
+            Err(e) => return Err(remote_err(addr, e)),
+        };
+        if job.status.is_over() {
+            if tty {
+                eprint!("\r\x1b[2K");
+            }
+            return Ok(job);
+        }
+        if tty {
+            eprint!("\r\x1b[2K{}", progress_line(&job));
+        } else if last_plain.elapsed() >= PLAIN_EVERY {
+            eprintln!("{}", progress_line(&job));
+            last_plain = Instant::now();
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
+    writeln!(
+        out,
+        "{}: {} — {} tasks, {} processed, {} failed, {} retried in {} ({:.0} tasks/s)",
+        j.name,
+        j.status.name(),
+        j.loaded,
+        j.processed,
+        j.failed,
+        j.retried,
+        duration::render(Duration::from_millis(j.elapsed_ms)),
+        throughput(j)
+    )?;
+    if j.load_errors > 0 {
+        writeln!(out, "load errors: {}", j.load_errors)?;
+    }
+    if j.reduce_errors > 0 {
+        writeln!(out, "reduce errors: {}", j.reduce_errors)?;
+    }
+    let complete = j.result_len == j.result_preview.len() as u64;
+    match printable(&j.result_preview) {
+        Some(text) if complete && !text.is_empty() => writeln!(out, "result: {text}")?,
+        _ if j.result_len > 0 => writeln!(out, "result: {} bytes", j.result_len)?,
+        _ => {}
+    }
+    if !j.errors.is_empty() {
+        writeln!(out, "last errors:")?;
+        for e in &j.errors {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

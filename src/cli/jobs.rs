@@ -1,0 +1,195 @@
+//! `redmap jobs list|stats`, and the job summary shared with `redmap run`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::output::{table, Json};
+use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use crate::proto::msg::JobSummary;
+use crate::proto::Message;
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// List a manager's jobs: id, name, status, progress.
+    List(ListArgs),
+    /// Show one job's counters and its last errors.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// The manager's address.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// The job's id (see `redmap jobs list`).
+    #[arg(value_name = "ID")]
+    pub id: u64,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        JobsCommand::List(args) => list(args),
+        JobsCommand::Stats(args) => stats(args),
+    }
+}
+
+/// `processed/estimate (pct%)`, or `processed/?` without an estimate.
+pub fn progress(j: &JobSummary) -> String {
+    match j.estimate {
+        Some(total) if total > 0 => format!(
+            "{}/{} ({:.0}%)",
+            j.processed,
+            total,
+            (j.processed + j.failed) as f64 * 100.0 / total as f64
+        ),
+        _ => format!("{}/?", j.processed),
+    }
+}
+
+pub fn throughput(j: &JobSummary) -> f64 {
+    (j.processed + j.failed) as f64 / (j.elapsed_ms.max(1) as f64 / 1000.0)
+}
+
+pub fn job_json(j: &JobSummary) -> Json {
+    let result = std::str::from_utf8(&j.result_preview)
+        .ok()
+        .filter(|_| j.result_len == j.result_preview.len() as u64);
+    Json::Object(vec![
+        ("id", Json::Int(j.id)),
+        ("name", Json::str(&j.name)),
+        ("status", Json::str(j.status.name())),
+        ("estimate", j.estimate.map_or(Json::Null, Json::Int)),
+        ("loaded", Json::Int(j.loaded)),
+        ("processed", Json::Int(j.processed)),
+        ("failed", Json::Int(j.failed)),
+        ("retried", Json::Int(j.retried)),
+        ("running", Json::Int(j.running)),
+        ("elapsed_ms", Json::Int(j.elapsed_ms)),
+        ("tasks_per_sec", Json::Float(throughput(j))),
+        ("load_errors", Json::Int(j.load_errors)),
+        ("reduce_errors", Json::Int(j.reduce_errors)),
+        ("result_len", Json::Int(j.result_len)),
+        ("result", result.map_or(Json::Null, Json::str)),
+        (
+            "errors",
+            Json::Array(j.errors.iter().map(Json::str).collect()),
+        ),
+    ])
+}
+
+fn list(args: ListArgs) -> Result<ExitCode, CliError> {
+    let target = ManagerArg {
+        manager: args.addr.clone(),
+    };
+    let mut client = target.connect(&args.net)?;
+    let jobs = match client.request(&Message::JobsListRequest) {
+        Ok(Message::JobsList(jobs)) => jobs,
+        Ok(other) => {
+            return Err(CliError::new(format!(
+                "unexpected reply {}",
+                other.opcode()
+            )))
+        }
+        Err(e) => return Err(remote_err(&args.addr, e)),
+    };
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        writeln!(
+            out,
+            "{}",
+            Json::Array(jobs.iter().map(job_json).collect()).render()
+        )
+    } else {
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .map(|j| {
+                vec![
+                    j.id.to_string(),
+                    j.name.clone(),
+                    j.status.name().to_owned(),
+                    progress(j),
+                ]
+            })
+            .collect();
+        table(&mut out, &["ID", "NAME", "STATUS", "PROGRESS"], &rows)
+    };
+    quiet_broken_pipe(written)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `key: value` rendering of one job, used by `jobs stats`.
+pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
+    let estimate = j
+        .estimate
+        .map_or_else(|| "unknown".to_owned(), |n| n.to_string());
+    writeln!(out, "id: {}", j.id)?;
+    writeln!(out, "name: {}", j.name)?;
+    writeln!(out, "status: {}", j.status.name())?;
+    writeln!(out, "total estimate: {estimate}")?;
+    writeln!(out, "loaded: {}", j.loaded)?;
+    writeln!(out, "processed: {}", j.processed)?;
+    writeln!(out, "failed: {}", j.failed)?;
+    writeln!(out, "retried: {}", j.retried)?;
+    writeln!(out, "running: {}", j.running)?;
+    writeln!(out, "load errors: {}", j.load_errors)?;
+    writeln!(out, "reduce errors: {}", j.reduce_errors)?;
+    writeln!(
+        out,
+        "duration: {}",
+        duration::render(Duration::from_millis(j.elapsed_ms))
+    )?;
+    writeln!(out, "throughput: {:.0} tasks/s", throughput(j))?;
+    if !j.errors.is_empty() {
+        writeln!(out, "last errors:")?;
+        for e in &j.errors {
+            writeln!(out, "  {e}")?;
+        }
+    }
+    Ok(())
+}
+
+fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
+    let mut client = args.manager.connect(&args.net)?;
+    let job = match client.request(&Message::JobStatsRequest(args.id)) {
+        Ok(Message::JobStats(j)) => j,
+        Ok(other) => {
+            return Err(CliError::new(format!(
+                "unexpected reply {}",
+                other.opcode()
+            )))
+        }
+        Err(e) => return Err(remote_err(&args.manager.manager, e)),
+    };
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", job_json(&job).render())
+    } else {
+        render_stats(&mut out, &job)
+    };
+    quiet_broken_pipe(written)?;
+    Ok(ExitCode::SUCCESS)
+}

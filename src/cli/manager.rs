@@ -1,0 +1,223 @@
+//! `redmap manager start|attach|detach|stats`.
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::output::{table, Json};
+use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use crate::manager::Settings;
+use crate::net::addr::listen_addr;
+use crate::proto::msg::ManagerStats;
+use crate::proto::Message;
+
+#[derive(Debug, Subcommand)]
+pub enum ManagerCommand {
+    /// Start a manager listening on ADDR (HOST:PORT, or :PORT for every interface).
+    Start(StartArgs),
+    /// Attach workers to a manager: it sends them map work from then on.
+    Attach(WorkersArgs),
+    /// Detach workers from a manager (after their work in flight, unless it runs with --force-detach).
+    Detach(WorkersArgs),
+    /// Show a manager's workers, jobs and throughput.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9899 or :9899.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Detach workers at once, handing their work in flight to the others.
+    #[arg(long)]
+    pub force_detach: bool,
+
+    /// Most connections to one worker.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_connections: usize,
+
+    /// Times a failed task is tried again before it counts as failed.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_retries: u32,
+
+    /// Jobs run at once; more wait their turn.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub max_jobs: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkersArgs {
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// Worker addresses, e.g. 127.0.0.1:9876 127.0.0.1:9877.
+    #[arg(value_name = "ADDR", required = true)]
+    pub addrs: Vec<String>,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// The manager's address.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: ManagerCommand) -> Result<ExitCode, CliError> {
+    match cmd {
+        ManagerCommand::Start(args) => start(args),
+        ManagerCommand::Attach(args) => attach_or_detach(args, true),
+        ManagerCommand::Detach(args) => attach_or_detach(args, false),
+        ManagerCommand::Stats(args) => stats(args),
+    }
+}
+
+fn start(args: StartArgs) -> Result<ExitCode, CliError> {
+    if args.max_connections == 0 || args.max_jobs == 0 {
+        return Err(CliError::new(
+            "--max-connections and --max-jobs must be at least 1",
+        ));
+    }
+    let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
+    let settings = Settings {
+        max_connections: args.max_connections,
+        max_retries: args.max_retries,
+        max_jobs: args.max_jobs,
+        force_detach: args.force_detach,
+        max_size: args.net.max_size(),
+    };
+    crate::manager::run(addr, args.net.reactor_config(), settings).map_err(|e| {
+        let err = CliError::new(format!("cannot serve on {addr}: {e}"));
+        if e.kind() == io::ErrorKind::AddrInUse {
+            err.with_hint("another process listens on that port; pick another or stop it")
+        } else {
+            err
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliError> {
+    let mut client = args.manager.connect(&args.net)?;
+    let mut failed = false;
+    for addr in &args.addrs {
+        let msg = if attach {
+            Message::Attach(addr.clone())
+        } else {
+            Message::Detach(addr.clone())
+        };
+        match client.request(&msg) {
+            Ok(Message::Attached) => println!("attached {addr}"),
+            Ok(Message::Detached) => println!("detached {addr}"),
+            Ok(other) => {
+                failed = true;
+                eprintln!("redmap: {addr}: unexpected reply {}", other.opcode());
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("redmap: {addr}: {}", remote_err(&args.manager.manager, e));
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+pub fn stats_json(s: &ManagerStats) -> Json {
+    Json::Object(vec![
+        ("address", Json::str(&s.address)),
+        (
+            "workers",
+            Json::Object(vec![
+                ("active", Json::Int(s.workers_active.into())),
+                ("failing", Json::Int(s.workers_failing.into())),
+                ("terminated", Json::Int(s.workers_terminated.into())),
+                ("total", Json::Int(s.workers_total.into())),
+            ]),
+        ),
+        (
+            "jobs",
+            Json::Object(vec![
+                ("waiting", Json::Int(s.jobs_waiting.into())),
+                ("running", Json::Int(s.jobs_running.into())),
+                ("failed", Json::Int(s.jobs_failed.into())),
+                ("completed", Json::Int(s.jobs_completed.into())),
+                ("cancelled", Json::Int(s.jobs_cancelled.into())),
+            ]),
+        ),
+        (
+            "tasks_per_sec",
+            Json::Float(s.tasks_per_sec_milli as f64 / 1000.0),
+        ),
+        ("tasks_processed", Json::Int(s.tasks_processed)),
+        ("bytes_in", Json::Int(s.bytes_in)),
+        ("bytes_out", Json::Int(s.bytes_out)),
+        ("uptime_ms", Json::Int(s.uptime_ms)),
+    ])
+}
+
+fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
+    let target = ManagerArg {
+        manager: args.addr.clone(),
+    };
+    let mut client = target.connect(&args.net)?;
+    let s = match client.request(&Message::ManagerStatsRequest) {
+        Ok(Message::ManagerStats(s)) => s,
+        Ok(other) => {
+            return Err(CliError::new(format!(
+                "unexpected reply {}",
+                other.opcode()
+            )))
+        }
+        Err(e) => return Err(remote_err(&args.addr, e)),
+    };
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", stats_json(&s).render())
+    } else {
+        table(
+            &mut out,
+            &[
+                "ADDRESS",
+                "WORKERS (ACTIVE/FAILING/TERMINATED/TOTAL)",
+                "JOBS (RUNNING/FAILED/COMPLETED)",
+                "TASKS/S",
+                "BYTES IN",
+                "BYTES OUT",
+                "UPTIME",
+            ],
+            &[vec![
+                s.address.clone(),
+                format!(
+                    "{}/{}/{}/{}",
+                    s.workers_active, s.workers_failing, s.workers_terminated, s.workers_total
+                ),
+                format!("{}/{}/{}", s.jobs_running, s.jobs_failed, s.jobs_completed),
+                format!("{:.0}", s.tasks_per_sec_milli as f64 / 1000.0),
+                s.bytes_in.to_string(),
+                s.bytes_out.to_string(),
+                duration::render(Duration::from_millis(s.uptime_ms)),
+            ]],
+        )
+    };
+    quiet_broken_pipe(written)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,1071 @@
+//! The manager's event-loop side: its control API for the CLI, its
+//! conversations with workers, and the scheduler that hands batches to
+//! workers. Everything here runs on the reactor thread and never blocks:
+//! job code runs on each job's loader and reducer threads (see `job.rs`).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::Waker;
+
+use super::job::{Job, Pending, ReducerMsg, MAX_BATCH_BYTES};
+use super::pool::{Install, Worker, WorkerConn, WorkerState, FIRST_BACKOFF, MAX_BACKOFF};
+use crate::net::addr::dial_addrs;
+use crate::net::{CloseReason, ConnId, Handler, Io};
+use crate::plugin::store::PluginStore;
+use crate::plugin::PluginHash;
+use crate::proto::msg::{
+    self, BatchResult, InstallReply, JobStatus, ManagerStats, MapBatch, RunJob, TaskList,
+};
+use crate::proto::text::TextCommand;
+use crate::proto::{ErrorCode, Message, ProtoError, PROTOCOL_VERSION};
+
+/// Partial results a job may have queued for its reducer before dispatch
+/// of that job pauses: a slow reduce must not let results pile up.
+const MAX_PARTIALS_QUEUED: usize = 64;
+
+/// How often the manager samples its rate and retries lost workers.
+const TICK: Duration = Duration::from_secs(1);
+
+/// How far back the tasks/s figure looks.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub max_connections: usize,
+    pub max_retries: u32,
+    pub max_jobs: usize,
+    pub force_detach: bool,
+    pub max_size: u32,
+}
+
+/// A request the manager sent to a worker, by (connection, request id).
+enum Outstanding {
+    Ping { worker: usize },
+    Install { worker: usize, hash: PluginHash },
+    Batch { batch: u64 },
+    Uninstall,
+}
+
+/// A batch on a worker.
+struct InFlight {
+    job: u64,
+    pending: Pending,
+    conn: ConnId,
+}
+
+pub struct Manager {
+    settings: Settings,
+    address: String,
+    started: Instant,
+    waker: Arc<Waker>,
+    store: PluginStore,
+    workers: Vec<Option<Worker>>,
+    terminated: u32,
+    worker_conns: HashMap<ConnId, usize>,
+    outstanding: HashMap<(ConnId, u32), Outstanding>,
+    next_request: u32,
+    jobs: BTreeMap<u64, Job>,
+    next_job: u64,
+    in_flight: HashMap<u64, InFlight>,
+    next_batch: u64,
+    reducer_tx: Sender<ReducerMsg>,
+    reducer_rx: Receiver<ReducerMsg>,
+    round_robin: usize,
+    duplicates: u64,
+    tasks_processed: u64,
+    rate: VecDeque<(Instant, u64)>,
+    next_tick: Instant,
+    traffic: (u64, u64),
+}
+
+fn refused(code: ErrorCode, message: String) -> Message {
+    Message::error(&ProtoError::refused(code, message))
+}
+
+impl Manager {
+    pub fn new(
+        settings: Settings,
+        address: String,
+        waker: Arc<Waker>,
+        store: PluginStore,
+    ) -> Manager {
+        let (reducer_tx, reducer_rx) = mpsc::channel();
+        let now = Instant::now();
+        Manager {
+            settings,
+            address,
+            started: now,
+            waker,
+            store,
+            workers: Vec::new(),
+            terminated: 0,
+            worker_conns: HashMap::new(),
+            outstanding: HashMap::new(),
+            next_request: 1,
+            jobs: BTreeMap::new(),
+            next_job: 1,
+            in_flight: HashMap::new(),
+            next_batch: 1,
+            reducer_tx,
+            reducer_rx,
+            round_robin: 0,
+            duplicates: 0,
+            tasks_processed: 0,
+            rate: VecDeque::new(),
+            next_tick: now + TICK,
+            traffic: (0, 0),
+        }
+    }
+
+    fn worker(&mut self, w: usize) -> Option<&mut Worker> {
+        self.workers.get_mut(w).and_then(Option::as_mut)
+    }
+
+    fn request_id(&mut self) -> u32 {
+        let id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Sends a request to a worker and remembers what it was for.
+    fn request(&mut self, io: &mut Io<'_>, conn: ConnId, msg: &Message, what: Outstanding) -> bool {
+        let id = self.request_id();
+        if io.send(conn, id, msg) {
+            self.outstanding.insert((conn, id), what);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Opens one more pooled connection to worker `w`.
+    fn open_conn(&mut self, io: &mut Io<'_>, w: usize) -> Option<ConnId> {
+        let sock = self.worker(w)?.sock;
+        match io.connect(sock) {
+            Ok(id) => {
+                self.worker_conns.insert(id, w);
+                let worker = self.worker(w)?;
+                worker.conns.push(WorkerConn { id, in_flight: 0 });
+                debug!(
+                    "worker {}: opened {id} ({} of its pool)",
+                    worker.addr,
+                    worker.conns.len()
+                );
+                Some(id)
+            }
+            Err(e) => {
+                warn!("worker {}: cannot connect: {e}", sock);
+                None
+            }
+        }
+    }
+
+    /// Any connection to `w`, opening one if it has none.
+    fn some_conn(&mut self, io: &mut Io<'_>, w: usize) -> Option<ConnId> {
+        let existing = self.worker(w)?.conns.first().map(|c| c.id);
+        existing.or_else(|| self.open_conn(io, w))
+    }
+
+    fn find_worker(&self, addr: &str) -> Result<Option<usize>, ProtoError> {
+        let socks = dial_addrs(addr)
+            .map_err(|e| ProtoError::refused(ErrorCode::UNREACHABLE, e.to_string()))?;
+        Ok(self
+            .workers
+            .iter()
+            .position(|w| w.as_ref().is_some_and(|w| socks.contains(&w.sock))))
+    }
+
+    // ---- the control API ----
+
+    fn attach(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        request_id: u32,
+        addr: String,
+    ) -> Option<Message> {
+        match self.find_worker(&addr) {
+            Err(e) => return Some(Message::error(&e)),
+            Ok(Some(w)) => {
+                let state = self.worker(w).map_or("attached", |w| w.state.name());
+                return Some(refused(
+                    ErrorCode::CONFLICT,
+                    format!("worker {addr} is already attached ({state})"),
+                ));
+            }
+            Ok(None) => {}
+        }
+        let sock = match dial_addrs(&addr) {
+            Ok(socks) => socks[0],
+            Err(e) => return Some(refused(ErrorCode::UNREACHABLE, e.to_string())),
+        };
+        let w = self.workers.len();
+        self.workers.push(Some(Worker::new(addr.clone(), sock)));
+        let Some(c) = self.open_conn(io, w) else {
+            self.workers[w] = None;
+            return Some(refused(
+                ErrorCode::UNREACHABLE,
+                format!("cannot connect to {addr}"),
+            ));
+        };
+        if let Some(worker) = self.worker(w) {
+            worker.waiting_reply = Some((conn, request_id));
+        }
+        self.request(io, c, &Message::Ping, Outstanding::Ping { worker: w });
+        None // answered when the worker answers
+    }
+
+    fn detach(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        request_id: u32,
+        addr: String,
+    ) -> Option<Message> {
+        let w = match self.find_worker(&addr) {
+            Err(e) => return Some(Message::error(&e)),
+            Ok(None) => {
+                return Some(refused(
+                    ErrorCode::NOT_FOUND,
+                    format!("no worker {addr} is attached"),
+                ))
+            }
+            Ok(Some(w)) => w,
+        };
+        let busy = self.worker(w).is_some_and(|w| w.in_flight() > 0);
+        if busy && !self.settings.force_detach {
+            if let Some(worker) = self.worker(w) {
+                info!(
+                    "worker {}: detaching once its batches in flight are done",
+                    worker.addr
+                );
+                worker.state = WorkerState::Detaching;
+                worker.waiting_reply = Some((conn, request_id));
+            }
+            return None;
+        }
+        self.remove_worker(io, w);
+        Some(Message::Detached)
+    }
+
+    /// Detaches worker `w` now: its batches in flight go back to the queue.
+    fn remove_worker(&mut self, io: &mut Io<'_>, w: usize) {
+        let Some(worker) = self.workers.get_mut(w).and_then(Option::take) else {
+            return;
+        };
+        info!("worker {}: detached", worker.addr);
+        self.terminated += 1;
+        for c in &worker.conns {
+            self.worker_conns.remove(&c.id);
+            self.requeue_conn(c.id);
+            io.close(c.id);
+        }
+    }
+
+    /// Puts every batch in flight on `conn` back in its job's queue, and
+    /// forgets the requests sent on it.
+    fn requeue_conn(&mut self, conn: ConnId) {
+        let lost: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.conn == conn)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(f) = self.in_flight.remove(&id) {
+                if let Some(job) = self.jobs.get_mut(&f.job) {
+                    job.in_flight_batches -= 1;
+                    job.in_flight_tasks -= f.pending.tasks.len() as u64;
+                    job.retry.push_front(f.pending);
+                }
+            }
+        }
+        self.outstanding.retain(|(c, _), _| *c != conn);
+    }
+
+    fn run_job(&mut self, run: RunJob) -> Message {
+        let hash = PluginHash(run.hash);
+        let Some(plugin) = self.store.get(&hash) else {
+            return refused(
+                ErrorCode::PLUGIN_MISSING,
+                format!(
+                    "job library {} is not installed on the manager",
+                    hash.short()
+                ),
+            );
+        };
+        let library = match std::fs::read(plugin.path()) {
+            Ok(bytes) => Arc::new(bytes),
+            Err(e) => {
+                return Message::error(&ProtoError::Internal(format!(
+                    "cannot read the job library: {e}"
+                )))
+            }
+        };
+        let id = self.next_job;
+        self.next_job += 1;
+        let name = if run.name.is_empty() {
+            id.to_string()
+        } else {
+            run.name
+        };
+        info!("job {id} ({name}): accepted, library {}", hash.short());
+        self.jobs.insert(id, Job::new(id, name, plugin, library));
+        Message::JobAccepted(id)
+    }
+
+    fn stats(&self) -> ManagerStats {
+        let mut s = ManagerStats {
+            address: self.address.clone(),
+            workers_terminated: self.terminated,
+            tasks_processed: self.tasks_processed,
+            bytes_in: self.traffic.0,
+            bytes_out: self.traffic.1,
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..ManagerStats::default()
+        };
+        for w in self.workers.iter().flatten() {
+            match w.state {
+                WorkerState::Active | WorkerState::Detaching => s.workers_active += 1,
+                WorkerState::Failing { .. } => s.workers_failing += 1,
+                WorkerState::Connecting => {}
+            }
+            s.workers_total += 1;
+        }
+        s.workers_total += self.terminated;
+        for job in self.jobs.values() {
+            match job.status {
+                JobStatus::Waiting => s.jobs_waiting += 1,
+                JobStatus::Running => s.jobs_running += 1,
+                JobStatus::Finished => s.jobs_completed += 1,
+                JobStatus::Failed => s.jobs_failed += 1,
+                JobStatus::Cancelled => s.jobs_cancelled += 1,
+            }
+        }
+        if let (Some(first), Some(last)) = (self.rate.front(), self.rate.back()) {
+            let secs = last.0.duration_since(first.0).as_secs_f64();
+            if secs > 0.0 {
+                s.tasks_per_sec_milli = ((last.1 - first.1) as f64 / secs * 1000.0) as u64;
+            }
+        }
+        s
+    }
+
+    fn info(&self) -> msg::Info {
+        msg::Info {
+            version: crate::VERSION.to_owned(),
+            address: self.address.clone(),
+            protocol: PROTOCOL_VERSION,
+            active_jobs: self.running_jobs().len() as u32,
+            installed_jobs: self.store.len() as u32,
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            tasks_processed: self.tasks_processed,
+        }
+    }
+
+    fn control(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        request_id: u32,
+        msg: Message,
+    ) -> Option<Message> {
+        Some(match msg {
+            Message::Ping => Message::Pong,
+            Message::InfoRequest => Message::Info(self.info()),
+            Message::Install(chunk) => match self.store.receive(chunk) {
+                Ok(reply) => Message::InstallReply(reply),
+                Err(e) => Message::error(&e),
+            },
+            Message::RunJob(run) => self.run_job(run),
+            Message::JobStatsRequest(id) => match self.jobs.get(&id) {
+                Some(job) => Message::JobStats(job.summary()),
+                None => refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
+            },
+            Message::JobsListRequest => {
+                Message::JobsList(self.jobs.values().map(Job::summary).collect())
+            }
+            Message::Attach(addr) => return self.attach(io, conn, request_id, addr),
+            Message::Detach(addr) => return self.detach(io, conn, request_id, addr),
+            Message::ManagerStatsRequest => Message::ManagerStats(self.stats()),
+            other => Message::error(&ProtoError::Unexpected {
+                opcode: other.opcode().as_u8(),
+            }),
+        })
+    }
+
+    // ---- worker replies ----
+
+    fn worker_reply(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        w: usize,
+        request_id: u32,
+        msg: Message,
+    ) {
+        let Some(what) = self.outstanding.remove(&(conn, request_id)) else {
+            debug!("{conn}: reply to unknown request {request_id} dropped");
+            return;
+        };
+        match (what, msg) {
+            (Outstanding::Ping { worker }, Message::Pong) => self.worker_up(io, worker),
+            (Outstanding::Install { worker, hash }, Message::InstallReply(r)) => {
+                self.install_progress(io, conn, worker, hash, r)
+            }
+            (Outstanding::Batch { batch }, Message::BatchResult(r)) => {
+                self.batch_done(io, conn, w, batch, r)
+            }
+            (Outstanding::Batch { batch }, Message::Error(e)) => {
+                self.batch_refused(conn, w, batch, &e)
+            }
+            (Outstanding::Install { worker, hash }, Message::Error(e)) => {
+                if let Some(wk) = self.worker(worker) {
+                    warn!("worker {}: cannot install {}: {e}", wk.addr, hash.short());
+                    wk.installed.insert(hash, Install::Failed);
+                    wk.last_error = Some(e.to_string());
+                }
+            }
+            (Outstanding::Uninstall, _) => {}
+            (_, other) => {
+                warn!(
+                    "{conn}: unexpected reply {} from a worker; closing",
+                    other.opcode()
+                );
+                io.close(conn);
+            }
+        }
+    }
+
+    fn worker_up(&mut self, io: &mut Io<'_>, w: usize) {
+        let Some(worker) = self.worker(w) else {
+            return;
+        };
+        let was = worker.state;
+        worker.state = WorkerState::Active;
+        worker.last_error = None;
+        match was {
+            WorkerState::Connecting => info!("worker {}: attached", worker.addr),
+            WorkerState::Failing { .. } => info!("worker {}: back", worker.addr),
+            _ => {}
+        }
+        if let Some((c, id)) = worker.waiting_reply.take() {
+            io.send(c, id, &Message::Attached);
+        }
+        self.ensure_installs(io, w);
+    }
+
+    /// Starts sending every running job's library that worker `w` lacks.
+    fn ensure_installs(&mut self, io: &mut Io<'_>, w: usize) {
+        let needed: Vec<(PluginHash, Arc<Vec<u8>>)> = self
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Running)
+            .filter(|j| {
+                self.workers[w].as_ref().is_some_and(|wk| {
+                    wk.state == WorkerState::Active && !wk.installed.contains_key(&j.hash)
+                })
+            })
+            .map(|j| (j.hash, Arc::clone(&j.library)))
+            .collect();
+        for (hash, library) in needed {
+            self.send_chunk(io, w, hash, &library, 0);
+        }
+    }
+
+    fn chunk_size(&self) -> usize {
+        (self.settings.max_size as usize)
+            .saturating_sub(1024)
+            .clamp(1, MAX_BATCH_BYTES)
+    }
+
+    fn send_chunk(
+        &mut self,
+        io: &mut Io<'_>,
+        w: usize,
+        hash: PluginHash,
+        library: &[u8],
+        offset: u64,
+    ) {
+        let Some(conn) = self.some_conn(io, w) else {
+            return;
+        };
+        let start = (offset as usize).min(library.len());
+        let end = (start + self.chunk_size()).min(library.len());
+        let chunk = msg::Install {
+            hash: hash.0,
+            total: library.len() as u64,
+            offset: start as u64,
+            chunk: library[start..end].to_vec(),
+        };
+        if let Some(wk) = self.worker(w) {
+            wk.installed.insert(hash, Install::Sending);
+        }
+        self.request(
+            io,
+            conn,
+            &Message::Install(chunk),
+            Outstanding::Install { worker: w, hash },
+        );
+    }
+
+    fn install_progress(
+        &mut self,
+        io: &mut Io<'_>,
+        _conn: ConnId,
+        w: usize,
+        hash: PluginHash,
+        r: InstallReply,
+    ) {
+        if r.complete {
+            if let Some(wk) = self.worker(w) {
+                debug!("worker {}: has job library {}", wk.addr, hash.short());
+                wk.installed.insert(hash, Install::Done);
+            }
+            return;
+        }
+        let library = self
+            .jobs
+            .values()
+            .find(|j| j.hash == hash && j.status == JobStatus::Running)
+            .map(|j| Arc::clone(&j.library));
+        match library {
+            Some(lib) => self.send_chunk(io, w, hash, &lib, r.next_offset),
+            None => {
+                if let Some(wk) = self.worker(w) {
+                    wk.installed.remove(&hash);
+                }
+            }
+        }
+    }
+
+    /// Frees the connection slot a batch used.
+    fn release_slot(&mut self, conn: ConnId, w: usize) {
+        if let Some(wk) = self.worker(w) {
+            if let Some(i) = wk.conn_index(conn) {
+                wk.conns[i].in_flight = wk.conns[i].in_flight.saturating_sub(1);
+            }
+        }
+    }
+
+    fn batch_done(&mut self, io: &mut Io<'_>, conn: ConnId, w: usize, batch: u64, r: BatchResult) {
+        self.release_slot(conn, w);
+        let Some(f) = self.in_flight.remove(&batch) else {
+            // Already answered elsewhere: applying it again would count it twice.
+            self.duplicates += 1;
+            return;
+        };
+        let max_retries = self.settings.max_retries;
+        let Some(job) = self.jobs.get_mut(&f.job) else {
+            return;
+        };
+        let n = f.pending.tasks.len() as u64;
+        job.in_flight_batches -= 1;
+        job.in_flight_tasks -= n;
+        job.processed += u64::from(r.processed);
+        self.tasks_processed += u64::from(r.processed);
+        if let Some(value) = r.value {
+            job.fold(value, u64::from(r.processed));
+        }
+        if !r.failures.is_empty() {
+            let tasks: Vec<&[u8]> = f.pending.tasks.iter().collect();
+            for failure in r.failures {
+                let index = f.pending.first_index + u64::from(failure.index);
+                let Some(task) = tasks.get(failure.index as usize) else {
+                    continue;
+                };
+                if f.pending.attempt < max_retries {
+                    job.retried += 1;
+                    let mut list = TaskList::new();
+                    list.push(task);
+                    job.retry.push_back(Pending {
+                        tasks: list,
+                        first_index: index,
+                        attempt: f.pending.attempt + 1,
+                    });
+                } else {
+                    job.failed += 1;
+                    job.record_error(format!("task {index}: {}", failure.message));
+                }
+            }
+        }
+        self.maybe_finish_detach(io, w);
+    }
+
+    /// A worker refused a batch (e.g. it lost the job's library).
+    fn batch_refused(&mut self, conn: ConnId, w: usize, batch: u64, e: &msg::ErrorReply) {
+        self.release_slot(conn, w);
+        let Some(mut f) = self.in_flight.remove(&batch) else {
+            return;
+        };
+        let max_retries = self.settings.max_retries;
+        let Some(job) = self.jobs.get_mut(&f.job) else {
+            return;
+        };
+        let n = f.pending.tasks.len() as u64;
+        job.in_flight_batches -= 1;
+        job.in_flight_tasks -= n;
+        if e.code == ErrorCode::PLUGIN_MISSING {
+            // Not the tasks' fault: reinstall and send them again.
+            if let Some(wk) = self.workers.get_mut(w).and_then(Option::as_mut) {
+                wk.installed.remove(&job.hash);
+            }
+            job.retry.push_front(f.pending);
+        } else if f.pending.attempt < max_retries {
+            job.retried += n;
+            f.pending.attempt += 1;
+            job.retry.push_back(f.pending);
+        } else {
+            job.failed += n;
+            job.record_error(format!(
+                "tasks {}..{}: {e}",
+                f.pending.first_index,
+                f.pending.first_index + n
+            ));
+        }
+    }
+
+    fn maybe_finish_detach(&mut self, io: &mut Io<'_>, w: usize) {
+        let done = self
+            .worker(w)
+            .is_some_and(|wk| wk.state == WorkerState::Detaching && wk.in_flight() == 0);
+        if done {
+            let reply = self.worker(w).and_then(|wk| wk.waiting_reply.take());
+            self.remove_worker(io, w);
+            if let Some((c, id)) = reply {
+                io.send(c, id, &Message::Detached);
+            }
+        }
+    }
+
+    // ---- scheduling ----
+
+    fn running_jobs(&self) -> Vec<u64> {
+        self.jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| j.id)
+            .collect()
+    }
+
+    /// Batch slots the cluster has, to size a new job's batches.
+    fn spread(&self) -> usize {
+        let active = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| w.state == WorkerState::Active)
+            .count();
+        active.max(1) * self.settings.max_connections * super::pool::PIPELINE_DEPTH
+    }
+
+    fn start_waiting_jobs(&mut self, io: &mut Io<'_>) {
+        let mut running = self.running_jobs().len();
+        let waiting: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Waiting)
+            .map(|j| j.id)
+            .collect();
+        for id in waiting {
+            if running >= self.settings.max_jobs {
+                break;
+            }
+            let spread = self.spread();
+            let batch_bytes = self.chunk_size();
+            if let Some(job) = self.jobs.get_mut(&id) {
+                info!("job {id} ({}): started", job.name);
+                job.start(
+                    spread,
+                    batch_bytes,
+                    self.reducer_tx.clone(),
+                    Arc::clone(&self.waker),
+                );
+                running += 1;
+            }
+        }
+        for w in 0..self.workers.len() {
+            self.ensure_installs(io, w);
+        }
+    }
+
+    /// Hands batches to every worker with room, taking jobs in turn.
+    fn dispatch(&mut self, io: &mut Io<'_>) {
+        let running = self.running_jobs();
+        if running.is_empty() {
+            return;
+        }
+        for id in &running {
+            if let Some(job) = self.jobs.get_mut(id) {
+                job.pump_loader();
+            }
+        }
+        loop {
+            let mut sent = false;
+            for w in 0..self.workers.len() {
+                let max_conns = self.settings.max_connections;
+                let Some(worker) = self.workers[w].as_ref() else {
+                    continue;
+                };
+                if worker.state != WorkerState::Active || !worker.has_capacity(max_conns) {
+                    continue;
+                }
+                let n = running.len();
+                let chosen = (0..n)
+                    .map(|k| (k, running[(self.round_robin + k) % n]))
+                    .find(|(_, id)| {
+                        self.jobs.get(id).is_some_and(|j| {
+                            j.has_work()
+                                && j.partials_outstanding < MAX_PARTIALS_QUEUED
+                                && worker.installed.get(&j.hash) == Some(&Install::Done)
+                        })
+                    });
+                let Some((k, job_id)) = chosen else {
+                    continue;
+                };
+                self.round_robin = (self.round_robin + k + 1) % n;
+                if self.send_batch(io, w, job_id) {
+                    sent = true;
+                }
+            }
+            if !sent {
+                break;
+            }
+        }
+    }
+
+    fn send_batch(&mut self, io: &mut Io<'_>, w: usize, job_id: u64) -> bool {
+        let free = self.worker(w).and_then(|wk| wk.free_conn());
+        let conn_index = match free {
+            Some(i) => i,
+            None => {
+                if self.open_conn(io, w).is_none() {
+                    return false;
+                }
+                match self.worker(w) {
+                    Some(wk) => wk.conns.len() - 1,
+                    None => return false,
+                }
+            }
+        };
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        let Some(mut pending) = job.next_pending() else {
+            return false;
+        };
+        let hash = job.hash;
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        let Some(conn) = self.worker(w).map(|wk| wk.conns[conn_index].id) else {
+            return false;
+        };
+        let msg = Message::MapBatch(MapBatch {
+            hash: hash.0,
+            batch_id: batch,
+            tasks: pending.tasks,
+        });
+        let sent = self.request(io, conn, &msg, Outstanding::Batch { batch });
+        let Message::MapBatch(MapBatch { tasks, .. }) = msg else {
+            unreachable!("built as MAP_BATCH above")
+        };
+        pending.tasks = tasks;
+        let Some(job) = self.jobs.get_mut(&job_id) else {
+            return false;
+        };
+        if !sent {
+            job.retry.push_front(pending);
+            return false;
+        }
+        job.in_flight_batches += 1;
+        job.in_flight_tasks += pending.tasks.len() as u64;
+        if let Some(wk) = self.worker(w) {
+            wk.conns[conn_index].in_flight += 1;
+        }
+        self.in_flight.insert(
+            batch,
+            InFlight {
+                job: job_id,
+                pending,
+                conn,
+            },
+        );
+        true
+    }
+
+    fn reducer_events(&mut self, io: &mut Io<'_>) {
+        while let Ok(msg) = self.reducer_rx.try_recv() {
+            match msg {
+                ReducerMsg::Folded { job, .. } => {
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.partials_outstanding -= 1;
+                    }
+                }
+                ReducerMsg::Failed {
+                    job,
+                    tasks,
+                    message,
+                } => {
+                    if let Some(j) = self.jobs.get_mut(&job) {
+                        j.partials_outstanding -= 1;
+                        j.reduce_errors += 1;
+                        j.processed -= tasks;
+                        j.failed += tasks;
+                        j.record_error(format!("reduce: {message}"));
+                    }
+                }
+                ReducerMsg::Done {
+                    job,
+                    result_len,
+                    preview,
+                    error,
+                } => self.job_over(io, job, result_len, preview, error),
+            }
+        }
+    }
+
+    fn job_over(
+        &mut self,
+        io: &mut Io<'_>,
+        id: u64,
+        result_len: u64,
+        preview: Vec<u8>,
+        error: Option<String>,
+    ) {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        job.result_len = result_len;
+        job.result_preview = preview;
+        job.ended = Some(Instant::now());
+        job.status = match error {
+            Some(e) => {
+                job.record_error(format!("done: {e}"));
+                JobStatus::Failed
+            }
+            None => JobStatus::Finished,
+        };
+        info!(
+            "job {id} ({}): {} — {} processed, {} failed, {} retried",
+            job.name,
+            job.status.name(),
+            job.processed,
+            job.failed,
+            job.retried
+        );
+        let hash = job.hash;
+        let still_used = self
+            .jobs
+            .values()
+            .any(|j| j.hash == hash && j.status == JobStatus::Running);
+        if !still_used {
+            for w in 0..self.workers.len() {
+                let has = self
+                    .worker(w)
+                    .is_some_and(|wk| wk.installed.remove(&hash).is_some());
+                if has {
+                    if let Some(conn) = self.some_conn(io, w) {
+                        self.request(
+                            io,
+                            conn,
+                            &Message::Uninstall(hash.0),
+                            Outstanding::Uninstall,
+                        );
+                    }
+                }
+            }
+        }
+        self.start_waiting_jobs(io);
+    }
+
+    /// Everything that may have changed after any event.
+    fn settle(&mut self, io: &mut Io<'_>) {
+        self.traffic = io.traffic();
+        self.reducer_events(io);
+        self.dispatch(io);
+        for job in self.jobs.values_mut() {
+            if job.finish_if_complete() {
+                debug!(
+                    "job {}: all tasks answered; reducing the last results",
+                    job.id
+                );
+            }
+        }
+    }
+
+    // ---- text session ----
+
+    fn text_stats(&self) -> String {
+        let s = self.stats();
+        let mut out = String::new();
+        let _ = writeln!(out, "address: {}", s.address);
+        let _ = writeln!(out, "workers_active: {}", s.workers_active);
+        let _ = writeln!(out, "workers_failing: {}", s.workers_failing);
+        let _ = writeln!(out, "workers_terminated: {}", s.workers_terminated);
+        let _ = writeln!(out, "workers_total: {}", s.workers_total);
+        let _ = writeln!(out, "jobs_waiting: {}", s.jobs_waiting);
+        let _ = writeln!(out, "jobs_running: {}", s.jobs_running);
+        let _ = writeln!(out, "jobs_failed: {}", s.jobs_failed);
+        let _ = writeln!(out, "jobs_completed: {}", s.jobs_completed);
+        let _ = writeln!(out, "jobs_cancelled: {}", s.jobs_cancelled);
+        let _ = writeln!(out, "tasks_processed: {}", s.tasks_processed);
+        let _ = writeln!(
+            out,
+            "tasks_per_sec: {:.0}",
+            s.tasks_per_sec_milli as f64 / 1000.0
+        );
+        let _ = writeln!(out, "bytes_in: {}", s.bytes_in);
+        let _ = writeln!(out, "bytes_out: {}", s.bytes_out);
+        let _ = writeln!(out, "duplicates_dropped: {}", self.duplicates);
+        out
+    }
+
+    fn text_jobs(&self) -> String {
+        let mut out = String::new();
+        for job in self.jobs.values() {
+            let total = job
+                .estimate
+                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            let _ = writeln!(
+                out,
+                "{}\t{}\t{}\t{}/{}",
+                job.id,
+                job.name,
+                job.status.name(),
+                job.processed,
+                total
+            );
+        }
+        if out.is_empty() {
+            out.push_str("no jobs\n");
+        }
+        out
+    }
+}
+
+impl Handler for Manager {
+    fn on_message(&mut self, io: &mut Io<'_>, conn: ConnId, request_id: u32, msg: Message) {
+        if let Some(&w) = self.worker_conns.get(&conn) {
+            self.worker_reply(io, conn, w, request_id, msg);
+        } else if let Some(reply) = self.control(io, conn, request_id, msg) {
+            io.send(conn, request_id, &reply);
+            self.start_waiting_jobs(io);
+        }
+        self.settle(io);
+    }
+
+    fn on_text(&mut self, _io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {
+        const KNOWN: &[TextCommand] = &[TextCommand::Ping, TextCommand::Stats, TextCommand::Jobs];
+        match TextCommand::parse(line, KNOWN) {
+            Ok(TextCommand::Ping) => "pong\n".to_owned(),
+            Ok(TextCommand::Stats) => self.text_stats(),
+            Ok(TextCommand::Jobs) => self.text_jobs(),
+            Ok(_) => TextCommand::unknown(line, KNOWN),
+            Err(reply) => reply,
+        }
+    }
+
+    fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, reason: &CloseReason) {
+        let Some(w) = self.worker_conns.remove(&conn) else {
+            return;
+        };
+        // Libraries whose install was under way on this connection must be sent again.
+        let installing: Vec<PluginHash> = self
+            .outstanding
+            .iter()
+            .filter(|((c, _), _)| *c == conn)
+            .filter_map(|(_, o)| match o {
+                Outstanding::Install { hash, .. } => Some(*hash),
+                _ => None,
+            })
+            .collect();
+        self.requeue_conn(conn);
+        let now = io.now();
+        let Some(worker) = self.worker(w) else {
+            return;
+        };
+        for hash in installing {
+            worker.installed.remove(&hash);
+        }
+        worker.conns.retain(|c| c.id != conn);
+        worker.last_error = Some(reason.to_string());
+        if worker.conns.is_empty() {
+            match worker.state {
+                WorkerState::Connecting => {
+                    let reply = worker.waiting_reply.take();
+                    let msg = format!("cannot reach worker {}: {reason}", worker.addr);
+                    warn!("{msg}");
+                    self.workers[w] = None;
+                    if let Some((c, id)) = reply {
+                        io.send(c, id, &refused(ErrorCode::UNREACHABLE, msg));
+                    }
+                }
+                WorkerState::Active => {
+                    warn!(
+                        "worker {}: lost ({reason}); its batches go to the others",
+                        worker.addr
+                    );
+                    // It may come back empty: libraries are sent again.
+                    worker.installed.clear();
+                    worker.state = WorkerState::Failing {
+                        retry_at: now + FIRST_BACKOFF,
+                        backoff: FIRST_BACKOFF,
+                    };
+                }
+                WorkerState::Failing { .. } => {}
+                WorkerState::Detaching => {
+                    let reply = worker.waiting_reply.take();
+                    self.remove_worker(io, w);
+                    if let Some((c, id)) = reply {
+                        io.send(c, id, &Message::Detached);
+                    }
+                }
+            }
+        }
+        self.settle(io);
+    }
+
+    fn on_wake(&mut self, io: &mut Io<'_>) {
+        self.settle(io);
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        Some(self.next_tick)
+    }
+
+    fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
+        self.next_tick = now + TICK;
+        self.rate.push_back((now, self.tasks_processed));
+        while self
+            .rate
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > RATE_WINDOW)
+        {
+            self.rate.pop_front();
+        }
+        // Try lost workers again, with capped exponential backoff.
+        for w in 0..self.workers.len() {
+            let due = match self.worker(w).map(|wk| wk.state) {
+                Some(WorkerState::Failing { retry_at, backoff }) if retry_at <= now => backoff,
+                _ => continue,
+            };
+            let next = (due * 2).min(MAX_BACKOFF);
+            if let Some(wk) = self.worker(w) {
+                debug!("worker {}: reconnecting", wk.addr);
+                wk.state = WorkerState::Failing {
+                    retry_at: now + next,
+                    backoff: next,
+                };
+            }
+            if let Some(conn) = self.open_conn(io, w) {
+                self.request(io, conn, &Message::Ping, Outstanding::Ping { worker: w });
+            }
+        }
+        self.settle(io);
+    }
+}

@@ -1,0 +1,366 @@
+//! One job on the manager: its lifecycle, its counters, and the two threads
+//! that run the job's own code on the manager's side.
+//!
+//! The loader thread pulls `load()` and cuts the tasks into batches, sent
+//! through a bounded channel: it blocks when the channel is full, so tasks
+//! are loaded only as fast as workers take them and the manager's memory
+//! does not grow with the job. Batches start small, so the first tasks
+//! spread over every worker, and double up to a cap derived from the job's
+//! estimate, so tiny tasks travel thousands to a frame.
+//!
+//! The reducer thread folds the workers' partial results with `reduce` in
+//! arrival order, then calls `done`. Both report back to the event loop
+//! through channels and the waker; neither ever runs on it.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use mio::Waker;
+
+use crate::plugin::{Plugin, PluginHash};
+use crate::proto::msg::manager::RESULT_PREVIEW;
+use crate::proto::msg::{JobStatus, JobSummary, TaskList};
+
+/// Most tasks in one batch.
+pub const MAX_BATCH_TASKS: usize = 8192;
+/// Batches are cut at this many bytes of task payload.
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// First batch size; doubles with each batch up to the cap.
+const FIRST_BATCH_TASKS: usize = 16;
+/// Batches the loader may run ahead of dispatch.
+const LOAD_AHEAD: usize = 4;
+/// Most recent errors a job keeps with their messages.
+pub const KEPT_ERRORS: usize = 10;
+
+/// What the loader thread tells the event loop.
+pub enum LoaderMsg {
+    Estimate(Option<u64>),
+    Batch { tasks: TaskList, first_index: u64 },
+    Error(String),
+    End,
+}
+
+/// What the reducer thread tells the event loop.
+pub enum ReducerMsg {
+    /// A partial of `tasks` tasks was folded into the result.
+    Folded { job: u64, tasks: u64 },
+    /// A partial could not be folded; its tasks are lost.
+    Failed {
+        job: u64,
+        tasks: u64,
+        message: String,
+    },
+    /// `done` ran.
+    Done {
+        job: u64,
+        result_len: u64,
+        preview: Vec<u8>,
+        error: Option<String>,
+    },
+}
+
+/// Tasks waiting to be sent to a worker.
+pub struct Pending {
+    pub tasks: TaskList,
+    pub first_index: u64,
+    /// How many times these tasks failed already.
+    pub attempt: u32,
+}
+
+pub struct Job {
+    pub id: u64,
+    pub name: String,
+    pub hash: PluginHash,
+    pub plugin: Arc<Plugin>,
+    pub library: Arc<Vec<u8>>,
+    pub status: JobStatus,
+    pub started: Option<Instant>,
+    pub ended: Option<Instant>,
+    pub estimate: Option<u64>,
+    pub loaded: u64,
+    pub processed: u64,
+    pub failed: u64,
+    pub retried: u64,
+    pub load_errors: u64,
+    pub reduce_errors: u64,
+    pub errors: VecDeque<String>,
+    pub result_len: u64,
+    pub result_preview: Vec<u8>,
+    /// Failed tasks to try again, before new ones.
+    pub retry: VecDeque<Pending>,
+    /// One batch taken from the loader, waiting for a worker.
+    pub staged: Option<Pending>,
+    pub in_flight_batches: usize,
+    pub in_flight_tasks: u64,
+    loader: Option<Receiver<LoaderMsg>>,
+    loader_done: bool,
+    partials: Option<Sender<(Vec<u8>, u64)>>,
+    pub partials_outstanding: usize,
+}
+
+impl Job {
+    pub fn new(id: u64, name: String, plugin: Arc<Plugin>, library: Arc<Vec<u8>>) -> Job {
+        Job {
+            id,
+            name,
+            hash: plugin.hash(),
+            plugin,
+            library,
+            status: JobStatus::Waiting,
+            started: None,
+            ended: None,
+            estimate: None,
+            loaded: 0,
+            processed: 0,
+            failed: 0,
+            retried: 0,
+            load_errors: 0,
+            reduce_errors: 0,
+            errors: VecDeque::new(),
+            result_len: 0,
+            result_preview: Vec::new(),
+            retry: VecDeque::new(),
+            staged: None,
+            in_flight_batches: 0,
+            in_flight_tasks: 0,
+            loader: None,
+            loader_done: false,
+            partials: None,
+            partials_outstanding: 0,
+        }
+    }
+
+    pub fn record_error(&mut self, message: String) {
+        if self.errors.len() == KEPT_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(message);
+    }
+
+    /// Starts the loader and reducer threads. `spread` is the number of
+    /// batches the cluster can work on at once, used to size batches so a
+    /// small job still reaches every worker.
+    pub fn start(
+        &mut self,
+        spread: usize,
+        max_batch_bytes: usize,
+        reducer_tx: Sender<ReducerMsg>,
+        waker: Arc<Waker>,
+    ) {
+        self.status = JobStatus::Running;
+        self.started = Some(Instant::now());
+        let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
+        self.loader = Some(load_rx);
+        let (plugin, w) = (Arc::clone(&self.plugin), Arc::clone(&waker));
+        let spread = spread.max(1);
+        thread::Builder::new()
+            .name(format!("load-{}", self.id))
+            .spawn(move || load(&plugin, &load_tx, &w, spread, max_batch_bytes))
+            .expect("spawn loader thread");
+        let (partial_tx, partial_rx) = mpsc::channel();
+        self.partials = Some(partial_tx);
+        let (plugin, id) = (Arc::clone(&self.plugin), self.id);
+        thread::Builder::new()
+            .name(format!("reduce-{}", self.id))
+            .spawn(move || reduce(&plugin, id, partial_rx, &reducer_tx, &waker))
+            .expect("spawn reducer thread");
+    }
+
+    /// Reads what the loader sent, until a batch is staged or nothing is left.
+    pub fn pump_loader(&mut self) {
+        while self.staged.is_none() && !self.loader_done {
+            let Some(rx) = &self.loader else {
+                return;
+            };
+            match rx.try_recv() {
+                Ok(LoaderMsg::Estimate(n)) => self.estimate = n,
+                Ok(LoaderMsg::Batch { tasks, first_index }) => {
+                    self.loaded += tasks.len() as u64;
+                    self.staged = Some(Pending {
+                        tasks,
+                        first_index,
+                        attempt: 0,
+                    });
+                }
+                Ok(LoaderMsg::Error(e)) => {
+                    self.load_errors += 1;
+                    self.record_error(format!("load: {e}"));
+                }
+                Ok(LoaderMsg::End) | Err(TryRecvError::Disconnected) => {
+                    self.loader_done = true;
+                    self.loader = None;
+                }
+                Err(TryRecvError::Empty) => return,
+            }
+        }
+    }
+
+    /// The next tasks to send: retries first, then new tasks.
+    pub fn next_pending(&mut self) -> Option<Pending> {
+        if let Some(p) = self.retry.pop_front() {
+            return Some(p);
+        }
+        let staged = self.staged.take();
+        self.pump_loader();
+        staged.or_else(|| self.staged.take())
+    }
+
+    pub fn has_work(&self) -> bool {
+        !self.retry.is_empty() || self.staged.is_some()
+    }
+
+    /// Hands a batch's partial result to the reducer thread.
+    pub fn fold(&mut self, value: Vec<u8>, tasks: u64) {
+        if let Some(tx) = &self.partials {
+            if tx.send((value, tasks)).is_ok() {
+                self.partials_outstanding += 1;
+            }
+        }
+    }
+
+    /// When every task is loaded and answered, closes the reducer's input
+    /// so it finishes and calls `done`. Returns true the moment it does.
+    pub fn finish_if_complete(&mut self) -> bool {
+        let complete = self.status == JobStatus::Running
+            && self.loader_done
+            && self.staged.is_none()
+            && self.retry.is_empty()
+            && self.in_flight_batches == 0;
+        complete && self.partials.take().is_some()
+    }
+
+    pub fn summary(&self) -> JobSummary {
+        let elapsed = match (self.started, self.ended) {
+            (Some(s), Some(e)) => e.duration_since(s),
+            (Some(s), None) => s.elapsed(),
+            _ => Default::default(),
+        };
+        JobSummary {
+            id: self.id,
+            name: self.name.clone(),
+            status: self.status,
+            estimate: self.estimate,
+            loaded: self.loaded,
+            processed: self.processed,
+            failed: self.failed,
+            retried: self.retried,
+            running: self.in_flight_tasks,
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            load_errors: self.load_errors,
+            reduce_errors: self.reduce_errors,
+            result_len: self.result_len,
+            result_preview: self.result_preview.clone(),
+            errors: self.errors.iter().cloned().collect(),
+        }
+    }
+}
+
+fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> bool {
+    let sent = tx.send(msg).is_ok();
+    let _ = waker.wake();
+    sent
+}
+
+/// The loader thread's body.
+fn load(
+    plugin: &Arc<Plugin>,
+    tx: &SyncSender<LoaderMsg>,
+    waker: &Waker,
+    spread: usize,
+    max_bytes: usize,
+) {
+    let estimate = plugin.count();
+    // Enough batches that every worker slot gets several, but never more
+    // tasks to a batch than MAX_BATCH_TASKS.
+    let cap = estimate.map_or(MAX_BATCH_TASKS, |n| {
+        (n as usize / (spread * 4)).clamp(1, MAX_BATCH_TASKS)
+    });
+    if !send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)) {
+        return;
+    }
+    let tasks = match plugin.tasks() {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            send_and_wake(tx, waker, LoaderMsg::Error(e.message));
+            send_and_wake(tx, waker, LoaderMsg::End);
+            return;
+        }
+    };
+    let mut size = FIRST_BATCH_TASKS.min(cap);
+    let mut list = TaskList::new();
+    let mut first_index = 0u64;
+    let mut index = 0u64;
+    for item in tasks {
+        match item {
+            Ok(task) => {
+                list.push(&task);
+                index += 1;
+                if list.len() >= size || list.byte_len() >= max_bytes {
+                    let batch = std::mem::take(&mut list);
+                    let msg = LoaderMsg::Batch {
+                        tasks: batch,
+                        first_index,
+                    };
+                    if !send_and_wake(tx, waker, msg) {
+                        return; // the job was dropped
+                    }
+                    first_index = index;
+                    size = (size * 2).min(cap);
+                }
+            }
+            Err(e) => {
+                if !send_and_wake(tx, waker, LoaderMsg::Error(e.message)) {
+                    return;
+                }
+            }
+        }
+    }
+    if !list.is_empty() {
+        send_and_wake(
+            tx,
+            waker,
+            LoaderMsg::Batch {
+                tasks: list,
+                first_index,
+            },
+        );
+    }
+    send_and_wake(tx, waker, LoaderMsg::End);
+}
+
+/// The reducer thread's body.
+fn reduce(
+    plugin: &Plugin,
+    job: u64,
+    partials: Receiver<(Vec<u8>, u64)>,
+    tx: &Sender<ReducerMsg>,
+    waker: &Waker,
+) {
+    let mut acc = Vec::new();
+    for (partial, tasks) in partials {
+        let msg = match plugin.reduce(&acc, &partial) {
+            Ok(next) => {
+                acc = next;
+                ReducerMsg::Folded { job, tasks }
+            }
+            Err(e) => ReducerMsg::Failed {
+                job,
+                tasks,
+                message: e.message,
+            },
+        };
+        let _ = tx.send(msg);
+        let _ = waker.wake();
+    }
+    let error = plugin.done(&acc).err().map(|e| e.message);
+    let _ = tx.send(ReducerMsg::Done {
+        job,
+        result_len: acc.len() as u64,
+        preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
+        error,
+    });
+    let _ = waker.wake();
+}

@@ -1,0 +1,38 @@
+//! The manager server: accepts jobs from `redmap run`, spreads their map
+//! work over attached workers, folds the results and calls `done`.
+//!
+//! - [`handler`]: the event-loop side: control API, worker replies, scheduling;
+//! - [`job`]: one job's lifecycle, and its loader and reducer threads;
+//! - [`pool`]: one worker's state and connection pool.
+
+pub mod handler;
+pub mod job;
+pub mod pool;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+
+use log::info;
+
+use crate::net::{Config, Reactor};
+use crate::plugin::store::PluginStore;
+
+pub use handler::Settings;
+
+/// Binds `addr` and serves until the process is stopped. The first line on
+/// standard output is `redmap manager listening on ADDR`.
+pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<()> {
+    let mut reactor = Reactor::bind(addr, config)?;
+    let local = reactor.local_addr();
+    info!(
+        "manager listening on {local} (max connections per worker {}, max retries {}, max jobs {})",
+        settings.max_connections, settings.max_retries, settings.max_jobs
+    );
+    let mut out = io::stdout().lock();
+    writeln!(out, "redmap manager listening on {local}")?;
+    out.flush()?;
+    drop(out);
+    let store = PluginStore::new("manager")?;
+    let mut manager = handler::Manager::new(settings, local.to_string(), reactor.waker(), store);
+    reactor.run(&mut manager)
+}
