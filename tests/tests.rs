@@ -3,6 +3,7 @@
 mod util;
 
 mod cli;
+mod cluster;
 mod codec;
 mod plugin;
 mod protocol_doc;

@@ -105,7 +105,8 @@ pub fn spawn_server(mut cmd: Command) -> Server {
 }
 
 /// Runs a CLI command to completion, killing it if it outlives [`WAIT`].
-pub fn run(cmd: &mut Command) -> Output {
+pub fn run<C: std::borrow::BorrowMut<Command>>(mut cmd: C) -> Output {
+    let cmd = cmd.borrow_mut();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -317,4 +318,83 @@ pub fn cc_shared(dir: &TempDir, source: &std::path::Path, out: &str) -> std::pat
         .expect("run cc");
     assert!(status.success(), "cc failed on {}", source.display());
     lib
+}
+
+/// Starts `redmap manager start 127.0.0.1:0 EXTRA…` in `dir` (where the
+/// jobs' `done` writes), with `env` set for the jobs' `load`.
+pub fn start_manager(extra: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Server {
+    let mut cmd = redmap();
+    cmd.args(["manager", "start", "127.0.0.1:0"])
+        .args(extra)
+        .current_dir(dir);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    spawn_server(cmd)
+}
+
+/// A manager with `workers` workers attached, as in the tutorial.
+pub struct Cluster {
+    pub dir: TempDir,
+    pub manager: Server,
+    pub workers: Vec<Server>,
+}
+
+impl Cluster {
+    pub fn start(workers: usize, manager_args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        let dir = TempDir::new("cluster");
+        let manager = start_manager(manager_args, env, dir.path());
+        let workers: Vec<Server> = (0..workers).map(|_| start_worker(&[])).collect();
+        let cluster = Cluster {
+            dir,
+            manager,
+            workers,
+        };
+        if !cluster.workers.is_empty() {
+            let mut cmd = cluster.cli(&["manager", "attach"]);
+            cmd.args(cluster.workers.iter().map(Server::addr_arg));
+            let out = run(cmd);
+            assert!(out.status.success(), "attach failed: {}", stderr(&out));
+        }
+        cluster
+    }
+
+    /// A `redmap` command aimed at this cluster's manager (`REDMAP_MANAGER`),
+    /// run in its directory with its build cache.
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut cmd = redmap();
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("REDMAP_MANAGER", self.manager.addr_arg())
+            .env("REDMAP_CACHE_DIR", self.dir.join("cache"));
+        cmd
+    }
+
+    pub fn result(&self) -> String {
+        std::fs::read_to_string(self.dir.join("result")).expect("the job wrote `result`")
+    }
+}
+
+/// Established TCP connections whose remote end is `port` on this machine.
+pub fn connections_to(port: u16) -> usize {
+    let mut n = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "01" {
+                continue;
+            }
+            let remote_port = cols[2]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if remote_port == Some(port) {
+                n += 1;
+            }
+        }
+    }
+    n
 }

@@ -1,0 +1,304 @@
+//! A manager and workers, as a user runs them: the original's tutorial, a
+//! million tasks with bounded connections and flat memory, an exact
+//! wordcount, and the mistakes users make.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::util::{self, connections_to, repo, stderr, stdout, text_session, Cluster, Rng};
+
+fn example(name: &str) -> String {
+    repo().join("examples").join(name).display().to_string()
+}
+
+#[test]
+fn the_tutorial_runs_a_job_on_two_workers_and_leaves_65() {
+    let cluster = Cluster::start(2, &[], &[]);
+    let manager = cluster.manager.addr_arg();
+    let out = util::run(cluster.cli(&[
+        "run",
+        "--manager",
+        &manager,
+        "--name",
+        "test-job",
+        &example("sum.rs"),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "65");
+    let summary = stdout(&out);
+    assert!(summary.contains("test-job: finished"), "{summary}");
+    assert!(summary.contains("10 processed, 0 failed"), "{summary}");
+    assert!(summary.contains("result: 65"), "{summary}");
+
+    let list = stdout(&util::run(cluster.cli(&["jobs", "list", &manager])));
+    let row = list.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("1 ") && row.contains("test-job"), "{list}");
+    assert!(
+        row.contains("finished") && row.contains("10/10 (100%)"),
+        "{list}"
+    );
+
+    let stats = stdout(&util::run(
+        cluster.cli(&["manager", "stats", "--json", &manager]),
+    ));
+    assert!(stats.contains("\"completed\":1"), "{stats}");
+    assert!(stats.contains("\"active\":2"), "{stats}");
+    assert!(stats.contains("\"tasks_processed\":10"), "{stats}");
+
+    let job = stdout(&util::run(cluster.cli(&["jobs", "stats", "1"])));
+    assert!(job.contains("status: finished"), "{job}");
+    assert!(job.contains("processed: 10\n"), "{job}");
+
+    // The workers did the mapping, and the libraries were uninstalled after.
+    let info = stdout(&util::run(cluster.cli(&[
+        "worker",
+        "info",
+        "--json",
+        &cluster.workers[0].addr_arg(),
+        &cluster.workers[1].addr_arg(),
+    ])));
+    let processed: u64 = info
+        .split("\"tasks_processed\":")
+        .skip(1)
+        .map(|s| {
+            s.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(processed, 10, "{info}");
+}
+
+#[test]
+fn the_manager_text_session_answers_ping_stats_and_jobs() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let addr = cluster.manager.addr;
+    assert_eq!(text_session(addr, "ping\n"), "pong\n");
+    assert_eq!(text_session(addr, "jobs\n"), "no jobs\n");
+    let out = util::run(cluster.cli(&[
+        "run",
+        "-m",
+        &addr.to_string(),
+        "-n",
+        "tiny",
+        &example("sum.rs"),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(text_session(addr, "jobs\n"), "1\ttiny\tfinished\t10/10\n");
+    let stats = text_session(addr, "stats\n");
+    assert!(stats.contains("workers_active: 1\n"), "{stats}");
+    assert!(stats.contains("jobs_completed: 1\n"), "{stats}");
+    assert!(text_session(addr, "info\n").contains("known commands: ping, stats, jobs"));
+}
+
+#[test]
+fn a_million_tasks_finish_exactly_with_bounded_connections_and_flat_memory() {
+    let cluster = Cluster::start(2, &["--max-connections", "3"], &[("SUM_TASKS", "1000000")]);
+    let manager = cluster.manager.addr_arg();
+    let ports: Vec<u16> = cluster.workers.iter().map(|w| w.addr.port()).collect();
+    let mut job = cluster.cli(&["run", "-m", &manager, &example("sum.rs")]);
+    let child = job
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Sample connections and memory while the job runs.
+    let started = Instant::now();
+    let mut max_conns = vec![0usize; ports.len()];
+    let mut early_rss = None;
+    let mut client = redmap::net::Client::connect(
+        &manager,
+        redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+        1 << 20,
+    )
+    .unwrap();
+    loop {
+        for (i, port) in ports.iter().enumerate() {
+            max_conns[i] = max_conns[i].max(connections_to(*port));
+        }
+        if early_rss.is_none() {
+            if let Ok(redmap::proto::Message::JobStats(j)) =
+                client.request(&redmap::proto::Message::JobStatsRequest(1))
+            {
+                if j.processed >= 10_000 {
+                    early_rss = Some(cluster.manager.rss_kib());
+                }
+            }
+        }
+        let done = std::fs::metadata(cluster.dir.join("result")).is_ok();
+        if done || started.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "500001500000");
+    for (i, n) in max_conns.iter().enumerate() {
+        assert!(*n >= 1, "no connection to worker {i} was ever seen");
+        assert!(
+            *n <= 3,
+            "{n} connections to worker {i}, more than --max-connections 3"
+        );
+    }
+    let end_rss = cluster.manager.rss_kib();
+    if let Some(early) = early_rss {
+        assert!(
+            end_rss <= early + 8 * 1024,
+            "manager RSS grew from {early} KiB (10,000 tasks) to {end_rss} KiB"
+        );
+    }
+}
+
+#[test]
+fn wordcount_over_megabytes_matches_a_direct_count() {
+    let dir = util::TempDir::new("wc-text");
+    let mut rng = Rng(42);
+    let vocabulary: Vec<String> = (0..400).map(|i| format!("w{}x{}", i, i * 7 % 13)).collect();
+    let mut text = String::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    while text.len() < 3 * 1024 * 1024 {
+        let n = 1 + rng.below(12);
+        for _ in 0..n {
+            // Skewed, so counts differ: low indices are far more frequent.
+            let spread = rng.below(400) + 1;
+            let k = rng.below(spread);
+            let w = &vocabulary[k];
+            text.push_str(w);
+            text.push(' ');
+            *expected.entry(w.clone()).or_default() += 1;
+        }
+        text.push('\n');
+    }
+    let file = dir.write("big.txt", &text);
+    let cluster = Cluster::start(
+        2,
+        &[],
+        &[
+            ("WORDCOUNT_FILE", file.to_str().unwrap()),
+            ("WORDCOUNT_LINES", "2000"),
+            ("WORDCOUNT_TOP", "1000"),
+        ],
+    );
+    let out = util::run(cluster.cli(&[
+        "run",
+        "-m",
+        &cluster.manager.addr_arg(),
+        &example("wordcount.rs"),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    for line in cluster.result().lines() {
+        let (n, w) = line.split_once(' ').unwrap();
+        got.insert(w.to_owned(), n.parse().unwrap());
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn user_mistakes_get_clear_messages_and_the_manager_keeps_working() {
+    let cluster = Cluster::start(1, &[], &[]);
+    let worker = cluster.workers[0].addr_arg();
+
+    let out = util::run(cluster.cli(&["manager", "attach", &worker]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("already attached"),
+        "{}",
+        stderr(&out)
+    );
+
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let out = util::run(cluster.cli(&["manager", "attach", &dead]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach worker"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = util::run(cluster.cli(&["manager", "detach", &dead]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no worker"), "{}", stderr(&out));
+
+    let out = util::run(cluster.cli(&["jobs", "stats", "999"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no job with id 999"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = util::run(cluster.cli(&["jobs", "stats", "-m", &dead, "1"]));
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach the manager") && err.contains("hint:"),
+        "{err}"
+    );
+
+    // Still working: a job runs to the end.
+    let out =
+        util::run(cluster.cli(&["run", "-m", &cluster.manager.addr_arg(), &example("sum.rs")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "65");
+
+    // And a detach of the real worker works.
+    let out = util::run(cluster.cli(&["manager", "detach", &worker]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = stdout(&util::run(cluster.cli(&[
+        "manager",
+        "stats",
+        "--json",
+        &cluster.manager.addr_arg(),
+    ])));
+    assert!(stats.contains("\"terminated\":1"), "{stats}");
+}
+
+#[test]
+fn detach_waits_for_work_in_flight_and_the_other_worker_finishes_the_job() {
+    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "2000000")]);
+    let manager = cluster.manager.addr_arg();
+    let job = cluster
+        .cli(&["run", "-m", &manager, &example("sum.rs")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Detach while the job is under way.
+    let mut client = redmap::net::Client::connect(
+        &manager,
+        redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+        1 << 20,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut processed_at_detach = 0;
+    while started.elapsed() < util::WAIT {
+        if let Ok(redmap::proto::Message::JobStats(j)) =
+            client.request(&redmap::proto::Message::JobStatsRequest(1))
+        {
+            if j.processed > 0 {
+                processed_at_detach = j.processed;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(processed_at_detach > 0, "the job never started");
+    let out = util::run(cluster.cli(&["manager", "detach", &cluster.workers[0].addr_arg()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = job.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "2000003000000");
+    assert!(
+        processed_at_detach < 2_000_000,
+        "the job was over before the detach"
+    );
+}
