@@ -9,7 +9,8 @@ use clap::Args;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use super::jobs::{progress, throughput};
+use super::jobs::{job_json, progress, throughput};
+use super::output::Json;
 use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::local::{self, Options, Report};
 use crate::net::Client;
@@ -36,6 +37,10 @@ pub struct RunArgs {
     /// With --manager: return once the job is submitted, without waiting.
     #[arg(long, requires = "manager")]
     pub detach: bool,
+
+    /// Print the summary as JSON (for scripts and benchmarks).
+    #[arg(long)]
+    pub json: bool,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -64,6 +69,44 @@ fn printable(result: &[u8]) -> Option<&str> {
             .chars()
             .all(|c| !c.is_control() || c == '\n' || c == '\t');
     ok.then(|| text.trim_end())
+}
+
+/// The embedded run's summary with the keys of a cluster job's JSON.
+fn report_json(name: &str, r: &Report) -> Json {
+    Json::Object(vec![
+        ("name", Json::str(name)),
+        (
+            "status",
+            Json::str(if r.done_failed { "failed" } else { "finished" }),
+        ),
+        ("loaded", Json::Int(r.tasks)),
+        ("processed", Json::Int(r.processed)),
+        ("failed", Json::Int(r.failed)),
+        (
+            "elapsed_ms",
+            Json::Int(u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX)),
+        ),
+        (
+            "elapsed_us",
+            Json::Int(u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX)),
+        ),
+        ("tasks_per_sec", Json::Float(r.tasks_per_sec())),
+        ("load_errors", Json::Int(r.load_errors)),
+        ("reduce_errors", Json::Int(r.reduce_errors)),
+        ("threads", Json::Int(r.threads as u64)),
+        ("result_len", Json::Int(r.result.len() as u64)),
+        ("result", printable(&r.result).map_or(Json::Null, Json::str)),
+        (
+            "errors",
+            Json::Array(
+                r.errors
+                    .kept
+                    .iter()
+                    .map(|e| Json::str(e.to_string()))
+                    .collect(),
+            ),
+        ),
+    ])
 }
 
 fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
@@ -121,7 +164,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         opts.threads = threads;
     }
     let report = local::run(&plugin, opts);
-    quiet_broken_pipe(summary(&mut io::stdout().lock(), &name, &report))?;
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", report_json(&name, &report).render())
+    } else {
+        summary(&mut out, &name, &report)
+    };
+    quiet_broken_pipe(written)?;
     Ok(if report.clean() {
         ExitCode::SUCCESS
     } else {
@@ -197,7 +246,13 @@ fn run_remote(
         return Ok(ExitCode::SUCCESS);
     }
     let job = wait(&mut client, id, &target.manager)?;
-    quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
+    let mut out = io::stdout().lock();
+    let written = if args.json {
+        writeln!(out, "{}", job_json(&job).render())
+    } else {
+        remote_summary(&mut out, &job)
+    };
+    quiet_broken_pipe(written)?;
     let clean = job.status == JobStatus::Finished
         && job.failed == 0
         && job.load_errors == 0
@@ -209,7 +264,9 @@ fn run_remote(
     })
 }
 
-/// How often a waiting `redmap run` asks for the job's progress.
+/// How often a waiting `redmap run` asks for the job's progress: soon at
+/// first, so a short job is not made to look slow, then every 100 ms.
+const FIRST_POLL: Duration = Duration::from_millis(2);
 const POLL: Duration = Duration::from_millis(100);
 /// Without a terminal, a progress line this often.
 const PLAIN_EVERY: Duration = Duration::from_secs(5);
@@ -235,6 +292,7 @@ fn progress_line(j: &JobSummary) -> String {
 fn wait(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
     let tty = io::stderr().is_terminal();
     let mut last_plain = Instant::now();
+    let mut pause = FIRST_POLL;
     loop {
         let job = match client.request(&Message::JobStatsRequest(id)) {
             Ok(Message::JobStats(j)) => j,
@@ -258,7 +316,8 @@ fn wait(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError
             eprintln!("{}", progress_line(&job));
             last_plain = Instant::now();
         }
-        std::thread::sleep(POLL);
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(POLL);
     }
 }
 

@@ -265,7 +265,7 @@ fn build_file(path: &Path, tools: &Toolchain) -> Result<Built, CompileError> {
         api_key.as_bytes(),
         version.as_bytes(),
         name.as_bytes(),
-        b"cdylib edition 2021 -O",
+        b"cdylib edition 2021 -O strip=debuginfo",
     ] {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part);
@@ -291,6 +291,9 @@ fn build_file(path: &Path, tools: &Toolchain) -> Result<Built, CompileError> {
         run_tool(
             Command::new(&tools.rustc)
                 .args(["--edition", "2021", "--crate-type", "cdylib", "-O"])
+                // The standard library's debug info is 90% of an unstripped
+                // job, and every worker is sent the library: leave it out.
+                .args(["-C", "strip=debuginfo"])
                 .args(["--crate-name", &name, "--extern"])
                 .arg(format!(
                     "redmap={}",

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""End-to-end figures: a job on a manager with two workers on loopback, next
+to the embedded run of the same job in one process (the in-process
+baseline), printed as medians and as a ratio.
+
+    python3 benches/e2e.py [--tasks 1000000] [--runs 5] [--wordcount-mb 16]
+
+It builds the release binary, starts a manager and two workers on free
+ports in a temporary directory, and stops them at the end. "job" times are
+the job's own (from load to done, as the manager or the embedded run
+reports it); "wall" times are whole `redmap run` commands, which add
+process start, the build-cache check and the library check.
+"""
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(REPO, "target", "release", "redmap")
+
+
+def start(args, env, cwd):
+    proc = subprocess.Popen(
+        [BIN] + args + ["127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (\S+)", line)
+    if not match:
+        proc.kill()
+        sys.exit(f"server did not start: {line!r}")
+    return proc, match.group(1)
+
+
+def run_job(args, env, cwd):
+    began = time.monotonic()
+    out = subprocess.run(
+        [BIN, "run", "--json"] + args,
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    wall = time.monotonic() - began
+    if out.returncode != 0:
+        sys.exit(f"redmap run {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
+    report = json.loads(out.stdout)
+    job = report["elapsed_us"] / 1e6 if "elapsed_us" in report else report["elapsed_ms"] / 1e3
+    return job, wall, report
+
+
+def measure(label, args, env, cwd, runs):
+    run_job(args, env, cwd)  # warm up: build cache, library installs
+    jobs, walls = [], []
+    report = None
+    for _ in range(runs):
+        job, wall, report = run_job(args, env, cwd)
+        jobs.append(job)
+        walls.append(wall)
+    return statistics.median(jobs), statistics.median(walls), report
+
+
+def make_text(path, megabytes):
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(2000)]
+    with open(path, "w") as f:
+        size = 0
+        while size < megabytes * 1024 * 1024:
+            line = " ".join(words[int(rng.paretovariate(1.2)) % len(words)] for _ in range(12)) + "\n"
+            f.write(line)
+            size += len(line)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--wordcount-mb", type=int, default=16)
+    opts = parser.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=REPO, check=True)
+    tmp = tempfile.mkdtemp(prefix="redmap-bench-")
+    text = os.path.join(tmp, "text.txt")
+    make_text(text, opts.wordcount_mb)
+    env = dict(os.environ)
+    env.update(
+        SUM_TASKS=str(opts.tasks),
+        WORDCOUNT_FILE=text,
+        WORDCOUNT_LINES="2000",
+        REDMAP_CACHE_DIR=os.path.join(tmp, "cache"),
+        RUST_LOG="warn",
+    )
+    procs = []
+    try:
+        manager, maddr = start(["manager", "start"], env, tmp)
+        procs.append(manager)
+        workers = []
+        for _ in range(2):
+            w, waddr = start(["worker", "start"], env, tmp)
+            procs.append(w)
+            workers.append(waddr)
+        subprocess.run([BIN, "manager", "attach", "-m", maddr] + workers, check=True,
+                       stdout=subprocess.DEVNULL, env=env)
+        sum_rs = os.path.join(REPO, "examples", "sum.rs")
+        wc_rs = os.path.join(REPO, "examples", "wordcount.rs")
+        rows = []
+        for name, path, unit, amount in [
+            ("sum", sum_rs, "tasks/s", opts.tasks),
+            ("wordcount", wc_rs, "MB/s", os.path.getsize(text) / 1e6),
+        ]:
+            local = measure(name, ["--threads", "2", path], env, tmp, opts.runs)
+            cluster = measure(name, ["-m", maddr, path], env, tmp, opts.runs)
+            rows.append((name, unit, amount, local, cluster))
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"redmap end-to-end, {os.cpu_count()} cores, medians of {opts.runs} runs")
+    print(f"{'job':<10} {'mode':<22} {'job time':>10} {'wall time':>10} {'throughput':>18}")
+    for name, unit, amount, local, cluster in rows:
+        for mode, (job, wall, _) in [("embedded, 2 threads", local), ("manager + 2 workers", cluster)]:
+            print(f"{name:<10} {mode:<22} {job*1e3:>8.1f}ms {wall*1e3:>8.1f}ms {amount/job:>13,.0f} {unit}")
+        print(f"{name:<10} {'ratio cluster/embedded':<22} {cluster[0]/local[0]:>9.2f}x {cluster[1]/local[1]:>9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
