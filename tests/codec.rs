@@ -117,6 +117,10 @@ fn summary() -> JobSummary {
         result_len: 0,
         result_preview: Vec::new(),
         errors: vec!["map of task 7: panic: boom".into()],
+        backups: 2,
+        backups_won: 1,
+        duplicates: 3,
+        waiting_for_workers: true,
     }
 }
 

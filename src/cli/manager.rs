@@ -49,6 +49,10 @@ pub struct StartArgs {
     /// Jobs run at once; more wait their turn.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub max_jobs: usize,
+
+    /// Never send backup copies of slow batches near a job's end.
+    #[arg(long)]
+    pub no_backup_tasks: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +104,8 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         max_jobs: args.max_jobs,
         force_detach: args.force_detach,
         max_size: args.net.max_size(),
+        read_timeout: args.net.read_timeout,
+        backup_tasks: !args.no_backup_tasks,
     };
     crate::manager::run(addr, args.net.reactor_config(), settings).map_err(|e| {
         let err = CliError::new(format!("cannot serve on {addr}: {e}"));

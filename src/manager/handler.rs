@@ -19,7 +19,8 @@ use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::PluginStore;
 use crate::plugin::PluginHash;
 use crate::proto::msg::{
-    self, BatchResult, InstallReply, JobStatus, ManagerStats, MapBatch, RunJob, TaskList,
+    self, BatchResult, InstallReply, JobStatus, JobSummary, ManagerStats, MapBatch, RunJob,
+    TaskList,
 };
 use crate::proto::text::TextCommand;
 use crate::proto::{ErrorCode, Message, ProtoError, PROTOCOL_VERSION};
@@ -41,21 +42,57 @@ pub struct Settings {
     pub max_jobs: usize,
     pub force_detach: bool,
     pub max_size: u32,
+    /// A worker that leaves a request unanswered this long is failing.
+    pub read_timeout: Duration,
+    /// Send backup copies of straggling batches near a job's end.
+    pub backup_tasks: bool,
 }
 
 /// A request the manager sent to a worker, by (connection, request id).
-enum Outstanding {
+enum Request {
     Ping { worker: usize },
     Install { worker: usize, hash: PluginHash },
-    Batch { batch: u64 },
+    Batch { batch: u64, job: u64, backup: bool },
     Uninstall,
 }
 
-/// A batch on a worker.
+struct Outstanding {
+    what: Request,
+    sent: Instant,
+    /// Its deadline passed and the worker was marked failing; an answer
+    /// is still welcome (and counted as a duplicate if the work was redone).
+    expired: bool,
+}
+
+/// One copy of a batch, sent to one worker.
+struct Copy {
+    conn: ConnId,
+    worker: usize,
+}
+
+/// Which copy of which batch an answer is for.
+struct AnsweredCopy {
+    conn: ConnId,
+    worker: usize,
+    batch: u64,
+    job: u64,
+    backup: bool,
+    sent: Instant,
+}
+
+/// The exactly-once ledger's entry for a batch: sent, not yet answered.
+/// The first answer from any copy is applied and removes the entry; a
+/// later answer finds no entry and is dropped as a duplicate.
 struct InFlight {
     job: u64,
-    pending: Pending,
-    conn: ConnId,
+    tasks: TaskList,
+    first_index: u64,
+    attempt: u32,
+    /// Copies lost with their worker's connection.
+    losses: u32,
+    copies: Vec<Copy>,
+    first_sent: Instant,
+    has_backup: bool,
 }
 
 pub struct Manager {
@@ -68,6 +105,9 @@ pub struct Manager {
     terminated: u32,
     worker_conns: HashMap<ConnId, usize>,
     outstanding: HashMap<(ConnId, u32), Outstanding>,
+    read_timeout: Duration,
+    backups: u64,
+    backups_won: u64,
     next_request: u32,
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
@@ -106,6 +146,9 @@ impl Manager {
             terminated: 0,
             worker_conns: HashMap::new(),
             outstanding: HashMap::new(),
+            read_timeout: settings.read_timeout,
+            backups: 0,
+            backups_won: 0,
             next_request: 1,
             jobs: BTreeMap::new(),
             next_job: 1,
@@ -133,10 +176,17 @@ impl Manager {
     }
 
     /// Sends a request to a worker and remembers what it was for.
-    fn request(&mut self, io: &mut Io<'_>, conn: ConnId, msg: &Message, what: Outstanding) -> bool {
+    fn request(&mut self, io: &mut Io<'_>, conn: ConnId, msg: &Message, what: Request) -> bool {
         let id = self.request_id();
         if io.send(conn, id, msg) {
-            self.outstanding.insert((conn, id), what);
+            self.outstanding.insert(
+                (conn, id),
+                Outstanding {
+                    what,
+                    sent: io.now(),
+                    expired: false,
+                },
+            );
             true
         } else {
             false
@@ -216,7 +266,7 @@ impl Manager {
         if let Some(worker) = self.worker(w) {
             worker.waiting_reply = Some((conn, request_id));
         }
-        self.request(io, c, &Message::Ping, Outstanding::Ping { worker: w });
+        self.request(io, c, &Message::Ping, Request::Ping { worker: w });
         None // answered when the worker answers
     }
 
@@ -262,30 +312,106 @@ impl Manager {
         self.terminated += 1;
         for c in &worker.conns {
             self.worker_conns.remove(&c.id);
-            self.requeue_conn(c.id);
+            self.lose_conn(c.id);
             io.close(c.id);
         }
     }
 
-    /// Puts every batch in flight on `conn` back in its job's queue, and
-    /// forgets the requests sent on it.
-    fn requeue_conn(&mut self, conn: ConnId) {
-        let lost: Vec<u64> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.conn == conn)
-            .map(|(id, _)| *id)
+    /// `conn` is gone: forgets the requests sent on it, and puts every
+    /// batch whose only copy was on it back in its job's queue.
+    fn lose_conn(&mut self, conn: ConnId) {
+        let lost: Vec<(u32, Outstanding)> = self
+            .outstanding
+            .keys()
+            .filter(|(c, _)| *c == conn)
+            .copied()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|key| self.outstanding.remove(&key).map(|o| (key.1, o)))
             .collect();
-        for id in lost {
-            if let Some(f) = self.in_flight.remove(&id) {
-                if let Some(job) = self.jobs.get_mut(&f.job) {
-                    job.in_flight_batches -= 1;
-                    job.in_flight_tasks -= f.pending.tasks.len() as u64;
-                    job.retry.push_front(f.pending);
-                }
+        for (_, o) in lost {
+            if let Request::Batch { batch, .. } = o.what {
+                // Lost with its worker: if the worker died of the batch
+                // itself, sending it again as is would kill the next one.
+                self.drop_copy(batch, conn, true);
             }
         }
-        self.outstanding.retain(|(c, _), _| *c != conn);
+    }
+
+    /// Removes the copy of `batch` on `conn`. If no copy is left, the batch
+    /// goes back to its job's queue: whole the first time; after a second
+    /// loss, split into single tasks that each count their losses as
+    /// failed attempts, so a task that kills its worker ends up failed
+    /// instead of killing the cluster one worker at a time.
+    fn drop_copy(&mut self, batch: u64, conn: ConnId, lost: bool) {
+        let max_retries = self.settings.max_retries;
+        let Some(entry) = self.in_flight.get_mut(&batch) else {
+            return;
+        };
+        let Some(worker) = entry
+            .copies
+            .iter()
+            .find(|c| c.conn == conn)
+            .map(|c| c.worker)
+        else {
+            return;
+        };
+        entry.copies.retain(|c| c.conn != conn);
+        if !entry.copies.is_empty() {
+            return;
+        }
+        if lost {
+            entry.losses += 1;
+        }
+        let Some(job) = self.jobs.get_mut(&entry.job) else {
+            return;
+        };
+        let single = entry.tasks.len() == 1;
+        if !lost || (entry.losses < 2 && !single) {
+            job.retry.push_front(Pending {
+                batch: Some(batch),
+                tasks: entry.tasks.clone(),
+                first_index: entry.first_index,
+                attempt: entry.attempt,
+                avoid: Some(worker),
+            });
+            return;
+        }
+        let Some(entry) = self.in_flight.remove(&batch) else {
+            return;
+        };
+        job.in_flight_batches -= 1;
+        if single {
+            let attempt = entry.attempt + 1;
+            if attempt > max_retries {
+                job.failed += 1;
+                job.record_error(format!(
+                    "task {}: its worker died or vanished while running it, {attempt} times",
+                    entry.first_index
+                ));
+            } else {
+                job.retried += 1;
+                job.retry.push_back(Pending {
+                    batch: None,
+                    tasks: entry.tasks,
+                    first_index: entry.first_index,
+                    attempt,
+                    avoid: Some(worker),
+                });
+            }
+            return;
+        }
+        for (i, task) in entry.tasks.iter().enumerate() {
+            let mut one = TaskList::new();
+            one.push(task);
+            job.retry.push_back(Pending {
+                batch: None,
+                tasks: one,
+                first_index: entry.first_index + i as u64,
+                attempt: entry.attempt + 1,
+                avoid: Some(worker),
+            });
+        }
     }
 
     fn run_job(&mut self, run: RunJob) -> Message {
@@ -319,6 +445,24 @@ impl Manager {
         Message::JobAccepted(id)
     }
 
+    /// A job's summary, with what only the manager knows: tasks on
+    /// workers, and whether the job is stuck for want of a worker.
+    fn summary(&self, job: &Job) -> JobSummary {
+        let running = self
+            .in_flight
+            .values()
+            .filter(|f| f.job == job.id && !f.copies.is_empty())
+            .map(|f| f.tasks.len() as u64)
+            .sum();
+        let any_active = self
+            .workers
+            .iter()
+            .flatten()
+            .any(|w| w.state == WorkerState::Active);
+        let waiting = job.status == JobStatus::Running && !any_active;
+        job.summary(running, waiting)
+    }
+
     fn stats(&self) -> ManagerStats {
         let mut s = ManagerStats {
             address: self.address.clone(),
@@ -327,6 +471,9 @@ impl Manager {
             bytes_in: self.traffic.0,
             bytes_out: self.traffic.1,
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            duplicates: self.duplicates,
+            backups: self.backups,
+            backups_won: self.backups_won,
             ..ManagerStats::default()
         };
         for w in self.workers.iter().flatten() {
@@ -384,11 +531,11 @@ impl Manager {
             },
             Message::RunJob(run) => self.run_job(run),
             Message::JobStatsRequest(id) => match self.jobs.get(&id) {
-                Some(job) => Message::JobStats(job.summary()),
+                Some(job) => Message::JobStats(self.summary(job)),
                 None => refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
             },
             Message::JobsListRequest => {
-                Message::JobsList(self.jobs.values().map(Job::summary).collect())
+                Message::JobsList(self.jobs.values().map(|j| self.summary(j)).collect())
             }
             Message::Attach(addr) => return self.attach(io, conn, request_id, addr),
             Message::Detach(addr) => return self.detach(io, conn, request_id, addr),
@@ -409,29 +556,38 @@ impl Manager {
         request_id: u32,
         msg: Message,
     ) {
-        let Some(what) = self.outstanding.remove(&(conn, request_id)) else {
+        let Some(Outstanding { what, sent, .. }) = self.outstanding.remove(&(conn, request_id))
+        else {
             debug!("{conn}: reply to unknown request {request_id} dropped");
             return;
         };
         match (what, msg) {
-            (Outstanding::Ping { worker }, Message::Pong) => self.worker_up(io, worker),
-            (Outstanding::Install { worker, hash }, Message::InstallReply(r)) => {
+            (Request::Ping { worker }, Message::Pong) => self.worker_up(io, worker),
+            (Request::Install { worker, hash }, Message::InstallReply(r)) => {
                 self.install_progress(io, conn, worker, hash, r)
             }
-            (Outstanding::Batch { batch }, Message::BatchResult(r)) => {
-                self.batch_done(io, conn, w, batch, r)
+            (Request::Batch { batch, job, backup }, Message::BatchResult(r)) => {
+                let copy = AnsweredCopy {
+                    conn,
+                    worker: w,
+                    batch,
+                    job,
+                    backup,
+                    sent,
+                };
+                self.batch_done(io, copy, r)
             }
-            (Outstanding::Batch { batch }, Message::Error(e)) => {
-                self.batch_refused(conn, w, batch, &e)
+            (Request::Batch { batch, .. }, Message::Error(e)) => {
+                self.batch_refused(io, conn, w, batch, &e)
             }
-            (Outstanding::Install { worker, hash }, Message::Error(e)) => {
+            (Request::Install { worker, hash }, Message::Error(e)) => {
                 if let Some(wk) = self.worker(worker) {
                     warn!("worker {}: cannot install {}: {e}", wk.addr, hash.short());
                     wk.installed.insert(hash, Install::Failed);
                     wk.last_error = Some(e.to_string());
                 }
             }
-            (Outstanding::Uninstall, _) => {}
+            (Request::Uninstall, _) => {}
             (_, other) => {
                 warn!(
                     "{conn}: unexpected reply {} from a worker; closing",
@@ -510,7 +666,7 @@ impl Manager {
             io,
             conn,
             &Message::Install(chunk),
-            Outstanding::Install { worker: w, hash },
+            Request::Install { worker: w, hash },
         );
     }
 
@@ -553,40 +709,65 @@ impl Manager {
         }
     }
 
-    fn batch_done(&mut self, io: &mut Io<'_>, conn: ConnId, w: usize, batch: u64, r: BatchResult) {
+    fn batch_done(&mut self, io: &mut Io<'_>, copy: AnsweredCopy, r: BatchResult) {
+        let AnsweredCopy {
+            conn,
+            worker: w,
+            batch,
+            job: job_id,
+            backup,
+            sent,
+        } = copy;
         self.release_slot(conn, w);
         let Some(f) = self.in_flight.remove(&batch) else {
-            // Already answered elsewhere: applying it again would count it twice.
+            // Already answered by another copy: applying it would count it twice.
             self.duplicates += 1;
+            if let Some(job) = self.jobs.get_mut(&job_id) {
+                job.duplicates += 1;
+            }
             return;
         };
         let max_retries = self.settings.max_retries;
         let Some(job) = self.jobs.get_mut(&f.job) else {
             return;
         };
-        let n = f.pending.tasks.len() as u64;
+        if job.status != JobStatus::Running {
+            return; // cancelled meanwhile
+        }
+        if backup {
+            job.backups_won += 1;
+            self.backups_won += 1;
+        }
+        let n = f.tasks.len() as u64;
+        let per_task = sent.elapsed().as_secs_f64() / n.max(1) as f64;
+        job.secs_per_task = if job.secs_per_task == 0.0 {
+            per_task
+        } else {
+            0.8 * job.secs_per_task + 0.2 * per_task
+        };
         job.in_flight_batches -= 1;
-        job.in_flight_tasks -= n;
         job.processed += u64::from(r.processed);
         self.tasks_processed += u64::from(r.processed);
         if let Some(value) = r.value {
             job.fold(value, u64::from(r.processed));
         }
         if !r.failures.is_empty() {
-            let tasks: Vec<&[u8]> = f.pending.tasks.iter().collect();
+            let tasks: Vec<&[u8]> = f.tasks.iter().collect();
             for failure in r.failures {
-                let index = f.pending.first_index + u64::from(failure.index);
+                let index = f.first_index + u64::from(failure.index);
                 let Some(task) = tasks.get(failure.index as usize) else {
                     continue;
                 };
-                if f.pending.attempt < max_retries {
+                if f.attempt < max_retries {
                     job.retried += 1;
                     let mut list = TaskList::new();
                     list.push(task);
                     job.retry.push_back(Pending {
+                        batch: None,
                         tasks: list,
                         first_index: index,
-                        attempt: f.pending.attempt + 1,
+                        attempt: f.attempt + 1,
+                        avoid: Some(w),
                     });
                 } else {
                     job.failed += 1;
@@ -597,37 +778,34 @@ impl Manager {
         self.maybe_finish_detach(io, w);
     }
 
-    /// A worker refused a batch (e.g. it lost the job's library).
-    fn batch_refused(&mut self, conn: ConnId, w: usize, batch: u64, e: &msg::ErrorReply) {
+    /// A worker refused a batch (it lost the job's library, or it is
+    /// shutting down): not the tasks' fault, so they go elsewhere as they are.
+    fn batch_refused(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        w: usize,
+        batch: u64,
+        e: &msg::ErrorReply,
+    ) {
         self.release_slot(conn, w);
-        let Some(mut f) = self.in_flight.remove(&batch) else {
-            return;
-        };
-        let max_retries = self.settings.max_retries;
-        let Some(job) = self.jobs.get_mut(&f.job) else {
-            return;
-        };
-        let n = f.pending.tasks.len() as u64;
-        job.in_flight_batches -= 1;
-        job.in_flight_tasks -= n;
-        if e.code == ErrorCode::PLUGIN_MISSING {
-            // Not the tasks' fault: reinstall and send them again.
-            if let Some(wk) = self.workers.get_mut(w).and_then(Option::as_mut) {
-                wk.installed.remove(&job.hash);
+        let hash = self
+            .in_flight
+            .get(&batch)
+            .and_then(|f| self.jobs.get(&f.job))
+            .map(|j| j.hash);
+        if let (Some(hash), Some(wk)) = (hash, self.workers.get_mut(w).and_then(Option::as_mut)) {
+            if e.code == ErrorCode::PLUGIN_MISSING {
+                wk.installed.remove(&hash);
+            } else {
+                warn!("worker {}: refused a batch: {e}", wk.addr);
+                wk.last_error = Some(e.to_string());
             }
-            job.retry.push_front(f.pending);
-        } else if f.pending.attempt < max_retries {
-            job.retried += n;
-            f.pending.attempt += 1;
-            job.retry.push_back(f.pending);
-        } else {
-            job.failed += n;
-            job.record_error(format!(
-                "tasks {}..{}: {e}",
-                f.pending.first_index,
-                f.pending.first_index + n
-            ));
         }
+        if e.code == ErrorCode::SHUTTING_DOWN {
+            self.fail_worker(io, w, "it is shutting down");
+        }
+        self.drop_copy(batch, conn, false);
     }
 
     fn maybe_finish_detach(&mut self, io: &mut Io<'_>, w: usize) {
@@ -705,16 +883,22 @@ impl Manager {
                 job.pump_loader();
             }
         }
+        let max_conns = self.settings.max_connections;
         loop {
             let mut sent = false;
             for w in 0..self.workers.len() {
-                let max_conns = self.settings.max_connections;
                 let Some(worker) = self.workers[w].as_ref() else {
                     continue;
                 };
                 if worker.state != WorkerState::Active || !worker.has_capacity(max_conns) {
                     continue;
                 }
+                let elsewhere = self.workers.iter().enumerate().any(|(o, wk)| {
+                    o != w
+                        && wk
+                            .as_ref()
+                            .is_some_and(|wk| wk.state == WorkerState::Active)
+                });
                 let n = running.len();
                 let chosen = (0..n)
                     .map(|k| (k, running[(self.round_robin + k) % n]))
@@ -729,7 +913,7 @@ impl Manager {
                     continue;
                 };
                 self.round_robin = (self.round_robin + k + 1) % n;
-                if self.send_batch(io, w, job_id) {
+                if self.send_batch(io, w, job_id, elsewhere) {
                     sent = true;
                 }
             }
@@ -737,9 +921,10 @@ impl Manager {
                 break;
             }
         }
+        self.send_backups(io);
     }
 
-    fn send_batch(&mut self, io: &mut Io<'_>, w: usize, job_id: u64) -> bool {
+    fn send_batch(&mut self, io: &mut Io<'_>, w: usize, job_id: u64, elsewhere: bool) -> bool {
         let free = self.worker(w).and_then(|wk| wk.free_conn());
         let conn_index = match free {
             Some(i) => i,
@@ -753,49 +938,220 @@ impl Manager {
                 }
             }
         };
-        let Some(job) = self.jobs.get_mut(&job_id) else {
-            return false;
-        };
-        let Some(mut pending) = job.next_pending() else {
-            return false;
-        };
-        let hash = job.hash;
-        let batch = self.next_batch;
-        self.next_batch += 1;
         let Some(conn) = self.worker(w).map(|wk| wk.conns[conn_index].id) else {
             return false;
         };
+        let pending = loop {
+            let Some(job) = self.jobs.get_mut(&job_id) else {
+                return false;
+            };
+            let Some(p) = job.next_pending_for(w, elsewhere) else {
+                return false;
+            };
+            // A batch sent again may have been answered meanwhile by its
+            // first copy: then there is nothing left to do for it.
+            match p.batch {
+                Some(id) if !self.in_flight.contains_key(&id) => continue,
+                _ => break p,
+            }
+        };
+        let Some(hash) = self.jobs.get(&job_id).map(|j| j.hash) else {
+            return false;
+        };
+        let batch = pending.batch.unwrap_or_else(|| {
+            let id = self.next_batch;
+            self.next_batch += 1;
+            id
+        });
         let msg = Message::MapBatch(MapBatch {
             hash: hash.0,
             batch_id: batch,
             tasks: pending.tasks,
         });
-        let sent = self.request(io, conn, &msg, Outstanding::Batch { batch });
+        let sent = self.request(
+            io,
+            conn,
+            &msg,
+            Request::Batch {
+                batch,
+                job: job_id,
+                backup: false,
+            },
+        );
         let Message::MapBatch(MapBatch { tasks, .. }) = msg else {
             unreachable!("built as MAP_BATCH above")
         };
-        pending.tasks = tasks;
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return false;
         };
         if !sent {
-            job.retry.push_front(pending);
+            job.retry.push_front(Pending { tasks, ..pending });
             return false;
         }
-        job.in_flight_batches += 1;
-        job.in_flight_tasks += pending.tasks.len() as u64;
         if let Some(wk) = self.worker(w) {
             wk.conns[conn_index].in_flight += 1;
         }
-        self.in_flight.insert(
-            batch,
-            InFlight {
-                job: job_id,
-                pending,
-                conn,
-            },
-        );
+        let copy = Copy { conn, worker: w };
+        match self.in_flight.get_mut(&batch) {
+            Some(entry) => entry.copies.push(copy),
+            None => {
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.in_flight_batches += 1;
+                }
+                self.in_flight.insert(
+                    batch,
+                    InFlight {
+                        job: job_id,
+                        tasks,
+                        first_index: pending.first_index,
+                        attempt: pending.attempt,
+                        losses: 0,
+                        copies: vec![copy],
+                        first_sent: io.now(),
+                        has_backup: false,
+                    },
+                );
+            }
+        }
         true
+    }
+
+    /// Near a job's end, a batch far slower than the job's typical pace
+    /// gets a backup copy on an idle worker (the MapReduce paper's backup
+    /// tasks); whichever copy answers first wins.
+    fn send_backups(&mut self, io: &mut Io<'_>) {
+        if !self.settings.backup_tasks {
+            return;
+        }
+        let now = io.now();
+        let stragglers: Vec<(u64, u64)> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.copies.len() == 1 && !f.has_backup)
+            .filter_map(|(id, f)| {
+                let job = self.jobs.get(&f.job)?;
+                if !job.in_tail() || job.secs_per_task == 0.0 {
+                    return None;
+                }
+                let expected = job.secs_per_task * f.tasks.len() as f64;
+                let limit = Duration::from_secs_f64((4.0 * expected).max(0.05));
+                (now.duration_since(f.first_sent) > limit).then_some((*id, f.job))
+            })
+            .collect();
+        for (batch, job_id) in stragglers {
+            let Some(hash) = self.jobs.get(&job_id).map(|j| j.hash) else {
+                continue;
+            };
+            let holder = self
+                .in_flight
+                .get(&batch)
+                .and_then(|f| f.copies.first())
+                .map(|c| c.worker);
+            let max_conns = self.settings.max_connections;
+            let target = (0..self.workers.len()).find(|&w| {
+                Some(w) != holder
+                    && self.workers[w].as_ref().is_some_and(|wk| {
+                        wk.state == WorkerState::Active
+                            && wk.in_flight() == 0
+                            && wk.has_capacity(max_conns)
+                            && wk.installed.get(&hash) == Some(&Install::Done)
+                    })
+            });
+            let Some(w) = target else {
+                continue;
+            };
+            let Some(conn) = self.some_conn(io, w) else {
+                continue;
+            };
+            let Some(tasks) = self.in_flight.get(&batch).map(|f| f.tasks.clone()) else {
+                continue;
+            };
+            let msg = Message::MapBatch(MapBatch {
+                hash: hash.0,
+                batch_id: batch,
+                tasks,
+            });
+            if self.request(
+                io,
+                conn,
+                &msg,
+                Request::Batch {
+                    batch,
+                    job: job_id,
+                    backup: true,
+                },
+            ) {
+                if let Some(wk) = self.worker(w) {
+                    if let Some(i) = wk.conn_index(conn) {
+                        wk.conns[i].in_flight += 1;
+                    }
+                }
+                if let Some(f) = self.in_flight.get_mut(&batch) {
+                    f.has_backup = true;
+                    f.copies.push(Copy { conn, worker: w });
+                }
+                if let Some(job) = self.jobs.get_mut(&job_id) {
+                    job.backups += 1;
+                }
+                self.backups += 1;
+                debug!("batch {batch}: backup copy sent to worker {w}");
+            }
+        }
+    }
+
+    /// Gives up attaching worker `w`, telling the CLI that asked.
+    fn abandon_attach(&mut self, io: &mut Io<'_>, w: usize, why: &str) {
+        let Some(worker) = self.workers.get_mut(w).and_then(Option::take) else {
+            return;
+        };
+        let msg = format!("cannot reach worker {}: {why}", worker.addr);
+        warn!("{msg}");
+        for c in &worker.conns {
+            self.worker_conns.remove(&c.id);
+            self.outstanding.retain(|(conn, _), _| *conn != c.id);
+            io.close(c.id);
+        }
+        if let Some((c, id)) = worker.waiting_reply {
+            io.send(c, id, &refused(ErrorCode::UNREACHABLE, msg));
+        }
+    }
+
+    /// Marks worker `w` failing (silent, or shutting down): nothing new is
+    /// sent to it and its batches go to the others. Its connections stay
+    /// open, so if it answers after all, it is used again, and its late
+    /// answers are recognised as duplicates.
+    fn fail_worker(&mut self, io: &mut Io<'_>, w: usize, why: &str) {
+        let now = io.now();
+        let Some(wk) = self.worker(w) else {
+            return;
+        };
+        if !matches!(wk.state, WorkerState::Active | WorkerState::Detaching) {
+            return;
+        }
+        warn!(
+            "worker {}: failing ({why}); its batches go to the others",
+            wk.addr
+        );
+        wk.last_error = Some(why.to_owned());
+        if wk.state == WorkerState::Active {
+            wk.state = WorkerState::Failing {
+                retry_at: now + FIRST_BACKOFF,
+                backoff: FIRST_BACKOFF,
+            };
+        }
+        let copies: Vec<(u64, ConnId)> = self
+            .in_flight
+            .iter()
+            .flat_map(|(id, f)| {
+                f.copies
+                    .iter()
+                    .filter(|c| c.worker == w)
+                    .map(|c| (*id, c.conn))
+            })
+            .collect();
+        for (batch, conn) in copies {
+            self.drop_copy(batch, conn, false);
+        }
     }
 
     fn reducer_events(&mut self, io: &mut Io<'_>) {
@@ -870,12 +1226,7 @@ impl Manager {
                     .is_some_and(|wk| wk.installed.remove(&hash).is_some());
                 if has {
                     if let Some(conn) = self.some_conn(io, w) {
-                        self.request(
-                            io,
-                            conn,
-                            &Message::Uninstall(hash.0),
-                            Outstanding::Uninstall,
-                        );
+                        self.request(io, conn, &Message::Uninstall(hash.0), Request::Uninstall);
                     }
                 }
             }
@@ -979,12 +1330,12 @@ impl Handler for Manager {
             .outstanding
             .iter()
             .filter(|((c, _), _)| *c == conn)
-            .filter_map(|(_, o)| match o {
-                Outstanding::Install { hash, .. } => Some(*hash),
+            .filter_map(|(_, o)| match &o.what {
+                Request::Install { hash, .. } => Some(*hash),
                 _ => None,
             })
             .collect();
-        self.requeue_conn(conn);
+        self.lose_conn(conn);
         let now = io.now();
         let Some(worker) = self.worker(w) else {
             return;
@@ -1048,10 +1399,60 @@ impl Handler for Manager {
         {
             self.rate.pop_front();
         }
-        // Try lost workers again, with capped exponential backoff.
+        // A request unanswered for the read timeout means its worker is
+        // failing; its batches go to the others.
+        let read_timeout = self.read_timeout;
+        let overdue: Vec<(ConnId, u32)> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| !o.expired && now.duration_since(o.sent) > read_timeout)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in overdue {
+            if let Some(o) = self.outstanding.get_mut(&key) {
+                o.expired = true;
+            }
+            let Some(&w) = self.worker_conns.get(&key.0) else {
+                continue;
+            };
+            if self
+                .worker(w)
+                .is_some_and(|wk| wk.state == WorkerState::Connecting)
+            {
+                self.abandon_attach(io, w, "it did not answer within the read timeout");
+            } else {
+                self.fail_worker(io, w, "no answer within the read timeout");
+            }
+        }
+        // Health checks: one ping in flight per worker that has connections.
+        let pinged: Vec<usize> = self
+            .outstanding
+            .values()
+            .filter_map(|o| match o.what {
+                Request::Ping { worker } => Some(worker),
+                _ => None,
+            })
+            .collect();
         for w in 0..self.workers.len() {
-            let due = match self.worker(w).map(|wk| wk.state) {
-                Some(WorkerState::Failing { retry_at, backoff }) if retry_at <= now => backoff,
+            let conn = match self.worker(w) {
+                Some(wk)
+                    if !matches!(wk.state, WorkerState::Connecting) && !pinged.contains(&w) =>
+                {
+                    wk.conns.first().map(|c| c.id)
+                }
+                _ => continue,
+            };
+            if let Some(conn) = conn {
+                self.request(io, conn, &Message::Ping, Request::Ping { worker: w });
+            }
+        }
+        // Reconnect to lost workers, with capped exponential backoff.
+        for w in 0..self.workers.len() {
+            let due = match self.worker(w) {
+                Some(wk) if wk.conns.is_empty() => match wk.state {
+                    WorkerState::Failing { retry_at, backoff } if retry_at <= now => backoff,
+                    _ => continue,
+                },
                 _ => continue,
             };
             let next = (due * 2).min(MAX_BACKOFF);
@@ -1063,7 +1464,7 @@ impl Handler for Manager {
                 };
             }
             if let Some(conn) = self.open_conn(io, w) {
-                self.request(io, conn, &Message::Ping, Outstanding::Ping { worker: w });
+                self.request(io, conn, &Message::Ping, Request::Ping { worker: w });
             }
         }
         self.settle(io);

@@ -13,6 +13,7 @@
 //! through channels and the waker; neither ever runs on it.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
@@ -64,10 +65,28 @@ pub enum ReducerMsg {
 
 /// Tasks waiting to be sent to a worker.
 pub struct Pending {
+    /// The batch's id once it has one: a batch sent again (after a lost or
+    /// silent worker) keeps its id, so whichever copy answers first is
+    /// applied and any later answer is recognised as a duplicate.
+    pub batch: Option<u64>,
     pub tasks: TaskList,
     pub first_index: u64,
     /// How many times these tasks failed already.
     pub attempt: u32,
+    /// Try another worker than this one first (the one it failed on).
+    pub avoid: Option<usize>,
+}
+
+impl Pending {
+    pub fn new(tasks: TaskList, first_index: u64) -> Pending {
+        Pending {
+            batch: None,
+            tasks,
+            first_index,
+            attempt: 0,
+            avoid: None,
+        }
+    }
 }
 
 pub struct Job {
@@ -93,8 +112,17 @@ pub struct Job {
     pub retry: VecDeque<Pending>,
     /// One batch taken from the loader, waiting for a worker.
     pub staged: Option<Pending>,
+    /// Batches sent and not answered yet (the manager's ledger holds them).
     pub in_flight_batches: usize,
-    pub in_flight_tasks: u64,
+    /// Backup copies sent for stragglers, and how many answered first.
+    pub backups: u64,
+    pub backups_won: u64,
+    /// Late answers for batches already applied, dropped.
+    pub duplicates: u64,
+    /// Seconds per task, a moving average over answered batches.
+    pub secs_per_task: f64,
+    /// Set on cancel: the reducer then skips `done`.
+    pub cancelled: Arc<AtomicBool>,
     loader: Option<Receiver<LoaderMsg>>,
     loader_done: bool,
     partials: Option<Sender<(Vec<u8>, u64)>>,
@@ -125,7 +153,11 @@ impl Job {
             retry: VecDeque::new(),
             staged: None,
             in_flight_batches: 0,
-            in_flight_tasks: 0,
+            backups: 0,
+            backups_won: 0,
+            duplicates: 0,
+            secs_per_task: 0.0,
+            cancelled: Arc::new(AtomicBool::new(false)),
             loader: None,
             loader_done: false,
             partials: None,
@@ -163,9 +195,10 @@ impl Job {
         let (partial_tx, partial_rx) = mpsc::channel();
         self.partials = Some(partial_tx);
         let (plugin, id) = (Arc::clone(&self.plugin), self.id);
+        let cancelled = Arc::clone(&self.cancelled);
         thread::Builder::new()
             .name(format!("reduce-{}", self.id))
-            .spawn(move || reduce(&plugin, id, partial_rx, &reducer_tx, &waker))
+            .spawn(move || reduce(&plugin, id, partial_rx, &reducer_tx, &waker, &cancelled))
             .expect("spawn reducer thread");
     }
 
@@ -179,11 +212,7 @@ impl Job {
                 Ok(LoaderMsg::Estimate(n)) => self.estimate = n,
                 Ok(LoaderMsg::Batch { tasks, first_index }) => {
                     self.loaded += tasks.len() as u64;
-                    self.staged = Some(Pending {
-                        tasks,
-                        first_index,
-                        attempt: 0,
-                    });
+                    self.staged = Some(Pending::new(tasks, first_index));
                 }
                 Ok(LoaderMsg::Error(e)) => {
                     self.load_errors += 1;
@@ -198,14 +227,38 @@ impl Job {
         }
     }
 
-    /// The next tasks to send: retries first, then new tasks.
-    pub fn next_pending(&mut self) -> Option<Pending> {
-        if let Some(p) = self.retry.pop_front() {
-            return Some(p);
+    /// The next tasks to send to worker `w`: retries first, then new
+    /// tasks. With `elsewhere` (another worker could take them), a retry is
+    /// not sent back to the worker it failed on.
+    pub fn next_pending_for(&mut self, w: usize, elsewhere: bool) -> Option<Pending> {
+        let pick = self
+            .retry
+            .iter()
+            .position(|p| !elsewhere || p.avoid != Some(w));
+        if let Some(i) = pick {
+            return self.retry.remove(i);
         }
         let staged = self.staged.take();
         self.pump_loader();
         staged.or_else(|| self.staged.take())
+    }
+
+    /// True once every task is loaded and handed out: the tail of the job,
+    /// when backup copies of slow batches pay off.
+    pub fn in_tail(&self) -> bool {
+        self.loader_done && self.staged.is_none() && self.retry.is_empty()
+    }
+
+    /// Stops the job: no more loading, no `done`.
+    pub fn cancel(&mut self) {
+        self.status = JobStatus::Cancelled;
+        self.ended = Some(Instant::now());
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.loader = None; // the loader's next send fails and it stops
+        self.loader_done = true;
+        self.staged = None;
+        self.retry.clear();
+        self.partials = None; // the reducer drains and exits
     }
 
     pub fn has_work(&self) -> bool {
@@ -232,7 +285,9 @@ impl Job {
         complete && self.partials.take().is_some()
     }
 
-    pub fn summary(&self) -> JobSummary {
+    /// The job's summary; `running` and `waiting` come from the manager,
+    /// which knows the batches in flight and the workers.
+    pub fn summary(&self, running: u64, waiting: bool) -> JobSummary {
         let elapsed = match (self.started, self.ended) {
             (Some(s), Some(e)) => e.duration_since(s),
             (Some(s), None) => s.elapsed(),
@@ -247,13 +302,17 @@ impl Job {
             processed: self.processed,
             failed: self.failed,
             retried: self.retried,
-            running: self.in_flight_tasks,
+            running,
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
             load_errors: self.load_errors,
             reduce_errors: self.reduce_errors,
             result_len: self.result_len,
             result_preview: self.result_preview.clone(),
             errors: self.errors.iter().cloned().collect(),
+            backups: self.backups,
+            backups_won: self.backups_won,
+            duplicates: self.duplicates,
+            waiting_for_workers: waiting,
         }
     }
 }
@@ -338,9 +397,13 @@ fn reduce(
     partials: Receiver<(Vec<u8>, u64)>,
     tx: &Sender<ReducerMsg>,
     waker: &Waker,
+    cancelled: &AtomicBool,
 ) {
     let mut acc = Vec::new();
     for (partial, tasks) in partials {
+        if cancelled.load(Ordering::SeqCst) {
+            return;
+        }
         let msg = match plugin.reduce(&acc, &partial) {
             Ok(next) => {
                 acc = next;
@@ -354,6 +417,9 @@ fn reduce(
         };
         let _ = tx.send(msg);
         let _ = waker.wake();
+    }
+    if cancelled.load(Ordering::SeqCst) {
+        return;
     }
     let error = plugin.done(&acc).err().map(|e| e.message);
     let _ = tx.send(ReducerMsg::Done {

@@ -37,6 +37,7 @@ impl ErrorCode {
     pub const UNREACHABLE: ErrorCode = ErrorCode(11);
     pub const PLUGIN_REJECTED: ErrorCode = ErrorCode(12);
     pub const PLUGIN_MISSING: ErrorCode = ErrorCode(13);
+    pub const SHUTTING_DOWN: ErrorCode = ErrorCode(14);
 
     /// Every defined code with its meaning, in numeric order.
     pub const ALL: &'static [ErrorInfo] = &[
@@ -130,6 +131,13 @@ impl ErrorCode {
             retriable: true,
             closes: false,
             description: "the request names a job library that is not installed; install it first",
+        },
+        ErrorInfo {
+            code: ErrorCode::SHUTTING_DOWN,
+            name: "SHUTTING_DOWN",
+            retriable: true,
+            closes: false,
+            description: "the server is shutting down and takes no new work; send it elsewhere",
         },
     ];
 

@@ -19,7 +19,8 @@
 //! 2 finished, 3 failed, 4 cancelled), u8 has-estimate, u64 estimate,
 //! u64 loaded, u64 processed, u64 failed, u64 retried, u64 running,
 //! u64 elapsed ms, u64 load errors, u64 reduce errors, u64 result length,
-//! bytes result preview (at most 256 bytes), u32 n, then n str errors.
+//! bytes result preview (at most 256 bytes), u32 n, then n str errors,
+//! u64 backups, u64 backups won, u64 duplicates, u8 waiting for workers.
 
 use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
 use crate::proto::error::ProtoError;
@@ -120,6 +121,13 @@ pub struct JobSummary {
     pub result_len: u64,
     pub result_preview: Vec<u8>,
     pub errors: Vec<String>,
+    /// Appended in 0.1: backup copies sent for stragglers, and won.
+    pub backups: u64,
+    pub backups_won: u64,
+    /// Late answers for batches already applied, dropped.
+    pub duplicates: u64,
+    /// The job has work but no worker to run it.
+    pub waiting_for_workers: bool,
 }
 
 impl JobSummary {
@@ -145,11 +153,19 @@ impl JobSummary {
             result_len: c.u64("result length")?,
             result_preview: c.bytes("result preview")?.to_vec(),
             errors: Vec::new(),
+            backups: 0,
+            backups_won: 0,
+            duplicates: 0,
+            waiting_for_workers: false,
         };
         let n = c.count(2, "error count")?;
         for _ in 0..n {
             s.errors.push(c.str("error")?);
         }
+        s.backups = c.u64("backups")?;
+        s.backups_won = c.u64("backups won")?;
+        s.duplicates = c.u64("duplicates")?;
+        s.waiting_for_workers = c.u8("waiting for workers")? != 0;
         Ok(s)
     }
 
@@ -180,6 +196,10 @@ impl JobSummary {
         for e in &self.errors {
             put_str(out, e);
         }
+        put_u64(out, self.backups);
+        put_u64(out, self.backups_won);
+        put_u64(out, self.duplicates);
+        out.push(u8::from(self.waiting_for_workers));
     }
 
     pub fn decode(payload: &[u8]) -> Result<JobSummary, ProtoError> {
@@ -222,6 +242,10 @@ pub struct ManagerStats {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub uptime_ms: u64,
+    /// Late answers dropped by the exactly-once rule, since the start.
+    pub duplicates: u64,
+    pub backups: u64,
+    pub backups_won: u64,
 }
 
 impl ManagerStats {
@@ -243,6 +267,9 @@ impl ManagerStats {
             bytes_in: c.u64("bytes in")?,
             bytes_out: c.u64("bytes out")?,
             uptime_ms: c.u64("uptime ms")?,
+            duplicates: c.u64("duplicates")?,
+            backups: c.u64("backups")?,
+            backups_won: c.u64("backups won")?,
         })
     }
 
@@ -267,6 +294,9 @@ impl ManagerStats {
             self.bytes_in,
             self.bytes_out,
             self.uptime_ms,
+            self.duplicates,
+            self.backups,
+            self.backups_won,
         ] {
             put_u64(out, v);
         }
