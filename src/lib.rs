@@ -13,6 +13,7 @@
 //! - [`local`]: running a job inside one process (the embedded mode);
 //! - [`manager`]: the manager server;
 //! - [`worker`]: the worker server;
+//! - [`signals`]: SIGTERM/SIGINT as a flag, for graceful shutdown;
 //! - [`cli`]: the `redmap` command line (parsing, dispatch, output).
 
 pub mod job;
@@ -29,6 +30,8 @@ pub mod net;
 pub mod plugin;
 #[cfg(feature = "runtime")]
 pub mod proto;
+#[cfg(feature = "runtime")]
+pub mod signals;
 #[cfg(feature = "runtime")]
 pub mod worker;
 

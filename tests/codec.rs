@@ -88,6 +88,8 @@ pub fn samples() -> Vec<Message> {
         Message::Detach(":9877".into()),
         Message::Detached,
         Message::ManagerStatsRequest,
+        Message::CancelJob(7),
+        Message::Cancelled,
         Message::ManagerStats(ManagerStats {
             address: "127.0.0.1:9899".into(),
             workers_active: 2,

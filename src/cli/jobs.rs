@@ -17,6 +17,21 @@ pub enum JobsCommand {
     List(ListArgs),
     /// Show one job's counters and its last errors.
     Stats(StatsArgs),
+    /// Cancel a job: stop its tasks, drop its work in flight, uninstall it from the workers.
+    Cancel(CancelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// The job's id (see `redmap jobs list`).
+    #[arg(value_name = "ID")]
+    pub id: u64,
+
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 #[derive(Debug, Args)]
@@ -54,7 +69,27 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
     match cmd {
         JobsCommand::List(args) => list(args),
         JobsCommand::Stats(args) => stats(args),
+        JobsCommand::Cancel(args) => cancel(args),
     }
+}
+
+/// Asks the manager to cancel job `id`.
+pub fn cancel_job(client: &mut crate::net::Client, id: u64, addr: &str) -> Result<(), CliError> {
+    match client.request(&Message::CancelJob(id)) {
+        Ok(Message::Cancelled) => Ok(()),
+        Ok(other) => Err(CliError::new(format!(
+            "unexpected reply {}",
+            other.opcode()
+        ))),
+        Err(e) => Err(remote_err(addr, e)),
+    }
+}
+
+fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
+    let mut client = args.manager.connect(&args.net)?;
+    cancel_job(&mut client, args.id, &args.manager.manager)?;
+    println!("cancelled job {}", args.id);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `processed/estimate (pct%)`, or `processed/?` without an estimate.
@@ -98,6 +133,10 @@ pub fn job_json(j: &JobSummary) -> Json {
             "errors",
             Json::Array(j.errors.iter().map(Json::str).collect()),
         ),
+        ("backups", Json::Int(j.backups)),
+        ("backups_won", Json::Int(j.backups_won)),
+        ("duplicates", Json::Int(j.duplicates)),
+        ("waiting_for_workers", Json::Bool(j.waiting_for_workers)),
     ])
 }
 
@@ -157,6 +196,11 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     writeln!(out, "running: {}", j.running)?;
     writeln!(out, "load errors: {}", j.load_errors)?;
     writeln!(out, "reduce errors: {}", j.reduce_errors)?;
+    writeln!(out, "backups: {} sent, {} won", j.backups, j.backups_won)?;
+    writeln!(out, "duplicates dropped: {}", j.duplicates)?;
+    if j.waiting_for_workers {
+        writeln!(out, "waiting for workers: no worker is active")?;
+    }
     writeln!(
         out,
         "duration: {}",

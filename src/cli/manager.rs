@@ -177,6 +177,9 @@ pub fn stats_json(s: &ManagerStats) -> Json {
         ("bytes_in", Json::Int(s.bytes_in)),
         ("bytes_out", Json::Int(s.bytes_out)),
         ("uptime_ms", Json::Int(s.uptime_ms)),
+        ("duplicates", Json::Int(s.duplicates)),
+        ("backups", Json::Int(s.backups)),
+        ("backups_won", Json::Int(s.backups_won)),
     ])
 }
 

@@ -9,7 +9,9 @@ use clap::Args;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use super::jobs::{job_json, progress, throughput};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::jobs::{cancel_job, job_json, progress, throughput};
 use super::output::Json;
 use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::local::{self, Options, Report};
@@ -41,6 +43,12 @@ pub struct RunArgs {
     /// Print the summary as JSON (for scripts and benchmarks).
     #[arg(long)]
     pub json: bool,
+
+    /// With --manager: on Ctrl-C, cancel the job without asking (for
+    /// scripts). Without it, Ctrl-C asks on a terminal, and otherwise
+    /// leaves the job running.
+    #[arg(long, requires = "manager")]
+    pub cancel_on_interrupt: bool,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -245,7 +253,24 @@ fn run_remote(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let job = wait(&mut client, id, &target.manager)?;
+    let interrupted = crate::signals::watch(|| {})
+        .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
+    let job = match wait(&mut client, id, &target.manager, &interrupted)? {
+        Waited::Over(job) => job,
+        Waited::Interrupted => {
+            let cancel = args.cancel_on_interrupt || ask_cancel(id);
+            if cancel {
+                cancel_job(&mut client, id, &target.manager)?;
+                eprintln!("job {id} cancelled");
+            } else {
+                eprintln!(
+                    "job {id} left running; follow it with `redmap jobs stats -m {} {id}`",
+                    target.manager
+                );
+            }
+            return Ok(ExitCode::from(130));
+        }
+    };
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", job_json(&job).render())
@@ -279,17 +304,41 @@ fn progress_line(j: &JobSummary) -> String {
         }
         _ => String::new(),
     };
+    let status = if j.waiting_for_workers {
+        "waiting for workers"
+    } else {
+        j.status.name()
+    };
     format!(
-        "{bar}{} tasks  {:.0} tasks/s  {}  {}",
+        "{bar}{} tasks  {:.0} tasks/s  {}  {status}",
         progress(j),
         throughput(j),
         duration::render(Duration::from_millis(j.elapsed_ms)),
-        j.status.name()
     )
 }
 
+enum Waited {
+    Over(JobSummary),
+    Interrupted,
+}
+
+/// On a terminal, asks whether to cancel the job; elsewhere, does not.
+fn ask_cancel(id: u64) -> bool {
+    if !io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!("\ninterrupted: cancel job {id} on the manager? [y/N] (N leaves it running) ");
+    let mut answer = String::new();
+    io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+}
+
 /// Polls the job until it is over, showing progress on standard error.
-fn wait(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
+fn wait(
+    client: &mut Client,
+    id: u64,
+    addr: &str,
+    interrupted: &AtomicBool,
+) -> Result<Waited, CliError> {
     let tty = io::stderr().is_terminal();
     let mut last_plain = Instant::now();
     let mut pause = FIRST_POLL;
@@ -308,7 +357,10 @@ fn wait(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError
             if tty {
                 eprint!("\r\x1b[2K");
             }
-            return Ok(job);
+            return Ok(Waited::Over(job));
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Ok(Waited::Interrupted);
         }
         if tty {
             eprint!("\r\x1b[2K{}", progress_line(&job));
@@ -339,6 +391,13 @@ fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     }
     if j.reduce_errors > 0 {
         writeln!(out, "reduce errors: {}", j.reduce_errors)?;
+    }
+    if j.backups > 0 || j.duplicates > 0 {
+        writeln!(
+            out,
+            "backup copies: {} sent, {} won; duplicate answers dropped: {}",
+            j.backups, j.backups_won, j.duplicates
+        )?;
     }
     let complete = j.result_len == j.result_preview.len() as u64;
     match printable(&j.result_preview) {

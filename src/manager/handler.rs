@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -121,6 +122,11 @@ pub struct Manager {
     rate: VecDeque<(Instant, u64)>,
     next_tick: Instant,
     traffic: (u64, u64),
+    /// Set by SIGTERM/SIGINT.
+    stop: Arc<AtomicBool>,
+    shutting_down: bool,
+    /// Shut down and everything sent: the loop may end.
+    finished: bool,
 }
 
 fn refused(code: ErrorCode, message: String) -> Message {
@@ -133,6 +139,7 @@ impl Manager {
         address: String,
         waker: Arc<Waker>,
         store: PluginStore,
+        stop: Arc<AtomicBool>,
     ) -> Manager {
         let (reducer_tx, reducer_rx) = mpsc::channel();
         let now = Instant::now();
@@ -162,6 +169,9 @@ impl Manager {
             rate: VecDeque::new(),
             next_tick: now + TICK,
             traffic: (0, 0),
+            stop,
+            shutting_down: false,
+            finished: false,
         }
     }
 
@@ -529,7 +539,15 @@ impl Manager {
                 Ok(reply) => Message::InstallReply(reply),
                 Err(e) => Message::error(&e),
             },
+            Message::RunJob(_) if self.shutting_down => refused(
+                ErrorCode::SHUTTING_DOWN,
+                "the manager is shutting down and takes no new jobs".into(),
+            ),
             Message::RunJob(run) => self.run_job(run),
+            Message::CancelJob(id) => match self.cancel_job(io, id) {
+                Ok(()) => Message::Cancelled,
+                Err(e) => Message::error(&e),
+            },
             Message::JobStatsRequest(id) => match self.jobs.get(&id) {
                 Some(job) => Message::JobStats(self.summary(job)),
                 None => refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
@@ -720,10 +738,13 @@ impl Manager {
         } = copy;
         self.release_slot(conn, w);
         let Some(f) = self.in_flight.remove(&batch) else {
-            // Already answered by another copy: applying it would count it twice.
-            self.duplicates += 1;
+            // Already answered by another copy: applying it would count it
+            // twice. (For a cancelled job, it is simply late.)
             if let Some(job) = self.jobs.get_mut(&job_id) {
-                job.duplicates += 1;
+                if job.status != JobStatus::Cancelled {
+                    job.duplicates += 1;
+                    self.duplicates += 1;
+                }
             }
             return;
         };
@@ -1215,28 +1236,82 @@ impl Manager {
             job.retried
         );
         let hash = job.hash;
+        self.uninstall_unused(io, hash);
+        self.start_waiting_jobs(io);
+    }
+
+    /// Uninstalls a job library from every worker once no running job uses it.
+    fn uninstall_unused(&mut self, io: &mut Io<'_>, hash: PluginHash) {
         let still_used = self
             .jobs
             .values()
             .any(|j| j.hash == hash && j.status == JobStatus::Running);
-        if !still_used {
-            for w in 0..self.workers.len() {
-                let has = self
-                    .worker(w)
-                    .is_some_and(|wk| wk.installed.remove(&hash).is_some());
-                if has {
-                    if let Some(conn) = self.some_conn(io, w) {
-                        self.request(io, conn, &Message::Uninstall(hash.0), Request::Uninstall);
-                    }
+        if still_used {
+            return;
+        }
+        for w in 0..self.workers.len() {
+            let has = self
+                .worker(w)
+                .is_some_and(|wk| wk.installed.remove(&hash).is_some());
+            if has {
+                if let Some(conn) = self.some_conn(io, w) {
+                    self.request(io, conn, &Message::Uninstall(hash.0), Request::Uninstall);
                 }
             }
         }
+    }
+
+    /// Cancels a waiting or running job: no more loading, its work in
+    /// flight dropped, its library uninstalled, no `done`.
+    fn cancel_job(&mut self, io: &mut Io<'_>, id: u64) -> Result<(), ProtoError> {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return Err(ProtoError::refused(
+                ErrorCode::NOT_FOUND,
+                format!("no job with id {id}"),
+            ));
+        };
+        if job.status.is_over() {
+            return Err(ProtoError::refused(
+                ErrorCode::CONFLICT,
+                format!("job {id} is already {}", job.status.name()),
+            ));
+        }
+        job.cancel();
+        job.in_flight_batches = 0;
+        let hash = job.hash;
+        info!("job {id} ({}): cancelled", job.name);
+        // Answers still on their way are released and dropped on arrival.
+        self.in_flight.retain(|_, f| f.job != id);
+        self.uninstall_unused(io, hash);
         self.start_waiting_jobs(io);
+        Ok(())
+    }
+
+    /// On SIGTERM/SIGINT: take no new jobs, cancel the running ones, and
+    /// end once everything queued for the network is sent.
+    fn check_shutdown(&mut self, io: &mut Io<'_>) {
+        if self.stop.load(Ordering::SeqCst) && !self.shutting_down {
+            self.shutting_down = true;
+            let live: Vec<u64> = self
+                .jobs
+                .values()
+                .filter(|j| !j.status.is_over())
+                .map(|j| j.id)
+                .collect();
+            info!("shutting down: cancelling {} jobs", live.len());
+            for id in live {
+                let _ = self.cancel_job(io, id);
+            }
+        }
+        if self.shutting_down && io.pending_output() == 0 {
+            self.finished = true;
+        }
     }
 
     /// Everything that may have changed after any event.
     fn settle(&mut self, io: &mut Io<'_>) {
         self.traffic = io.traffic();
+        self.check_shutdown(io);
         self.reducer_events(io);
         self.dispatch(io);
         for job in self.jobs.values_mut() {
@@ -1387,6 +1462,10 @@ impl Handler for Manager {
 
     fn next_timer(&self) -> Option<Instant> {
         Some(self.next_tick)
+    }
+
+    fn should_stop(&self) -> bool {
+        self.finished
     }
 
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {

@@ -19,8 +19,9 @@ use crate::plugin::store::PluginStore;
 
 pub use handler::Settings;
 
-/// Binds `addr` and serves until the process is stopped. The first line on
-/// standard output is `redmap manager listening on ADDR`.
+/// Binds `addr` and serves until SIGTERM or SIGINT, which cancel the
+/// running jobs cleanly. The first line on standard output is
+/// `redmap manager listening on ADDR`.
 pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<()> {
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
@@ -33,6 +34,13 @@ pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<(
     out.flush()?;
     drop(out);
     let store = PluginStore::new("manager")?;
-    let mut manager = handler::Manager::new(settings, local.to_string(), reactor.waker(), store);
-    reactor.run(&mut manager)
+    let waker = reactor.waker();
+    let stop = crate::signals::watch(move || {
+        let _ = waker.wake();
+    })?;
+    let mut manager =
+        handler::Manager::new(settings, local.to_string(), reactor.waker(), store, stop);
+    reactor.run(&mut manager)?;
+    info!("manager stopped");
+    Ok(())
 }

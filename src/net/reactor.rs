@@ -153,6 +153,17 @@ impl Io<'_> {
         self.core.conns.len()
     }
 
+    /// Bytes queued and not yet written, on all connections.
+    pub fn pending_output(&self) -> usize {
+        self.core
+            .conns
+            .ids()
+            .into_iter()
+            .filter_map(|id| self.core.conns.get(id))
+            .map(Conn::pending_out)
+            .sum()
+    }
+
     /// Bytes received and sent on all connections since the start.
     pub fn traffic(&self) -> (u64, u64) {
         (self.core.bytes_in, self.core.bytes_out)

@@ -33,6 +33,8 @@ pub enum Opcode {
     Detach = 0x14,
     /// The manager's counters; answered by `ManagerStats`.
     ManagerStatsRequest = 0x15,
+    /// Cancel a job; answered by `Cancelled`.
+    CancelJob = 0x16,
     /// Reply to `Ping`.
     Pong = 0x81,
     /// Reply to `InfoRequest`.
@@ -46,6 +48,7 @@ pub enum Opcode {
     Attached = 0x93,
     Detached = 0x94,
     ManagerStats = 0x95,
+    Cancelled = 0x96,
     /// Error reply to any request (or unsolicited, before a close).
     Error = 0xFF,
 }
@@ -65,6 +68,7 @@ impl Opcode {
         Opcode::Attach,
         Opcode::Detach,
         Opcode::ManagerStatsRequest,
+        Opcode::CancelJob,
         Opcode::Pong,
         Opcode::Info,
         Opcode::InstallReply,
@@ -76,6 +80,7 @@ impl Opcode {
         Opcode::Attached,
         Opcode::Detached,
         Opcode::ManagerStats,
+        Opcode::Cancelled,
         Opcode::Error,
     ];
 
@@ -93,6 +98,7 @@ impl Opcode {
             Opcode::Attach => "ATTACH",
             Opcode::Detach => "DETACH",
             Opcode::ManagerStatsRequest => "MANAGER_STATS_REQUEST",
+            Opcode::CancelJob => "CANCEL_JOB",
             Opcode::Pong => "PONG",
             Opcode::Info => "INFO",
             Opcode::InstallReply => "INSTALL_REPLY",
@@ -104,6 +110,7 @@ impl Opcode {
             Opcode::Attached => "ATTACHED",
             Opcode::Detached => "DETACHED",
             Opcode::ManagerStats => "MANAGER_STATS",
+            Opcode::Cancelled => "CANCELLED",
             Opcode::Error => "ERROR",
         }
     }

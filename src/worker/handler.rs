@@ -3,8 +3,11 @@
 //! batches go to the thread pool and their results come back in `on_wake`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, info};
 
 use super::exec::{Pool, Work};
 use super::stats::Stats;
@@ -20,12 +23,29 @@ pub struct WorkerHandler {
     pub pool: Pool,
     /// Batches queued or running, per job library.
     pub active: HashMap<[u8; 32], usize>,
+    /// Set by SIGTERM/SIGINT.
+    pub stop: Arc<AtomicBool>,
+    /// Shutting down: no new batches; exit once those held are answered.
+    pub draining: bool,
+    /// Everything is answered and sent: the loop may end.
+    pub finished: bool,
+    /// While draining, when to look again for the last bytes to leave.
+    pub recheck_at: Option<Instant>,
 }
 
 impl WorkerHandler {
-    fn refresh_counts(&mut self) {
+    fn refresh_counts(&mut self, io: &mut Io<'_>) {
         self.stats.installed_jobs = self.store.len() as u32;
         self.stats.active_jobs = self.active.len() as u32;
+        if self.stop.load(Ordering::SeqCst) && !self.draining {
+            let held: usize = self.active.values().sum();
+            info!("shutting down: no new batches; finishing the {held} held");
+            self.draining = true;
+        }
+        self.finished = self.draining && self.active.is_empty() && io.pending_output() == 0;
+        if self.draining {
+            self.recheck_at = Some(io.now() + Duration::from_millis(20));
+        }
     }
 
     fn reply(&mut self, conn: ConnId, request_id: u32, msg: Message) -> Option<Message> {
@@ -40,6 +60,10 @@ impl WorkerHandler {
                 self.store.remove(&PluginHash(hash));
                 Some(Message::Uninstalled)
             }
+            Message::MapBatch(_) if self.draining => Some(Message::error(&ProtoError::refused(
+                ErrorCode::SHUTTING_DOWN,
+                "this worker is shutting down",
+            ))),
             Message::MapBatch(batch) => match self.store.get(&PluginHash(batch.hash)) {
                 Some(plugin) => {
                     *self.active.entry(batch.hash).or_default() += 1;
@@ -77,7 +101,7 @@ impl Handler for WorkerHandler {
         if let Some(reply) = self.reply(conn, request_id, msg) {
             io.send(conn, request_id, &reply);
         }
-        self.refresh_counts();
+        self.refresh_counts(io);
     }
 
     fn on_wake(&mut self, io: &mut Io<'_>) {
@@ -97,7 +121,19 @@ impl Handler for WorkerHandler {
                 &Message::BatchResult(done.result),
             );
         }
-        self.refresh_counts();
+        self.refresh_counts(io);
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.recheck_at
+    }
+
+    fn on_timer(&mut self, io: &mut Io<'_>, _now: Instant) {
+        self.refresh_counts(io);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.finished
     }
 
     fn on_text(&mut self, _io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {

@@ -22,7 +22,8 @@ use exec::Pool;
 use handler::WorkerHandler;
 use stats::Stats;
 
-/// Binds `addr` and serves until the process is stopped.
+/// Binds `addr` and serves until SIGTERM or SIGINT, after which it takes
+/// no new batches, answers those it holds, and returns.
 ///
 /// The first line on standard output is `redmap worker listening on ADDR`
 /// with the bound address, so a script that asked for port 0 learns the port.
@@ -37,11 +38,21 @@ pub fn run(addr: SocketAddr, config: Config, threads: usize) -> io::Result<()> {
     writeln!(out, "redmap worker listening on {local}")?;
     out.flush()?;
     drop(out);
+    let waker = reactor.waker();
+    let stop = crate::signals::watch(move || {
+        let _ = waker.wake();
+    })?;
     let mut handler = WorkerHandler {
         stats: Stats::new(local.to_string()),
         store: PluginStore::new("worker")?,
         pool: Pool::new(threads, reactor.waker()),
         active: HashMap::new(),
+        stop,
+        draining: false,
+        finished: false,
+        recheck_at: None,
     };
-    reactor.run(&mut handler)
+    reactor.run(&mut handler)?;
+    info!("worker stopped");
+    Ok(())
 }

@@ -39,6 +39,7 @@ pub enum Message {
     Attach(String),
     Detach(String),
     ManagerStatsRequest,
+    CancelJob(u64),
     /// `PONG` (0x81), empty payload.
     Pong,
     /// `INFO` (0x82).
@@ -52,6 +53,7 @@ pub enum Message {
     Attached,
     Detached,
     ManagerStats(ManagerStats),
+    Cancelled,
     /// `ERROR` (0xFF).
     Error(ErrorReply),
 }
@@ -70,6 +72,7 @@ impl Message {
             Message::Attach(_) => Opcode::Attach,
             Message::Detach(_) => Opcode::Detach,
             Message::ManagerStatsRequest => Opcode::ManagerStatsRequest,
+            Message::CancelJob(_) => Opcode::CancelJob,
             Message::Pong => Opcode::Pong,
             Message::Info(_) => Opcode::Info,
             Message::InstallReply(_) => Opcode::InstallReply,
@@ -81,6 +84,7 @@ impl Message {
             Message::Attached => Opcode::Attached,
             Message::Detached => Opcode::Detached,
             Message::ManagerStats(_) => Opcode::ManagerStats,
+            Message::Cancelled => Opcode::Cancelled,
             Message::Error(_) => Opcode::Error,
         }
     }
@@ -110,6 +114,7 @@ impl Message {
             Opcode::Attach => Message::Attach(manager::decode_addr(opcode, payload)?),
             Opcode::Detach => Message::Detach(manager::decode_addr(opcode, payload)?),
             Opcode::ManagerStatsRequest => Message::ManagerStatsRequest,
+            Opcode::CancelJob => Message::CancelJob(manager::decode_id(opcode, payload)?),
             Opcode::Pong => Message::Pong,
             Opcode::Info => Message::Info(Info::decode(payload)?),
             Opcode::InstallReply => Message::InstallReply(InstallReply::decode(payload)?),
@@ -121,6 +126,7 @@ impl Message {
             Opcode::Attached => Message::Attached,
             Opcode::Detached => Message::Detached,
             Opcode::ManagerStats => Message::ManagerStats(ManagerStats::decode(payload)?),
+            Opcode::Cancelled => Message::Cancelled,
             Opcode::Error => Message::Error(ErrorReply::decode(payload)?),
         })
     }
@@ -135,13 +141,16 @@ impl Message {
             | Message::ManagerStatsRequest
             | Message::Uninstalled
             | Message::Attached
-            | Message::Detached => {}
+            | Message::Detached
+            | Message::Cancelled => {}
             Message::Info(info) => info.encode(out),
             Message::Install(m) => m.encode(out),
             Message::Uninstall(hash) => out.extend_from_slice(hash),
             Message::MapBatch(m) => m.encode(out),
             Message::RunJob(m) => m.encode(out),
-            Message::JobStatsRequest(id) | Message::JobAccepted(id) => put_u64(out, *id),
+            Message::JobStatsRequest(id) | Message::JobAccepted(id) | Message::CancelJob(id) => {
+                put_u64(out, *id)
+            }
             Message::Attach(addr) | Message::Detach(addr) => put_str(out, addr),
             Message::InstallReply(m) => m.encode(out),
             Message::BatchResult(m) => m.encode(out),
