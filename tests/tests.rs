@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod cluster;
 mod codec;
+mod faults;
 mod plugin;
 mod protocol_doc;
 mod reactor;

@@ -91,6 +91,8 @@ struct InFlight {
     attempt: u32,
     /// Copies lost with their worker's connection.
     losses: u32,
+    /// A task suspected of killing its worker: it runs alone on one.
+    suspect: bool,
     copies: Vec<Copy>,
     first_sent: Instant,
     has_backup: bool,
@@ -348,11 +350,13 @@ impl Manager {
         }
     }
 
-    /// Removes the copy of `batch` on `conn`. If no copy is left, the batch
-    /// goes back to its job's queue: whole the first time; after a second
-    /// loss, split into single tasks that each count their losses as
-    /// failed attempts, so a task that kills its worker ends up failed
-    /// instead of killing the cluster one worker at a time.
+    /// Removes the copy of `batch` on `conn` (`lost`: with its worker's
+    /// connection). If no copy is left, the batch goes back to its job's
+    /// queue: whole the first time; after a second loss, split into single
+    /// "suspect" tasks, each sent to a worker with nothing else to do, whose
+    /// losses count as failed attempts. So a task that kills its worker
+    /// ends up failed after --max-retries, instead of killing the cluster
+    /// one worker at a time, and no innocent task is blamed with it.
     fn drop_copy(&mut self, batch: u64, conn: ConnId, lost: bool) {
         let max_retries = self.settings.max_retries;
         let Some(entry) = self.in_flight.get_mut(&batch) else {
@@ -370,47 +374,60 @@ impl Manager {
         if !entry.copies.is_empty() {
             return;
         }
-        if lost {
-            entry.losses += 1;
-        }
         let Some(job) = self.jobs.get_mut(&entry.job) else {
             return;
         };
-        let single = entry.tasks.len() == 1;
-        if !lost || (entry.losses < 2 && !single) {
-            job.retry.push_front(Pending {
-                batch: Some(batch),
-                tasks: entry.tasks.clone(),
-                first_index: entry.first_index,
-                attempt: entry.attempt,
-                avoid: Some(worker),
-            });
+        let requeue_whole = |entry: &InFlight, attempt: u32| Pending {
+            batch: Some(batch),
+            tasks: entry.tasks.clone(),
+            first_index: entry.first_index,
+            attempt,
+            avoid: Some(worker),
+            suspect: entry.suspect,
+        };
+        if !lost {
+            // Not the tasks' doing (a silent or departing worker).
+            job.retry.push_front(requeue_whole(entry, entry.attempt));
             return;
         }
+        debug!(
+            "batch {batch}: copy lost (lost={lost}, suspect={}, losses={}, attempt={}, {} tasks)",
+            entry.suspect,
+            entry.losses,
+            entry.attempt,
+            entry.tasks.len()
+        );
+        if entry.suspect {
+            // A suspect runs alone on its worker: its loss is its own doing.
+            let attempt = entry.attempt + 1;
+            if attempt <= max_retries {
+                // The ledger entry is what a resend reuses: count it there.
+                entry.attempt = attempt;
+                job.retried += 1;
+                job.retry.push_back(requeue_whole(entry, attempt));
+                return;
+            }
+            let index = entry.first_index;
+            self.in_flight.remove(&batch);
+            job.in_flight_batches -= 1;
+            job.failed += 1;
+            job.record_error(format!(
+                "task {index}: its worker died while running it, {attempt} times"
+            ));
+            return;
+        }
+        entry.losses += 1;
+        if entry.losses < 2 {
+            job.retry.push_front(requeue_whole(entry, entry.attempt));
+            return;
+        }
+        // Lost twice: some task in it may be killing its workers. Its
+        // tasks go one by one, each alone on a worker, so a crash points
+        // at the task that caused it.
         let Some(entry) = self.in_flight.remove(&batch) else {
             return;
         };
         job.in_flight_batches -= 1;
-        if single {
-            let attempt = entry.attempt + 1;
-            if attempt > max_retries {
-                job.failed += 1;
-                job.record_error(format!(
-                    "task {}: its worker died or vanished while running it, {attempt} times",
-                    entry.first_index
-                ));
-            } else {
-                job.retried += 1;
-                job.retry.push_back(Pending {
-                    batch: None,
-                    tasks: entry.tasks,
-                    first_index: entry.first_index,
-                    attempt,
-                    avoid: Some(worker),
-                });
-            }
-            return;
-        }
         for (i, task) in entry.tasks.iter().enumerate() {
             let mut one = TaskList::new();
             one.push(task);
@@ -418,8 +435,9 @@ impl Manager {
                 batch: None,
                 tasks: one,
                 first_index: entry.first_index + i as u64,
-                attempt: entry.attempt + 1,
+                attempt: entry.attempt,
                 avoid: Some(worker),
+                suspect: true,
             });
         }
     }
@@ -789,6 +807,7 @@ impl Manager {
                         first_index: index,
                         attempt: f.attempt + 1,
                         avoid: Some(w),
+                        suspect: false,
                     });
                 } else {
                     job.failed += 1;
@@ -914,6 +933,9 @@ impl Manager {
                 if worker.state != WorkerState::Active || !worker.has_capacity(max_conns) {
                     continue;
                 }
+                if self.holds_suspect(w) {
+                    continue; // a suspect task runs alone
+                }
                 let elsewhere = self.workers.iter().enumerate().any(|(o, wk)| {
                     o != w
                         && wk
@@ -946,6 +968,7 @@ impl Manager {
     }
 
     fn send_batch(&mut self, io: &mut Io<'_>, w: usize, job_id: u64, elsewhere: bool) -> bool {
+        let idle = self.worker(w).is_some_and(|wk| wk.in_flight() == 0);
         let free = self.worker(w).and_then(|wk| wk.free_conn());
         let conn_index = match free {
             Some(i) => i,
@@ -966,7 +989,7 @@ impl Manager {
             let Some(job) = self.jobs.get_mut(&job_id) else {
                 return false;
             };
-            let Some(p) = job.next_pending_for(w, elsewhere) else {
+            let Some(p) = job.next_pending_for(w, elsewhere, idle) else {
                 return false;
             };
             // A batch sent again may have been answered meanwhile by its
@@ -1027,6 +1050,7 @@ impl Manager {
                         first_index: pending.first_index,
                         attempt: pending.attempt,
                         losses: 0,
+                        suspect: pending.suspect,
                         copies: vec![copy],
                         first_sent: io.now(),
                         has_backup: false,
@@ -1035,6 +1059,12 @@ impl Manager {
             }
         }
         true
+    }
+
+    fn holds_suspect(&self, w: usize) -> bool {
+        self.in_flight
+            .values()
+            .any(|f| f.suspect && f.copies.iter().any(|c| c.worker == w))
     }
 
     /// Near a job's end, a batch far slower than the job's typical pace
@@ -1048,7 +1078,7 @@ impl Manager {
         let stragglers: Vec<(u64, u64)> = self
             .in_flight
             .iter()
-            .filter(|(_, f)| f.copies.len() == 1 && !f.has_backup)
+            .filter(|(_, f)| f.copies.len() == 1 && !f.has_backup && !f.suspect)
             .filter_map(|(id, f)| {
                 let job = self.jobs.get(&f.job)?;
                 if !job.in_tail() || job.secs_per_task == 0.0 {
@@ -1074,6 +1104,7 @@ impl Manager {
                     && self.workers[w].as_ref().is_some_and(|wk| {
                         wk.state == WorkerState::Active
                             && wk.in_flight() == 0
+                            && !self.holds_suspect(w)
                             && wk.has_capacity(max_conns)
                             && wk.installed.get(&hash) == Some(&Install::Done)
                     })

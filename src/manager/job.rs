@@ -75,6 +75,9 @@ pub struct Pending {
     pub attempt: u32,
     /// Try another worker than this one first (the one it failed on).
     pub avoid: Option<usize>,
+    /// Suspected of killing its worker: sent only to a worker with nothing
+    /// else in flight.
+    pub suspect: bool,
 }
 
 impl Pending {
@@ -85,6 +88,7 @@ impl Pending {
             first_index,
             attempt: 0,
             avoid: None,
+            suspect: false,
         }
     }
 }
@@ -229,12 +233,13 @@ impl Job {
 
     /// The next tasks to send to worker `w`: retries first, then new
     /// tasks. With `elsewhere` (another worker could take them), a retry is
-    /// not sent back to the worker it failed on.
-    pub fn next_pending_for(&mut self, w: usize, elsewhere: bool) -> Option<Pending> {
+    /// not sent back to the worker it failed on; suspects go only to an
+    /// `idle` worker.
+    pub fn next_pending_for(&mut self, w: usize, elsewhere: bool, idle: bool) -> Option<Pending> {
         let pick = self
             .retry
             .iter()
-            .position(|p| !elsewhere || p.avoid != Some(w));
+            .position(|p| (!elsewhere || p.avoid != Some(w)) && (idle || !p.suspect));
         if let Some(i) = pick {
             return self.retry.remove(i);
         }

@@ -398,3 +398,81 @@ pub fn connections_to(port: u16) -> usize {
     }
     n
 }
+
+/// Starts a worker on a given address (to restart one where it was).
+/// Retries the bind briefly, as the old socket may still be closing.
+pub fn start_worker_at(addr: &str, env: &[(&str, &str)]) -> Server {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut cmd = redmap();
+        cmd.args(["worker", "start", addr]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn redmap");
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+        if let Some(bound) = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()) {
+            return Server { child, addr: bound };
+        }
+        let _ = child.wait();
+        assert!(
+            Instant::now() < deadline,
+            "cannot restart a worker on {addr}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends a signal (`STOP`, `CONT`, `TERM`, …) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
+
+/// Polls until `f` is true, for at most `limit`.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// A job's summary from the manager at `addr`.
+pub fn job_summary(addr: &str, id: u64) -> Option<redmap::proto::msg::JobSummary> {
+    let mut client = redmap::net::Client::connect(
+        addr,
+        redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+        1 << 20,
+    )
+    .ok()?;
+    match client.request(&Message::JobStatsRequest(id)) {
+        Ok(Message::JobStats(j)) => Some(j),
+        _ => None,
+    }
+}
+
+/// The manager's counters.
+pub fn manager_stats(addr: &str) -> Option<redmap::proto::msg::ManagerStats> {
+    let mut client = redmap::net::Client::connect(
+        addr,
+        redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+        1 << 20,
+    )
+    .ok()?;
+    match client.request(&Message::ManagerStatsRequest) {
+        Ok(Message::ManagerStats(s)) => Some(s),
+        _ => None,
+    }
+}

@@ -1,0 +1,278 @@
+//! Failures, as a cluster meets them: workers killed, frozen, slow or
+//! restarted, and tasks that fail, panic or kill their worker. The result
+//! must stay exact, and the cluster must keep working.
+
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crate::util::{
+    self, eventually, job_summary, manager_stats, repo, signal, start_worker, start_worker_at,
+    stderr, stdout, Cluster, Rng, Server, TempDir,
+};
+
+fn example(name: &str) -> String {
+    repo().join("examples").join(name).display().to_string()
+}
+
+/// `redmap run -m MANAGER JOB` in the background.
+fn submit(cluster: &Cluster, job: &str, extra: &[&str]) -> Child {
+    let manager = cluster.manager.addr_arg();
+    let mut args = vec!["run", "-m", manager.as_str()];
+    args.extend_from_slice(extra);
+    args.push(job);
+    cluster
+        .cli(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn redmap run")
+}
+
+fn finish(child: Child) -> std::process::Output {
+    // Bounded by the tests' own checks; the job is expected to end.
+    child.wait_with_output().expect("redmap run")
+}
+
+/// Waits until job `id` has processed at least `n` tasks.
+fn wait_progress(cluster: &Cluster, id: u64, n: u64) -> u64 {
+    let addr = cluster.manager.addr_arg();
+    let mut seen = 0;
+    assert!(
+        eventually(util::WAIT, || {
+            seen = job_summary(&addr, id).map_or(0, |j| j.processed);
+            seen >= n
+        }),
+        "job {id} did not reach {n} processed tasks (at {seen})"
+    );
+    seen
+}
+
+#[test]
+fn killing_a_worker_at_ten_seeded_moments_never_changes_the_result() {
+    let tasks = 1_000_000u64;
+    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "1000000")]);
+    let manager = cluster.manager.addr_arg();
+    let victim_addr = cluster.workers[1].addr_arg();
+    let mut victim: Option<Server> = None;
+    let mut rng = Rng(0x5eed_2026);
+    let expected = (tasks * (tasks + 1) / 2 + tasks).to_string();
+    for round in 1..=10u64 {
+        let moment = 1 + rng.below(900_000) as u64;
+        let job = submit(&cluster, &example("sum.rs"), &[]);
+        let seen = wait_progress(&cluster, round, moment);
+        // Kill -9 the second worker (the original, then its restarts).
+        match victim.take() {
+            Some(mut server) => {
+                let _ = server.child.kill();
+                let _ = server.child.wait();
+            }
+            None => {
+                let pid = cluster.workers[1].pid();
+                signal(pid, "KILL");
+            }
+        }
+        let out = finish(job);
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert_eq!(
+            cluster.result(),
+            expected,
+            "round {round}, killed at {seen}"
+        );
+        // Restarted on the same address, it is used again without an attach.
+        victim = Some(start_worker_at(&victim_addr, &[]));
+        assert!(
+            eventually(Duration::from_secs(15), || {
+                manager_stats(&manager).is_some_and(|s| s.workers_active == 2)
+            }),
+            "round {round}: the restarted worker was not taken back"
+        );
+    }
+}
+
+#[test]
+fn a_frozen_worker_is_worked_around_and_its_late_answers_are_duplicates() {
+    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[("SUM_TASKS", "2000000")]);
+    let manager = cluster.manager.addr_arg();
+    let job = submit(&cluster, &example("sum.rs"), &[]);
+    wait_progress(&cluster, 1, 1);
+    let frozen = cluster.workers[0].pid();
+    signal(frozen, "STOP");
+    thread::sleep(Duration::from_millis(2500));
+    signal(frozen, "CONT");
+    let out = finish(job);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "2000003000000");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            manager_stats(&manager).is_some_and(|s| s.duplicates > 0 && s.workers_active == 2)
+        }),
+        "no late answer was counted as a duplicate, or the worker was not taken back: {:?}",
+        manager_stats(&manager)
+    );
+}
+
+/// A job that sleeps per task, twenty times longer on a worker started
+/// with SLOW_WORKER set.
+const SLOW: &str = r#"
+use redmap::job::{Error, Job, Tasks};
+struct Slow;
+fn num(b: &[u8]) -> Result<u64, Error> {
+    if b.is_empty() { return Ok(0); }
+    Ok(std::str::from_utf8(b)?.parse()?)
+}
+impl Job for Slow {
+    fn load(&self) -> Tasks { Box::new((1..=600u64).map(|n| Ok(n.to_string().into_bytes()))) }
+    fn map(&self, t: &[u8]) -> Result<Vec<u8>, Error> {
+        let ms = if std::env::var_os("SLOW_WORKER").is_some() { 20 } else { 1 };
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        Ok(t.to_vec())
+    }
+    fn reduce(&self, a: &[u8], c: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok((num(a)? + num(c)?).to_string().into_bytes())
+    }
+    fn done(&self, r: &[u8]) -> Result<(), Error> { std::fs::write("result", r)?; Ok(()) }
+    fn count(&self) -> Option<u64> { Some(600) }
+}
+redmap::export_job!(Slow);
+"#;
+
+fn slow_worker_run(manager_args: &[&str]) -> redmap::proto::msg::JobSummary {
+    let dir = TempDir::new("slow");
+    let src = dir.write("slow.rs", SLOW);
+    let mut cluster = Cluster::start(0, manager_args, &[]);
+    cluster.workers.push(start_worker(&[]));
+    cluster
+        .workers
+        .push(start_worker_at("127.0.0.1:0", &[("SLOW_WORKER", "1")]));
+    let mut attach = cluster.cli(&["manager", "attach"]);
+    attach.args(cluster.workers.iter().map(Server::addr_arg));
+    assert!(util::run(attach).status.success());
+    let out = finish(submit(&cluster, src.to_str().unwrap(), &[]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), (600 * 601 / 2).to_string());
+    job_summary(&cluster.manager.addr_arg(), 1).expect("job stats")
+}
+
+#[test]
+fn a_slow_worker_gets_backup_copies_near_the_end_unless_disabled() {
+    let with = slow_worker_run(&[]);
+    assert!(with.backups > 0, "no backup copies were sent: {with:?}");
+    assert!(with.backups_won > 0, "no backup copy won: {with:?}");
+    let without = slow_worker_run(&["--no-backup-tasks"]);
+    assert_eq!(without.backups, 0, "{without:?}");
+}
+
+/// Panics on every 1,000th task, or aborts the process on task 777.
+const FRAGILE: &str = r#"
+use redmap::job::{Error, Job, Tasks};
+struct Fragile;
+fn num(b: &[u8]) -> Result<u64, Error> {
+    if b.is_empty() { return Ok(0); }
+    Ok(std::str::from_utf8(b)?.parse()?)
+}
+impl Job for Fragile {
+    fn load(&self) -> Tasks {
+        let n: u64 = std::env::var("FRAGILE_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        Box::new((1..=n).map(|n| Ok(n.to_string().into_bytes())))
+    }
+    fn map(&self, t: &[u8]) -> Result<Vec<u8>, Error> {
+        let n = num(t)?;
+        if std::env::var_os("FRAGILE_ABORT").is_some() {
+            if n == 777 { std::process::abort(); }
+        } else if n % 1000 == 0 {
+            panic!("task {n} is a multiple of 1000");
+        }
+        Ok(t.to_vec())
+    }
+    fn reduce(&self, a: &[u8], c: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok((num(a)? + num(c)?).to_string().into_bytes())
+    }
+    fn done(&self, r: &[u8]) -> Result<(), Error> { std::fs::write("result", r)?; Ok(()) }
+}
+redmap::export_job!(Fragile);
+"#;
+
+#[test]
+fn panicking_tasks_are_retried_then_failed_and_the_rest_is_exact() {
+    let dir = TempDir::new("fragile");
+    let src = dir.write("fragile.rs", FRAGILE);
+    let cluster = Cluster::start(2, &["--max-retries", "2"], &[]);
+    let out = finish(submit(&cluster, src.to_str().unwrap(), &[]));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("20000 tasks, 19980 processed, 20 failed, 40 retried"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("panic: task 1000 is a multiple of 1000")
+            || summary.contains("is a multiple of 1000"),
+        "{summary}"
+    );
+    let all: u64 = 20_000 * 20_001 / 2;
+    let multiples: u64 = 1000 * (20 * 21 / 2);
+    assert_eq!(cluster.result(), (all - multiples).to_string());
+    // Nobody crashed.
+    let status = util::run(cluster.cli(&[
+        "worker",
+        "status",
+        &cluster.workers[0].addr_arg(),
+        &cluster.workers[1].addr_arg(),
+    ]));
+    assert!(status.status.success(), "{}", stdout(&status));
+}
+
+#[test]
+fn a_task_that_kills_its_worker_is_failed_after_the_retries_and_the_job_finishes() {
+    let dir = TempDir::new("abort");
+    let src = dir.write("fragile.rs", FRAGILE);
+    let cluster = Cluster::start(2, &["--max-retries", "2"], &[("FRAGILE_TASKS", "3000")]);
+    // Replace the attached workers, on the same addresses, with ones whose
+    // map aborts on task 777 (FRAGILE_ABORT), and restart each one whenever
+    // the poison task kills it.
+    let mut cluster = cluster;
+    let addrs: Vec<String> = cluster.workers.iter().map(Server::addr_arg).collect();
+    cluster.workers.clear(); // killed on drop
+    let stop = Arc::new(AtomicBool::new(false));
+    let restarts = Arc::new(Mutex::new(0u32));
+    let supervisor = {
+        let (stop, restarts, addrs) = (Arc::clone(&stop), Arc::clone(&restarts), addrs.clone());
+        thread::spawn(move || {
+            let env = [("FRAGILE_ABORT", "1")];
+            let mut live: Vec<Server> = addrs.iter().map(|a| start_worker_at(a, &env)).collect();
+            while !stop.load(Ordering::SeqCst) {
+                for (i, server) in live.iter_mut().enumerate() {
+                    if server.child.try_wait().ok().flatten().is_some() {
+                        *restarts.lock().unwrap() += 1;
+                        *server = start_worker_at(&addrs[i], &env);
+                    }
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let manager = cluster.manager.addr_arg();
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            manager_stats(&manager).is_some_and(|s| s.workers_active == 2)
+        }),
+        "the replacement workers were not taken back"
+    );
+    let out = finish(submit(&cluster, src.to_str().unwrap(), &[]));
+    stop.store(true, Ordering::SeqCst);
+    let _ = supervisor.join();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("3000 tasks, 2999 processed, 1 failed"),
+        "{summary}"
+    );
+    assert!(summary.contains("task 776: its worker died"), "{summary}");
+    assert_eq!(cluster.result(), (3000 * 3001 / 2 - 777).to_string());
+    let crashes = *restarts.lock().unwrap();
+    // Bounded: the poison task stopped killing workers once it was failed.
+    assert!((3..=30).contains(&crashes), "{crashes} worker crashes");
+}
