@@ -276,3 +276,112 @@ fn a_task_that_kills_its_worker_is_failed_after_the_retries_and_the_job_finishes
     // Bounded: the poison task stopped killing workers once it was failed.
     assert!((3..=30).contains(&crashes), "{crashes} worker crashes");
 }
+
+#[test]
+fn a_cancelled_job_stops_and_its_library_leaves_the_workers() {
+    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "50000000")]);
+    let manager = cluster.manager.addr_arg();
+    let job = submit(&cluster, &example("sum.rs"), &["--cancel-on-interrupt"]);
+    wait_progress(&cluster, 1, 1);
+    let out = util::run(cluster.cli(&["jobs", "cancel", "1"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = finish(job);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a cancelled job is not a success"
+    );
+    assert!(stdout(&out).contains("cancelled"), "{}", stdout(&out));
+    let j = job_summary(&manager, 1).unwrap();
+    assert_eq!(j.status, redmap::proto::msg::JobStatus::Cancelled);
+    assert!(
+        !cluster.dir.join("result").exists(),
+        "done ran for a cancelled job"
+    );
+    // Uninstalled from every worker.
+    let worker_addrs: Vec<String> = cluster.workers.iter().map(Server::addr_arg).collect();
+    assert!(eventually(Duration::from_secs(5), || {
+        let mut cmd = cluster.cli(&["worker", "info", "--json"]);
+        cmd.args(&worker_addrs);
+        stdout(&util::run(cmd))
+            .matches("\"installed_jobs\":0")
+            .count()
+            == 2
+    }));
+    // A second cancel is refused; the cluster still runs jobs.
+    let out = util::run(cluster.cli(&["jobs", "cancel", "1"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("already cancelled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn with_no_worker_a_job_waits_and_runs_when_one_is_attached() {
+    let cluster = Cluster::start(0, &[], &[]);
+    let manager = cluster.manager.addr_arg();
+    let job = submit(&cluster, &example("sum.rs"), &[]);
+    assert!(
+        eventually(util::WAIT, || job_summary(&manager, 1)
+            .is_some_and(|j| j.waiting_for_workers)),
+        "the job is not reported as waiting for workers"
+    );
+    let worker = start_worker(&[]);
+    let out = util::run(cluster.cli(&["manager", "attach", &worker.addr_arg()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = finish(job);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "65");
+}
+
+#[test]
+fn sigterm_on_a_worker_hands_its_work_over_and_it_exits() {
+    let mut cluster = Cluster::start(2, &[], &[("SUM_TASKS", "3000000")]);
+    let job = submit(&cluster, &example("sum.rs"), &[]);
+    wait_progress(&cluster, 1, 1);
+    let leaving = cluster.workers.remove(0);
+    signal(leaving.pid(), "TERM");
+    let mut leaving = leaving;
+    assert!(
+        eventually(util::WAIT, || leaving
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "the worker did not exit after SIGTERM"
+    );
+    let out = finish(job);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "4500004500000");
+}
+
+#[test]
+fn sigterm_on_a_manager_cancels_its_jobs_and_it_exits() {
+    let mut cluster = Cluster::start(1, &[], &[("SUM_TASKS", "50000000")]);
+    let job = submit(&cluster, &example("sum.rs"), &[]);
+    wait_progress(&cluster, 1, 1);
+    signal(cluster.manager.pid(), "TERM");
+    assert!(
+        eventually(util::WAIT, || cluster
+            .manager
+            .child
+            .try_wait()
+            .ok()
+            .flatten()
+            .is_some()),
+        "the manager did not exit after SIGTERM"
+    );
+    let out = finish(job);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(!cluster.dir.join("result").exists());
+    // The worker is fine and uninstalled the job.
+    let out = util::run(cluster.cli(&["worker", "info", "--json", &cluster.workers[0].addr_arg()]));
+    assert!(
+        stdout(&out).contains("\"installed_jobs\":0"),
+        "{}",
+        stdout(&out)
+    );
+}

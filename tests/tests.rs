@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod codec;
 mod faults;
+mod netfaults;
 mod plugin;
 mod protocol_doc;
 mod reactor;
