@@ -28,9 +28,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, "target", "release", "redmap")
 
 
-def start(args, env, cwd):
+def start(args, env, cwd, extra=()):
     proc = subprocess.Popen(
-        [BIN] + args + ["127.0.0.1:0"],
+        [BIN] + args + ["127.0.0.1:0"] + list(extra),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -85,6 +85,33 @@ def make_text(path, megabytes):
             size += len(line)
 
 
+def straggler_runs(env, runs):
+    """The straggler job on a manager with a normal and a 20x slower
+    worker, with backup tasks and without."""
+    job = os.path.join(REPO, "benches", "jobs", "straggler.rs")
+    results = []
+    for label, flags in [("with backup tasks", []), ("--no-backup-tasks", ["--no-backup-tasks"])]:
+        tmp = tempfile.mkdtemp(prefix="redmap-bench-")
+        run_env = dict(env, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"))
+        slow_env = dict(run_env, SLOW_WORKER="1")
+        procs = []
+        try:
+            manager, maddr = start(["manager", "start"], run_env, tmp, flags)
+            procs.append(manager)
+            fast, faddr = start(["worker", "start"], run_env, tmp)
+            slow, saddr = start(["worker", "start"], slow_env, tmp)
+            procs += [fast, slow]
+            subprocess.run([BIN, "manager", "attach", "-m", maddr, faddr, saddr], check=True,
+                           stdout=subprocess.DEVNULL, env=run_env)
+            results.append((label, measure("straggler", ["-m", maddr, job], run_env, tmp, runs)))
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1_000_000)
@@ -131,12 +158,20 @@ def main():
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    stragglers = straggler_runs(env, opts.runs)
+
     print(f"redmap end-to-end, {os.cpu_count()} cores, medians of {opts.runs} runs")
     print(f"{'job':<10} {'mode':<22} {'job time':>10} {'wall time':>10} {'throughput':>18}")
     for name, unit, amount, local, cluster in rows:
         for mode, (job, wall, _) in [("embedded, 2 threads", local), ("manager + 2 workers", cluster)]:
             print(f"{name:<10} {mode:<22} {job*1e3:>8.1f}ms {wall*1e3:>8.1f}ms {amount/job:>13,.0f} {unit}")
         print(f"{name:<10} {'ratio cluster/embedded':<22} {cluster[0]/local[0]:>9.2f}x {cluster[1]/local[1]:>9.2f}x")
+    print()
+    print("stragglers: 2,000 tasks of 2 ms, one of two workers 20x slower")
+    for label, (job, wall, report) in stragglers:
+        print(f"{label:<24} job {job*1e3:>8.1f}ms  wall {wall*1e3:>8.1f}ms  backups {report.get('backups', 0)} sent, {report.get('backups_won', 0)} won")
+    (_, on), (_, off) = stragglers
+    print(f"{'gain from backup tasks':<24} {off[0]/on[0]:.2f}x shorter job")
 
 
 if __name__ == "__main__":
