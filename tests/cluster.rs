@@ -117,7 +117,7 @@ fn a_million_tasks_finish_exactly_with_bounded_connections_and_flat_memory() {
     .unwrap();
     loop {
         for (i, port) in ports.iter().enumerate() {
-            max_conns[i] = max_conns[i].max(connections_to(*port));
+            max_conns[i] = max_conns[i].max(connections_to(cluster.manager.pid(), *port));
         }
         if early_rss.is_none() {
             if let Ok(redmap::proto::Message::JobStats(j)) =

@@ -375,8 +375,46 @@ impl Cluster {
     }
 }
 
-/// Established TCP connections whose remote end is `port` on this machine.
-pub fn connections_to(port: u16) -> usize {
+/// A free port below Linux's ephemeral range (32768 and up), for a worker
+/// that a test restarts on the same address: no server bound to port 0 by
+/// a parallel test can take it while it is down.
+pub fn free_low_port() -> u16 {
+    static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    let mut rng = Rng((nanos ^ u64::from(std::process::id()) << 32) | 1);
+    loop {
+        let port = 20_000 + rng.below(12_000) as u16;
+        let mut taken = TAKEN.lock().unwrap();
+        if taken.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.push(port);
+            return port;
+        }
+    }
+}
+
+/// Socket inodes owned by process `pid`.
+fn socket_inodes(pid: u32) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|target| {
+            let t = target.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[")
+                .and_then(|r| r.strip_suffix(']'))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Established TCP connections of process `pid` to `port` on this machine.
+pub fn connections_to(pid: u32, port: u16) -> usize {
+    let inodes = socket_inodes(pid);
     let mut n = 0;
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
@@ -384,7 +422,7 @@ pub fn connections_to(port: u16) -> usize {
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.len() < 4 || cols[3] != "01" {
+            if cols.len() < 10 || cols[3] != "01" || !inodes.iter().any(|i| i == cols[9]) {
                 continue;
             }
             let remote_port = cols[2]
