@@ -88,6 +88,13 @@ pub fn samples() -> Vec<Message> {
         Message::Detach(":9877".into()),
         Message::Detached,
         Message::ManagerStatsRequest,
+        Message::Hello([4; 32]),
+        Message::Challenge(redmap::proto::msg::Challenge {
+            nonce: [5; 32],
+            proof: [6; 32],
+        }),
+        Message::Auth([7; 32]),
+        Message::AuthOk,
         Message::CancelJob(7),
         Message::Cancelled,
         Message::ManagerStats(ManagerStats {

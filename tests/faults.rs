@@ -95,7 +95,17 @@ fn a_frozen_worker_is_worked_around_and_its_late_answers_are_duplicates() {
     let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[("SUM_TASKS", "2000000")]);
     let manager = cluster.manager.addr_arg();
     let job = submit(&cluster, &example("sum.rs"), &[]);
-    wait_progress(&cluster, 1, 1);
+    // Freeze the worker once it is mapping: it then holds batches in flight.
+    let target = cluster.workers[0].addr_arg();
+    assert!(eventually(util::WAIT, || {
+        redmap::net::Client::connect(
+            &target,
+            redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+            1 << 20,
+        )
+        .and_then(|mut c| c.info())
+        .is_ok_and(|i| i.tasks_processed > 0)
+    }));
     let frozen = cluster.workers[0].pid();
     signal(frozen, "STOP");
     thread::sleep(Duration::from_millis(2500));

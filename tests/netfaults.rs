@@ -79,7 +79,10 @@ impl Net {
             &self.ns(node),
             env!("CARGO_BIN_EXE_redmap"),
         ])
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        // Across "machines", the cluster runs with a secret (protected mode
+        // refuses non-loopback addresses without one).
+        .env("REDMAP_SECRET", "netns-test-secret");
         cmd
     }
 }

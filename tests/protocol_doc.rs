@@ -58,6 +58,16 @@ fn expected(name: &str) -> (u32, Message) {
                 max: redmap::proto::DEFAULT_MAX_SIZE,
             })),
         ),
+        "handshake-hello" => (1, Message::Hello(std::array::from_fn(|i| i as u8))),
+        "handshake-challenge" => (
+            1,
+            Message::Challenge(redmap::proto::msg::Challenge {
+                nonce: std::array::from_fn(|i| 32 + i as u8),
+                proof: worked_example().0,
+            }),
+        ),
+        "handshake-auth" => (2, Message::Auth(worked_example().1)),
+        "handshake-ok" => (2, Message::AuthOk),
         other => panic!("protocol.md has a hex block '{other}' that no test checks"),
     }
 }
@@ -188,4 +198,29 @@ fn the_plugin_abi_section_matches_the_abi() {
         assert!(header.contains(&format!("#define REDMAP_{name} {value}")));
     }
     assert!(header.contains(&format!("#define REDMAP_ABI_VERSION {}", abi::ABI_VERSION)));
+}
+
+/// The handshake's worked example, computed by the code: (server proof,
+/// client proof) for the documented secret and nonces.
+fn worked_example() -> ([u8; 32], [u8; 32]) {
+    let secret = redmap::net::auth::Secret::new(b"correct horse battery staple".to_vec()).unwrap();
+    let client: [u8; 32] = std::array::from_fn(|i| i as u8);
+    let server: [u8; 32] = std::array::from_fn(|i| 32 + i as u8);
+    (
+        secret.server_proof(&client, &server),
+        secret.client_proof(&client, &server),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn the_handshake_worked_example_matches_the_code() {
+    let (server, client) = worked_example();
+    assert!(DOC.contains(&format!("server proof = {}", hex(&server))));
+    assert!(DOC.contains(&format!("client proof = {}", hex(&client))));
+    assert!(DOC.contains("\"redmap-v1-server\" ‖ client nonce ‖ server nonce"));
+    assert!(DOC.contains("\"redmap-v1-client\" ‖ client nonce ‖ server nonce"));
 }

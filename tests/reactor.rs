@@ -242,11 +242,7 @@ impl Handler for Offloading {
 
 #[test]
 fn replies_from_other_threads_arrive_through_the_waker() {
-    let config = redmap::net::Config {
-        read_timeout: Duration::from_secs(5),
-        write_timeout: Duration::from_secs(5),
-        max_size: 1 << 20,
-    };
+    let config = redmap::net::Config::new(Duration::from_secs(5), Duration::from_secs(5), 1 << 20);
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut reactor = Reactor::bind(addr, config).unwrap();
     let addr = reactor.local_addr();

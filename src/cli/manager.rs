@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
-use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs, ServeArgs};
 use crate::manager::Settings;
 use crate::net::addr::listen_addr;
 use crate::proto::msg::ManagerStats;
@@ -27,6 +27,9 @@ pub enum ManagerCommand {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
     /// Address to listen on, e.g. 127.0.0.1:9899 or :9899.
     #[arg(value_name = "ADDR")]
     pub addr: String,
@@ -107,7 +110,12 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         read_timeout: args.net.read_timeout,
         backup_tasks: !args.no_backup_tasks,
     };
-    crate::manager::run(addr, args.net.reactor_config(), settings).map_err(|e| {
+    crate::manager::run(
+        addr,
+        args.net.reactor_config(addr, &args.serve, &args.addr)?,
+        settings,
+    )
+    .map_err(|e| {
         let err = CliError::new(format!("cannot serve on {addr}: {e}"));
         if e.kind() == io::ErrorKind::AddrInUse {
             err.with_hint("another process listens on that port; pick another or stop it")

@@ -25,6 +25,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::net::auth::Secret;
 use crate::net::{Client, ClientError, Config, Timeouts};
 use crate::proto::effective_max_size;
 
@@ -67,8 +71,14 @@ pub struct ManagerArg {
 
 impl ManagerArg {
     pub fn connect(&self, net: &NetArgs) -> Result<Client, CliError> {
-        Client::connect(&self.manager, net.timeouts(), net.max_size())
-            .map_err(|e| remote_err(&self.manager, e))
+        let secret = net.secret()?;
+        Client::connect_with(
+            &self.manager,
+            net.timeouts(),
+            net.max_size(),
+            secret.as_deref(),
+        )
+        .map_err(|e| remote_err(&self.manager, e))
     }
 }
 
@@ -79,6 +89,11 @@ pub fn remote_err(addr: &str, e: ClientError) -> CliError {
             .with_hint(format!(
                 "is `redmap manager start {addr}` running? (-m/--manager or REDMAP_MANAGER picks another)"
             )),
+        ClientError::Remote(r) if r.code == crate::proto::ErrorCode::AUTH_FAILED => {
+            CliError::new(format!("{addr}: {}", r.message)).with_hint(
+                "give every command and server the same secret (--secret-file PATH or REDMAP_SECRET)",
+            )
+        }
         ClientError::Remote(r) => CliError::new(r.message),
         other => CliError::new(format!("{addr}: {other}")),
     }
@@ -99,6 +114,24 @@ pub struct NetArgs {
     /// Largest accepted message payload in bytes; 0 means the default, 200 MiB.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub max_size: u32,
+
+    /// File holding the cluster's shared secret (default: the REDMAP_SECRET
+    /// environment variable). With a secret, every connection authenticates.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<std::path::PathBuf>,
+}
+
+/// Flags of the commands that start a server.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Listen on a non-loopback address without a secret (anyone who can
+    /// reach the port can run code on the cluster).
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// Most client connections at once; more are closed on arrival.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_clients: usize,
 }
 
 impl NetArgs {
@@ -110,12 +143,40 @@ impl NetArgs {
         effective_max_size(self.max_size)
     }
 
-    pub fn reactor_config(&self) -> Config {
-        Config {
-            read_timeout: self.read_timeout,
-            write_timeout: self.write_timeout,
-            max_size: self.max_size(),
+    /// The secret from --secret-file or REDMAP_SECRET, if any.
+    pub fn secret(&self) -> Result<Option<Arc<Secret>>, CliError> {
+        Secret::load(self.secret_file.as_deref())
+            .map(|s| s.map(Arc::new))
+            .map_err(CliError::new)
+    }
+
+    /// The server configuration for listening on `addr`, refusing (after
+    /// Redis's protected mode) to expose a server without a secret.
+    pub fn reactor_config(
+        &self,
+        addr: SocketAddr,
+        serve: &ServeArgs,
+        typed: &str,
+    ) -> Result<Config, CliError> {
+        let secret = self.secret()?;
+        if secret.is_none() && !addr.ip().is_loopback() && !serve.insecure {
+            let port = addr.port();
+            return Err(CliError::new(format!(
+                "refusing to listen on {typed} ({addr}, reachable from other machines) without a secret: \
+                 anyone who can connect could run code on this cluster"
+            ))
+            .with_hint(format!(
+                "set a secret on every machine (--secret-file PATH or REDMAP_SECRET), or listen on \
+                 127.0.0.1:{port} for this machine only, or pass --insecure on a trusted network"
+            )));
         }
+        if serve.max_clients == 0 {
+            return Err(CliError::new("--max-clients must be at least 1"));
+        }
+        let mut config = Config::new(self.read_timeout, self.write_timeout, self.max_size());
+        config.secret = secret;
+        config.max_clients = serve.max_clients;
+        Ok(config)
     }
 }
 

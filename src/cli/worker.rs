@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
-use super::{duration, quiet_broken_pipe, CliError, NetArgs};
+use super::{duration, quiet_broken_pipe, CliError, NetArgs, ServeArgs};
 use crate::net::addr::listen_addr;
 use crate::net::{Client, ClientError};
 use crate::proto::msg::Info;
@@ -24,6 +24,9 @@ pub enum WorkerCommand {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
+    #[command(flatten)]
+    pub serve: ServeArgs,
+
     /// Address to listen on, e.g. 127.0.0.1:9876 or :9876.
     #[arg(value_name = "ADDR")]
     pub addr: String,
@@ -65,7 +68,12 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
-    crate::worker::run(addr, args.net.reactor_config(), threads).map_err(|e| {
+    crate::worker::run(
+        addr,
+        args.net.reactor_config(addr, &args.serve, &args.addr)?,
+        threads,
+    )
+    .map_err(|e| {
         let err = CliError::new(format!("cannot serve on {addr}: {e}"));
         if e.kind() == io::ErrorKind::AddrInUse {
             err.with_hint("another process listens on that port; pick another or stop it")
@@ -81,7 +89,10 @@ fn connect_and<T>(
     net: &NetArgs,
     f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
 ) -> Result<T, ClientError> {
-    let mut client = Client::connect(addr, net.timeouts(), net.max_size())?;
+    let secret = net
+        .secret()
+        .map_err(|e| ClientError::Io(std::io::Error::other(e.message)))?;
+    let mut client = Client::connect_with(addr, net.timeouts(), net.max_size(), secret.as_deref())?;
     f(&mut client)
 }
 

@@ -23,10 +23,21 @@ pub use handler::Settings;
 /// running jobs cleanly. The first line on standard output is
 /// `redmap manager listening on ADDR`.
 pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<()> {
+    let summary = format!(
+        "read timeout {:?}, write timeout {:?}, max size {} bytes, {}",
+        config.read_timeout,
+        config.write_timeout,
+        config.max_size,
+        if config.secret.is_some() {
+            "secret set"
+        } else {
+            "no secret"
+        }
+    );
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!(
-        "manager listening on {local} (max connections per worker {}, max retries {}, max jobs {})",
+        "manager listening on {local} (max connections per worker {}, max retries {}, max jobs {}, {summary})",
         settings.max_connections, settings.max_retries, settings.max_jobs
     );
     let mut out = io::stdout().lock();

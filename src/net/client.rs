@@ -10,7 +10,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::proto::msg::{ErrorReply, Info};
-use crate::proto::{encode_frame, Decoder, Message, ProtoError, ReadBuf};
+use crate::proto::{encode_frame, Decoder, ErrorCode, Message, ProtoError, ReadBuf};
+
+use super::auth::{self, Secret};
 
 use super::addr::{dial_addrs, AddrError};
 
@@ -110,8 +112,53 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to `addr` and, with a secret, authenticates (see
+    /// `net::auth`): the server must prove it knows the secret too.
+    pub fn connect_with(
+        addr: &str,
+        timeouts: Timeouts,
+        max_size: u32,
+        secret: Option<&Secret>,
+    ) -> Result<Client, ClientError> {
+        let mut client = Client::connect(addr, timeouts, max_size)?;
+        if let Some(secret) = secret {
+            client.authenticate(secret)?;
+        }
+        Ok(client)
+    }
+
+    fn authenticate(&mut self, secret: &Secret) -> Result<(), ClientError> {
+        let client_nonce = auth::nonce().map_err(ClientError::Io)?;
+        let challenge = match self.request(&Message::Hello(client_nonce))? {
+            Message::Challenge(c) => c,
+            other => {
+                return Err(ClientError::Unexpected {
+                    expected: "CHALLENGE",
+                    got: other.opcode().to_string(),
+                })
+            }
+        };
+        let proof = secret.client_proof(&client_nonce, &challenge.nonce);
+        if !secret.verify_server(&client_nonce, &challenge.nonce, &challenge.proof) {
+            // Still answer, so the server can log the failed attempt; the
+            // proof reveals nothing about the secret.
+            let _ = self.request(&Message::Auth(proof));
+            return Err(ClientError::Remote(ErrorReply {
+                code: ErrorCode::AUTH_FAILED,
+                message: "authentication failed: the server has a different secret".into(),
+            }));
+        }
+        match self.request(&Message::Auth(proof))? {
+            Message::AuthOk => Ok(()),
+            other => Err(ClientError::Unexpected {
+                expected: "AUTH_OK",
+                got: other.opcode().to_string(),
+            }),
+        }
+    }
+
     /// Connects to `addr` (`HOST:PORT` or `:PORT`), trying each resolved
-    /// address in turn within the connect timeout.
+    /// address in turn within the connect timeout, without authenticating.
     pub fn connect(addr: &str, timeouts: Timeouts, max_size: u32) -> Result<Client, ClientError> {
         let addrs = dial_addrs(addr).map_err(ClientError::Addr)?;
         let mut last = None;

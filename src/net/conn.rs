@@ -36,6 +36,51 @@ pub enum Phase {
     Linger { until: Instant, shut: bool },
 }
 
+/// Where a connection is in the authentication handshake (see `net::auth`).
+#[derive(Debug, Clone)]
+pub enum AuthState {
+    /// The server has no secret: frames go straight to the handler.
+    Open,
+    /// Server side: waiting for HELLO until `deadline`.
+    AwaitHello { deadline: Instant },
+    /// Server side: CHALLENGE sent, waiting for AUTH until `deadline`.
+    AwaitAuth {
+        client_nonce: [u8; 32],
+        server_nonce: [u8; 32],
+        deadline: Instant,
+    },
+    /// Client side: HELLO sent. Frames the handler sends meanwhile wait in
+    /// `held`, and follow AUTH as soon as the server has proved itself.
+    AwaitChallenge {
+        client_nonce: [u8; 32],
+        held: Vec<u8>,
+    },
+    /// Client side: AUTH sent, AUTH_OK not seen yet.
+    AwaitOk,
+    /// Authenticated.
+    Done,
+}
+
+impl AuthState {
+    /// The instant by which the handshake must be over, if one is pending.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self {
+            AuthState::AwaitHello { deadline } | AuthState::AwaitAuth { deadline, .. } => {
+                Some(*deadline)
+            }
+            _ => None,
+        }
+    }
+
+    /// A server-side connection not yet authenticated.
+    pub fn is_pending_server(&self) -> bool {
+        matches!(
+            self,
+            AuthState::AwaitHello { .. } | AuthState::AwaitAuth { .. }
+        )
+    }
+}
+
 /// One complete input, or the reason there is none.
 #[derive(Debug)]
 pub enum Input {
@@ -79,6 +124,9 @@ pub struct Conn {
     pub dirty: bool,
     /// An outgoing connection whose TCP handshake has not completed.
     pub connecting: bool,
+    /// We dialed it (manager → worker), rather than accepted it.
+    pub outgoing: bool,
+    pub auth: AuthState,
 }
 
 impl Conn {
@@ -98,6 +146,8 @@ impl Conn {
             peer_eof: false,
             dirty: false,
             connecting: false,
+            outgoing: false,
+            auth: AuthState::Open,
         }
     }
 
@@ -108,6 +158,7 @@ impl Conn {
         conn.phase = Phase::Binary;
         conn.read_pending = false;
         conn.connecting = true;
+        conn.outgoing = true;
         conn
     }
 
@@ -147,13 +198,32 @@ impl Conn {
     }
 
     /// Queues one frame; returns false (and queues nothing) while closing.
+    /// While our own handshake is pending, the frame waits until it is done.
     pub fn queue_frame(&mut self, request_id: u32, msg: &Message) -> bool {
         if self.is_lingering() {
             return false;
         }
-        encode_frame(&mut self.out, request_id, msg);
+        match &mut self.auth {
+            AuthState::AwaitChallenge { held, .. } => encode_frame(held, request_id, msg),
+            _ => encode_frame(&mut self.out, request_id, msg),
+        }
         self.dirty = true;
         true
+    }
+
+    /// Queues a handshake frame ahead of anything held.
+    pub fn queue_handshake(&mut self, request_id: u32, msg: &Message) {
+        encode_frame(&mut self.out, request_id, msg);
+        self.dirty = true;
+    }
+
+    /// The handshake is through on our side: release what was held.
+    pub fn release_held(&mut self) {
+        if let AuthState::AwaitChallenge { held, .. } = &mut self.auth {
+            let held = std::mem::take(held);
+            self.out.extend_from_slice(&held);
+        }
+        self.dirty = true;
     }
 
     /// Queues raw text (text sessions).
@@ -280,9 +350,14 @@ impl Conn {
             Phase::Linger { until, .. } => Some(until),
             _ => None,
         };
-        [self.read_deadline, self.write_deadline, linger]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.read_deadline,
+            self.write_deadline,
+            linger,
+            self.auth.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -9,6 +9,7 @@
 //! - [`client`]: a blocking request/reply client with timeouts.
 
 pub mod addr;
+pub mod auth;
 pub mod client;
 pub mod conn;
 pub mod deadline;

@@ -17,6 +17,7 @@
 //! not block: work that takes time goes to other threads, which hand results
 //! back through the waker.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +28,8 @@ use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
-use super::conn::{Conn, Input, Phase, WRITE_HIGH_WATER};
+use super::auth::{self, Secret, Step};
+use super::conn::{AuthState, Conn, Input, Phase, WRITE_HIGH_WATER};
 use super::deadline::{poll_timeout, Deadlines};
 use super::slots::{ConnId, Slots};
 use crate::proto::{Message, ProtoError};
@@ -47,12 +49,36 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest a closing connection may wait for the peer's EOF.
 const MAX_LINGER: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     /// Largest accepted frame payload, in bytes.
     pub max_size: u32,
+    /// The cluster's secret: every binary connection must authenticate.
+    pub secret: Option<Arc<Secret>>,
+    /// Most accepted connections at once; more are closed on arrival.
+    pub max_clients: usize,
+    /// Most accepted connections still in the handshake; over it, the
+    /// oldest is dropped, so a flood cannot lock out a real client.
+    pub max_unauthenticated: usize,
+    /// Longest a handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with the default limits and no secret.
+    pub fn new(read_timeout: Duration, write_timeout: Duration, max_size: u32) -> Config {
+        Config {
+            read_timeout,
+            write_timeout,
+            max_size,
+            secret: None,
+            max_clients: 1024,
+            max_unauthenticated: 64,
+            handshake_timeout: read_timeout.min(Duration::from_secs(5)),
+        }
+    }
 }
 
 /// Why a connection was closed.
@@ -68,6 +94,8 @@ pub enum CloseReason {
     LingerTimeout,
     /// A socket error.
     Io(io::Error),
+    /// The authentication handshake failed or did not finish in time.
+    AuthFailed(String),
 }
 
 impl std::fmt::Display for CloseReason {
@@ -78,6 +106,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::WriteTimeout => write!(f, "write timeout"),
             CloseReason::LingerTimeout => write!(f, "peer did not close in time"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
+            CloseReason::AuthFailed(why) => f.write_str(why),
         }
     }
 }
@@ -164,6 +193,11 @@ impl Io<'_> {
             .sum()
     }
 
+    /// Failed handshakes since the start.
+    pub fn auth_failures(&self) -> u64 {
+        self.core.auth_failures
+    }
+
     /// Bytes received and sent on all connections since the start.
     pub fn traffic(&self) -> (u64, u64) {
         (self.core.bytes_in, self.core.bytes_out)
@@ -179,6 +213,14 @@ impl Io<'_> {
         }
         let mut conn = Conn::outgoing(stream, addr, self.core.config.max_size);
         conn.write_deadline = Some(self.now + self.core.config.write_timeout);
+        if self.core.config.secret.is_some() {
+            let client_nonce = auth::nonce()?;
+            conn.auth = AuthState::AwaitChallenge {
+                client_nonce,
+                held: Vec::new(),
+            };
+            conn.queue_handshake(1, &Message::Hello(client_nonce));
+        }
         let id = self.core.conns.insert(conn);
         let token = Token(id.index + FIRST_CONN);
         let registered = match self.core.conns.get_mut(id) {
@@ -210,6 +252,13 @@ struct Core {
     registry: Registry,
     bytes_in: u64,
     bytes_out: u64,
+    /// Accepted connections open now.
+    inbound: usize,
+    /// Accepted connections in the handshake, oldest first (may hold
+    /// connections authenticated or closed since; checked when popped).
+    unauthenticated: VecDeque<ConnId>,
+    /// Failed handshakes since the start.
+    auth_failures: u64,
 }
 
 impl Core {
@@ -267,6 +316,9 @@ impl Reactor {
                 registry,
                 bytes_in: 0,
                 bytes_out: 0,
+                inbound: 0,
+                unauthenticated: VecDeque::new(),
+                auth_failures: 0,
             },
             again: Vec::new(),
             accept_paused_until: None,
@@ -353,13 +405,29 @@ impl Reactor {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     self.accept_backoff = Duration::from_millis(10);
+                    if self.core.inbound >= self.core.config.max_clients {
+                        // Full: closing at once keeps the backlog moving and
+                        // costs the flood, not the clients already in.
+                        debug!(
+                            "{peer}: refused, {} connections open (--max-clients)",
+                            self.core.inbound
+                        );
+                        drop(stream);
+                        continue;
+                    }
                     // Small frames should leave at once; batching is the
                     // sender's job, not Nagle's.
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!("{peer}: set_nodelay failed: {e}");
                     }
-                    let conn = Conn::new(stream, peer, self.core.config.max_size);
+                    let mut conn = Conn::new(stream, peer, self.core.config.max_size);
+                    if self.core.config.secret.is_some() {
+                        conn.auth = AuthState::AwaitHello {
+                            deadline: now + self.core.config.handshake_timeout,
+                        };
+                    }
                     let id = self.core.conns.insert(conn);
+                    self.core.inbound += 1;
                     let token = Token(id.index + FIRST_CONN);
                     let registered = match self.core.conns.get_mut(id) {
                         Some(c) => self.core.registry.register(
@@ -375,6 +443,11 @@ impl Reactor {
                         continue;
                     }
                     debug!("{id} {peer}: accepted");
+                    if self.core.config.secret.is_some() {
+                        self.core.unauthenticated.push_back(id);
+                        self.core.schedule(id);
+                        self.evict_unauthenticated(now);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -390,6 +463,32 @@ impl Reactor {
                     self.accept_backoff = (self.accept_backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Over the cap of connections in the handshake, the oldest is cut.
+    fn evict_unauthenticated(&mut self, now: Instant) {
+        let cap = self.core.config.max_unauthenticated;
+        let core = &mut self.core;
+        core.unauthenticated.retain(|id| {
+            core.conns
+                .get(*id)
+                .is_some_and(|c| c.auth.is_pending_server())
+        });
+        while core.unauthenticated.len() > cap {
+            let Some(id) = core.unauthenticated.pop_front() else {
+                break;
+            };
+            if let Some(c) = core.conns.get_mut(id) {
+                debug!(
+                    "{id} {}: dropped, too many connections in the handshake",
+                    c.peer
+                );
+                c.auth = AuthState::AwaitHello { deadline: now };
+                c.scheduled = None;
+                core.deadlines.push(now, id);
+                c.scheduled = Some(now);
             }
         }
     }
@@ -514,15 +613,39 @@ impl Reactor {
             match input {
                 Input::None => return,
                 Input::Frame(frame) => match Message::decode(&frame) {
-                    Ok(msg) => handler.on_message(
-                        &mut Io {
-                            core: &mut self.core,
-                            now,
-                        },
-                        id,
-                        frame.request_id,
-                        msg,
-                    ),
+                    Ok(msg) => {
+                        let secret = self.core.config.secret.clone();
+                        match auth::step(c, secret.as_deref(), frame.request_id, msg) {
+                            Step::Consumed => {}
+                            Step::Pass(msg) => handler.on_message(
+                                &mut Io {
+                                    core: &mut self.core,
+                                    now,
+                                },
+                                id,
+                                frame.request_id,
+                                msg,
+                            ),
+                            Step::Failed(why) => {
+                                self.core.auth_failures += 1;
+                                if c.outgoing {
+                                    warn!("{id} {peer}: {why}");
+                                    return self.close(
+                                        id,
+                                        CloseReason::AuthFailed(why),
+                                        handler,
+                                        now,
+                                    );
+                                }
+                                info!("{id} {peer}: {why}; closing");
+                                let err =
+                                    ProtoError::refused(crate::proto::ErrorCode::AUTH_FAILED, why);
+                                c.queue_handshake(frame.request_id, &Message::error(&err));
+                                c.linger(linger_until);
+                                return;
+                            }
+                        }
+                    }
                     Err(e) => {
                         debug!("{id} {peer}: request {}: {e}", frame.request_id);
                         c.queue_frame(frame.request_id, &Message::error(&e));
@@ -540,14 +663,23 @@ impl Reactor {
                 Input::Line(line) if line.trim().is_empty() => {}
                 Input::Line(line) => {
                     debug!("{id} {peer}: text command {:?}", line.trim());
-                    let reply = handler.on_text(
-                        &mut Io {
-                            core: &mut self.core,
-                            now,
-                        },
-                        id,
-                        &line,
-                    );
+                    let reply = if self.core.config.secret.is_some() {
+                        // With a secret, text sessions reveal nothing.
+                        if line.trim().eq_ignore_ascii_case("ping") {
+                            "pong\n".to_owned()
+                        } else {
+                            "error: this server requires authentication; only ping is answered over text\n".to_owned()
+                        }
+                    } else {
+                        handler.on_text(
+                            &mut Io {
+                                core: &mut self.core,
+                                now,
+                            },
+                            id,
+                            &line,
+                        )
+                    };
                     if let Some(c) = self.core.conns.get_mut(id) {
                         c.queue_text(&reply);
                         c.linger(linger_until);
@@ -592,6 +724,11 @@ impl Reactor {
             match c.earliest_deadline() {
                 Some(due) if due <= now => {
                     let reason = match c.phase {
+                        _ if c.auth.deadline().is_some_and(|t| t <= now) => {
+                            CloseReason::AuthFailed(
+                                "no authentication within the handshake timeout".into(),
+                            )
+                        }
                         Phase::Linger { until, .. } if until <= now => CloseReason::LingerTimeout,
                         _ if c.write_deadline.is_some_and(|t| t <= now) => {
                             CloseReason::WriteTimeout
@@ -622,6 +759,9 @@ impl Reactor {
         let Some(mut c) = self.core.conns.remove(id) else {
             return;
         };
+        if !c.outgoing {
+            self.core.inbound -= 1;
+        }
         if let Err(e) = self.core.registry.deregister(c.stream_mut()) {
             debug!("{id} {}: deregister: {e}", c.peer);
         }

@@ -38,6 +38,7 @@ impl ErrorCode {
     pub const PLUGIN_REJECTED: ErrorCode = ErrorCode(12);
     pub const PLUGIN_MISSING: ErrorCode = ErrorCode(13);
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(14);
+    pub const AUTH_FAILED: ErrorCode = ErrorCode(15);
 
     /// Every defined code with its meaning, in numeric order.
     pub const ALL: &'static [ErrorInfo] = &[
@@ -138,6 +139,13 @@ impl ErrorCode {
             retriable: true,
             closes: false,
             description: "the server is shutting down and takes no new work; send it elsewhere",
+        },
+        ErrorInfo {
+            code: ErrorCode::AUTH_FAILED,
+            name: "AUTH_FAILED",
+            retriable: false,
+            closes: true,
+            description: "authentication failed: a wrong or missing secret, or no handshake",
         },
     ];
 

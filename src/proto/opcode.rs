@@ -21,6 +21,10 @@ pub enum Opcode {
     Uninstall = 0x04,
     /// Tasks to map and fold; answered by `BatchResult`.
     MapBatch = 0x05,
+    /// Starts the authentication handshake; answered by `Challenge`.
+    Hello = 0x06,
+    /// The client's proof; answered by `AuthOk`.
+    Auth = 0x07,
     /// Start a job from an installed library; answered by `JobAccepted`.
     RunJob = 0x10,
     /// One job's summary; answered by `JobStats`.
@@ -42,6 +46,8 @@ pub enum Opcode {
     InstallReply = 0x83,
     Uninstalled = 0x84,
     BatchResult = 0x85,
+    Challenge = 0x86,
+    AuthOk = 0x87,
     JobAccepted = 0x90,
     JobStats = 0x91,
     JobsList = 0x92,
@@ -62,6 +68,8 @@ impl Opcode {
         Opcode::Install,
         Opcode::Uninstall,
         Opcode::MapBatch,
+        Opcode::Hello,
+        Opcode::Auth,
         Opcode::RunJob,
         Opcode::JobStatsRequest,
         Opcode::JobsListRequest,
@@ -74,6 +82,8 @@ impl Opcode {
         Opcode::InstallReply,
         Opcode::Uninstalled,
         Opcode::BatchResult,
+        Opcode::Challenge,
+        Opcode::AuthOk,
         Opcode::JobAccepted,
         Opcode::JobStats,
         Opcode::JobsList,
@@ -92,6 +102,8 @@ impl Opcode {
             Opcode::Install => "INSTALL",
             Opcode::Uninstall => "UNINSTALL",
             Opcode::MapBatch => "MAP_BATCH",
+            Opcode::Hello => "HELLO",
+            Opcode::Auth => "AUTH",
             Opcode::RunJob => "RUN_JOB",
             Opcode::JobStatsRequest => "JOB_STATS_REQUEST",
             Opcode::JobsListRequest => "JOBS_LIST_REQUEST",
@@ -104,6 +116,8 @@ impl Opcode {
             Opcode::InstallReply => "INSTALL_REPLY",
             Opcode::Uninstalled => "UNINSTALLED",
             Opcode::BatchResult => "BATCH_RESULT",
+            Opcode::Challenge => "CHALLENGE",
+            Opcode::AuthOk => "AUTH_OK",
             Opcode::JobAccepted => "JOB_ACCEPTED",
             Opcode::JobStats => "JOB_STATS",
             Opcode::JobsList => "JOBS_LIST",

@@ -5,6 +5,7 @@
 //! so a later minor revision may append fields to a payload without a new
 //! opcode. Fields are never removed, reordered or resized.
 
+pub mod auth;
 pub mod batch;
 pub mod error_reply;
 pub mod info;
@@ -12,6 +13,7 @@ pub mod manager;
 pub mod plugin;
 pub mod wire;
 
+pub use auth::Challenge;
 pub use batch::{BatchResult, MapBatch, TaskFailure, TaskList};
 pub use error_reply::ErrorReply;
 pub use info::Info;
@@ -33,6 +35,8 @@ pub enum Message {
     Install(Install),
     Uninstall([u8; 32]),
     MapBatch(MapBatch),
+    Hello([u8; 32]),
+    Auth([u8; 32]),
     RunJob(RunJob),
     JobStatsRequest(u64),
     JobsListRequest,
@@ -47,6 +51,8 @@ pub enum Message {
     InstallReply(InstallReply),
     Uninstalled,
     BatchResult(BatchResult),
+    Challenge(Challenge),
+    AuthOk,
     JobAccepted(u64),
     JobStats(JobSummary),
     JobsList(Vec<JobSummary>),
@@ -66,6 +72,8 @@ impl Message {
             Message::Install(_) => Opcode::Install,
             Message::Uninstall(_) => Opcode::Uninstall,
             Message::MapBatch(_) => Opcode::MapBatch,
+            Message::Hello(_) => Opcode::Hello,
+            Message::Auth(_) => Opcode::Auth,
             Message::RunJob(_) => Opcode::RunJob,
             Message::JobStatsRequest(_) => Opcode::JobStatsRequest,
             Message::JobsListRequest => Opcode::JobsListRequest,
@@ -78,6 +86,8 @@ impl Message {
             Message::InstallReply(_) => Opcode::InstallReply,
             Message::Uninstalled => Opcode::Uninstalled,
             Message::BatchResult(_) => Opcode::BatchResult,
+            Message::Challenge(_) => Opcode::Challenge,
+            Message::AuthOk => Opcode::AuthOk,
             Message::JobAccepted(_) => Opcode::JobAccepted,
             Message::JobStats(_) => Opcode::JobStats,
             Message::JobsList(_) => Opcode::JobsList,
@@ -106,6 +116,8 @@ impl Message {
             Opcode::Install => Message::Install(Install::decode(payload)?),
             Opcode::Uninstall => Message::Uninstall(plugin::decode_hash(opcode, payload)?),
             Opcode::MapBatch => Message::MapBatch(MapBatch::decode(payload)?),
+            Opcode::Hello => Message::Hello(auth::decode_32(opcode, payload)?),
+            Opcode::Auth => Message::Auth(auth::decode_32(opcode, payload)?),
             Opcode::RunJob => Message::RunJob(RunJob::decode(payload)?),
             Opcode::JobStatsRequest => {
                 Message::JobStatsRequest(manager::decode_id(opcode, payload)?)
@@ -120,6 +132,8 @@ impl Message {
             Opcode::InstallReply => Message::InstallReply(InstallReply::decode(payload)?),
             Opcode::Uninstalled => Message::Uninstalled,
             Opcode::BatchResult => Message::BatchResult(BatchResult::decode(payload)?),
+            Opcode::Challenge => Message::Challenge(Challenge::decode(payload)?),
+            Opcode::AuthOk => Message::AuthOk,
             Opcode::JobAccepted => Message::JobAccepted(manager::decode_id(opcode, payload)?),
             Opcode::JobStats => Message::JobStats(JobSummary::decode(payload)?),
             Opcode::JobsList => Message::JobsList(JobSummary::decode_list(payload)?),
@@ -142,10 +156,14 @@ impl Message {
             | Message::Uninstalled
             | Message::Attached
             | Message::Detached
-            | Message::Cancelled => {}
+            | Message::Cancelled
+            | Message::AuthOk => {}
             Message::Info(info) => info.encode(out),
             Message::Install(m) => m.encode(out),
-            Message::Uninstall(hash) => out.extend_from_slice(hash),
+            Message::Uninstall(hash) | Message::Hello(hash) | Message::Auth(hash) => {
+                out.extend_from_slice(hash)
+            }
+            Message::Challenge(c) => c.encode(out),
             Message::MapBatch(m) => m.encode(out),
             Message::RunJob(m) => m.encode(out),
             Message::JobStatsRequest(id) | Message::JobAccepted(id) | Message::CancelJob(id) => {
