@@ -25,6 +25,10 @@ use std::path::Path;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use super::conn::{AuthState, Conn};
+use crate::proto::msg::Challenge;
+use crate::proto::{ErrorCode, Message};
+
 pub const NONCE_LEN: usize = 32;
 pub const PROOF_LEN: usize = 32;
 
@@ -114,29 +118,6 @@ pub fn nonce() -> io::Result<[u8; NONCE_LEN]> {
     getrandom::fill(&mut n).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(n)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn proofs_verify_only_with_the_same_secret_and_nonces() {
-        let s = Secret::new(b"s3cret".to_vec()).unwrap();
-        let (c, n) = ([1u8; 32], [2u8; 32]);
-        let p = s.client_proof(&c, &n);
-        assert!(s.verify_client(&c, &n, &p));
-        assert!(!s.verify_client(&c, &[3u8; 32], &p), "another server nonce");
-        assert!(!s.verify_server(&c, &n, &p), "labels differ");
-        let other = Secret::new(b"other".to_vec()).unwrap();
-        assert!(!other.verify_client(&c, &n, &p));
-        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-        assert_ne!(nonce().unwrap(), nonce().unwrap());
-    }
-}
-
-use super::conn::{AuthState, Conn};
-use crate::proto::msg::Challenge;
-use crate::proto::{ErrorCode, Message};
 
 /// What the handshake made of one incoming message.
 pub enum Step {
@@ -232,5 +213,24 @@ pub fn step(conn: &mut Conn, secret: Option<&Secret>, request_id: u32, msg: Mess
         )),
         (AuthState::AwaitOk, Message::AuthOk, _) => Step::Consumed,
         (AuthState::AwaitOk, m, _) => Step::Pass(m),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_verify_only_with_the_same_secret_and_nonces() {
+        let s = Secret::new(b"s3cret".to_vec()).unwrap();
+        let (c, n) = ([1u8; 32], [2u8; 32]);
+        let p = s.client_proof(&c, &n);
+        assert!(s.verify_client(&c, &n, &p));
+        assert!(!s.verify_client(&c, &[3u8; 32], &p), "another server nonce");
+        assert!(!s.verify_server(&c, &n, &p), "labels differ");
+        let other = Secret::new(b"other".to_vec()).unwrap();
+        assert!(!other.verify_client(&c, &n, &p));
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_ne!(nonce().unwrap(), nonce().unwrap());
     }
 }
