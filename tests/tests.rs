@@ -2,6 +2,7 @@
 
 mod util;
 
+mod auth;
 mod cli;
 mod cluster;
 mod codec;

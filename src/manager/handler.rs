@@ -624,6 +624,17 @@ impl Manager {
                 }
             }
             (Request::Uninstall, _) => {}
+            (_, Message::Error(e)) if e.code == ErrorCode::AUTH_FAILED => {
+                // The worker wants a secret this manager does not have (or another one).
+                let connecting = self
+                    .worker(w)
+                    .is_some_and(|wk| wk.state == WorkerState::Connecting);
+                if connecting {
+                    self.abandon_attach(io, w, &e.message);
+                } else {
+                    self.fail_worker(io, w, &e.message);
+                }
+            }
             (_, other) => {
                 warn!(
                     "{conn}: unexpected reply {} from a worker; closing",

@@ -1,0 +1,313 @@
+//! A cluster with a secret: the tutorial works for those who have it, and
+//! nobody else gets in, by a wrong secret, no handshake, or a replay.
+//! Plus protected mode and floods.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::thread;
+
+use redmap::proto::msg::{Install, RunJob};
+use redmap::proto::{ErrorCode, Message};
+
+use crate::util::{
+    self, connect, read_message, redmap, repo, send, spawn_server, stderr, stdout, Cluster, Rng,
+    Server, TempDir,
+};
+
+const SECRET: &str = "tutorial-secret";
+
+fn example(name: &str) -> String {
+    repo().join("examples").join(name).display().to_string()
+}
+
+/// A manager and two workers that all have the secret.
+fn secured() -> (TempDir, Server, Vec<Server>) {
+    let dir = TempDir::new("secured");
+    let mut m = redmap();
+    m.args(["manager", "start", "127.0.0.1:0"])
+        .env("REDMAP_SECRET", SECRET)
+        .current_dir(dir.path());
+    let manager = spawn_server(m);
+    let workers = (0..2)
+        .map(|_| {
+            let mut w = redmap();
+            w.args(["worker", "start", "127.0.0.1:0"])
+                .env("REDMAP_SECRET", SECRET);
+            spawn_server(w)
+        })
+        .collect();
+    (dir, manager, workers)
+}
+
+fn cli(dir: &TempDir, secret: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = redmap();
+    cmd.args(args)
+        .current_dir(dir.path())
+        .env("REDMAP_CACHE_DIR", dir.join("cache"));
+    match secret {
+        Some(s) => cmd.env("REDMAP_SECRET", s),
+        None => cmd.env_remove("REDMAP_SECRET"),
+    };
+    util::run(cmd)
+}
+
+#[test]
+fn with_the_secret_on_all_sides_the_tutorial_passes() {
+    let (dir, manager, workers) = secured();
+    let m = manager.addr_arg();
+    let out = cli(
+        &dir,
+        Some(SECRET),
+        &[
+            "manager",
+            "attach",
+            "-m",
+            &m,
+            &workers[0].addr_arg(),
+            &workers[1].addr_arg(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli(
+        &dir,
+        Some(SECRET),
+        &[
+            "run",
+            "--manager",
+            &m,
+            "--name",
+            "test-job",
+            &example("sum.rs"),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "65");
+    // The same secret from a file works as well as from the environment.
+    let file = dir.write("secret", &format!("{SECRET}\n"));
+    let out = cli(
+        &dir,
+        None,
+        &[
+            "manager",
+            "stats",
+            "--secret-file",
+            file.to_str().unwrap(),
+            &m,
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2/0/0/2"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_wrong_or_missing_secret_is_refused_with_a_clear_message() {
+    let (dir, manager, workers) = secured();
+    let m = manager.addr_arg();
+    for secret in [Some("wrong-secret"), None] {
+        for args in [
+            vec![
+                "manager",
+                "attach",
+                "-m",
+                m.as_str(),
+                workers[0].addr.to_string().leak(),
+            ],
+            vec!["run", "-m", m.as_str(), example("sum.rs").leak()],
+            vec!["manager", "stats", m.as_str()],
+        ] {
+            let out = cli(&dir, secret, &args);
+            assert_ne!(out.status.code(), Some(0), "{args:?} with {secret:?}");
+            let err = stderr(&out);
+            assert!(err.contains("authentication failed"), "{args:?}: {err}");
+        }
+    }
+    assert!(!dir.join("result").exists());
+    // A manager without the secret cannot use the workers either.
+    let open = {
+        let mut cmd = redmap();
+        cmd.args(["manager", "start", "127.0.0.1:0"])
+            .env_remove("REDMAP_SECRET");
+        spawn_server(cmd)
+    };
+    let out = cli(
+        &dir,
+        None,
+        &[
+            "manager",
+            "attach",
+            "-m",
+            &open.addr_arg(),
+            &workers[0].addr_arg(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The manager's private plugin directory (see `PluginStore`).
+fn plugin_dir(server: &Server, kind: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("redmap-{kind}-{}", server.pid()))
+}
+
+#[test]
+fn a_client_that_skips_the_handshake_is_refused_and_nothing_is_written() {
+    let (_dir, manager, workers) = secured();
+    for (server, kind) in [(&manager, "manager"), (&workers[0], "worker")] {
+        let mut s = connect(server.addr);
+        let library = b"\x7fELF not really".to_vec();
+        send(
+            &mut s,
+            1,
+            &Message::Install(Install {
+                hash: redmap::plugin::PluginHash::of(&library).0,
+                total: library.len() as u64,
+                offset: 0,
+                chunk: library,
+            }),
+        );
+        send(
+            &mut s,
+            2,
+            &Message::RunJob(RunJob {
+                hash: [0; 32],
+                name: "x".into(),
+            }),
+        );
+        let (id, msg) = read_message(&mut s);
+        assert_eq!(id, 1);
+        match msg {
+            Message::Error(e) => {
+                assert_eq!(e.code, ErrorCode::AUTH_FAILED);
+                assert!(e.message.contains("authentication failed"), "{e}");
+            }
+            other => panic!("{kind}: expected AUTH_FAILED, got {other:?}"),
+        }
+        assert!(util::is_closed(&mut s), "{kind} kept the connection");
+        let files = std::fs::read_dir(plugin_dir(server, kind)).map_or(0, |d| d.count());
+        assert_eq!(files, 0, "{kind} wrote a plugin file");
+    }
+}
+
+#[test]
+fn a_replayed_handshake_is_refused() {
+    let (_dir, manager, _workers) = secured();
+    let secret = redmap::net::auth::Secret::new(SECRET.as_bytes().to_vec()).unwrap();
+    // A genuine handshake, recorded byte for byte.
+    let client_nonce = [9u8; 32];
+    let mut s = connect(manager.addr);
+    send(&mut s, 1, &Message::Hello(client_nonce));
+    let Message::Challenge(c) = read_message(&mut s).1 else {
+        panic!("expected CHALLENGE")
+    };
+    assert!(secret.verify_server(&client_nonce, &c.nonce, &c.proof));
+    let auth = util::frame_bytes(
+        2,
+        &Message::Auth(secret.client_proof(&client_nonce, &c.nonce)),
+    );
+    s.write_all(&auth).unwrap();
+    assert_eq!(read_message(&mut s), (2, Message::AuthOk));
+    send(&mut s, 3, &Message::Ping);
+    assert_eq!(read_message(&mut s), (3, Message::Pong));
+    // The same bytes again on a new connection: the server's nonce is new.
+    let mut r = connect(manager.addr);
+    send(&mut r, 1, &Message::Hello(client_nonce));
+    let Message::Challenge(c2) = read_message(&mut r).1 else {
+        panic!("expected CHALLENGE")
+    };
+    assert_ne!(c2.nonce, c.nonce, "the server reused a nonce");
+    r.write_all(&auth).unwrap();
+    match read_message(&mut r).1 {
+        Message::Error(e) => assert_eq!(e.code, ErrorCode::AUTH_FAILED),
+        other => panic!("replay accepted: {other:?}"),
+    }
+    assert!(util::is_closed(&mut r));
+}
+
+#[test]
+fn text_sessions_on_a_secured_server_answer_ping_only() {
+    let (_dir, manager, workers) = secured();
+    assert_eq!(util::text_session(manager.addr, "ping\n"), "pong\n");
+    let stats = util::text_session(manager.addr, "stats\n");
+    assert!(
+        stats.starts_with("error: this server requires authentication"),
+        "{stats}"
+    );
+    let info = util::text_session(workers[0].addr, "info\n");
+    assert!(!info.contains("address"), "{info}");
+}
+
+#[test]
+fn a_server_on_a_public_address_needs_a_secret_or_insecure() {
+    let dir = TempDir::new("protected");
+    for kind in ["worker", "manager"] {
+        let out = cli(&dir, None, &[kind, "start", ":0"]);
+        assert_eq!(out.status.code(), Some(2), "{kind}");
+        let err = stderr(&out);
+        assert!(err.contains("refusing to listen on :0"), "{err}");
+        assert!(
+            err.contains("127.0.0.1:0") && err.contains("--insecure"),
+            "{err}"
+        );
+    }
+    let mut cmd = redmap();
+    cmd.args(["worker", "start", ":0", "--insecure"])
+        .env_remove("REDMAP_SECRET");
+    let insecure = spawn_server(cmd);
+    assert!(insecure.addr.ip().is_unspecified());
+    let mut cmd = redmap();
+    cmd.args(["worker", "start", ":0"])
+        .env("REDMAP_SECRET", SECRET);
+    let secured = spawn_server(cmd);
+    assert!(secured.addr.ip().is_unspecified());
+}
+
+#[test]
+fn garbage_and_slowloris_floods_do_not_stop_a_job_or_grow_a_worker() {
+    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "1000000")]);
+    let target = cluster.workers[0].addr;
+    let before = cluster.workers[0].rss_kib();
+    let flood = thread::spawn(move || {
+        let mut rng = Rng(77);
+        // 50 slowloris connections: half a header, then a byte now and then.
+        let mut slow: Vec<TcpStream> = (0..50)
+            .filter_map(|_| TcpStream::connect(target).ok())
+            .collect();
+        for s in &mut slow {
+            let _ = s.write_all(&[0xA5, 0x4D, 1]);
+        }
+        // 2,000 connections of garbage.
+        for i in 0..2000 {
+            if let Ok(mut s) = TcpStream::connect(target) {
+                let n = rng.below(512);
+                let mut bytes = rng.bytes(n);
+                if i % 3 == 0 {
+                    bytes.splice(0..0, [0xA5, 0x4D, 1]);
+                }
+                let _ = s.write_all(&bytes);
+            }
+            if i % 100 == 0 {
+                for s in &mut slow {
+                    let _ = s.write_all(&[0]);
+                }
+            }
+        }
+        slow
+    });
+    let out =
+        util::run(cluster.cli(&["run", "-m", &cluster.manager.addr_arg(), &example("sum.rs")]));
+    let slow = flood.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "500001500000");
+    let after = cluster.workers[0].rss_kib();
+    assert!(
+        after < before + 64 * 1024,
+        "worker RSS grew from {before} KiB to {after} KiB"
+    );
+    drop(slow);
+    // And it still answers.
+    assert!(util::ping(target));
+}
