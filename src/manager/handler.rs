@@ -30,6 +30,9 @@ use crate::proto::{ErrorCode, Message, ProtoError, PROTOCOL_VERSION};
 /// of that job pauses: a slow reduce must not let results pile up.
 const MAX_PARTIALS_QUEUED: usize = 64;
 
+/// Longest job name accepted.
+const MAX_JOB_NAME: usize = 128;
+
 /// How often the manager samples its rate and retries lost workers.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -443,6 +446,16 @@ impl Manager {
     }
 
     fn run_job(&mut self, run: RunJob) -> Message {
+        // Names come from the network: they are shown in tables and logs,
+        // so they are short and printable (they never name a file).
+        if run.name.chars().count() > MAX_JOB_NAME
+            || run.name.chars().any(|c| c.is_control())
+        {
+            return Message::error(&ProtoError::Malformed {
+                opcode: crate::proto::Opcode::RunJob.as_u8(),
+                what: "job name: at most 128 printable characters",
+            });
+        }
         let hash = PluginHash(run.hash);
         let Some(plugin) = self.store.get(&hash) else {
             return refused(
