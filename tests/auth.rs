@@ -317,7 +317,14 @@ fn job_names_from_the_network_are_validated() {
     let cluster = Cluster::start(0, &[], &[]);
     let mut s = connect(cluster.manager.addr);
     for name in ["\u{1b}[31mred".to_owned(), "x".repeat(129)] {
-        send(&mut s, 4, &Message::RunJob(RunJob { hash: [0; 32], name }));
+        send(
+            &mut s,
+            4,
+            &Message::RunJob(RunJob {
+                hash: [0; 32],
+                name,
+            }),
+        );
         match read_message(&mut s) {
             (4, Message::Error(e)) => assert_eq!(e.code, ErrorCode::MALFORMED_PAYLOAD, "{e}"),
             other => panic!("expected MALFORMED_PAYLOAD, got {other:?}"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
-use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::proto::msg::JobSummary;
 use crate::proto::Message;
 
@@ -145,16 +145,15 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
         manager: args.addr.clone(),
     };
     let mut client = target.connect(&args.net)?;
-    let jobs = match client.request(&Message::JobsListRequest) {
-        Ok(Message::JobsList(jobs)) => jobs,
-        Ok(other) => {
-            return Err(CliError::new(format!(
-                "unexpected reply {}",
-                other.opcode()
-            )))
-        }
-        Err(e) => return Err(remote_err(&args.addr, e)),
-    };
+    let jobs = call(
+        &mut client,
+        &args.addr,
+        &Message::JobsListRequest,
+        |m| match m {
+            Message::JobsList(v) => Some(v),
+            _ => None,
+        },
+    )?;
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(
@@ -218,16 +217,15 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
 
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     let mut client = args.manager.connect(&args.net)?;
-    let job = match client.request(&Message::JobStatsRequest(args.id)) {
-        Ok(Message::JobStats(j)) => j,
-        Ok(other) => {
-            return Err(CliError::new(format!(
-                "unexpected reply {}",
-                other.opcode()
-            )))
-        }
-        Err(e) => return Err(remote_err(&args.manager.manager, e)),
-    };
+    let job = call(
+        &mut client,
+        &args.manager.manager,
+        &Message::JobStatsRequest(args.id),
+        |m| match m {
+            Message::JobStats(v) => Some(v),
+            _ => None,
+        },
+    )?;
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", job_json(&job).render())

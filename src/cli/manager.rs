@@ -7,7 +7,10 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
-use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs, ServeArgs};
+use super::{
+    call, duration, quiet_broken_pipe, remote_err, serve_error, CliError, ManagerArg, NetArgs,
+    ServeArgs,
+};
 use crate::manager::Settings;
 use crate::net::addr::listen_addr;
 use crate::proto::msg::ManagerStats;
@@ -115,14 +118,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         args.net.reactor_config(addr, &args.serve, &args.addr)?,
         settings,
     )
-    .map_err(|e| {
-        let err = CliError::new(format!("cannot serve on {addr}: {e}"));
-        if e.kind() == io::ErrorKind::AddrInUse {
-            err.with_hint("another process listens on that port; pick another or stop it")
-        } else {
-            err
-        }
-    })?;
+    .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -196,16 +192,15 @@ fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
         manager: args.addr.clone(),
     };
     let mut client = target.connect(&args.net)?;
-    let s = match client.request(&Message::ManagerStatsRequest) {
-        Ok(Message::ManagerStats(s)) => s,
-        Ok(other) => {
-            return Err(CliError::new(format!(
-                "unexpected reply {}",
-                other.opcode()
-            )))
-        }
-        Err(e) => return Err(remote_err(&args.addr, e)),
-    };
+    let s = call(
+        &mut client,
+        &args.addr,
+        &Message::ManagerStatsRequest,
+        |m| match m {
+            Message::ManagerStats(v) => Some(v),
+            _ => None,
+        },
+    )?;
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", stats_json(&s).render())

@@ -31,6 +31,7 @@ use std::sync::Arc;
 use crate::net::auth::Secret;
 use crate::net::{Client, ClientError, Config, Timeouts};
 use crate::proto::effective_max_size;
+use crate::proto::Message;
 
 /// Distributed map-reduce jobs for Rust.
 #[derive(Debug, Parser)]
@@ -230,6 +231,34 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error for a server that could not start on `addr`.
+pub fn serve_error(addr: SocketAddr, e: io::Error) -> CliError {
+    let err = CliError::new(format!("cannot serve on {addr}: {e}"));
+    if e.kind() == io::ErrorKind::AddrInUse {
+        err.with_hint("another process listens on that port; pick another or stop it")
+    } else {
+        err
+    }
+}
+
+/// Sends `msg` to the manager at `addr` and takes the reply apart with
+/// `expect`, which returns `None` for a reply of the wrong kind.
+pub fn call<T>(
+    client: &mut Client,
+    addr: &str,
+    msg: &Message,
+    expect: impl FnOnce(Message) -> Option<T>,
+) -> Result<T, CliError> {
+    match client.request(msg) {
+        Ok(reply) => {
+            let opcode = reply.opcode();
+            expect(reply)
+                .ok_or_else(|| CliError::new(format!("unexpected reply {opcode} from {addr}")))
+        }
+        Err(e) => Err(remote_err(addr, e)),
     }
 }
 

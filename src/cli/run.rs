@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::jobs::{cancel_job, job_json, progress, throughput};
 use super::output::Json;
-use super::{duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::local::{self, Options, Report};
 use crate::net::Client;
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
@@ -235,16 +235,15 @@ fn run_remote(
         hash: hash.0,
         name: args.name.clone().unwrap_or_default(),
     };
-    let id = match client.request(&Message::RunJob(run)) {
-        Ok(Message::JobAccepted(id)) => id,
-        Ok(other) => {
-            return Err(CliError::new(format!(
-                "unexpected reply {}",
-                other.opcode()
-            )))
-        }
-        Err(e) => return Err(remote_err(&target.manager, e)),
-    };
+    let id = call(
+        &mut client,
+        &target.manager,
+        &Message::RunJob(run),
+        |m| match m {
+            Message::JobAccepted(v) => Some(v),
+            _ => None,
+        },
+    )?;
     if args.detach {
         println!("{id}");
         eprintln!(
@@ -343,16 +342,10 @@ fn wait(
     let mut last_plain = Instant::now();
     let mut pause = FIRST_POLL;
     loop {
-        let job = match client.request(&Message::JobStatsRequest(id)) {
-            Ok(Message::JobStats(j)) => j,
-            Ok(other) => {
-                return Err(CliError::new(format!(
-                    "unexpected reply {}",
-                    other.opcode()
-                )))
-            }
-            Err(e) => return Err(remote_err(addr, e)),
-        };
+        let job = call(client, addr, &Message::JobStatsRequest(id), |m| match m {
+            Message::JobStats(v) => Some(v),
+            _ => None,
+        })?;
         if job.status.is_over() {
             if tty {
                 eprint!("\r\x1b[2K");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
-use super::{duration, quiet_broken_pipe, CliError, NetArgs, ServeArgs};
+use super::{duration, quiet_broken_pipe, serve_error, CliError, NetArgs, ServeArgs};
 use crate::net::addr::listen_addr;
 use crate::net::{Client, ClientError};
 use crate::proto::msg::Info;
@@ -73,14 +73,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         args.net.reactor_config(addr, &args.serve, &args.addr)?,
         threads,
     )
-    .map_err(|e| {
-        let err = CliError::new(format!("cannot serve on {addr}: {e}"));
-        if e.kind() == io::ErrorKind::AddrInUse {
-            err.with_hint("another process listens on that port; pick another or stop it")
-        } else {
-            err
-        }
-    })?;
+    .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)
 }
 

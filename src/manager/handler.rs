@@ -448,9 +448,7 @@ impl Manager {
     fn run_job(&mut self, run: RunJob) -> Message {
         // Names come from the network: they are shown in tables and logs,
         // so they are short and printable (they never name a file).
-        if run.name.chars().count() > MAX_JOB_NAME
-            || run.name.chars().any(|c| c.is_control())
-        {
+        if run.name.chars().count() > MAX_JOB_NAME || run.name.chars().any(|c| c.is_control()) {
             return Message::error(&ProtoError::Malformed {
                 opcode: crate::proto::Opcode::RunJob.as_u8(),
                 what: "job name: at most 128 printable characters",

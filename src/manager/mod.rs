@@ -23,17 +23,7 @@ pub use handler::Settings;
 /// running jobs cleanly. The first line on standard output is
 /// `redmap manager listening on ADDR`.
 pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<()> {
-    let summary = format!(
-        "read timeout {:?}, write timeout {:?}, max size {} bytes, {}",
-        config.read_timeout,
-        config.write_timeout,
-        config.max_size,
-        if config.secret.is_some() {
-            "secret set"
-        } else {
-            "no secret"
-        }
-    );
+    let summary = config.summary();
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!(

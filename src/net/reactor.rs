@@ -98,6 +98,23 @@ pub enum CloseReason {
     AuthFailed(String),
 }
 
+impl Config {
+    /// One line for the server's start-up log; never shows the secret.
+    pub fn summary(&self) -> String {
+        format!(
+            "read timeout {:?}, write timeout {:?}, max size {} bytes, {}",
+            self.read_timeout,
+            self.write_timeout,
+            self.max_size,
+            if self.secret.is_some() {
+                "secret set"
+            } else {
+                "no secret"
+            }
+        )
+    }
+}
+
 impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -221,20 +238,7 @@ impl Io<'_> {
             };
             conn.queue_handshake(1, &Message::Hello(client_nonce));
         }
-        let id = self.core.conns.insert(conn);
-        let token = Token(id.index + FIRST_CONN);
-        let registered = match self.core.conns.get_mut(id) {
-            Some(c) => self.core.registry.register(
-                c.stream_mut(),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            ),
-            None => return Err(io::ErrorKind::NotFound.into()),
-        };
-        if let Err(e) = registered {
-            self.core.conns.remove(id);
-            return Err(e);
-        }
+        let id = self.core.add(conn)?;
         self.core.schedule(id);
         debug!("{id} {addr}: connecting");
         Ok(id)
@@ -262,6 +266,26 @@ struct Core {
 }
 
 impl Core {
+    /// Takes a connection into the table and registers it with the poller
+    /// for both directions (edge-triggered: no re-registration later).
+    fn add(&mut self, conn: Conn) -> io::Result<ConnId> {
+        let id = self.conns.insert(conn);
+        let token = Token(id.index + FIRST_CONN);
+        let registered = match self.conns.get_mut(id) {
+            Some(c) => self.registry.register(
+                c.stream_mut(),
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ),
+            None => Err(io::ErrorKind::NotFound.into()),
+        };
+        if let Err(e) = registered {
+            self.conns.remove(id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
     fn linger_limit(&self) -> Duration {
         self.config.read_timeout.min(MAX_LINGER)
     }
@@ -426,22 +450,14 @@ impl Reactor {
                             deadline: now + self.core.config.handshake_timeout,
                         };
                     }
-                    let id = self.core.conns.insert(conn);
-                    self.core.inbound += 1;
-                    let token = Token(id.index + FIRST_CONN);
-                    let registered = match self.core.conns.get_mut(id) {
-                        Some(c) => self.core.registry.register(
-                            c.stream_mut(),
-                            token,
-                            Interest::READABLE | Interest::WRITABLE,
-                        ),
-                        None => continue,
+                    let id = match self.core.add(conn) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            warn!("{peer}: cannot register: {e}");
+                            continue;
+                        }
                     };
-                    if let Err(e) = registered {
-                        warn!("{id} {peer}: cannot register: {e}");
-                        self.core.conns.remove(id);
-                        continue;
-                    }
+                    self.core.inbound += 1;
                     debug!("{id} {peer}: accepted");
                     if self.core.config.secret.is_some() {
                         self.core.unauthenticated.push_back(id);

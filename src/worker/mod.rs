@@ -28,17 +28,7 @@ use stats::Stats;
 /// The first line on standard output is `redmap worker listening on ADDR`
 /// with the bound address, so a script that asked for port 0 learns the port.
 pub fn run(addr: SocketAddr, config: Config, threads: usize) -> io::Result<()> {
-    let summary = format!(
-        "read timeout {:?}, write timeout {:?}, max size {} bytes, {}",
-        config.read_timeout,
-        config.write_timeout,
-        config.max_size,
-        if config.secret.is_some() {
-            "secret set"
-        } else {
-            "no secret"
-        }
-    );
+    let summary = config.summary();
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!("worker listening on {local} ({threads} map threads, {summary})");
