@@ -334,3 +334,25 @@ fn a_hundred_thousand_random_and_mutated_inputs_never_panic() {
         "only {decoded_frames} frames decoded"
     );
 }
+
+/// Found by the `payloads` fuzz target: a summary whose result preview is
+/// longer than the documented 256 bytes decoded, but did not re-encode to
+/// itself (the encoder cuts previews at 256). It is now malformed.
+#[test]
+fn fuzz_regression_an_overlong_result_preview_is_malformed() {
+    let mut long = summary();
+    long.result_preview = vec![b'x'; 257];
+    let mut payload = Vec::new();
+    // Encode by hand with the overlong preview, as a hostile peer would.
+    let mut ok = long.clone();
+    ok.result_preview = vec![b'x'; 256];
+    ok.encode(&mut payload);
+    let at = payload
+        .windows(4)
+        .position(|w| w == 256u32.to_be_bytes())
+        .expect("preview length field");
+    payload[at..at + 4].copy_from_slice(&257u32.to_be_bytes());
+    payload.insert(at + 4, b'x');
+    let err = JobSummary::decode(&payload).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::MALFORMED_PAYLOAD);
+}

@@ -151,7 +151,16 @@ impl JobSummary {
             load_errors: c.u64("load errors")?,
             reduce_errors: c.u64("reduce errors")?,
             result_len: c.u64("result length")?,
-            result_preview: c.bytes("result preview")?.to_vec(),
+            result_preview: {
+                let preview = c.bytes("result preview")?;
+                if preview.len() > RESULT_PREVIEW {
+                    return Err(ProtoError::Malformed {
+                        opcode: Opcode::JobStats.as_u8(),
+                        what: "result preview longer than 256 bytes",
+                    });
+                }
+                preview.to_vec()
+            },
             errors: Vec::new(),
             backups: 0,
             backups_won: 0,
