@@ -119,3 +119,20 @@ fn starting_on_a_busy_port_fails_with_a_hint() {
         "{err}"
     );
 }
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_redmap()"),
+        ("zsh", "#compdef redmap"),
+        ("fish", "complete -c redmap"),
+    ] {
+        let out = util::run(redmap().args(["completions", shell]));
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains(marker), "{shell}");
+        for sub in ["manager", "worker", "jobs", "run"] {
+            assert!(script.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+}

@@ -302,3 +302,21 @@ fn detach_waits_for_work_in_flight_and_the_other_worker_finishes_the_job() {
         "the job was over before the detach"
     );
 }
+
+#[test]
+fn jobs_watch_follows_a_job_to_its_summary() {
+    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "2000000")]);
+    let manager = cluster.manager.addr_arg();
+    let out = util::run(cluster.cli(&["run", "-m", &manager, "--detach", &example("sum.rs")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    assert_eq!(id, "1");
+    let out = util::run(cluster.cli(&["jobs", "watch", &id]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("finished — 2000000 tasks"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(cluster.result(), "2000003000000");
+}

@@ -19,6 +19,8 @@ pub enum JobsCommand {
     Stats(StatsArgs),
     /// Cancel a job: stop its tasks, drop its work in flight, uninstall it from the workers.
     Cancel(CancelArgs),
+    /// Follow a job with the progress bar of `redmap run`, then print its summary.
+    Watch(CancelArgs),
 }
 
 #[derive(Debug, Args)]
@@ -70,6 +72,30 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
         JobsCommand::List(args) => list(args),
         JobsCommand::Stats(args) => stats(args),
         JobsCommand::Cancel(args) => cancel(args),
+        JobsCommand::Watch(args) => watch(args),
+    }
+}
+
+/// Follows job `args.id` until it is over; Ctrl-C stops watching only.
+fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
+    use super::run::{remote_summary, wait, Waited};
+    let mut client = args.manager.connect(&args.net)?;
+    let interrupted = crate::signals::watch(|| {})
+        .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
+    match wait(&mut client, args.id, &args.manager.manager, &interrupted)? {
+        Waited::Interrupted => Ok(ExitCode::from(130)),
+        Waited::Over(job) => {
+            quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
+            let clean = job.status == crate::proto::msg::JobStatus::Finished
+                && job.failed == 0
+                && job.load_errors == 0
+                && job.reduce_errors == 0;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
     }
 }
 

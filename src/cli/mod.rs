@@ -54,6 +54,11 @@ pub enum Command {
     /// List a manager's jobs and show their stats.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Print a shell completion script: `redmap completions bash > /etc/bash_completion.d/redmap`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The manager a command talks to.
@@ -221,6 +226,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Worker(cmd) => worker::run(cmd),
         Command::Manager(cmd) => manager::run(cmd),
         Command::Jobs(cmd) => jobs::run(cmd),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "redmap", &mut script);
+            quiet_broken_pipe(io::stdout().lock().write_all(&script)).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

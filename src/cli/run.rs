@@ -316,7 +316,7 @@ fn progress_line(j: &JobSummary) -> String {
     )
 }
 
-enum Waited {
+pub(super) enum Waited {
     Over(JobSummary),
     Interrupted,
 }
@@ -332,7 +332,7 @@ fn ask_cancel(id: u64) -> bool {
 }
 
 /// Polls the job until it is over, showing progress on standard error.
-fn wait(
+pub(super) fn wait(
     client: &mut Client,
     id: u64,
     addr: &str,
@@ -366,7 +366,7 @@ fn wait(
     }
 }
 
-fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
+pub(super) fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     writeln!(
         out,
         "{}: {} — {} tasks, {} processed, {} failed, {} retried in {} ({:.0} tasks/s)",
