@@ -13,10 +13,15 @@
 //! - [`local`]: running a job inside one process (the embedded mode);
 //! - [`manager`]: the manager server;
 //! - [`worker`]: the worker server;
+//! - [`http`]: the `--http` side: live page, /api/status, /metrics;
+//! - [`report`]: JSON and Prometheus renderings shared by CLI and HTTP;
 //! - [`signals`]: SIGTERM/SIGINT as a flag, for graceful shutdown;
 //! - [`cli`]: the `redmap` command line (parsing, dispatch, output).
 
 pub mod job;
+
+#[cfg(feature = "runtime")]
+pub mod http;
 
 #[cfg(feature = "runtime")]
 pub mod cli;
@@ -30,6 +35,8 @@ pub mod net;
 pub mod plugin;
 #[cfg(feature = "runtime")]
 pub mod proto;
+#[cfg(feature = "runtime")]
+pub mod report;
 #[cfg(feature = "runtime")]
 pub mod signals;
 #[cfg(feature = "runtime")]

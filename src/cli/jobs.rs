@@ -131,40 +131,7 @@ pub fn progress(j: &JobSummary) -> String {
     }
 }
 
-pub fn throughput(j: &JobSummary) -> f64 {
-    (j.processed + j.failed) as f64 / (j.elapsed_ms.max(1) as f64 / 1000.0)
-}
-
-pub fn job_json(j: &JobSummary) -> Json {
-    let result = std::str::from_utf8(&j.result_preview)
-        .ok()
-        .filter(|_| j.result_len == j.result_preview.len() as u64);
-    Json::Object(vec![
-        ("id", Json::Int(j.id)),
-        ("name", Json::str(&j.name)),
-        ("status", Json::str(j.status.name())),
-        ("estimate", j.estimate.map_or(Json::Null, Json::Int)),
-        ("loaded", Json::Int(j.loaded)),
-        ("processed", Json::Int(j.processed)),
-        ("failed", Json::Int(j.failed)),
-        ("retried", Json::Int(j.retried)),
-        ("running", Json::Int(j.running)),
-        ("elapsed_ms", Json::Int(j.elapsed_ms)),
-        ("tasks_per_sec", Json::Float(throughput(j))),
-        ("load_errors", Json::Int(j.load_errors)),
-        ("reduce_errors", Json::Int(j.reduce_errors)),
-        ("result_len", Json::Int(j.result_len)),
-        ("result", result.map_or(Json::Null, Json::str)),
-        (
-            "errors",
-            Json::Array(j.errors.iter().map(Json::str).collect()),
-        ),
-        ("backups", Json::Int(j.backups)),
-        ("backups_won", Json::Int(j.backups_won)),
-        ("duplicates", Json::Int(j.duplicates)),
-        ("waiting_for_workers", Json::Bool(j.waiting_for_workers)),
-    ])
-}
+pub use crate::report::{job_json, throughput};
 
 fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let target = ManagerArg {

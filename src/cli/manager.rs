@@ -6,14 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::{table, Json};
+use super::output::table;
 use super::{
     call, duration, quiet_broken_pipe, remote_err, serve_error, CliError, ManagerArg, NetArgs,
     ServeArgs,
 };
 use crate::manager::Settings;
 use crate::net::addr::listen_addr;
-use crate::proto::msg::ManagerStats;
 use crate::proto::Message;
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +116,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         addr,
         args.net.reactor_config(addr, &args.serve, &args.addr)?,
         settings,
+        args.serve.http_addr(&args.net)?,
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)
@@ -151,41 +151,7 @@ fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliErro
     })
 }
 
-pub fn stats_json(s: &ManagerStats) -> Json {
-    Json::Object(vec![
-        ("address", Json::str(&s.address)),
-        (
-            "workers",
-            Json::Object(vec![
-                ("active", Json::Int(s.workers_active.into())),
-                ("failing", Json::Int(s.workers_failing.into())),
-                ("terminated", Json::Int(s.workers_terminated.into())),
-                ("total", Json::Int(s.workers_total.into())),
-            ]),
-        ),
-        (
-            "jobs",
-            Json::Object(vec![
-                ("waiting", Json::Int(s.jobs_waiting.into())),
-                ("running", Json::Int(s.jobs_running.into())),
-                ("failed", Json::Int(s.jobs_failed.into())),
-                ("completed", Json::Int(s.jobs_completed.into())),
-                ("cancelled", Json::Int(s.jobs_cancelled.into())),
-            ]),
-        ),
-        (
-            "tasks_per_sec",
-            Json::Float(s.tasks_per_sec_milli as f64 / 1000.0),
-        ),
-        ("tasks_processed", Json::Int(s.tasks_processed)),
-        ("bytes_in", Json::Int(s.bytes_in)),
-        ("bytes_out", Json::Int(s.bytes_out)),
-        ("uptime_ms", Json::Int(s.uptime_ms)),
-        ("duplicates", Json::Int(s.duplicates)),
-        ("backups", Json::Int(s.backups)),
-        ("backups_won", Json::Int(s.backups_won)),
-    ])
-}
+pub use crate::report::stats_json;
 
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     let target = ManagerArg {

@@ -138,6 +138,34 @@ pub struct ServeArgs {
     /// Most client connections at once; more are closed on arrival.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_clients: usize,
+
+    /// Also serve HTTP on this address: /metrics (Prometheus) and
+    /// /api/status, plus the live monitor page at / on a manager.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+}
+
+impl ServeArgs {
+    /// The `--http` address, under the same protected-mode rule as the
+    /// binary port: not beyond this machine without a secret.
+    pub fn http_addr(&self, net: &NetArgs) -> Result<Option<SocketAddr>, CliError> {
+        let Some(typed) = &self.http else {
+            return Ok(None);
+        };
+        let addr =
+            crate::net::addr::listen_addr(typed).map_err(|e| CliError::new(e.to_string()))?;
+        if net.secret()?.is_none() && !addr.ip().is_loopback() && !self.insecure {
+            return Err(CliError::new(format!(
+                "refusing to serve HTTP on {typed} ({addr}, reachable from other machines) without a secret"
+            ))
+            .with_hint(format!(
+                "set a secret (--secret-file PATH or REDMAP_SECRET; the page then asks for it as the password), \
+                 or use --http 127.0.0.1:{}, or pass --insecure",
+                addr.port()
+            )));
+        }
+        Ok(Some(addr))
+    }
 }
 
 impl NetArgs {

@@ -72,6 +72,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         addr,
         args.net.reactor_config(addr, &args.serve, &args.addr)?,
         threads,
+        args.serve.http_addr(&args.net)?,
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)
@@ -138,20 +139,6 @@ fn status(args: QueryArgs) -> Result<ExitCode, CliError> {
     })
 }
 
-fn info_json(queried: &str, info: &Info) -> Json {
-    Json::Object(vec![
-        ("queried", Json::str(queried)),
-        ("reachable", Json::Bool(true)),
-        ("version", Json::str(&info.version)),
-        ("address", Json::str(&info.address)),
-        ("protocol", Json::Int(info.protocol.into())),
-        ("active_jobs", Json::Int(info.active_jobs.into())),
-        ("installed_jobs", Json::Int(info.installed_jobs.into())),
-        ("uptime_ms", Json::Int(info.uptime_ms)),
-        ("tasks_processed", Json::Int(info.tasks_processed)),
-    ])
-}
-
 fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
     let results: Vec<(String, Result<Info, ClientError>)> = args
         .addrs
@@ -172,7 +159,7 @@ fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
         let items = results
             .iter()
             .map(|(addr, r)| match r {
-                Ok(info) => info_json(addr, info),
+                Ok(info) => crate::report::info_json(addr, info),
                 Err(e) => Json::Object(vec![
                     ("queried", Json::str(addr)),
                     ("reachable", Json::Bool(false)),

@@ -15,6 +15,8 @@ use mio::Waker;
 
 use super::job::{Job, Pending, ReducerMsg, MAX_BATCH_BYTES};
 use super::pool::{Install, Worker, WorkerConn, WorkerState, FIRST_BACKOFF, MAX_BACKOFF};
+use crate::cli::output::Json;
+use crate::http::{Published, Shared};
 use crate::net::addr::dial_addrs;
 use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::PluginStore;
@@ -25,10 +27,14 @@ use crate::proto::msg::{
 };
 use crate::proto::text::TextCommand;
 use crate::proto::{ErrorCode, Message, ProtoError, PROTOCOL_VERSION};
+use crate::report::{self, Metrics, RttHistogram, WorkerView};
 
 /// Partial results a job may have queued for its reducer before dispatch
 /// of that job pauses: a slow reduce must not let results pile up.
 const MAX_PARTIALS_QUEUED: usize = 64;
+
+/// Ticks of throughput history the monitor's sparkline shows (5 minutes).
+const HISTORY_TICKS: usize = 300;
 
 /// Longest job name accepted.
 const MAX_JOB_NAME: usize = 128;
@@ -129,6 +135,11 @@ pub struct Manager {
     traffic: (u64, u64),
     /// Set by SIGTERM/SIGINT.
     stop: Arc<AtomicBool>,
+    /// Where the `--http` thread reads its pages, if there is one.
+    published: Option<Shared>,
+    /// Tasks per second at each tick, for the monitor's sparkline.
+    history: VecDeque<f64>,
+    rtt: RttHistogram,
     shutting_down: bool,
     /// Shut down and everything sent: the loop may end.
     finished: bool,
@@ -175,6 +186,9 @@ impl Manager {
             next_tick: now + TICK,
             traffic: (0, 0),
             stop,
+            published: None,
+            history: VecDeque::new(),
+            rtt: RttHistogram::default(),
             shutting_down: false,
             finished: false,
         }
@@ -799,6 +813,10 @@ impl Manager {
             job.backups_won += 1;
             self.backups_won += 1;
         }
+        self.rtt.observe(sent.elapsed().as_secs_f64());
+        if let Some(wk) = self.workers.get_mut(w).and_then(Option::as_mut) {
+            wk.processed += u64::from(r.processed);
+        }
         let n = f.tasks.len() as u64;
         let per_task = sent.elapsed().as_secs_f64() / n.max(1) as f64;
         job.secs_per_task = if job.secs_per_task == 0.0 {
@@ -1293,6 +1311,159 @@ impl Manager {
         self.start_waiting_jobs(io);
     }
 
+    /// Serves pages from `shared` from now on (`--http`).
+    pub fn publish_to(&mut self, shared: Shared) {
+        self.published = Some(shared);
+    }
+
+    /// Renders `/api/status` and `/metrics` for the HTTP thread.
+    fn publish(&mut self, io: &mut Io<'_>) {
+        let Some(shared) = self.published.clone() else {
+            return;
+        };
+        let stats = self.stats();
+        let workers: Vec<WorkerView> = self
+            .workers
+            .iter()
+            .flatten()
+            .map(|w| WorkerView {
+                address: w.addr.clone(),
+                state: w.state.name(),
+                connections: w.conns.len(),
+                in_flight: w.in_flight(),
+                installed_jobs: w
+                    .installed
+                    .values()
+                    .filter(|i| **i == Install::Done)
+                    .count(),
+                tasks_processed: w.processed,
+                tasks_per_sec: w.tasks_per_sec,
+                last_error: w.last_error.clone(),
+            })
+            .collect();
+        let jobs: Vec<JobSummary> = self.jobs.values().map(|j| self.summary(j)).collect();
+        let status = Json::Object(vec![
+            ("manager", report::stats_json(&stats)),
+            (
+                "workers",
+                Json::Array(workers.iter().map(report::worker_json).collect()),
+            ),
+            (
+                "jobs",
+                Json::Array(jobs.iter().map(report::job_json).collect()),
+            ),
+            (
+                "throughput",
+                Json::Array(self.history.iter().map(|r| Json::Float(*r)).collect()),
+            ),
+        ]);
+        let mut m = Metrics::default();
+        let sum = |f: fn(&JobSummary) -> u64| jobs.iter().map(f).sum::<u64>();
+        m.counter(
+            "redmap_tasks_processed_total",
+            "Tasks mapped and folded into results.",
+            stats.tasks_processed,
+        );
+        m.counter(
+            "redmap_tasks_failed_total",
+            "Tasks that failed for good.",
+            sum(|j| j.failed),
+        );
+        m.counter(
+            "redmap_tasks_retried_total",
+            "Task retries.",
+            sum(|j| j.retried),
+        );
+        m.counter(
+            "redmap_bytes_in_total",
+            "Bytes received on all connections.",
+            stats.bytes_in,
+        );
+        m.counter(
+            "redmap_bytes_out_total",
+            "Bytes sent on all connections.",
+            stats.bytes_out,
+        );
+        m.counter(
+            "redmap_auth_failures_total",
+            "Failed authentication handshakes.",
+            io.auth_failures(),
+        );
+        m.counter(
+            "redmap_duplicates_dropped_total",
+            "Late batch results dropped by the exactly-once rule.",
+            stats.duplicates,
+        );
+        m.counter(
+            "redmap_backup_tasks_total",
+            "Backup copies sent for straggling batches.",
+            stats.backups,
+        );
+        let frames: Vec<(String, f64)> = io
+            .frames_in()
+            .into_iter()
+            .map(|(op, n)| {
+                let name = crate::proto::Opcode::try_from(op).map_or("UNKNOWN", |o| o.name());
+                (name.to_owned(), n as f64)
+            })
+            .collect();
+        m.labelled(
+            "redmap_frames_received_total",
+            "counter",
+            "Frames received, by opcode.",
+            "opcode",
+            &frames,
+        );
+        m.labelled(
+            "redmap_workers",
+            "gauge",
+            "Workers by state.",
+            "state",
+            &[
+                ("active".into(), f64::from(stats.workers_active)),
+                ("failing".into(), f64::from(stats.workers_failing)),
+                ("terminated".into(), f64::from(stats.workers_terminated)),
+            ],
+        );
+        m.labelled(
+            "redmap_jobs",
+            "gauge",
+            "Jobs by state.",
+            "state",
+            &[
+                ("waiting".into(), f64::from(stats.jobs_waiting)),
+                ("running".into(), f64::from(stats.jobs_running)),
+                ("finished".into(), f64::from(stats.jobs_completed)),
+                ("failed".into(), f64::from(stats.jobs_failed)),
+                ("cancelled".into(), f64::from(stats.jobs_cancelled)),
+            ],
+        );
+        m.gauge(
+            "redmap_batches_in_flight",
+            "Batches sent to workers and not answered.",
+            self.in_flight.len() as f64,
+        );
+        let counts = if self.rtt.counts.is_empty() {
+            vec![0; report::RTT_BOUNDS.len() + 1]
+        } else {
+            self.rtt.counts.clone()
+        };
+        m.histogram(
+            "redmap_batch_rtt_seconds",
+            "Round trip of a batch to a worker and back.",
+            report::RTT_BOUNDS,
+            &counts,
+            self.rtt.sum,
+        );
+        let fresh = Published {
+            status_json: status.render(),
+            metrics: m.finish(),
+        };
+        if let Ok(mut p) = shared.lock() {
+            *p = fresh;
+        };
+    }
+
     /// Uninstalls a job library from every worker once no running job uses it.
     fn uninstall_unused(&mut self, io: &mut Io<'_>, hash: PluginHash) {
         let still_used = self
@@ -1523,6 +1694,10 @@ impl Handler for Manager {
 
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
         self.next_tick = now + TICK;
+        for wk in self.workers.iter_mut().flatten() {
+            wk.tasks_per_sec = (wk.processed - wk.processed_at_tick) as f64 / TICK.as_secs_f64();
+            wk.processed_at_tick = wk.processed;
+        }
         self.rate.push_back((now, self.tasks_processed));
         while self
             .rate
@@ -1578,6 +1753,12 @@ impl Handler for Manager {
                 self.request(io, conn, &Message::Ping, Request::Ping { worker: w });
             }
         }
+        let rate = self.stats().tasks_per_sec_milli as f64 / 1000.0;
+        self.history.push_back(rate);
+        if self.history.len() > HISTORY_TICKS {
+            self.history.pop_front();
+        }
+        self.publish(io);
         // Reconnect to lost workers, with capped exponential backoff.
         for w in 0..self.workers.len() {
             let due = match self.worker(w) {

@@ -14,6 +14,9 @@ use std::net::SocketAddr;
 
 use log::info;
 
+use std::sync::Arc;
+
+use crate::http::{Shared, MONITOR_PAGE};
 use crate::net::{Config, Reactor};
 use crate::plugin::store::PluginStore;
 
@@ -22,8 +25,14 @@ pub use handler::Settings;
 /// Binds `addr` and serves until SIGTERM or SIGINT, which cancel the
 /// running jobs cleanly. The first line on standard output is
 /// `redmap manager listening on ADDR`.
-pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<()> {
+pub fn run(
+    addr: SocketAddr,
+    config: Config,
+    settings: Settings,
+    http: Option<SocketAddr>,
+) -> io::Result<()> {
     let summary = config.summary();
+    let secret = config.secret.clone();
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!(
@@ -41,6 +50,15 @@ pub fn run(addr: SocketAddr, config: Config, settings: Settings) -> io::Result<(
     })?;
     let mut manager =
         handler::Manager::new(settings, local.to_string(), reactor.waker(), store, stop);
+    if let Some(http) = http {
+        let shared = Shared::default();
+        let bound = crate::http::serve(http, Arc::clone(&shared), secret, Some(MONITOR_PAGE))?;
+        info!("monitor on http://{bound}/ (/api/status, /metrics)");
+        let mut out = io::stdout().lock();
+        writeln!(out, "redmap monitor on http://{bound}/")?;
+        out.flush()?;
+        manager.publish_to(shared);
+    }
     reactor.run(&mut manager)?;
     info!("manager stopped");
     Ok(())

@@ -68,6 +68,10 @@ pub struct Worker {
     /// The CLI request waiting for this worker to be attached or detached.
     pub waiting_reply: Option<(ConnId, u32)>,
     pub last_error: Option<String>,
+    /// Tasks this worker mapped, and the count at the last tick (for its rate).
+    pub processed: u64,
+    pub processed_at_tick: u64,
+    pub tasks_per_sec: f64,
 }
 
 impl Worker {
@@ -80,6 +84,9 @@ impl Worker {
             installed: HashMap::new(),
             waiting_reply: None,
             last_error: None,
+            processed: 0,
+            processed_at_tick: 0,
+            tasks_per_sec: 0.0,
         }
     }
 

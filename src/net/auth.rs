@@ -74,6 +74,21 @@ impl Secret {
         }
     }
 
+    /// Whether `candidate` is the secret, compared in constant time (for
+    /// the HTTP password).
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        // Compare MACs of both under a fixed key: equal-length outputs, so
+        // the comparison time says nothing about the secret.
+        let tag = |bytes: &[u8]| {
+            let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(b"redmap-http-password")
+                .expect("HMAC takes keys of any length");
+            mac.update(bytes);
+            mac
+        };
+        let expected = tag(&self.0).finalize().into_bytes();
+        tag(candidate).verify_slice(&expected).is_ok()
+    }
+
     fn mac(&self, label: &[u8], client_nonce: &[u8], server_nonce: &[u8]) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
             .expect("HMAC takes keys of any length");

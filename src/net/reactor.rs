@@ -210,6 +210,14 @@ impl Io<'_> {
             .sum()
     }
 
+    /// Frames received since the start, by opcode byte (non-zero only).
+    pub fn frames_in(&self) -> Vec<(u8, u64)> {
+        (0..=255u8)
+            .map(|op| (op, self.core.frames_in[usize::from(op)]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Failed handshakes since the start.
     pub fn auth_failures(&self) -> u64 {
         self.core.auth_failures
@@ -263,6 +271,8 @@ struct Core {
     unauthenticated: VecDeque<ConnId>,
     /// Failed handshakes since the start.
     auth_failures: u64,
+    /// Frames received, by opcode byte.
+    frames_in: Vec<u64>,
 }
 
 impl Core {
@@ -343,6 +353,7 @@ impl Reactor {
                 inbound: 0,
                 unauthenticated: VecDeque::new(),
                 auth_failures: 0,
+                frames_in: vec![0; 256],
             },
             again: Vec::new(),
             accept_paused_until: None,
@@ -626,6 +637,9 @@ impl Reactor {
             };
             let input = c.next_input();
             let peer = c.peer;
+            if let Input::Frame(frame) = &input {
+                self.core.frames_in[usize::from(frame.opcode)] += 1;
+            }
             match input {
                 Input::None => return,
                 Input::Frame(frame) => match Message::decode(&frame) {

@@ -11,11 +11,13 @@ use log::{debug, info};
 
 use super::exec::{Pool, Work};
 use super::stats::Stats;
+use crate::http::{Published, Shared};
 use crate::net::{ConnId, Handler, Io};
 use crate::plugin::store::PluginStore;
 use crate::plugin::PluginHash;
 use crate::proto::text::{render_info, TextCommand};
 use crate::proto::{ErrorCode, Message, ProtoError};
+use crate::report::{self, Metrics};
 
 pub struct WorkerHandler {
     pub stats: Stats,
@@ -31,9 +33,80 @@ pub struct WorkerHandler {
     pub finished: bool,
     /// While draining, when to look again for the last bytes to leave.
     pub recheck_at: Option<Instant>,
+    /// Where the `--http` thread reads its pages, if there is one.
+    pub published: Option<Shared>,
+    pub next_publish: Instant,
 }
 
 impl WorkerHandler {
+    /// Renders `/api/status` and `/metrics` for the HTTP thread.
+    fn publish(&self, io: &mut Io<'_>) {
+        let Some(shared) = &self.published else {
+            return;
+        };
+        let info = self.stats.info();
+        let status = report::info_json(&info.address, &info).render();
+        let mut m = Metrics::default();
+        m.counter(
+            "redmap_tasks_processed_total",
+            "Tasks mapped by this worker.",
+            info.tasks_processed,
+        );
+        let (bytes_in, bytes_out) = io.traffic();
+        m.counter(
+            "redmap_bytes_in_total",
+            "Bytes received on all connections.",
+            bytes_in,
+        );
+        m.counter(
+            "redmap_bytes_out_total",
+            "Bytes sent on all connections.",
+            bytes_out,
+        );
+        m.counter(
+            "redmap_auth_failures_total",
+            "Failed authentication handshakes.",
+            io.auth_failures(),
+        );
+        let frames: Vec<(String, f64)> = io
+            .frames_in()
+            .into_iter()
+            .map(|(op, n)| {
+                let name = crate::proto::Opcode::try_from(op).map_or("UNKNOWN", |o| o.name());
+                (name.to_owned(), n as f64)
+            })
+            .collect();
+        m.labelled(
+            "redmap_frames_received_total",
+            "counter",
+            "Frames received, by opcode.",
+            "opcode",
+            &frames,
+        );
+        m.gauge(
+            "redmap_active_jobs",
+            "Jobs with batches queued or running here.",
+            f64::from(info.active_jobs),
+        );
+        m.gauge(
+            "redmap_installed_jobs",
+            "Job libraries installed here.",
+            f64::from(info.installed_jobs),
+        );
+        m.gauge(
+            "redmap_batches_in_flight",
+            "Batches queued or running here.",
+            self.active.values().sum::<usize>() as f64,
+        );
+        let fresh = Published {
+            status_json: status,
+            metrics: m.finish(),
+        };
+        if let Ok(mut p) = shared.lock() {
+            *p = fresh;
+        };
+    }
+
     fn refresh_counts(&mut self, io: &mut Io<'_>) {
         self.stats.installed_jobs = self.store.len() as u32;
         self.stats.active_jobs = self.active.len() as u32;
@@ -125,11 +198,16 @@ impl Handler for WorkerHandler {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.recheck_at
+        let publish = self.published.as_ref().map(|_| self.next_publish);
+        [self.recheck_at, publish].into_iter().flatten().min()
     }
 
-    fn on_timer(&mut self, io: &mut Io<'_>, _now: Instant) {
+    fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
         self.refresh_counts(io);
+        if self.published.is_some() && self.next_publish <= now {
+            self.next_publish = now + Duration::from_secs(1);
+            self.publish(io);
+        }
     }
 
     fn should_stop(&self) -> bool {

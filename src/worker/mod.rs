@@ -27,8 +27,14 @@ use stats::Stats;
 ///
 /// The first line on standard output is `redmap worker listening on ADDR`
 /// with the bound address, so a script that asked for port 0 learns the port.
-pub fn run(addr: SocketAddr, config: Config, threads: usize) -> io::Result<()> {
+pub fn run(
+    addr: SocketAddr,
+    config: Config,
+    threads: usize,
+    http: Option<SocketAddr>,
+) -> io::Result<()> {
     let summary = config.summary();
+    let secret = config.secret.clone();
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!("worker listening on {local} ({threads} map threads, {summary})");
@@ -49,7 +55,18 @@ pub fn run(addr: SocketAddr, config: Config, threads: usize) -> io::Result<()> {
         draining: false,
         finished: false,
         recheck_at: None,
+        published: None,
+        next_publish: std::time::Instant::now(),
     };
+    if let Some(http) = http {
+        let shared = crate::http::Shared::default();
+        let bound = crate::http::serve(http, std::sync::Arc::clone(&shared), secret, None)?;
+        info!("metrics on http://{bound}/metrics (/api/status)");
+        let mut out = io::stdout().lock();
+        writeln!(out, "redmap worker metrics on http://{bound}/metrics")?;
+        out.flush()?;
+        handler.published = Some(shared);
+    }
     reactor.run(&mut handler)?;
     info!("worker stopped");
     Ok(())
