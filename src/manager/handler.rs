@@ -33,6 +33,9 @@ use crate::report::{self, Metrics, RttHistogram, WorkerView};
 /// of that job pauses: a slow reduce must not let results pile up.
 const MAX_PARTIALS_QUEUED: usize = 64;
 
+/// Most often the monitor's data is rendered again.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
 /// Ticks of throughput history the monitor's sparkline shows (5 minutes).
 const HISTORY_TICKS: usize = 300;
 
@@ -137,6 +140,7 @@ pub struct Manager {
     stop: Arc<AtomicBool>,
     /// Where the `--http` thread reads its pages, if there is one.
     published: Option<Shared>,
+    last_published: Instant,
     /// Tasks per second at each tick, for the monitor's sparkline.
     history: VecDeque<f64>,
     rtt: RttHistogram,
@@ -187,6 +191,7 @@ impl Manager {
             traffic: (0, 0),
             stop,
             published: None,
+            last_published: now,
             history: VecDeque::new(),
             rtt: RttHistogram::default(),
             shutting_down: false,
@@ -1314,6 +1319,7 @@ impl Manager {
     /// Serves pages from `shared` from now on (`--http`).
     pub fn publish_to(&mut self, shared: Shared) {
         self.published = Some(shared);
+        self.next_tick = Instant::now(); // publish at once, not in a second
     }
 
     /// Renders `/api/status` and `/metrics` for the HTTP thread.
@@ -1321,6 +1327,7 @@ impl Manager {
         let Some(shared) = self.published.clone() else {
             return;
         };
+        self.last_published = io.now();
         let stats = self.stats();
         let workers: Vec<WorkerView> = self
             .workers
@@ -1535,6 +1542,11 @@ impl Manager {
     /// Everything that may have changed after any event.
     fn settle(&mut self, io: &mut Io<'_>) {
         self.traffic = io.traffic();
+        // Between ticks too, so the monitor follows attaches and job ends.
+        if self.published.is_some() && io.now().duration_since(self.last_published) >= PUBLISH_EVERY
+        {
+            self.publish(io);
+        }
         self.check_shutdown(io);
         self.reducer_events(io);
         self.dispatch(io);

@@ -54,9 +54,9 @@ pub fn run(
         let shared = Shared::default();
         let bound = crate::http::serve(http, Arc::clone(&shared), secret, Some(MONITOR_PAGE))?;
         info!("monitor on http://{bound}/ (/api/status, /metrics)");
+        // Informational: a closed stdout must not stop the server.
         let mut out = io::stdout().lock();
-        writeln!(out, "redmap monitor on http://{bound}/")?;
-        out.flush()?;
+        let _ = writeln!(out, "redmap monitor on http://{bound}/").and_then(|()| out.flush());
         manager.publish_to(shared);
     }
     reactor.run(&mut manager)?;

@@ -62,9 +62,10 @@ pub fn run(
         let shared = crate::http::Shared::default();
         let bound = crate::http::serve(http, std::sync::Arc::clone(&shared), secret, None)?;
         info!("metrics on http://{bound}/metrics (/api/status)");
+        // Informational: a closed stdout must not stop the server.
         let mut out = io::stdout().lock();
-        writeln!(out, "redmap worker metrics on http://{bound}/metrics")?;
-        out.flush()?;
+        let _ = writeln!(out, "redmap worker metrics on http://{bound}/metrics")
+            .and_then(|()| out.flush());
         handler.published = Some(shared);
     }
     reactor.run(&mut handler)?;

@@ -25,9 +25,16 @@ pub fn redmap() -> Command {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Lines the server printed after the first (e.g. its HTTP address).
+    pub lines: Option<mpsc::Receiver<String>>,
 }
 
 impl Server {
+    /// The next line the server prints, waiting at most [`WAIT`].
+    pub fn next_line(&self) -> Option<String> {
+        self.lines.as_ref()?.recv_timeout(WAIT).ok()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -79,11 +86,15 @@ pub fn spawn_server(mut cmd: Command) -> Server {
     }
     let mut child = cmd.spawn().expect("spawn redmap");
     let stdout = child.stdout.take().expect("stdout");
+    // Keep reading (and so keep the pipe open) for the server's whole life.
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
     });
     let line = match rx.recv_timeout(WAIT) {
         Ok(line) => line,
@@ -101,7 +112,11 @@ pub fn spawn_server(mut cmd: Command) -> Server {
             let _ = child.kill();
             panic!("unexpected first line from server: {line:?}")
         });
-    Server { child, addr }
+    Server {
+        child,
+        addr,
+        lines: Some(rx),
+    }
 }
 
 /// Runs a CLI command to completion, killing it if it outlives [`WAIT`].
@@ -454,7 +469,11 @@ pub fn start_worker_at(addr: &str, env: &[(&str, &str)]) -> Server {
         let mut line = String::new();
         let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
         if let Some(bound) = line.trim().rsplit(' ').next().and_then(|a| a.parse().ok()) {
-            return Server { child, addr: bound };
+            return Server {
+                child,
+                addr: bound,
+                lines: None,
+            };
         }
         let _ = child.wait();
         assert!(
