@@ -370,3 +370,31 @@ fn a_browser_shows_the_job_advancing_and_the_workers() {
     let out = job.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn a_worker_serves_its_metrics_and_status_over_http() {
+    let mut cmd = redmap();
+    cmd.args(["worker", "start", "127.0.0.1:0", "--http", "127.0.0.1:0"]);
+    let worker = spawn_server(cmd);
+    let line = worker.next_line().expect("the metrics address");
+    let http: SocketAddr = line
+        .trim()
+        .trim_start_matches("redmap worker metrics on http://")
+        .trim_end_matches("/metrics")
+        .parse()
+        .unwrap_or_else(|_| panic!("unexpected line {line:?}"));
+    assert!(util::ping(worker.addr));
+    assert!(eventually(util::WAIT, || {
+        let (code, body) = get(http, "/metrics", None);
+        code == 200 && body.contains("redmap_frames_received_total{opcode=\"PING\"}")
+    }));
+    let samples = parse_metrics(&get(http, "/metrics", None).1);
+    assert_eq!(value(&samples, "redmap_tasks_processed_total"), 0.0);
+    let (code, status) = get(http, "/api/status", None);
+    assert_eq!(code, 200);
+    assert!(
+        status.contains(&format!("\"address\":\"{}\"", worker.addr)),
+        "{status}"
+    );
+    assert_eq!(get(http, "/", None).0, 404, "workers have no page");
+}
