@@ -180,7 +180,7 @@ pub mod abi {
     }
 }
 
-/// The plugin side of the ABI, used by [`export_job!`]. Not for direct use.
+/// The plugin side of the ABI, used by [`export_job!`](crate::export_job). Not for direct use.
 #[doc(hidden)]
 pub mod __private {
     use super::abi::{self, Buf, JobEntry};

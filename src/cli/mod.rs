@@ -6,7 +6,7 @@
 //!
 //! - [`duration`]: human durations (`500ms`, `2m`) for the timeout flags;
 //! - [`output`]: aligned tables and `--json`;
-//! - [`run`]: `redmap run PATH`, embedded or on a manager;
+//! - [`run`](mod@run): `redmap run PATH`, embedded or on a manager;
 //! - [`manager`]: `redmap manager start|attach|detach|stats`;
 //! - [`jobs`]: `redmap jobs list|stats`;
 //! - [`worker`]: `redmap worker start|status|info`.

@@ -9,7 +9,7 @@
 //! the expiry of another.
 //!
 //! What a deadline means depends on the connection's phase (see
-//! [`Conn`](super::conn::Conn)): mid-input with no progress for
+//! [`Conn`]): mid-input with no progress for
 //! `read_timeout` closes it; output that makes no progress for
 //! `write_timeout` closes it; an idle connection has no deadline at all.
 //!
