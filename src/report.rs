@@ -8,6 +8,15 @@ use std::fmt::Write as _;
 use crate::cli::output::Json;
 use crate::proto::msg::{Info, JobSummary, ManagerStats};
 
+/// A job that finished with every task done and no error of any kind:
+/// what exit status 0 of `redmap run` and `redmap jobs watch` means.
+pub fn job_clean(j: &JobSummary) -> bool {
+    j.status == crate::proto::msg::JobStatus::Finished
+        && j.failed == 0
+        && j.load_errors == 0
+        && j.reduce_errors == 0
+}
+
 /// Tasks per second over a job's life so far.
 pub fn throughput(j: &JobSummary) -> f64 {
     (j.processed + j.failed) as f64 / (j.elapsed_ms.max(1) as f64 / 1000.0)
@@ -144,6 +153,24 @@ impl Metrics {
         for (v, x) in samples {
             let _ = writeln!(self.out, "{name}{{{label}=\"{v}\"}} {x}");
         }
+    }
+
+    /// `redmap_frames_received_total{opcode="NAME"}` from the reactor's counts.
+    pub fn frames_by_opcode(&mut self, frames: &[(u8, u64)]) {
+        let samples: Vec<(String, f64)> = frames
+            .iter()
+            .map(|&(op, n)| {
+                let name = crate::proto::Opcode::try_from(op).map_or("UNKNOWN", |o| o.name());
+                (name.to_owned(), n as f64)
+            })
+            .collect();
+        self.labelled(
+            "redmap_frames_received_total",
+            "counter",
+            "Frames received, by opcode.",
+            "opcode",
+            &samples,
+        );
     }
 
     /// A histogram from cumulative bucket counts (upper bounds in seconds).

@@ -86,10 +86,7 @@ fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
         Waited::Interrupted => Ok(ExitCode::from(130)),
         Waited::Over(job) => {
             quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
-            let clean = job.status == crate::proto::msg::JobStatus::Finished
-                && job.failed == 0
-                && job.load_errors == 0
-                && job.reduce_errors == 0;
+            let clean = crate::report::job_clean(&job);
             Ok(if clean {
                 ExitCode::SUCCESS
             } else {

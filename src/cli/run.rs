@@ -17,7 +17,7 @@ use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg,
 use crate::local::{self, Options, Report};
 use crate::net::Client;
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
-use crate::proto::msg::{Install, JobStatus, JobSummary, RunJob};
+use crate::proto::msg::{Install, JobSummary, RunJob};
 use crate::proto::Message;
 
 #[derive(Debug, Args)]
@@ -277,10 +277,7 @@ fn run_remote(
         remote_summary(&mut out, &job)
     };
     quiet_broken_pipe(written)?;
-    let clean = job.status == JobStatus::Finished
-        && job.failed == 0
-        && job.load_errors == 0
-        && job.reduce_errors == 0;
+    let clean = crate::report::job_clean(&job);
     Ok(if clean {
         ExitCode::SUCCESS
     } else {

@@ -1406,21 +1406,7 @@ impl Manager {
             "Backup copies sent for straggling batches.",
             stats.backups,
         );
-        let frames: Vec<(String, f64)> = io
-            .frames_in()
-            .into_iter()
-            .map(|(op, n)| {
-                let name = crate::proto::Opcode::try_from(op).map_or("UNKNOWN", |o| o.name());
-                (name.to_owned(), n as f64)
-            })
-            .collect();
-        m.labelled(
-            "redmap_frames_received_total",
-            "counter",
-            "Frames received, by opcode.",
-            "opcode",
-            &frames,
-        );
+        m.frames_by_opcode(&io.frames_in());
         m.labelled(
             "redmap_workers",
             "gauge",

@@ -68,21 +68,7 @@ impl WorkerHandler {
             "Failed authentication handshakes.",
             io.auth_failures(),
         );
-        let frames: Vec<(String, f64)> = io
-            .frames_in()
-            .into_iter()
-            .map(|(op, n)| {
-                let name = crate::proto::Opcode::try_from(op).map_or("UNKNOWN", |o| o.name());
-                (name.to_owned(), n as f64)
-            })
-            .collect();
-        m.labelled(
-            "redmap_frames_received_total",
-            "counter",
-            "Frames received, by opcode.",
-            "opcode",
-            &frames,
-        );
+        m.frames_by_opcode(&io.frames_in());
         m.gauge(
             "redmap_active_jobs",
             "Jobs with batches queued or running here.",
