@@ -428,9 +428,13 @@ fn socket_inodes(pid: u32) -> Vec<String> {
 }
 
 /// Established TCP connections of process `pid` to `port` on this machine.
+///
+/// Counts distinct sockets: /proc/net/tcp is read in several chunks, and
+/// when other connections come and go between two chunks (the flood tests
+/// run alongside) the kernel can list a line twice.
 pub fn connections_to(pid: u32, port: u16) -> usize {
     let inodes = socket_inodes(pid);
-    let mut n = 0;
+    let mut seen = std::collections::HashSet::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
@@ -445,11 +449,11 @@ pub fn connections_to(pid: u32, port: u16) -> usize {
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
             if remote_port == Some(port) {
-                n += 1;
+                seen.insert(cols[9].to_owned());
             }
         }
     }
-    n
+    seen.len()
 }
 
 /// Starts a worker on a given address (to restart one where it was).
