@@ -153,6 +153,64 @@ fn a_million_tasks_finish_exactly_with_bounded_connections_and_flat_memory() {
     }
 }
 
+/// Each task sleeps 1.2 s, and the job gives no count: nothing tells the
+/// manager beforehand that its tasks are slow.
+const LONG_TASKS: &str = r#"
+use redmap::job::{Error, Job, Tasks};
+struct Long;
+fn num(b: &[u8]) -> Result<u64, Error> {
+    if b.is_empty() { return Ok(0); }
+    Ok(std::str::from_utf8(b)?.parse()?)
+}
+impl Job for Long {
+    fn load(&self) -> Tasks { Box::new((1..=12u64).map(|n| Ok(n.to_string().into_bytes()))) }
+    fn map(&self, t: &[u8]) -> Result<Vec<u8>, Error> {
+        std::thread::sleep(std::time::Duration::from_millis(1200));
+        Ok(t.to_vec())
+    }
+    fn reduce(&self, a: &[u8], c: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok((num(a)? + num(c)?).to_string().into_bytes())
+    }
+    fn done(&self, r: &[u8]) -> Result<(), Error> { std::fs::write("result", r)?; Ok(()) }
+}
+redmap::export_job!(Long);
+"#;
+
+#[test]
+fn tasks_longer_than_the_read_timeout_are_not_mistaken_for_a_dead_worker() {
+    let dir = util::TempDir::new("long");
+    let src = dir.write("long.rs", LONG_TASKS);
+    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[]);
+    let manager = cluster.manager.addr_arg();
+    let out = util::run(cluster.cli(&["run", "-m", &manager, src.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "78");
+
+    // No batch was taken away from a busy worker: nothing was redone, so
+    // no answer came twice.
+    let job = util::job_summary(&manager, 1).expect("job stats");
+    assert_eq!(
+        (job.failed, job.retried, job.duplicates),
+        (0, 0, 0),
+        "{job:?}"
+    );
+    // Small batches spread the slow tasks over both workers.
+    for worker in &cluster.workers {
+        let info = redmap::net::Client::connect(
+            &worker.addr_arg(),
+            redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+            1 << 20,
+        )
+        .and_then(|mut c| c.info())
+        .expect("worker info");
+        assert!(
+            info.tasks_processed > 0,
+            "{} did no task",
+            worker.addr_arg()
+        );
+    }
+}
+
 #[test]
 fn wordcount_over_megabytes_matches_a_direct_count() {
     let dir = util::TempDir::new("wc-text");

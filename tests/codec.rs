@@ -67,12 +67,14 @@ pub fn samples() -> Vec<Message> {
                 panicked: true,
                 message: "panic: boom".into(),
             }],
+            busy_us: 1234,
         }),
         Message::BatchResult(BatchResult {
             batch_id: 78,
             processed: 0,
             value: None,
             failures: vec![],
+            busy_us: 0,
         }),
         Message::RunJob(RunJob {
             hash: [2; 32],

@@ -3,7 +3,7 @@
 //! workers. Everything here runs on the reactor thread and never blocks:
 //! job code runs on each job's loader and reducer threads (see `job.rs`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::Waker;
 
-use super::job::{Job, Pending, ReducerMsg, MAX_BATCH_BYTES};
+use super::job::{Job, Pending, ReducerMsg};
 use super::pool::{Install, Worker, WorkerConn, WorkerState, FIRST_BACKOFF, MAX_BACKOFF};
+use super::sizing::MAX_BATCH_BYTES;
 use crate::cli::output::Json;
 use crate::http::{Published, Shared};
 use crate::net::addr::dial_addrs;
@@ -829,6 +830,8 @@ impl Manager {
         } else {
             0.8 * job.secs_per_task + 0.2 * per_task
         };
+        job.sizer
+            .observe(f.tasks.len(), Duration::from_micros(r.busy_us));
         job.in_flight_batches -= 1;
         job.processed += u64::from(r.processed);
         self.tasks_processed += u64::from(r.processed);
@@ -1705,11 +1708,15 @@ impl Handler for Manager {
             self.rate.pop_front();
         }
         // A request unanswered for the read timeout means its worker is
-        // failing; its batches go to the others.
+        // failing; its batches go to the others. A batch is exempt: its
+        // tasks may rightly take longer than that, and the pings below,
+        // which a live worker answers at once on every connection, tell a
+        // busy worker from a silent one.
         let read_timeout = self.read_timeout;
         let overdue: Vec<(ConnId, u32)> = self
             .outstanding
             .iter()
+            .filter(|(_, o)| !matches!(o.what, Request::Batch { .. }))
             .filter(|(_, o)| !o.expired && now.duration_since(o.sent) > read_timeout)
             .map(|(key, _)| *key)
             .collect();
@@ -1729,27 +1736,26 @@ impl Handler for Manager {
                 self.fail_worker(io, w, "no answer within the read timeout");
             }
         }
-        // Health checks: one ping in flight per worker that has connections.
-        let pinged: Vec<usize> = self
+        // Health checks: one ping in flight on every worker connection, so
+        // a connection that went silent is noticed even while the others
+        // still answer.
+        let pinged: HashSet<ConnId> = self
             .outstanding
-            .values()
-            .filter_map(|o| match o.what {
-                Request::Ping { worker } => Some(worker),
-                _ => None,
-            })
+            .iter()
+            .filter(|(_, o)| matches!(o.what, Request::Ping { .. }))
+            .map(|((conn, _), _)| *conn)
             .collect();
-        for w in 0..self.workers.len() {
-            let conn = match self.worker(w) {
-                Some(wk)
-                    if !matches!(wk.state, WorkerState::Connecting) && !pinged.contains(&w) =>
-                {
-                    wk.conns.first().map(|c| c.id)
-                }
-                _ => continue,
-            };
-            if let Some(conn) = conn {
-                self.request(io, conn, &Message::Ping, Request::Ping { worker: w });
-            }
+        let due: Vec<(usize, ConnId)> = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter_map(|(w, wk)| Some((w, wk.as_ref()?)))
+            .filter(|(_, wk)| wk.state != WorkerState::Connecting)
+            .flat_map(|(w, wk)| wk.conns.iter().map(move |c| (w, c.id)))
+            .filter(|(_, conn)| !pinged.contains(conn))
+            .collect();
+        for (w, conn) in due {
+            self.request(io, conn, &Message::Ping, Request::Ping { worker: w });
         }
         let rate = self.stats().tasks_per_sec_milli as f64 / 1000.0;
         self.history.push_back(rate);

@@ -4,16 +4,15 @@
 //! The loader thread pulls `load()` and cuts the tasks into batches, sent
 //! through a bounded channel: it blocks when the channel is full, so tasks
 //! are loaded only as fast as workers take them and the manager's memory
-//! does not grow with the job. Batches start small, so the first tasks
-//! spread over every worker, and double up to a cap derived from the job's
-//! estimate, so tiny tasks travel thousands to a frame.
+//! does not grow with the job. It cuts each batch at the size the
+//! [`BatchSizer`] last set from the workers' answers.
 //!
 //! The reducer thread folds the workers' partial results with `reduce` in
 //! arrival order, then calls `done`. Both report back to the event loop
 //! through channels and the waker; neither ever runs on it.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
@@ -21,16 +20,11 @@ use std::time::Instant;
 
 use mio::Waker;
 
+use super::sizing::{spread_cap, BatchSizer};
 use crate::plugin::{Plugin, PluginHash};
 use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::{JobStatus, JobSummary, TaskList};
 
-/// Most tasks in one batch.
-pub const MAX_BATCH_TASKS: usize = 8192;
-/// Batches are cut at this many bytes of task payload.
-pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// First batch size; doubles with each batch up to the cap.
-const FIRST_BATCH_TASKS: usize = 16;
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
 /// Most recent errors a job keeps with their messages.
@@ -123,8 +117,11 @@ pub struct Job {
     pub backups_won: u64,
     /// Late answers for batches already applied, dropped.
     pub duplicates: u64,
-    /// Seconds per task, a moving average over answered batches.
+    /// Seconds per task from sending a batch to its answer, a moving
+    /// average: what a straggler is measured against.
     pub secs_per_task: f64,
+    /// Sets the size of the next batches from the workers' map times.
+    pub sizer: BatchSizer,
     /// Set on cancel: the reducer then skips `done`.
     pub cancelled: Arc<AtomicBool>,
     loader: Option<Receiver<LoaderMsg>>,
@@ -161,6 +158,7 @@ impl Job {
             backups_won: 0,
             duplicates: 0,
             secs_per_task: 0.0,
+            sizer: BatchSizer::new(),
             cancelled: Arc::new(AtomicBool::new(false)),
             loader: None,
             loader_done: false,
@@ -191,10 +189,10 @@ impl Job {
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
         self.loader = Some(load_rx);
         let (plugin, w) = (Arc::clone(&self.plugin), Arc::clone(&waker));
-        let spread = spread.max(1);
+        let target = self.sizer.shared();
         thread::Builder::new()
             .name(format!("load-{}", self.id))
-            .spawn(move || load(&plugin, &load_tx, &w, spread, max_batch_bytes))
+            .spawn(move || load(&plugin, &load_tx, &w, spread, &target, max_batch_bytes))
             .expect("spawn loader thread");
         let (partial_tx, partial_rx) = mpsc::channel();
         self.partials = Some(partial_tx);
@@ -334,14 +332,11 @@ fn load(
     tx: &SyncSender<LoaderMsg>,
     waker: &Waker,
     spread: usize,
+    target: &AtomicUsize,
     max_bytes: usize,
 ) {
     let estimate = plugin.count();
-    // Enough batches that every worker slot gets several, but never more
-    // tasks to a batch than MAX_BATCH_TASKS.
-    let cap = estimate.map_or(MAX_BATCH_TASKS, |n| {
-        (n as usize / (spread * 4)).clamp(1, MAX_BATCH_TASKS)
-    });
+    let cap = spread_cap(estimate, spread);
     if !send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)) {
         return;
     }
@@ -353,7 +348,7 @@ fn load(
             return;
         }
     };
-    let mut size = FIRST_BATCH_TASKS.min(cap);
+    let mut size = target.load(Ordering::Relaxed).min(cap);
     let mut list = TaskList::new();
     let mut first_index = 0u64;
     let mut index = 0u64;
@@ -372,7 +367,7 @@ fn load(
                         return; // the job was dropped
                     }
                     first_index = index;
-                    size = (size * 2).min(cap);
+                    size = target.load(Ordering::Relaxed).min(cap);
                 }
             }
             Err(e) => {

@@ -3,11 +3,13 @@
 //!
 //! - [`handler`]: the event-loop side: control API, worker replies, scheduling;
 //! - [`job`]: one job's lifecycle, and its loader and reducer threads;
-//! - [`pool`]: one worker's state and connection pool.
+//! - [`pool`]: one worker's state and connection pool;
+//! - [`sizing`]: how many tasks go into one batch.
 
 pub mod handler;
 pub mod job;
 pub mod pool;
+pub mod sizing;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;

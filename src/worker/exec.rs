@@ -6,6 +6,7 @@
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Instant;
 
 use log::warn;
 use mio::Waker;
@@ -35,8 +36,11 @@ pub struct Pool {
 }
 
 fn run_batch(work: &Work) -> BatchResult {
+    let started = Instant::now();
     let folded = fold_batch(&work.plugin, work.batch.tasks.iter());
+    let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     BatchResult {
+        busy_us,
         batch_id: work.batch.batch_id,
         processed: folded.processed,
         value: folded.value,

@@ -16,6 +16,7 @@
 //!   bytes     the partial accumulator (present only if the flag is 1)
 //!   u32       m, the number of failed tasks
 //!   m times:  u32 index of the task in the batch, u8 1 if it panicked, str error
+//!   u64       microseconds the worker's thread spent on the batch
 //! ```
 
 use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
@@ -142,6 +143,10 @@ pub struct BatchResult {
     pub processed: u32,
     pub value: Option<Vec<u8>>,
     pub failures: Vec<TaskFailure>,
+    /// Microseconds the worker's map thread spent mapping and folding the
+    /// batch (not counting its wait in the queue): how the manager sizes
+    /// batches.
+    pub busy_us: u64,
 }
 
 impl BatchResult {
@@ -167,6 +172,7 @@ impl BatchResult {
             processed,
             value,
             failures,
+            busy_us: c.u64("busy time")?,
         })
     }
 
@@ -186,6 +192,7 @@ impl BatchResult {
             out.push(u8::from(f.panicked));
             put_str(out, &f.message);
         }
+        put_u64(out, self.busy_us);
     }
 }
 
