@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::Waker;
 
-use super::job::{Job, Pending, ReducerMsg};
+use super::job::{Job, Pending, ReducerMsg, KEPT_ENDED_JOBS};
 use super::pool::{Install, Worker, WorkerConn, WorkerState, FIRST_BACKOFF, MAX_BACKOFF};
 use super::sizing::MAX_BATCH_BYTES;
 use crate::cli::output::Json;
@@ -1314,9 +1314,26 @@ impl Manager {
             job.failed,
             job.retried
         );
+        job.retire();
         let hash = job.hash;
         self.uninstall_unused(io, hash);
+        self.forget_old_jobs();
         self.start_waiting_jobs(io);
+    }
+
+    /// Keeps the summaries of the last KEPT_ENDED_JOBS ended jobs, so a
+    /// manager that runs jobs for months does not grow with each one.
+    fn forget_old_jobs(&mut self) {
+        let ended: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| j.status.is_over())
+            .map(|j| j.id)
+            .collect();
+        let excess = ended.len().saturating_sub(KEPT_ENDED_JOBS);
+        for id in &ended[..excess] {
+            self.jobs.remove(id);
+        }
     }
 
     /// Serves pages from `shared` from now on (`--http`).
@@ -1497,12 +1514,14 @@ impl Manager {
             ));
         }
         job.cancel();
+        job.retire();
         job.in_flight_batches = 0;
         let hash = job.hash;
         info!("job {id} ({}): cancelled", job.name);
         // Answers still on their way are released and dropped on arrival.
         self.in_flight.retain(|_, f| f.job != id);
         self.uninstall_unused(io, hash);
+        self.forget_old_jobs();
         self.start_waiting_jobs(io);
         Ok(())
     }

@@ -29,6 +29,8 @@ use crate::proto::msg::{JobStatus, JobSummary, TaskList};
 const LOAD_AHEAD: usize = 4;
 /// Most recent errors a job keeps with their messages.
 pub const KEPT_ERRORS: usize = 10;
+/// Ended jobs whose summaries the manager keeps; older ones are forgotten.
+pub const KEPT_ENDED_JOBS: usize = 1000;
 
 /// What the loader thread tells the event loop.
 pub enum LoaderMsg {
@@ -262,6 +264,14 @@ impl Job {
         self.staged = None;
         self.retry.clear();
         self.partials = None; // the reducer drains and exits
+    }
+
+    /// Drops what only a live job needs: the library's bytes (kept to
+    /// install it on workers that join) can be megabytes per job.
+    pub fn retire(&mut self) {
+        self.library = Arc::default();
+        self.retry.clear();
+        self.staged = None;
     }
 
     pub fn has_work(&self) -> bool {
