@@ -193,6 +193,39 @@ fn a_client_that_skips_the_handshake_is_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn a_stranger_cannot_make_a_server_buffer_a_huge_first_frame() {
+    let (_dir, manager, workers) = secured();
+    for server in [&manager, &workers[0]] {
+        let before = server.rss_kib();
+        // A HELLO header that announces 100 MiB, then the bytes to back it.
+        let mut header = util::frame_bytes(1, &Message::Hello([0; 32]));
+        header.truncate(redmap::proto::HEADER_LEN);
+        header[8..12].copy_from_slice(&(100u32 << 20).to_be_bytes());
+        let mut s = connect(server.addr);
+        s.write_all(&header).unwrap();
+        match read_message(&mut s) {
+            (1, Message::Error(e)) => assert_eq!(e.code, ErrorCode::AUTH_FAILED, "{e}"),
+            other => panic!("expected AUTH_FAILED, got {other:?}"),
+        }
+        // Whatever follows is not kept: the server is closing.
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..100 {
+            if s.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        assert!(util::is_closed(&mut s));
+        let after = server.rss_kib();
+        assert!(
+            after < before + 16 * 1024,
+            "RSS grew from {before} KiB to {after} KiB"
+        );
+        let pong = util::text_session(server.addr, "ping\n");
+        assert_eq!(pong, "pong\n", "the server stopped answering");
+    }
+}
+
+#[test]
 fn a_replayed_handshake_is_refused() {
     let (_dir, manager, _workers) = secured();
     let secret = redmap::net::auth::Secret::new(SECRET.as_bytes().to_vec()).unwrap();

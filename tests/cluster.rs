@@ -359,6 +359,17 @@ fn detach_waits_for_work_in_flight_and_the_other_worker_finishes_the_job() {
         processed_at_detach < 2_000_000,
         "the job was over before the detach"
     );
+    // Detached means let go: the manager holds no connection to it.
+    let port = cluster.workers[0].addr.port();
+    let started = Instant::now();
+    while connections_to(cluster.manager.pid(), port) > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the manager still holds {} connections to the detached worker",
+            connections_to(cluster.manager.pid(), port)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

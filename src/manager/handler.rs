@@ -322,6 +322,15 @@ impl Manager {
             }
             Ok(Some(w)) => w,
         };
+        if self
+            .worker(w)
+            .is_some_and(|wk| wk.state == WorkerState::Detaching)
+        {
+            return Some(refused(
+                ErrorCode::CONFLICT,
+                format!("worker {addr} is already being detached"),
+            ));
+        }
         let busy = self.worker(w).is_some_and(|w| w.in_flight() > 0);
         if busy && !self.settings.force_detach {
             if let Some(worker) = self.worker(w) {
@@ -338,7 +347,8 @@ impl Manager {
         Some(Message::Detached)
     }
 
-    /// Detaches worker `w` now: its batches in flight go back to the queue.
+    /// Detaches worker `w` now: its batches in flight go back to the queue,
+    /// as they are (leaving is not the tasks' fault).
     fn remove_worker(&mut self, io: &mut Io<'_>, w: usize) {
         let Some(worker) = self.workers.get_mut(w).and_then(Option::take) else {
             return;
@@ -347,14 +357,23 @@ impl Manager {
         self.terminated += 1;
         for c in &worker.conns {
             self.worker_conns.remove(&c.id);
-            self.lose_conn(c.id);
+            self.lose_conn(c.id, false);
             io.close(c.id);
+        }
+        if worker.state == WorkerState::Connecting {
+            // The attach still waiting for its first answer gets one.
+            if let Some((c, id)) = worker.waiting_reply {
+                let why = format!("worker {} was detached before it answered", worker.addr);
+                io.send(c, id, &refused(ErrorCode::CONFLICT, why));
+            }
         }
     }
 
     /// `conn` is gone: forgets the requests sent on it, and puts every
-    /// batch whose only copy was on it back in its job's queue.
-    fn lose_conn(&mut self, conn: ConnId) {
+    /// batch whose only copy was on it back in its job's queue. `broke`:
+    /// the connection broke (its worker may have died of a batch), rather
+    /// than being closed by the manager.
+    fn lose_conn(&mut self, conn: ConnId, broke: bool) {
         let lost: Vec<(u32, Outstanding)> = self
             .outstanding
             .keys()
@@ -368,7 +387,7 @@ impl Manager {
             if let Request::Batch { batch, .. } = o.what {
                 // Lost with its worker: if the worker died of the batch
                 // itself, sending it again as is would kill the next one.
-                self.drop_copy(batch, conn, true);
+                self.drop_copy(batch, conn, broke);
             }
         }
     }
@@ -666,11 +685,25 @@ impl Manager {
                     self.fail_worker(io, w, &e.message);
                 }
             }
-            (_, other) => {
+            (what, other) => {
                 warn!(
                     "{conn}: unexpected reply {} from a worker; closing",
                     other.opcode()
                 );
+                // The request is answered, if wrongly: what it carried is
+                // settled here, as closing will not find it outstanding.
+                match what {
+                    Request::Batch { batch, .. } => {
+                        self.release_slot(conn, w);
+                        self.drop_copy(batch, conn, false);
+                    }
+                    Request::Install { worker, hash } => {
+                        if let Some(wk) = self.worker(worker) {
+                            wk.installed.remove(&hash);
+                        }
+                    }
+                    Request::Ping { .. } | Request::Uninstall => {}
+                }
                 io.close(conn);
             }
         }
@@ -680,16 +713,23 @@ impl Manager {
         let Some(worker) = self.worker(w) else {
             return;
         };
-        let was = worker.state;
-        worker.state = WorkerState::Active;
-        worker.last_error = None;
-        match was {
-            WorkerState::Connecting => info!("worker {}: attached", worker.addr),
-            WorkerState::Failing { .. } => info!("worker {}: back", worker.addr),
-            _ => {}
-        }
-        if let Some((c, id)) = worker.waiting_reply.take() {
-            io.send(c, id, &Message::Attached);
+        // A pong only says the worker is alive: a worker being detached
+        // stays so, and its parked DETACH keeps waiting.
+        match worker.state {
+            WorkerState::Connecting => {
+                info!("worker {}: attached", worker.addr);
+                worker.state = WorkerState::Active;
+                worker.last_error = None;
+                if let Some((c, id)) = worker.waiting_reply.take() {
+                    io.send(c, id, &Message::Attached);
+                }
+            }
+            WorkerState::Failing { .. } => {
+                info!("worker {}: back", worker.addr);
+                worker.state = WorkerState::Active;
+                worker.last_error = None;
+            }
+            WorkerState::Active | WorkerState::Detaching => {}
         }
         self.ensure_installs(io, w);
     }
@@ -787,7 +827,7 @@ impl Manager {
         }
     }
 
-    fn batch_done(&mut self, io: &mut Io<'_>, copy: AnsweredCopy, r: BatchResult) {
+    fn batch_done(&mut self, _io: &mut Io<'_>, copy: AnsweredCopy, r: BatchResult) {
         let AnsweredCopy {
             conn,
             worker: w,
@@ -863,7 +903,6 @@ impl Manager {
                 }
             }
         }
-        self.maybe_finish_detach(io, w);
     }
 
     /// A worker refused a batch (it lost the job's library, or it is
@@ -1233,12 +1272,19 @@ impl Manager {
             wk.addr
         );
         wk.last_error = Some(why.to_owned());
-        if wk.state == WorkerState::Active {
-            wk.state = WorkerState::Failing {
-                retry_at: now + FIRST_BACKOFF,
-                backoff: FIRST_BACKOFF,
-            };
+        if wk.state == WorkerState::Detaching {
+            // Its batches go to the others either way: it is detached now.
+            let reply = wk.waiting_reply.take();
+            self.remove_worker(io, w);
+            if let Some((c, id)) = reply {
+                io.send(c, id, &Message::Detached);
+            }
+            return;
         }
+        wk.state = WorkerState::Failing {
+            retry_at: now + FIRST_BACKOFF,
+            backoff: FIRST_BACKOFF,
+        };
         let copies: Vec<(u64, ConnId)> = self
             .in_flight
             .iter()
@@ -1557,6 +1603,11 @@ impl Manager {
         }
         self.check_shutdown(io);
         self.reducer_events(io);
+        // Whatever answered a detaching worker's last batch (a result, a
+        // duplicate, a refusal), the detach ends here.
+        for w in 0..self.workers.len() {
+            self.maybe_finish_detach(io, w);
+        }
         self.dispatch(io);
         for job in self.jobs.values_mut() {
             if job.finish_if_complete() {
@@ -1654,7 +1705,7 @@ impl Handler for Manager {
                 _ => None,
             })
             .collect();
-        self.lose_conn(conn);
+        self.lose_conn(conn, true);
         let now = io.now();
         let Some(worker) = self.worker(w) else {
             return;

@@ -19,6 +19,10 @@ use crate::proto::{encode_frame, Decoder, Frame, FrameError, Message, ReadBuf, M
 /// without end.
 pub const WRITE_HIGH_WATER: usize = 8 * 1024 * 1024;
 
+/// Largest payload accepted before the handshake is over. Handshake
+/// messages are at most 64 bytes; an error frame with its message fits too.
+pub const HANDSHAKE_MAX_SIZE: u32 = 1024;
+
 /// Where the connection is in its life. Each variant holds what is valid in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -72,6 +76,17 @@ impl AuthState {
         }
     }
 
+    /// Either side of a handshake that is not over.
+    pub fn is_handshaking(&self) -> bool {
+        matches!(
+            self,
+            AuthState::AwaitHello { .. }
+                | AuthState::AwaitAuth { .. }
+                | AuthState::AwaitChallenge { .. }
+                | AuthState::AwaitOk
+        )
+    }
+
     /// A server-side connection not yet authenticated.
     pub fn is_pending_server(&self) -> bool {
         matches!(
@@ -107,6 +122,8 @@ pub struct Conn {
     pub phase: Phase,
     inbuf: ReadBuf,
     decoder: Decoder,
+    /// The frame limit once authenticated (`--max-size`).
+    max_size: u32,
     out: Vec<u8>,
     out_pos: usize,
     /// Set while a partial input is buffered: a peer that stalls mid-frame
@@ -137,6 +154,7 @@ impl Conn {
             phase: Phase::Sniff,
             inbuf: ReadBuf::new(),
             decoder: Decoder::new(max_size),
+            max_size,
             out: Vec::new(),
             out_pos: 0,
             read_deadline: None,
@@ -238,6 +256,9 @@ impl Conn {
             self.phase = Phase::Linger { until, shut: false };
             self.read_deadline = None;
         }
+        // The reactor drives dirty connections: that sends what is queued,
+        // shuts the write side and arms the linger deadline.
+        self.dirty = true;
     }
 
     /// One read. While lingering the bytes are discarded into a scratch
@@ -279,6 +300,13 @@ impl Conn {
                 Some(_) => self.phase = Phase::Text,
             }
         }
+        // Until the handshake is over, only its small frames are expected:
+        // a peer without the secret must not make us buffer --max-size.
+        self.decoder.set_max_size(if self.auth.is_handshaking() {
+            HANDSHAKE_MAX_SIZE.min(self.max_size)
+        } else {
+            self.max_size
+        });
         match self.phase {
             Phase::Binary => match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(frame)) => Input::Frame(frame),

@@ -556,6 +556,8 @@ impl Reactor {
             Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
         };
         let mut read_any = false;
+        // Inputs left buffered by backpressure go first, once replies drain.
+        let mut deferred = self.handle_inputs(id, handler, now);
         if try_read {
             for _ in 0..READ_BUDGET {
                 let Some(c) = self.core.conns.get_mut(id) else {
@@ -576,7 +578,7 @@ impl Reactor {
                 }
                 read_any |= outcome.bytes > 0;
                 self.core.bytes_in += outcome.bytes as u64;
-                self.handle_inputs(id, handler, now);
+                deferred = self.handle_inputs(id, handler, now);
                 if outcome.blocked || outcome.eof {
                     break;
                 }
@@ -595,6 +597,11 @@ impl Reactor {
             Err(e) => return self.close(id, CloseReason::Io(e), handler, now),
         }
         self.core.bytes_out += wrote as u64;
+        if deferred && c.pending_out() <= WRITE_HIGH_WATER {
+            // Drained within this call: no writable event will come to
+            // resume the inputs left waiting, so come back next turn.
+            self.again.push(id);
+        }
         if c.peer_eof && !c.is_lingering() {
             // The peer is done sending. Whatever it sent has been handled;
             // finish sending our replies, then close.
@@ -628,20 +635,26 @@ impl Reactor {
         self.core.schedule(id);
     }
 
-    /// Hands every complete input buffered on `id` to the handler.
-    fn handle_inputs<H: Handler>(&mut self, id: ConnId, handler: &mut H, now: Instant) {
+    /// Hands every complete input buffered on `id` to the handler. Stops
+    /// early, returning true, once the replies waiting to be sent pass
+    /// [`WRITE_HIGH_WATER`]: one read can hold thousands of small requests,
+    /// and their replies must not pile up faster than the peer reads them.
+    fn handle_inputs<H: Handler>(&mut self, id: ConnId, handler: &mut H, now: Instant) -> bool {
         let linger_until = now + self.core.linger_limit();
         loop {
             let Some(c) = self.core.conns.get_mut(id) else {
-                return;
+                return false;
             };
+            if c.pending_out() > WRITE_HIGH_WATER {
+                return c.buffered_in() > 0;
+            }
             let input = c.next_input();
             let peer = c.peer;
             if let Input::Frame(frame) = &input {
                 self.core.frames_in[usize::from(frame.opcode)] += 1;
             }
             match input {
-                Input::None => return,
+                Input::None => return false,
                 Input::Frame(frame) => match Message::decode(&frame) {
                     Ok(msg) => {
                         let secret = self.core.config.secret.clone();
@@ -660,34 +673,43 @@ impl Reactor {
                                 self.core.auth_failures += 1;
                                 if c.outgoing {
                                     warn!("{id} {peer}: {why}");
-                                    return self.close(
-                                        id,
-                                        CloseReason::AuthFailed(why),
-                                        handler,
-                                        now,
-                                    );
+                                    self.close(id, CloseReason::AuthFailed(why), handler, now);
+                                    return false;
                                 }
                                 info!("{id} {peer}: {why}; closing");
-                                let err =
-                                    ProtoError::refused(crate::proto::ErrorCode::AUTH_FAILED, why);
-                                c.queue_handshake(frame.request_id, &Message::error(&err));
-                                c.linger(linger_until);
-                                return;
+                                refuse_stranger(c, frame.request_id, why, linger_until);
+                                return false;
                             }
                         }
+                    }
+                    Err(e) if c.auth.is_pending_server() => {
+                        // Nothing but the handshake is read before it is over.
+                        self.core.auth_failures += 1;
+                        info!("{id} {peer}: {e} before authenticating; closing");
+                        refuse_stranger(c, frame.request_id, EXPECTED_HELLO.into(), linger_until);
+                        return false;
                     }
                     Err(e) => {
                         debug!("{id} {peer}: request {}: {e}", frame.request_id);
                         c.queue_frame(frame.request_id, &Message::error(&e));
                     }
                 },
+                Input::Refused(e) if c.auth.is_pending_server() => {
+                    // Most likely a client without the secret sending real
+                    // work (too large for a handshake): say what is wrong.
+                    self.core.auth_failures += 1;
+                    info!("{id} {peer}: {e} before authenticating; closing");
+                    refuse_stranger(c, e.request_id, EXPECTED_HELLO.into(), linger_until);
+                    return false;
+                }
                 Input::Refused(e) => {
-                    let fatal = e.error.is_fatal();
+                    // Before the handshake, any refused frame ends the connection.
+                    let fatal = e.error.is_fatal() || c.auth.is_handshaking();
                     info!("{id} {peer}: {e}{}", if fatal { "; closing" } else { "" });
                     c.queue_frame(e.request_id, &Message::error(&e.error));
                     if fatal {
                         c.linger(linger_until);
-                        return;
+                        return false;
                     }
                 }
                 Input::Line(line) if line.trim().is_empty() => {}
@@ -714,7 +736,7 @@ impl Reactor {
                         c.queue_text(&reply);
                         c.linger(linger_until);
                     }
-                    return;
+                    return false;
                 }
                 Input::LineTooLong => {
                     c.queue_text(&format!(
@@ -722,7 +744,7 @@ impl Reactor {
                         crate::proto::text::MAX_LINE
                     ));
                     c.linger(linger_until);
-                    return;
+                    return false;
                 }
             }
         }
@@ -810,4 +832,14 @@ impl Reactor {
 /// Sends `err` as the error reply to `request_id` on `conn`.
 pub fn reply_error(io: &mut Io<'_>, conn: ConnId, request_id: u32, err: &ProtoError) {
     io.send(conn, request_id, &Message::error(err));
+}
+
+/// Why a server closes a connection whose first frame is not a handshake.
+const EXPECTED_HELLO: &str = "authentication failed: expected HELLO";
+
+/// Answers an unauthenticated peer with one AUTH_FAILED frame and closes.
+fn refuse_stranger(c: &mut Conn, request_id: u32, why: String, linger_until: Instant) {
+    let err = ProtoError::refused(crate::proto::ErrorCode::AUTH_FAILED, why);
+    c.queue_handshake(request_id, &Message::error(&err));
+    c.linger(linger_until);
 }

@@ -47,6 +47,11 @@ impl Decoder {
         self.max_size
     }
 
+    /// Changes the limit for frames whose header is not read yet.
+    pub fn set_max_size(&mut self, max_size: u32) {
+        self.max_size = max_size;
+    }
+
     /// Takes the next complete frame out of `buf`.
     ///
     /// - `Ok(None)`: more bytes are needed; nothing was consumed.
