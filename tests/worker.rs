@@ -106,3 +106,67 @@ fn echo_ping_into_netcat_prints_pong() {
     assert_eq!(util::stdout(&out), "pong\n");
     assert!(out.status.success());
 }
+
+#[test]
+fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
+    use redmap::proto::msg::{Install, MapBatch, TaskList};
+    let dir = util::TempDir::new("busy");
+    let library = std::fs::read(util::cc_shared(
+        &dir,
+        &util::repo().join("examples/sum.c"),
+        "sum_c.so",
+    ))
+    .unwrap();
+    let hash = redmap::plugin::PluginHash::of(&library).0;
+    let worker = start_worker(&[]);
+    let mut s = connect(worker.addr);
+    send(
+        &mut s,
+        1,
+        &Message::Install(Install {
+            hash,
+            total: library.len() as u64,
+            offset: 0,
+            chunk: library,
+        }),
+    );
+    assert!(matches!(read_message(&mut s), (1, Message::InstallReply(r)) if r.complete));
+
+    // Twenty batches in one write: the worker reads them before any is done.
+    let total = 20u32;
+    let mut bytes = Vec::new();
+    for id in 0..total {
+        let mut tasks = TaskList::new();
+        tasks.push(b"1");
+        let batch = MapBatch {
+            hash,
+            batch_id: u64::from(id),
+            tasks,
+        };
+        bytes.extend(util::frame_bytes(100 + id, &Message::MapBatch(batch)));
+    }
+    std::io::Write::write_all(&mut s, &bytes).unwrap();
+    let (mut done, mut busy) = (0, 0);
+    for _ in 0..total {
+        match read_message(&mut s) {
+            (_, Message::BatchResult(r)) => {
+                assert_eq!(r.processed, 1);
+                done += 1;
+            }
+            (_, Message::Error(e)) if e.code == ErrorCode::BUSY => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(done, redmap::worker::handler::MAX_BATCHES_PER_CONN);
+    assert_eq!(busy, total as usize - done);
+    // The connection goes on, and takes batches again once those are done.
+    let mut tasks = TaskList::new();
+    tasks.push(b"1");
+    let batch = MapBatch {
+        hash,
+        batch_id: 99,
+        tasks,
+    };
+    send(&mut s, 7, &Message::MapBatch(batch));
+    assert!(matches!(read_message(&mut s), (7, Message::BatchResult(_))));
+}

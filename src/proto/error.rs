@@ -39,6 +39,7 @@ impl ErrorCode {
     pub const PLUGIN_MISSING: ErrorCode = ErrorCode(13);
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(14);
     pub const AUTH_FAILED: ErrorCode = ErrorCode(15);
+    pub const BUSY: ErrorCode = ErrorCode(16);
 
     /// Every defined code with its meaning, in numeric order.
     pub const ALL: &'static [ErrorInfo] = &[
@@ -146,6 +147,13 @@ impl ErrorCode {
             retriable: false,
             closes: true,
             description: "authentication failed: a wrong or missing secret, or no handshake",
+        },
+        ErrorInfo {
+            code: ErrorCode::BUSY,
+            name: "BUSY",
+            retriable: true,
+            closes: false,
+            description: "the connection already has as many requests of this kind waiting as the server takes; send it later or elsewhere",
         },
     ];
 

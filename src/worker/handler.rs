@@ -19,12 +19,19 @@ use crate::proto::text::{render_info, TextCommand};
 use crate::proto::{ErrorCode, Message, ProtoError};
 use crate::report::{self, Metrics};
 
+/// Most batches one connection may have queued or running here. A manager
+/// keeps two in flight per connection; the cap stops any peer from queueing
+/// without end (each batch may be up to --max-size).
+pub const MAX_BATCHES_PER_CONN: usize = 16;
+
 pub struct WorkerHandler {
     pub stats: Stats,
     pub store: PluginStore,
     pub pool: Pool,
     /// Batches queued or running, per job library.
     pub active: HashMap<[u8; 32], usize>,
+    /// Batches queued or running, per connection.
+    pub held: HashMap<ConnId, usize>,
     /// Set by SIGTERM/SIGINT.
     pub stop: Arc<AtomicBool>,
     /// Shutting down: no new batches; exit once those held are answered.
@@ -123,9 +130,18 @@ impl WorkerHandler {
                 ErrorCode::SHUTTING_DOWN,
                 "this worker is shutting down",
             ))),
+            Message::MapBatch(_)
+                if self.held.get(&conn).copied().unwrap_or(0) >= MAX_BATCHES_PER_CONN =>
+            {
+                Some(Message::error(&ProtoError::refused(
+                    ErrorCode::BUSY,
+                    format!("{MAX_BATCHES_PER_CONN} batches from this connection are already here"),
+                )))
+            }
             Message::MapBatch(batch) => match self.store.get(&PluginHash(batch.hash)) {
                 Some(plugin) => {
                     *self.active.entry(batch.hash).or_default() += 1;
+                    *self.held.entry(conn).or_default() += 1;
                     self.pool.submit(Work {
                         conn,
                         request_id,
@@ -166,12 +182,8 @@ impl Handler for WorkerHandler {
     fn on_wake(&mut self, io: &mut Io<'_>) {
         while let Ok(done) = self.pool.done.try_recv() {
             self.stats.tasks_processed += u64::from(done.result.processed);
-            if let Some(n) = self.active.get_mut(&done.hash) {
-                *n -= 1;
-                if *n == 0 {
-                    self.active.remove(&done.hash);
-                }
-            }
+            release(&mut self.active, &done.hash);
+            release(&mut self.held, &done.conn);
             // The connection may be gone: the manager then sends the batch
             // elsewhere, and this result is dropped.
             io.send(
@@ -207,6 +219,16 @@ impl Handler for WorkerHandler {
             Ok(TextCommand::Info) => render_info(&self.stats.info()),
             Ok(_) => TextCommand::unknown(line, KNOWN),
             Err(reply) => reply,
+        }
+    }
+}
+
+/// One fewer of `key`; a count that reaches zero is removed.
+fn release<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(n) = counts.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(key);
         }
     }
 }

@@ -51,6 +51,7 @@ pub fn run(
         store: PluginStore::new("worker")?,
         pool: Pool::new(threads, reactor.waker()),
         active: HashMap::new(),
+        held: HashMap::new(),
         stop,
         draining: false,
         finished: false,
