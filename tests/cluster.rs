@@ -268,6 +268,15 @@ fn user_mistakes_get_clear_messages_and_the_manager_keeps_working() {
         "{}",
         stderr(&out)
     );
+    // By name too (the manager looks names up off its event loop).
+    let by_name = worker.replace("127.0.0.1", "localhost");
+    let out = util::run(cluster.cli(&["manager", "attach", &by_name]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("already attached"),
+        "{}",
+        stderr(&out)
+    );
 
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

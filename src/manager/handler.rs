@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::pool::{Install, Worker, WorkerConn, WorkerState, FIRST_BACKOFF, MAX_B
 use super::sizing::MAX_BATCH_BYTES;
 use crate::cli::output::Json;
 use crate::http::{Published, Shared};
-use crate::net::addr::dial_addrs;
+use crate::net::addr::{dial_addrs, needs_lookup, AddrError};
 use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::PluginStore;
 use crate::plugin::PluginHash;
@@ -46,6 +47,9 @@ const MAX_JOB_NAME: usize = 128;
 /// How often the manager samples its rate and retries lost workers.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Name lookups for attach and detach running at once; more are BUSY.
+const MAX_LOOKUPS: usize = 16;
+
 /// How far back the tasks/s figure looks.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
 
@@ -68,6 +72,16 @@ enum Request {
     Install { worker: usize, hash: PluginHash },
     Batch { batch: u64, job: u64, backup: bool },
     Uninstall,
+}
+
+/// A worker address resolved off the event loop (a name service may take
+/// seconds), for the CLI request that named it.
+struct Lookup {
+    conn: ConnId,
+    request_id: u32,
+    addr: String,
+    detach: bool,
+    result: Result<Vec<SocketAddr>, AddrError>,
 }
 
 struct Outstanding {
@@ -131,6 +145,9 @@ pub struct Manager {
     next_batch: u64,
     reducer_tx: Sender<ReducerMsg>,
     reducer_rx: Receiver<ReducerMsg>,
+    lookup_tx: Sender<Lookup>,
+    lookup_rx: Receiver<Lookup>,
+    lookups: usize,
     round_robin: usize,
     duplicates: u64,
     tasks_processed: u64,
@@ -163,6 +180,7 @@ impl Manager {
         stop: Arc<AtomicBool>,
     ) -> Manager {
         let (reducer_tx, reducer_rx) = mpsc::channel();
+        let (lookup_tx, lookup_rx) = mpsc::channel();
         let now = Instant::now();
         Manager {
             settings,
@@ -184,6 +202,9 @@ impl Manager {
             next_batch: 1,
             reducer_tx,
             reducer_rx,
+            lookup_tx,
+            lookup_rx,
+            lookups: 0,
             round_robin: 0,
             duplicates: 0,
             tasks_processed: 0,
@@ -256,16 +277,90 @@ impl Manager {
         existing.or_else(|| self.open_conn(io, w))
     }
 
-    fn find_worker(&self, addr: &str) -> Result<Option<usize>, ProtoError> {
-        let socks = dial_addrs(addr)
-            .map_err(|e| ProtoError::refused(ErrorCode::UNREACHABLE, e.to_string()))?;
-        Ok(self
-            .workers
+    fn find_worker(&self, socks: &[SocketAddr]) -> Option<usize> {
+        self.workers
             .iter()
-            .position(|w| w.as_ref().is_some_and(|w| socks.contains(&w.sock))))
+            .position(|w| w.as_ref().is_some_and(|w| socks.contains(&w.sock)))
     }
 
     // ---- the control API ----
+
+    /// Resolves a worker address for ATTACH or DETACH, then carries the
+    /// request out. A name is looked up on a thread of its own, so a slow
+    /// name service never stalls the loop; the request is answered when
+    /// the lookup is back (see `lookups_done`).
+    fn resolve(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        request_id: u32,
+        addr: String,
+        detach: bool,
+    ) -> Option<Message> {
+        if !needs_lookup(&addr) {
+            let result = dial_addrs(&addr);
+            return self.resolved(io, conn, request_id, addr, detach, result);
+        }
+        if self.lookups >= MAX_LOOKUPS {
+            return Some(refused(
+                ErrorCode::BUSY,
+                format!("{MAX_LOOKUPS} worker addresses are being looked up already"),
+            ));
+        }
+        let (tx, waker) = (self.lookup_tx.clone(), Arc::clone(&self.waker));
+        let spawned = std::thread::Builder::new()
+            .name("lookup".into())
+            .spawn(move || {
+                let result = dial_addrs(&addr);
+                let lookup = Lookup {
+                    conn,
+                    request_id,
+                    addr,
+                    detach,
+                    result,
+                };
+                if tx.send(lookup).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                self.lookups += 1;
+                None
+            }
+            Err(e) => Some(refused(
+                ErrorCode::INTERNAL,
+                format!("cannot start a name lookup: {e}"),
+            )),
+        }
+    }
+
+    /// Answers the ATTACH and DETACH requests whose lookups are back.
+    fn lookups_done(&mut self, io: &mut Io<'_>) {
+        while let Ok(l) = self.lookup_rx.try_recv() {
+            self.lookups -= 1;
+            let (conn, request_id) = (l.conn, l.request_id);
+            if let Some(reply) = self.resolved(io, conn, request_id, l.addr, l.detach, l.result) {
+                io.send(conn, request_id, &reply);
+            }
+        }
+    }
+
+    fn resolved(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        request_id: u32,
+        addr: String,
+        detach: bool,
+        result: Result<Vec<SocketAddr>, AddrError>,
+    ) -> Option<Message> {
+        match result {
+            Err(e) => Some(refused(ErrorCode::UNREACHABLE, e.to_string())),
+            Ok(socks) if detach => self.detach(io, conn, request_id, addr, &socks),
+            Ok(socks) => self.attach(io, conn, request_id, addr, &socks),
+        }
+    }
 
     fn attach(
         &mut self,
@@ -273,21 +368,22 @@ impl Manager {
         conn: ConnId,
         request_id: u32,
         addr: String,
+        socks: &[SocketAddr],
     ) -> Option<Message> {
-        match self.find_worker(&addr) {
-            Err(e) => return Some(Message::error(&e)),
-            Ok(Some(w)) => {
-                let state = self.worker(w).map_or("attached", |w| w.state.name());
-                return Some(refused(
-                    ErrorCode::CONFLICT,
-                    format!("worker {addr} is already attached ({state})"),
-                ));
-            }
-            Ok(None) => {}
+        if let Some(w) = self.find_worker(socks) {
+            let state = self.worker(w).map_or("attached", |w| w.state.name());
+            return Some(refused(
+                ErrorCode::CONFLICT,
+                format!("worker {addr} is already attached ({state})"),
+            ));
         }
-        let sock = match dial_addrs(&addr) {
-            Ok(socks) => socks[0],
-            Err(e) => return Some(refused(ErrorCode::UNREACHABLE, e.to_string())),
+        // A name may resolve to ::1 and 127.0.0.1 both; workers started on
+        // `:PORT` listen on IPv4 only, so an IPv4 address is tried first.
+        let Some(&sock) = socks.iter().find(|s| s.is_ipv4()).or(socks.first()) else {
+            return Some(refused(
+                ErrorCode::UNREACHABLE,
+                format!("{addr} resolves to no address"),
+            ));
         };
         let w = self.workers.len();
         self.workers.push(Some(Worker::new(addr.clone(), sock)));
@@ -311,16 +407,13 @@ impl Manager {
         conn: ConnId,
         request_id: u32,
         addr: String,
+        socks: &[SocketAddr],
     ) -> Option<Message> {
-        let w = match self.find_worker(&addr) {
-            Err(e) => return Some(Message::error(&e)),
-            Ok(None) => {
-                return Some(refused(
-                    ErrorCode::NOT_FOUND,
-                    format!("no worker {addr} is attached"),
-                ))
-            }
-            Ok(Some(w)) => w,
+        let Some(w) = self.find_worker(socks) else {
+            return Some(refused(
+                ErrorCode::NOT_FOUND,
+                format!("no worker {addr} is attached"),
+            ));
         };
         if self
             .worker(w)
@@ -623,8 +716,8 @@ impl Manager {
             Message::JobsListRequest => {
                 Message::JobsList(self.jobs.values().map(|j| self.summary(j)).collect())
             }
-            Message::Attach(addr) => return self.attach(io, conn, request_id, addr),
-            Message::Detach(addr) => return self.detach(io, conn, request_id, addr),
+            Message::Attach(addr) => return self.resolve(io, conn, request_id, addr, false),
+            Message::Detach(addr) => return self.resolve(io, conn, request_id, addr, true),
             Message::ManagerStatsRequest => Message::ManagerStats(self.stats()),
             other => Message::error(&ProtoError::Unexpected {
                 opcode: other.opcode().as_u8(),
@@ -1602,6 +1695,7 @@ impl Manager {
             self.publish(io);
         }
         self.check_shutdown(io);
+        self.lookups_done(io);
         self.reducer_events(io);
         // Whatever answered a detaching worker's last batch (a result, a
         // duplicate, a refusal), the detach ends here.

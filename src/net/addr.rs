@@ -59,6 +59,20 @@ pub fn listen_addr(input: &str) -> Result<SocketAddr, AddrError> {
     Ok(resolve(input, host, port)?[0])
 }
 
+/// True when dialing `ADDR` means asking a name service, which may take
+/// seconds: the host is a name, not an IP address. A malformed address
+/// needs no lookup (it fails at once).
+pub fn needs_lookup(input: &str) -> bool {
+    let Ok((host, port)) = split(input) else {
+        return false;
+    };
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    port.parse::<u16>().is_ok() && !host.is_empty() && host.parse::<std::net::IpAddr>().is_err()
+}
+
 /// The addresses to try, in order, when dialing `ADDR`; `:PORT` dials this machine.
 pub fn dial_addrs(input: &str) -> Result<Vec<SocketAddr>, AddrError> {
     let (host, port) = split(input)?;
@@ -87,6 +101,21 @@ mod tests {
         );
         assert_eq!(dial_addrs("[::1]:80").unwrap()[0].to_string(), "[::1]:80");
         assert!(dial_addrs("localhost:80").is_ok());
+    }
+
+    #[test]
+    fn only_names_need_a_lookup() {
+        assert!(needs_lookup("worker-3.example:9876"));
+        assert!(needs_lookup("localhost:9876"));
+        for literal in [
+            "10.0.0.7:9876",
+            "[::1]:9876",
+            ":9876",
+            "9876",
+            "host:notaport",
+        ] {
+            assert!(!needs_lookup(literal), "{literal}");
+        }
     }
 
     #[test]
