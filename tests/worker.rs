@@ -170,3 +170,50 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
     send(&mut s, 7, &Message::MapBatch(batch));
     assert!(matches!(read_message(&mut s), (7, Message::BatchResult(_))));
 }
+
+#[test]
+fn a_worker_keeps_answering_while_a_slow_library_loads() {
+    use redmap::proto::msg::Install;
+    // The tutorial job in C, with an initialiser that takes three seconds:
+    // loading runs it, and that must not happen on the event loop.
+    let dir = util::TempDir::new("slow-init");
+    let source = dir.write(
+        "slow_init.c",
+        &format!(
+            "#include <unistd.h>\n#include \"{}\"\n\
+             __attribute__((constructor)) static void slow(void) {{ sleep(3); }}\n",
+            util::repo().join("examples/sum.c").display()
+        ),
+    );
+    let library = std::fs::read(util::cc_shared(&dir, &source, "slow_init.so")).unwrap();
+    let worker = start_worker(&[]);
+    let mut installing = connect(worker.addr);
+    send(
+        &mut installing,
+        1,
+        &Message::Install(Install {
+            hash: redmap::plugin::PluginHash::of(&library).0,
+            total: library.len() as u64,
+            offset: 0,
+            chunk: library,
+        }),
+    );
+    // Give the worker the chunk before asking anything else.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut other = connect(worker.addr);
+    send(&mut other, 2, &Message::Ping);
+    assert_eq!(read_message(&mut other), (2, Message::Pong));
+    // The install is still loading: its reply has not come yet.
+    installing.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let pending = std::io::Read::read(&mut installing, &mut byte);
+    assert!(
+        matches!(&pending, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the install answered before the ping: {pending:?}"
+    );
+    installing.set_nonblocking(false).unwrap();
+    assert!(matches!(
+        read_message(&mut installing),
+        (1, Message::InstallReply(r)) if r.complete
+    ));
+}

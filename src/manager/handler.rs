@@ -21,7 +21,7 @@ use crate::cli::output::Json;
 use crate::http::{Published, Shared};
 use crate::net::addr::{dial_addrs, needs_lookup, AddrError};
 use crate::net::{CloseReason, ConnId, Handler, Io};
-use crate::plugin::store::PluginStore;
+use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
 use crate::proto::msg::{
     self, BatchResult, InstallReply, JobStatus, JobSummary, ManagerStats, MapBatch, RunJob,
@@ -130,7 +130,7 @@ pub struct Manager {
     address: String,
     started: Instant,
     waker: Arc<Waker>,
-    store: PluginStore,
+    store: PluginStore<(ConnId, u32)>,
     workers: Vec<Option<Worker>>,
     terminated: u32,
     worker_conns: HashMap<ConnId, usize>,
@@ -176,7 +176,7 @@ impl Manager {
         settings: Settings,
         address: String,
         waker: Arc<Waker>,
-        store: PluginStore,
+        store: PluginStore<(ConnId, u32)>,
         stop: Arc<AtomicBool>,
     ) -> Manager {
         let (reducer_tx, reducer_rx) = mpsc::channel();
@@ -696,8 +696,9 @@ impl Manager {
         Some(match msg {
             Message::Ping => Message::Pong,
             Message::InfoRequest => Message::Info(self.info()),
-            Message::Install(chunk) => match self.store.receive(chunk) {
-                Ok(reply) => Message::InstallReply(reply),
+            Message::Install(chunk) => match self.store.receive((conn, request_id), chunk) {
+                Ok(Some(reply)) => Message::InstallReply(reply),
+                Ok(None) => return None, // answered once loaded, in settle
                 Err(e) => Message::error(&e),
             },
             Message::RunJob(_) if self.shutting_down => refused(
@@ -1695,6 +1696,9 @@ impl Manager {
             self.publish(io);
         }
         self.check_shutdown(io);
+        for ((conn, request_id), outcome) in self.store.finished() {
+            io.send(conn, request_id, &install_reply(outcome));
+        }
         self.lookups_done(io);
         self.reducer_events(io);
         // Whatever answered a detaching worker's last batch (a result, a

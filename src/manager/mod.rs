@@ -45,7 +45,10 @@ pub fn run(
     writeln!(out, "redmap manager listening on {local}")?;
     out.flush()?;
     drop(out);
-    let store = PluginStore::new("manager")?;
+    let installed = reactor.waker();
+    let store = PluginStore::new("manager", move || {
+        let _ = installed.wake();
+    })?;
     let waker = reactor.waker();
     let stop = crate::signals::watch(move || {
         let _ = waker.wake();

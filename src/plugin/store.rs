@@ -1,22 +1,28 @@
 //! Job libraries received over the wire (`INSTALL`), on a manager or a worker.
 //!
 //! Chunks are appended as they arrive (never reserved from the announced
-//! total), the whole is checked against the announced SHA-256, written with
-//! owner-only permissions into a directory private to this process, and
-//! loaded. The directory is removed when the store is dropped.
+//! total). The whole is then checked against the announced SHA-256, written
+//! with owner-only permissions into a directory private to this process,
+//! and loaded, on the store's installer thread: hashing a large library and
+//! loading it (which runs its initialisers, user code) must not stall the
+//! event loop. The last chunk's reply waits for that outcome; whoever sends
+//! chunks of the same library meanwhile waits for it too. The directory is
+//! removed when the store is dropped.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::thread;
 
 use log::info;
 
 use super::loader::{Plugin, PluginHash};
 use crate::proto::msg::{Install, InstallReply};
-use crate::proto::{ErrorCode, ProtoError};
+use crate::proto::{ErrorCode, Message, ProtoError};
 
 /// Largest job library accepted.
 pub const MAX_PLUGIN_SIZE: u64 = 1024 * 1024 * 1024;
@@ -26,26 +32,60 @@ struct Upload {
     bytes: Vec<u8>,
 }
 
-pub struct PluginStore {
+/// A complete upload being checked and loaded, and who waits for it.
+struct Loading<W> {
+    total: u64,
+    waiters: Vec<W>,
+    /// Uninstalled meanwhile: the outcome is discarded.
+    uninstalled: bool,
+}
+
+type Loaded = (PluginHash, Result<Arc<Plugin>, ProtoError>);
+
+/// Job libraries by hash. `W` names whoever waits for an install to finish
+/// (a connection and request id, for a server).
+pub struct PluginStore<W> {
     dir: PathBuf,
     installed: HashMap<PluginHash, Arc<Plugin>>,
     uploads: HashMap<PluginHash, Upload>,
+    loading: HashMap<PluginHash, Loading<W>>,
+    to_installer: Sender<(PluginHash, Vec<u8>)>,
+    from_installer: Receiver<Loaded>,
 }
 
 fn rejected(message: String) -> ProtoError {
     ProtoError::refused(ErrorCode::PLUGIN_REJECTED, message)
 }
 
-impl PluginStore {
-    /// Creates `$TMPDIR/redmap-LABEL-PID`, readable by this user only.
-    pub fn new(label: &str) -> io::Result<PluginStore> {
+impl<W> PluginStore<W> {
+    /// Creates `$TMPDIR/redmap-LABEL-PID`, readable by this user only, and
+    /// the installer thread, which calls `notify` when an install is done
+    /// (then [`PluginStore::finished`] has its outcome).
+    pub fn new(label: &str, notify: impl Fn() + Send + 'static) -> io::Result<PluginStore<W>> {
         let dir = std::env::temp_dir().join(format!("redmap-{label}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        let (to_installer, work) = mpsc::channel::<(PluginHash, Vec<u8>)>();
+        let (done, from_installer) = mpsc::channel();
+        let install_dir = dir.clone();
+        thread::Builder::new()
+            .name("installer".into())
+            .spawn(move || {
+                for (hash, bytes) in work {
+                    let outcome = install(&install_dir, hash, &bytes);
+                    if done.send((hash, outcome)).is_err() {
+                        return;
+                    }
+                    notify();
+                }
+            })?;
         Ok(PluginStore {
             dir,
             installed: HashMap::new(),
             uploads: HashMap::new(),
+            loading: HashMap::new(),
+            to_installer,
+            from_installer,
         })
     }
 
@@ -61,15 +101,25 @@ impl PluginStore {
         self.installed.is_empty()
     }
 
-    /// Takes one chunk; says whether the library is complete.
-    pub fn receive(&mut self, chunk: Install) -> Result<InstallReply, ProtoError> {
+    /// Takes one chunk and says where the sender stands. `None`: the
+    /// library is complete and being loaded; `waiter` gets its reply from
+    /// [`PluginStore::finished`].
+    pub fn receive(
+        &mut self,
+        waiter: W,
+        chunk: Install,
+    ) -> Result<Option<InstallReply>, ProtoError> {
         let hash = PluginHash(chunk.hash);
         if self.installed.contains_key(&hash) {
             self.uploads.remove(&hash);
-            return Ok(InstallReply {
+            return Ok(Some(InstallReply {
                 complete: true,
                 next_offset: chunk.total,
-            });
+            }));
+        }
+        if let Some(loading) = self.loading.get_mut(&hash) {
+            loading.waiters.push(waiter);
+            return Ok(None);
         }
         if chunk.total > MAX_PLUGIN_SIZE {
             return Err(rejected(format!(
@@ -87,18 +137,18 @@ impl PluginStore {
             );
         }
         let Some(upload) = self.uploads.get_mut(&hash) else {
-            return Ok(InstallReply {
+            return Ok(Some(InstallReply {
                 complete: false,
                 next_offset: 0,
-            });
+            }));
         };
         let have = upload.bytes.len() as u64;
         if chunk.offset != have || upload.total != chunk.total {
             // Out of order: tell the sender where to resume.
-            return Ok(InstallReply {
+            return Ok(Some(InstallReply {
                 complete: false,
                 next_offset: have,
-            });
+            }));
         }
         if have + chunk.chunk.len() as u64 > upload.total {
             self.uploads.remove(&hash);
@@ -106,67 +156,122 @@ impl PluginStore {
         }
         upload.bytes.extend_from_slice(&chunk.chunk);
         if (upload.bytes.len() as u64) < upload.total {
-            return Ok(InstallReply {
+            return Ok(Some(InstallReply {
                 complete: false,
                 next_offset: upload.bytes.len() as u64,
-            });
+            }));
         }
         let Some(upload) = self.uploads.remove(&hash) else {
             return Err(ProtoError::Internal("upload vanished".into()));
         };
-        self.install(hash, &upload.bytes)?;
-        Ok(InstallReply {
-            complete: true,
-            next_offset: upload.total,
-        })
+        if self.to_installer.send((hash, upload.bytes)).is_err() {
+            return Err(ProtoError::Internal("the installer thread is gone".into()));
+        }
+        self.loading.insert(
+            hash,
+            Loading {
+                total: upload.total,
+                waiters: vec![waiter],
+                uninstalled: false,
+            },
+        );
+        Ok(None)
     }
 
-    fn install(&mut self, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, ProtoError> {
-        let actual = PluginHash::of(bytes);
-        if actual != hash {
-            return Err(rejected(format!(
-                "library hash mismatch: announced {}, received {}",
-                hash.short(),
-                actual.short()
-            )));
+    /// Installs that ended since the last call: each waiter with its reply.
+    pub fn finished(&mut self) -> Vec<(W, Result<InstallReply, ProtoError>)> {
+        let mut replies = Vec::new();
+        while let Ok((hash, outcome)) = self.from_installer.try_recv() {
+            let Some(loading) = self.loading.remove(&hash) else {
+                continue;
+            };
+            let outcome = match outcome {
+                Ok(_) if loading.uninstalled => {
+                    let _ = fs::remove_file(self.path_of(&hash));
+                    Err(rejected(format!(
+                        "job library {} was uninstalled while it was being loaded",
+                        hash.short()
+                    )))
+                }
+                Ok(plugin) => {
+                    self.installed.insert(hash, plugin);
+                    Ok(InstallReply {
+                        complete: true,
+                        next_offset: loading.total,
+                    })
+                }
+                Err(e) => Err(e),
+            };
+            for waiter in loading.waiters {
+                replies.push((waiter, outcome.clone()));
+            }
         }
-        let path = self
-            .dir
-            .join(format!("{hash}.{}", std::env::consts::DLL_EXTENSION));
-        let written = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(bytes));
-        written.map_err(|e| ProtoError::Internal(format!("cannot store the library: {e}")))?;
-        let plugin = Plugin::open(&path).map_err(|e| rejected(e.to_string()))?;
-        info!(
-            "installed job library {} ({} bytes)",
-            hash.short(),
-            bytes.len()
-        );
-        self.installed.insert(hash, Arc::clone(&plugin));
-        Ok(plugin)
+        replies
+    }
+
+    fn path_of(&self, hash: &PluginHash) -> PathBuf {
+        library_path(&self.dir, hash)
     }
 
     /// Forgets a library and deletes its file. The code stays mapped, as
     /// libraries are never unloaded, but a new install writes it afresh.
     pub fn remove(&mut self, hash: &PluginHash) -> bool {
         self.uploads.remove(hash);
+        if let Some(loading) = self.loading.get_mut(hash) {
+            loading.uninstalled = true;
+        }
         let removed = self.installed.remove(hash).is_some();
         if removed {
-            let path = self
-                .dir
-                .join(format!("{hash}.{}", std::env::consts::DLL_EXTENSION));
-            let _ = fs::remove_file(path);
+            let _ = fs::remove_file(self.path_of(hash));
         }
         removed
     }
 }
 
-impl Drop for PluginStore {
+/// The reply to an install's last chunk, once the library is loaded.
+pub fn install_reply(outcome: Result<InstallReply, ProtoError>) -> Message {
+    match outcome {
+        Ok(reply) => Message::InstallReply(reply),
+        Err(e) => Message::error(&e),
+    }
+}
+
+fn library_path(dir: &Path, hash: &PluginHash) -> PathBuf {
+    dir.join(format!("{hash}.{}", std::env::consts::DLL_EXTENSION))
+}
+
+/// Checks, writes and loads a complete library (on the installer thread).
+fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, ProtoError> {
+    let actual = PluginHash::of(bytes);
+    if actual != hash {
+        return Err(rejected(format!(
+            "library hash mismatch: announced {}, received {}",
+            hash.short(),
+            actual.short()
+        )));
+    }
+    let path = library_path(dir, &hash);
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(bytes));
+    written.map_err(|e| ProtoError::Internal(format!("cannot store the library: {e}")))?;
+    let plugin = Plugin::open(&path).map_err(|e| {
+        let _ = fs::remove_file(&path);
+        rejected(e.to_string())
+    })?;
+    info!(
+        "installed job library {} ({} bytes)",
+        hash.short(),
+        bytes.len()
+    );
+    Ok(plugin)
+}
+
+impl<W> Drop for PluginStore<W> {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
     }

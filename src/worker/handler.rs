@@ -13,7 +13,7 @@ use super::exec::{Pool, Work};
 use super::stats::Stats;
 use crate::http::{Published, Shared};
 use crate::net::{ConnId, Handler, Io};
-use crate::plugin::store::PluginStore;
+use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
 use crate::proto::text::{render_info, TextCommand};
 use crate::proto::{ErrorCode, Message, ProtoError};
@@ -26,7 +26,8 @@ pub const MAX_BATCHES_PER_CONN: usize = 16;
 
 pub struct WorkerHandler {
     pub stats: Stats,
-    pub store: PluginStore,
+    /// Installs wait for their outcome by (connection, request id).
+    pub store: PluginStore<(ConnId, u32)>,
     pub pool: Pool,
     /// Batches queued or running, per job library.
     pub active: HashMap<[u8; 32], usize>,
@@ -118,10 +119,11 @@ impl WorkerHandler {
         match msg {
             Message::Ping => Some(Message::Pong),
             Message::InfoRequest => Some(Message::Info(self.stats.info())),
-            Message::Install(chunk) => Some(match self.store.receive(chunk) {
-                Ok(reply) => Message::InstallReply(reply),
-                Err(e) => Message::error(&e),
-            }),
+            Message::Install(chunk) => match self.store.receive((conn, request_id), chunk) {
+                Ok(Some(reply)) => Some(Message::InstallReply(reply)),
+                Ok(None) => None, // answered once loaded, in on_wake
+                Err(e) => Some(Message::error(&e)),
+            },
             Message::Uninstall(hash) => {
                 self.store.remove(&PluginHash(hash));
                 Some(Message::Uninstalled)
@@ -180,6 +182,9 @@ impl Handler for WorkerHandler {
     }
 
     fn on_wake(&mut self, io: &mut Io<'_>) {
+        for ((conn, request_id), outcome) in self.store.finished() {
+            io.send(conn, request_id, &install_reply(outcome));
+        }
         while let Ok(done) = self.pool.done.try_recv() {
             self.stats.tasks_processed += u64::from(done.result.processed);
             release(&mut self.active, &done.hash);

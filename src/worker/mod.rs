@@ -46,9 +46,13 @@ pub fn run(
     let stop = crate::signals::watch(move || {
         let _ = waker.wake();
     })?;
+    let installed = reactor.waker();
+    let store = PluginStore::new("worker", move || {
+        let _ = installed.wake();
+    })?;
     let mut handler = WorkerHandler {
         stats: Stats::new(local.to_string()),
-        store: PluginStore::new("worker")?,
+        store,
         pool: Pool::new(threads, reactor.waker()),
         active: HashMap::new(),
         held: HashMap::new(),
