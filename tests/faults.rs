@@ -122,6 +122,47 @@ fn a_frozen_worker_is_worked_around_and_its_late_answers_are_duplicates() {
     );
 }
 
+#[test]
+fn a_frozen_worker_can_be_detached_at_once() {
+    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[("SUM_TASKS", "2000000")]);
+    let manager = cluster.manager.addr_arg();
+    let job = submit(&cluster, &example("sum.rs"), &[]);
+    let target = cluster.workers[0].addr_arg();
+    assert!(eventually(util::WAIT, || {
+        redmap::net::Client::connect(
+            &target,
+            redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+            1 << 20,
+        )
+        .and_then(|mut c| c.info())
+        .is_ok_and(|i| i.tasks_processed > 0)
+    }));
+    let frozen = cluster.workers[0].pid();
+    signal(frozen, "STOP");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            manager_stats(&manager).is_some_and(|s| s.workers_failing == 1)
+        }),
+        "the frozen worker was not marked failing"
+    );
+    // Its batches went to the other worker already: nothing to wait for.
+    let out = util::run(cluster.cli(&["manager", "detach", "--read-timeout", "5s", &target]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stats = manager_stats(&manager).expect("stats");
+    assert_eq!(
+        (
+            stats.workers_active,
+            stats.workers_failing,
+            stats.workers_terminated
+        ),
+        (1, 0, 1)
+    );
+    signal(frozen, "CONT");
+    let out = finish(job);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "2000003000000");
+}
+
 /// A job that sleeps per task, twenty times longer on a worker started
 /// with SLOW_WORKER set.
 const SLOW: &str = r#"

@@ -424,7 +424,12 @@ impl Manager {
                 format!("worker {addr} is already being detached"),
             ));
         }
-        let busy = self.worker(w).is_some_and(|w| w.in_flight() > 0);
+        // Only an active worker's batches are worth waiting for: a failing
+        // one has handed its batches to the others already, and may never
+        // answer again.
+        let busy = self
+            .worker(w)
+            .is_some_and(|wk| wk.state == WorkerState::Active && wk.in_flight() > 0);
         if busy && !self.settings.force_detach {
             if let Some(worker) = self.worker(w) {
                 info!(
@@ -460,6 +465,30 @@ impl Manager {
                 io.send(c, id, &refused(ErrorCode::CONFLICT, why));
             }
         }
+    }
+
+    /// Takes worker connection `conn` out of its worker's pool, with what
+    /// was under way on it (see `lose_conn`); returns the worker's index.
+    fn forget_conn(&mut self, conn: ConnId, broke: bool) -> Option<usize> {
+        let w = self.worker_conns.remove(&conn)?;
+        // Libraries whose install was under way on it must be sent again.
+        let installing: Vec<PluginHash> = self
+            .outstanding
+            .iter()
+            .filter(|((c, _), _)| *c == conn)
+            .filter_map(|(_, o)| match &o.what {
+                Request::Install { hash, .. } => Some(*hash),
+                _ => None,
+            })
+            .collect();
+        self.lose_conn(conn, broke);
+        if let Some(worker) = self.worker(w) {
+            for hash in installing {
+                worker.installed.remove(&hash);
+            }
+            worker.conns.retain(|c| c.id != conn);
+        }
+        Some(w)
     }
 
     /// `conn` is gone: forgets the requests sent on it, and puts every
@@ -780,17 +809,20 @@ impl Manager {
                 }
             }
             (what, other) => {
-                warn!(
-                    "{conn}: unexpected reply {} from a worker; closing",
-                    other.opcode()
-                );
+                let why = format!("unexpected reply {} from the worker", other.opcode());
+                warn!("{conn}: {why}; closing");
+                if self
+                    .worker(w)
+                    .is_some_and(|wk| wk.state == WorkerState::Connecting)
+                {
+                    self.abandon_attach(io, w, &why);
+                    return;
+                }
                 // The request is answered, if wrongly: what it carried is
-                // settled here, as closing will not find it outstanding.
+                // settled here, as the connection is forgotten at once (a
+                // confused peer is not a crash: nothing on it is suspect).
                 match what {
-                    Request::Batch { batch, .. } => {
-                        self.release_slot(conn, w);
-                        self.drop_copy(batch, conn, false);
-                    }
+                    Request::Batch { batch, .. } => self.drop_copy(batch, conn, false),
                     Request::Install { worker, hash } => {
                         if let Some(wk) = self.worker(worker) {
                             wk.installed.remove(&hash);
@@ -798,6 +830,7 @@ impl Manager {
                     }
                     Request::Ping { .. } | Request::Uninstall => {}
                 }
+                self.forget_conn(conn, false);
                 io.close(conn);
             }
         }
@@ -1790,28 +1823,13 @@ impl Handler for Manager {
     }
 
     fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, reason: &CloseReason) {
-        let Some(w) = self.worker_conns.remove(&conn) else {
+        let Some(w) = self.forget_conn(conn, true) else {
             return;
         };
-        // Libraries whose install was under way on this connection must be sent again.
-        let installing: Vec<PluginHash> = self
-            .outstanding
-            .iter()
-            .filter(|((c, _), _)| *c == conn)
-            .filter_map(|(_, o)| match &o.what {
-                Request::Install { hash, .. } => Some(*hash),
-                _ => None,
-            })
-            .collect();
-        self.lose_conn(conn, true);
         let now = io.now();
         let Some(worker) = self.worker(w) else {
             return;
         };
-        for hash in installing {
-            worker.installed.remove(&hash);
-        }
-        worker.conns.retain(|c| c.id != conn);
         worker.last_error = Some(reason.to_string());
         if worker.conns.is_empty() {
             match worker.state {
