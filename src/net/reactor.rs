@@ -428,6 +428,9 @@ impl Reactor {
             }
             self.flush_dirty(handler, now);
             self.expire(handler, now);
+            // What the handler sent from on_close of an expired
+            // connection goes now, not at the next event.
+            self.flush_dirty(handler, now);
         }
         Ok(())
     }
