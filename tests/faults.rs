@@ -214,6 +214,70 @@ fn a_slow_worker_gets_backup_copies_near_the_end_unless_disabled() {
     assert_eq!(without.backups, 0, "{without:?}");
 }
 
+/// Task 77 never ends.
+const HANGS: &str = r#"
+use redmap::job::{Error, Job, Tasks};
+struct Hangs;
+fn num(b: &[u8]) -> Result<u64, Error> {
+    if b.is_empty() { return Ok(0); }
+    Ok(std::str::from_utf8(b)?.parse()?)
+}
+impl Job for Hangs {
+    fn load(&self) -> Tasks { Box::new((1..=200u64).map(|n| Ok(n.to_string().into_bytes()))) }
+    fn map(&self, t: &[u8]) -> Result<Vec<u8>, Error> {
+        if t == b"77" {
+            loop { std::thread::sleep(std::time::Duration::from_secs(3600)); }
+        }
+        Ok(t.to_vec())
+    }
+    fn reduce(&self, a: &[u8], c: &[u8]) -> Result<Vec<u8>, Error> {
+        Ok((num(a)? + num(c)?).to_string().into_bytes())
+    }
+    fn done(&self, r: &[u8]) -> Result<(), Error> { std::fs::write("result", r)?; Ok(()) }
+    fn count(&self) -> Option<u64> { Some(200) }
+}
+redmap::export_job!(Hangs);
+"#;
+
+#[test]
+fn a_task_that_never_ends_is_failed_after_the_task_timeout() {
+    let dir = TempDir::new("hangs");
+    let src = dir.write("hangs.rs", HANGS);
+    let mut cluster = Cluster::start(0, &["--task-timeout", "1s", "--max-retries", "1"], &[]);
+    // Each timed-out copy leaves a worker thread stuck for good: enough
+    // threads that the other tasks always have some.
+    for _ in 0..2 {
+        cluster.workers.push(start_worker(&["--threads", "4"]));
+    }
+    let mut attach = cluster.cli(&["manager", "attach"]);
+    attach.args(cluster.workers.iter().map(Server::addr_arg));
+    assert!(util::run(attach).status.success());
+    let mut job = submit(&cluster, src.to_str().unwrap(), &[]);
+    let ended = eventually(Duration::from_secs(90), || {
+        job.try_wait().is_ok_and(|s| s.is_some())
+    });
+    if !ended {
+        let _ = job.kill();
+        panic!(
+            "the job never ended: {:?}",
+            job_summary(&cluster.manager.addr_arg(), 1)
+        );
+    }
+    let out = finish(job);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(cluster.result(), (200 * 201 / 2 - 77).to_string());
+    let summary = job_summary(&cluster.manager.addr_arg(), 1).expect("job stats");
+    assert_eq!((summary.processed, summary.failed), (199, 1), "{summary:?}");
+    assert!(
+        summary
+            .errors
+            .iter()
+            .any(|e| e.contains("task 76") && e.contains("task timeout")),
+        "{:?}",
+        summary.errors
+    );
+}
+
 /// Panics on every 1,000th task, or aborts the process on task 777.
 const FRAGILE: &str = r#"
 use redmap::job::{Error, Job, Tasks};

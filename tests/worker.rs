@@ -217,3 +217,22 @@ fn a_worker_keeps_answering_while_a_slow_library_loads() {
         (1, Message::InstallReply(r)) if r.complete
     ));
 }
+
+#[test]
+fn a_worker_clears_the_plugin_directories_that_killed_workers_left() {
+    let tmp = util::TempDir::new("orphans");
+    let dead = tmp.join("redmap-worker-999999999");
+    let alive = tmp.join("redmap-worker-1"); // init: always running
+    for dir in [&dead, &alive] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join("job.so"), b"left behind").unwrap();
+    }
+    let mut cmd = util::redmap();
+    cmd.args(["worker", "start", "127.0.0.1:0"])
+        .env("TMPDIR", tmp.path());
+    let worker = util::spawn_server(cmd);
+    assert!(!dead.exists(), "the dead worker's directory is still there");
+    assert!(alive.exists(), "a running process's directory was removed");
+    let own = format!("redmap-worker-{}", worker.pid());
+    assert!(tmp.join(&own).is_dir());
+}

@@ -58,6 +58,12 @@ pub struct StartArgs {
     /// Never send backup copies of slow batches near a job's end.
     #[arg(long)]
     pub no_backup_tasks: bool,
+
+    /// Longest a batch may take on a worker before it is tried elsewhere,
+    /// like a failed attempt (default: no limit). Batches aim at 50 ms and a
+    /// slow task travels alone, so set it above the slowest task: e.g. 10m.
+    #[arg(long, value_name = "DURATION", value_parser = super::duration::parse)]
+    pub task_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +117,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         max_size: args.net.max_size(),
         read_timeout: args.net.read_timeout,
         backup_tasks: !args.no_backup_tasks,
+        task_timeout: args.task_timeout,
     };
     crate::manager::run(
         addr,

@@ -64,6 +64,19 @@ pub struct Settings {
     pub read_timeout: Duration,
     /// Send backup copies of straggling batches near a job's end.
     pub backup_tasks: bool,
+    /// A batch unanswered this long counts as a failed attempt.
+    pub task_timeout: Option<Duration>,
+}
+
+/// Why a copy of a batch is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// Its worker went away, or was taken away: not the tasks' doing.
+    Departed,
+    /// Its worker's connection broke while it ran: maybe the tasks' doing.
+    Crashed,
+    /// No answer within --task-timeout: maybe a task that never ends.
+    TimedOut,
 }
 
 /// A request the manager sent to a worker, by (connection, request id).
@@ -100,7 +113,6 @@ struct Copy {
 
 /// Which copy of which batch an answer is for.
 struct AnsweredCopy {
-    conn: ConnId,
     worker: usize,
     batch: u64,
     job: u64,
@@ -496,6 +508,7 @@ impl Manager {
     /// the connection broke (its worker may have died of a batch), rather
     /// than being closed by the manager.
     fn lose_conn(&mut self, conn: ConnId, broke: bool) {
+        let why = if broke { Loss::Crashed } else { Loss::Departed };
         let lost: Vec<(u32, Outstanding)> = self
             .outstanding
             .keys()
@@ -509,19 +522,20 @@ impl Manager {
             if let Request::Batch { batch, .. } = o.what {
                 // Lost with its worker: if the worker died of the batch
                 // itself, sending it again as is would kill the next one.
-                self.drop_copy(batch, conn, broke);
+                self.drop_copy(batch, conn, why);
             }
         }
     }
 
-    /// Removes the copy of `batch` on `conn` (`lost`: with its worker's
-    /// connection). If no copy is left, the batch goes back to its job's
-    /// queue: whole the first time; after a second loss, split into single
-    /// "suspect" tasks, each sent to a worker with nothing else to do, whose
-    /// losses count as failed attempts. So a task that kills its worker
-    /// ends up failed after --max-retries, instead of killing the cluster
-    /// one worker at a time, and no innocent task is blamed with it.
-    fn drop_copy(&mut self, batch: u64, conn: ConnId, lost: bool) {
+    /// Removes the copy of `batch` on `conn`. If no copy is left, the batch
+    /// goes back to its job's queue. A departed worker's batch goes whole.
+    /// One lost to a crash or a timeout goes whole the first time; after a
+    /// second loss, it is split into single "suspect" tasks, each sent to a
+    /// worker with nothing else to do, whose losses count as failed
+    /// attempts. So a task that kills its worker, or never ends, is failed
+    /// after --max-retries instead of taking the cluster down one worker at
+    /// a time, and no innocent task is blamed with it.
+    fn drop_copy(&mut self, batch: u64, conn: ConnId, why: Loss) {
         let max_retries = self.settings.max_retries;
         let Some(entry) = self.in_flight.get_mut(&batch) else {
             return;
@@ -549,13 +563,12 @@ impl Manager {
             avoid: Some(worker),
             suspect: entry.suspect,
         };
-        if !lost {
-            // Not the tasks' doing (a silent or departing worker).
+        if why == Loss::Departed {
             job.retry.push_front(requeue_whole(entry, entry.attempt));
             return;
         }
         debug!(
-            "batch {batch}: copy lost (lost={lost}, suspect={}, losses={}, attempt={}, {} tasks)",
+            "batch {batch}: copy lost ({why:?}, suspect={}, losses={}, attempt={}, {} tasks)",
             entry.suspect,
             entry.losses,
             entry.attempt,
@@ -575,9 +588,12 @@ impl Manager {
             self.in_flight.remove(&batch);
             job.in_flight_batches -= 1;
             job.failed += 1;
-            job.record_error(format!(
-                "task {index}: its worker died while running it, {attempt} times"
-            ));
+            job.record_error(match why {
+                Loss::TimedOut => {
+                    format!("task {index}: no answer within the task timeout, {attempt} times")
+                }
+                _ => format!("task {index}: its worker died while running it, {attempt} times"),
+            });
             return;
         }
         entry.losses += 1;
@@ -765,11 +781,20 @@ impl Manager {
         request_id: u32,
         msg: Message,
     ) {
-        let Some(Outstanding { what, sent, .. }) = self.outstanding.remove(&(conn, request_id))
+        let Some(Outstanding {
+            what,
+            sent,
+            expired,
+        }) = self.outstanding.remove(&(conn, request_id))
         else {
             debug!("{conn}: reply to unknown request {request_id} dropped");
             return;
         };
+        if matches!(what, Request::Batch { .. }) && !expired {
+            // Its slot on the connection is free again (a batch past the
+            // task timeout gave its slot up already).
+            self.release_slot(conn, w);
+        }
         match (what, msg) {
             (Request::Ping { worker }, Message::Pong) => self.worker_up(io, worker),
             (Request::Install { worker, hash }, Message::InstallReply(r)) => {
@@ -777,7 +802,6 @@ impl Manager {
             }
             (Request::Batch { batch, job, backup }, Message::BatchResult(r)) => {
                 let copy = AnsweredCopy {
-                    conn,
                     worker: w,
                     batch,
                     job,
@@ -822,7 +846,7 @@ impl Manager {
                 // settled here, as the connection is forgotten at once (a
                 // confused peer is not a crash: nothing on it is suspect).
                 match what {
-                    Request::Batch { batch, .. } => self.drop_copy(batch, conn, false),
+                    Request::Batch { batch, .. } => self.drop_copy(batch, conn, Loss::Departed),
                     Request::Install { worker, hash } => {
                         if let Some(wk) = self.worker(worker) {
                             wk.installed.remove(&hash);
@@ -956,14 +980,12 @@ impl Manager {
 
     fn batch_done(&mut self, _io: &mut Io<'_>, copy: AnsweredCopy, r: BatchResult) {
         let AnsweredCopy {
-            conn,
             worker: w,
             batch,
             job: job_id,
             backup,
             sent,
         } = copy;
-        self.release_slot(conn, w);
         let Some(f) = self.in_flight.remove(&batch) else {
             // Already answered by another copy: applying it would count it
             // twice. (For a cancelled job, it is simply late.)
@@ -1042,7 +1064,6 @@ impl Manager {
         batch: u64,
         e: &msg::ErrorReply,
     ) {
-        self.release_slot(conn, w);
         let hash = self
             .in_flight
             .get(&batch)
@@ -1059,7 +1080,7 @@ impl Manager {
         if e.code == ErrorCode::SHUTTING_DOWN {
             self.fail_worker(io, w, "it is shutting down");
         }
-        self.drop_copy(batch, conn, false);
+        self.drop_copy(batch, conn, Loss::Departed);
     }
 
     fn maybe_finish_detach(&mut self, io: &mut Io<'_>, w: usize) {
@@ -1423,7 +1444,7 @@ impl Manager {
             })
             .collect();
         for (batch, conn) in copies {
-            self.drop_copy(batch, conn, false);
+            self.drop_copy(batch, conn, Loss::Departed);
         }
     }
 
@@ -1920,6 +1941,36 @@ impl Handler for Manager {
                 self.abandon_attach(io, w, "it did not answer within the read timeout");
             } else {
                 self.fail_worker(io, w, "no answer within the read timeout");
+            }
+        }
+        // A batch past --task-timeout: its copy is given up like a failed
+        // attempt (its worker may be stuck in a task that never ends). A
+        // late answer still counts if the batch is not done elsewhere by
+        // then.
+        if let Some(limit) = self.settings.task_timeout {
+            let late: Vec<(ConnId, u32, u64)> = self
+                .outstanding
+                .iter()
+                .filter_map(|(&(conn, id), o)| match o.what {
+                    Request::Batch { batch, .. }
+                        if !o.expired && now.duration_since(o.sent) > limit =>
+                    {
+                        Some((conn, id, batch))
+                    }
+                    _ => None,
+                })
+                .collect();
+            for (conn, id, batch) in late {
+                if let Some(o) = self.outstanding.get_mut(&(conn, id)) {
+                    o.expired = true;
+                }
+                // The slot goes back: a worker with a thread stuck in a
+                // task still has others, and suspects need an idle worker.
+                if let Some(&w) = self.worker_conns.get(&conn) {
+                    self.release_slot(conn, w);
+                }
+                warn!("batch {batch}: no answer within the task timeout; it goes elsewhere");
+                self.drop_copy(batch, conn, Loss::TimedOut);
             }
         }
         // Health checks: one ping in flight on every worker connection, so

@@ -41,14 +41,15 @@ pub fn run(
         "manager listening on {local} (max connections per worker {}, max retries {}, max jobs {}, {summary})",
         settings.max_connections, settings.max_retries, settings.max_jobs
     );
-    let mut out = io::stdout().lock();
-    writeln!(out, "redmap manager listening on {local}")?;
-    out.flush()?;
-    drop(out);
     let installed = reactor.waker();
     let store = PluginStore::new("manager", move || {
         let _ = installed.wake();
     })?;
+    // Announced once ready to serve (tests and scripts wait for this line).
+    let mut out = io::stdout().lock();
+    writeln!(out, "redmap manager listening on {local}")?;
+    out.flush()?;
+    drop(out);
     let waker = reactor.waker();
     let stop = crate::signals::watch(move || {
         let _ = waker.wake();

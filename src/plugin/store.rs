@@ -65,6 +65,7 @@ impl<W> PluginStore<W> {
         let dir = std::env::temp_dir().join(format!("redmap-{label}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        remove_orphans(&dir, label);
         let (to_installer, work) = mpsc::channel::<(PluginHash, Vec<u8>)>();
         let (done, from_installer) = mpsc::channel();
         let install_dir = dir.clone();
@@ -226,6 +227,55 @@ impl<W> PluginStore<W> {
         }
         removed
     }
+}
+
+/// Removes the directories that servers of this user left behind when they
+/// were killed (they remove their own on a clean exit): `redmap-LABEL-PID`
+/// next to `ours`, owned by the same user, for a PID that no longer runs.
+fn remove_orphans(ours: &Path, label: &str) {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(tmp), Ok(meta)) = (ours.parent(), fs::metadata(ours)) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return;
+    };
+    let uid = meta.uid();
+    let prefix = format!("redmap-{label}-");
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mine = fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if mine && !process_exists(pid) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Whether a process with this id runs (signal 0 checks without sending).
+fn process_exists(pid: u32) -> bool {
+    extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return true; // not a single process: leave it alone
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { kill(pid, 0) } == 0 {
+        return true;
+    }
+    // EPERM: it exists, as another user's. Only ESRCH means gone.
+    const ESRCH: i32 = 3;
+    std::io::Error::last_os_error().raw_os_error() != Some(ESRCH)
 }
 
 /// The reply to an install's last chunk, once the library is loaded.

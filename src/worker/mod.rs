@@ -38,6 +38,11 @@ pub fn run(
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!("worker listening on {local} ({threads} map threads, {summary})");
+    let installed = reactor.waker();
+    let store = PluginStore::new("worker", move || {
+        let _ = installed.wake();
+    })?;
+    // Announced once ready to serve (tests and scripts wait for this line).
     let mut out = io::stdout().lock();
     writeln!(out, "redmap worker listening on {local}")?;
     out.flush()?;
@@ -45,10 +50,6 @@ pub fn run(
     let waker = reactor.waker();
     let stop = crate::signals::watch(move || {
         let _ = waker.wake();
-    })?;
-    let installed = reactor.waker();
-    let store = PluginStore::new("worker", move || {
-        let _ = installed.wake();
     })?;
     let mut handler = WorkerHandler {
         stats: Stats::new(local.to_string()),
