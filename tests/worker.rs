@@ -236,3 +236,65 @@ fn a_worker_clears_the_plugin_directories_that_killed_workers_left() {
     let own = format!("redmap-worker-{}", worker.pid());
     assert!(tmp.join(&own).is_dir());
 }
+
+#[test]
+fn an_uninstall_during_the_load_wins_unless_the_library_is_installed_again() {
+    use redmap::proto::msg::Install;
+    let dir = util::TempDir::new("uninstall-race");
+    let library = std::fs::read(util::cc_shared(
+        &dir,
+        &util::repo().join("examples/sum.c"),
+        "sum_c.so",
+    ))
+    .unwrap();
+    let hash = redmap::plugin::PluginHash::of(&library).0;
+    let install = |id| {
+        util::frame_bytes(
+            id,
+            &Message::Install(Install {
+                hash,
+                total: library.len() as u64,
+                offset: 0,
+                chunk: library.clone(),
+            }),
+        )
+    };
+    let uninstall = |id| util::frame_bytes(id, &Message::Uninstall(hash));
+    let worker = start_worker(&[]);
+    let files = || {
+        std::fs::read_dir(std::env::temp_dir().join(format!("redmap-worker-{}", worker.pid())))
+            .map_or(0, |d| d.count())
+    };
+    let mut s = connect(worker.addr);
+    // In one write, so the worker reads the uninstall while the library loads.
+    let mut bytes = install(1);
+    bytes.extend(uninstall(2));
+    std::io::Write::write_all(&mut s, &bytes).unwrap();
+    assert_eq!(read_message(&mut s), (2, Message::Uninstalled));
+    match read_message(&mut s) {
+        (1, Message::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::PLUGIN_REJECTED);
+            assert!(e.message.contains("uninstalled while"), "{e}");
+        }
+        other => panic!("expected the install to be refused, got {other:?}"),
+    }
+    assert_eq!(files(), 0, "the uninstalled library was left on disk");
+
+    // Installed, uninstalled and installed again while it loads: installed.
+    let mut bytes = install(3);
+    bytes.extend(uninstall(4));
+    bytes.extend(install(5));
+    std::io::Write::write_all(&mut s, &bytes).unwrap();
+    let mut replies: Vec<(u32, Message)> = (0..3).map(|_| read_message(&mut s)).collect();
+    replies.sort_by_key(|(id, _)| *id);
+    assert!(
+        matches!(&replies[0], (3, Message::InstallReply(r)) if r.complete),
+        "{replies:?}"
+    );
+    assert_eq!(replies[1], (4, Message::Uninstalled));
+    assert!(
+        matches!(&replies[2], (5, Message::InstallReply(r)) if r.complete),
+        "{replies:?}"
+    );
+    assert_eq!(files(), 1);
+}

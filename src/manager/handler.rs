@@ -105,9 +105,10 @@ struct Outstanding {
     expired: bool,
 }
 
-/// One copy of a batch, sent to one worker.
+/// One copy of a batch, sent to one worker: the request that carries it.
 struct Copy {
     conn: ConnId,
+    request: u32,
     worker: usize,
 }
 
@@ -244,21 +245,27 @@ impl Manager {
     }
 
     /// Sends a request to a worker and remembers what it was for.
-    fn request(&mut self, io: &mut Io<'_>, conn: ConnId, msg: &Message, what: Request) -> bool {
+    /// Sends a request to a worker; its request id if it could be queued.
+    fn request(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        msg: &Message,
+        what: Request,
+    ) -> Option<u32> {
         let id = self.request_id();
-        if io.send(conn, id, msg) {
-            self.outstanding.insert(
-                (conn, id),
-                Outstanding {
-                    what,
-                    sent: io.now(),
-                    expired: false,
-                },
-            );
-            true
-        } else {
-            false
+        if !io.send(conn, id, msg) {
+            return None;
         }
+        self.outstanding.insert(
+            (conn, id),
+            Outstanding {
+                what,
+                sent: io.now(),
+                expired: false,
+            },
+        );
+        Some(id)
     }
 
     /// Opens one more pooled connection to worker `w`.
@@ -268,7 +275,11 @@ impl Manager {
             Ok(id) => {
                 self.worker_conns.insert(id, w);
                 let worker = self.worker(w)?;
-                worker.conns.push(WorkerConn { id, in_flight: 0 });
+                worker.conns.push(WorkerConn {
+                    id,
+                    in_flight: 0,
+                    stuck: 0,
+                });
                 debug!(
                     "worker {}: opened {id} ({} of its pool)",
                     worker.addr,
@@ -441,7 +452,7 @@ impl Manager {
         // answer again.
         let busy = self
             .worker(w)
-            .is_some_and(|wk| wk.state == WorkerState::Active && wk.in_flight() > 0);
+            .is_some_and(|wk| wk.state == WorkerState::Active && wk.busy() > 0);
         if busy && !self.settings.force_detach {
             if let Some(worker) = self.worker(w) {
                 info!(
@@ -518,11 +529,11 @@ impl Manager {
             .into_iter()
             .filter_map(|key| self.outstanding.remove(&key).map(|o| (key.1, o)))
             .collect();
-        for (_, o) in lost {
+        for (request, o) in lost {
             if let Request::Batch { batch, .. } = o.what {
                 // Lost with its worker: if the worker died of the batch
                 // itself, sending it again as is would kill the next one.
-                self.drop_copy(batch, conn, why);
+                self.drop_copy(batch, conn, request, why);
             }
         }
     }
@@ -535,20 +546,16 @@ impl Manager {
     /// attempts. So a task that kills its worker, or never ends, is failed
     /// after --max-retries instead of taking the cluster down one worker at
     /// a time, and no innocent task is blamed with it.
-    fn drop_copy(&mut self, batch: u64, conn: ConnId, why: Loss) {
+    fn drop_copy(&mut self, batch: u64, conn: ConnId, request: u32, why: Loss) {
         let max_retries = self.settings.max_retries;
         let Some(entry) = self.in_flight.get_mut(&batch) else {
             return;
         };
-        let Some(worker) = entry
-            .copies
-            .iter()
-            .find(|c| c.conn == conn)
-            .map(|c| c.worker)
-        else {
+        let this = |c: &Copy| c.conn == conn && c.request == request;
+        let Some(worker) = entry.copies.iter().find(|c| this(c)).map(|c| c.worker) else {
             return;
         };
-        entry.copies.retain(|c| c.conn != conn);
+        entry.copies.retain(|c| !this(c));
         if !entry.copies.is_empty() {
             return;
         }
@@ -790,10 +797,8 @@ impl Manager {
             debug!("{conn}: reply to unknown request {request_id} dropped");
             return;
         };
-        if matches!(what, Request::Batch { .. }) && !expired {
-            // Its slot on the connection is free again (a batch past the
-            // task timeout gave its slot up already).
-            self.release_slot(conn, w);
+        if matches!(what, Request::Batch { .. }) {
+            self.release_slot(conn, w, expired);
         }
         match (what, msg) {
             (Request::Ping { worker }, Message::Pong) => self.worker_up(io, worker),
@@ -811,7 +816,7 @@ impl Manager {
                 self.batch_done(io, copy, r)
             }
             (Request::Batch { batch, .. }, Message::Error(e)) => {
-                self.batch_refused(io, conn, w, batch, &e)
+                self.batch_refused(io, (conn, request_id), w, batch, &e)
             }
             (Request::Install { worker, hash }, Message::Error(e)) => {
                 if let Some(wk) = self.worker(worker) {
@@ -846,7 +851,9 @@ impl Manager {
                 // settled here, as the connection is forgotten at once (a
                 // confused peer is not a crash: nothing on it is suspect).
                 match what {
-                    Request::Batch { batch, .. } => self.drop_copy(batch, conn, Loss::Departed),
+                    Request::Batch { batch, .. } => {
+                        self.drop_copy(batch, conn, request_id, Loss::Departed)
+                    }
                     Request::Install { worker, hash } => {
                         if let Some(wk) = self.worker(worker) {
                             wk.installed.remove(&hash);
@@ -969,11 +976,16 @@ impl Manager {
         }
     }
 
-    /// Frees the connection slot a batch used.
-    fn release_slot(&mut self, conn: ConnId, w: usize) {
+    /// Frees the connection slot an answered batch used (`stuck`: it was
+    /// past the task timeout).
+    fn release_slot(&mut self, conn: ConnId, w: usize, stuck: bool) {
         if let Some(wk) = self.worker(w) {
             if let Some(i) = wk.conn_index(conn) {
-                wk.conns[i].in_flight = wk.conns[i].in_flight.saturating_sub(1);
+                let c = &mut wk.conns[i];
+                c.in_flight = c.in_flight.saturating_sub(1);
+                if stuck {
+                    c.stuck = c.stuck.saturating_sub(1);
+                }
             }
         }
     }
@@ -1059,7 +1071,7 @@ impl Manager {
     fn batch_refused(
         &mut self,
         io: &mut Io<'_>,
-        conn: ConnId,
+        (conn, request): (ConnId, u32),
         w: usize,
         batch: u64,
         e: &msg::ErrorReply,
@@ -1080,13 +1092,13 @@ impl Manager {
         if e.code == ErrorCode::SHUTTING_DOWN {
             self.fail_worker(io, w, "it is shutting down");
         }
-        self.drop_copy(batch, conn, Loss::Departed);
+        self.drop_copy(batch, conn, request, Loss::Departed);
     }
 
     fn maybe_finish_detach(&mut self, io: &mut Io<'_>, w: usize) {
         let done = self
             .worker(w)
-            .is_some_and(|wk| wk.state == WorkerState::Detaching && wk.in_flight() == 0);
+            .is_some_and(|wk| wk.state == WorkerState::Detaching && wk.busy() == 0);
         if done {
             let reply = self.worker(w).and_then(|wk| wk.waiting_reply.take());
             self.remove_worker(io, w);
@@ -1203,7 +1215,7 @@ impl Manager {
     }
 
     fn send_batch(&mut self, io: &mut Io<'_>, w: usize, job_id: u64, elsewhere: bool) -> bool {
-        let idle = self.worker(w).is_some_and(|wk| wk.in_flight() == 0);
+        let idle = self.worker(w).is_some_and(|wk| wk.busy() == 0);
         let free = self.worker(w).and_then(|wk| wk.free_conn());
         let conn_index = match free {
             Some(i) => i,
@@ -1263,14 +1275,18 @@ impl Manager {
         let Some(job) = self.jobs.get_mut(&job_id) else {
             return false;
         };
-        if !sent {
+        let Some(request) = sent else {
             job.retry.push_front(Pending { tasks, ..pending });
             return false;
-        }
+        };
         if let Some(wk) = self.worker(w) {
             wk.conns[conn_index].in_flight += 1;
         }
-        let copy = Copy { conn, worker: w };
+        let copy = Copy {
+            conn,
+            request,
+            worker: w,
+        };
         match self.in_flight.get_mut(&batch) {
             Some(entry) => entry.copies.push(copy),
             None => {
@@ -1338,7 +1354,7 @@ impl Manager {
                 Some(w) != holder
                     && self.workers[w].as_ref().is_some_and(|wk| {
                         wk.state == WorkerState::Active
-                            && wk.in_flight() == 0
+                            && wk.busy() == 0
                             && !self.holds_suspect(w)
                             && wk.has_capacity(max_conns)
                             && wk.installed.get(&hash) == Some(&Install::Done)
@@ -1358,7 +1374,7 @@ impl Manager {
                 batch_id: batch,
                 tasks,
             });
-            if self.request(
+            let sent = self.request(
                 io,
                 conn,
                 &msg,
@@ -1367,7 +1383,8 @@ impl Manager {
                     job: job_id,
                     backup: true,
                 },
-            ) {
+            );
+            if let Some(request) = sent {
                 if let Some(wk) = self.worker(w) {
                     if let Some(i) = wk.conn_index(conn) {
                         wk.conns[i].in_flight += 1;
@@ -1375,7 +1392,11 @@ impl Manager {
                 }
                 if let Some(f) = self.in_flight.get_mut(&batch) {
                     f.has_backup = true;
-                    f.copies.push(Copy { conn, worker: w });
+                    f.copies.push(Copy {
+                        conn,
+                        request,
+                        worker: w,
+                    });
                 }
                 if let Some(job) = self.jobs.get_mut(&job_id) {
                     job.backups += 1;
@@ -1433,18 +1454,18 @@ impl Manager {
             retry_at: now + FIRST_BACKOFF,
             backoff: FIRST_BACKOFF,
         };
-        let copies: Vec<(u64, ConnId)> = self
+        let copies: Vec<(u64, ConnId, u32)> = self
             .in_flight
             .iter()
             .flat_map(|(id, f)| {
                 f.copies
                     .iter()
                     .filter(|c| c.worker == w)
-                    .map(|c| (*id, c.conn))
+                    .map(|c| (*id, c.conn, c.request))
             })
             .collect();
-        for (batch, conn) in copies {
-            self.drop_copy(batch, conn, Loss::Departed);
+        for (batch, conn, request) in copies {
+            self.drop_copy(batch, conn, request, Loss::Departed);
         }
     }
 
@@ -1918,12 +1939,14 @@ impl Handler for Manager {
         // failing; its batches go to the others. A batch is exempt: its
         // tasks may rightly take longer than that, and the pings below,
         // which a live worker answers at once on every connection, tell a
-        // busy worker from a silent one.
+        // busy worker from a silent one. So is an install, whose last
+        // chunk is answered once the library is loaded (its initialisers
+        // run: user code, of any length).
         let read_timeout = self.read_timeout;
         let overdue: Vec<(ConnId, u32)> = self
             .outstanding
             .iter()
-            .filter(|(_, o)| !matches!(o.what, Request::Batch { .. }))
+            .filter(|(_, o)| !matches!(o.what, Request::Batch { .. } | Request::Install { .. }))
             .filter(|(_, o)| !o.expired && now.duration_since(o.sent) > read_timeout)
             .map(|(key, _)| *key)
             .collect();
@@ -1964,13 +1987,18 @@ impl Handler for Manager {
                 if let Some(o) = self.outstanding.get_mut(&(conn, id)) {
                     o.expired = true;
                 }
-                // The slot goes back: a worker with a thread stuck in a
-                // task still has others, and suspects need an idle worker.
+                // Its slot stays taken (the worker still holds the batch,
+                // and never gets more than it can queue), but the worker
+                // no longer counts it as work of its own: see Worker::busy.
                 if let Some(&w) = self.worker_conns.get(&conn) {
-                    self.release_slot(conn, w);
+                    if let Some(wk) = self.worker(w) {
+                        if let Some(i) = wk.conn_index(conn) {
+                            wk.conns[i].stuck += 1;
+                        }
+                    }
                 }
                 warn!("batch {batch}: no answer within the task timeout; it goes elsewhere");
-                self.drop_copy(batch, conn, Loss::TimedOut);
+                self.drop_copy(batch, conn, id, Loss::TimedOut);
             }
         }
         // Health checks: one ping in flight on every worker connection, so

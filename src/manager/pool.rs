@@ -54,7 +54,12 @@ pub enum Install {
 #[derive(Debug)]
 pub struct WorkerConn {
     pub id: ConnId,
+    /// Batches sent on it and not answered.
     pub in_flight: usize,
+    /// Of those, the ones past --task-timeout: sent elsewhere, but still
+    /// on the worker (a thread may be stuck in one), so their slots stay
+    /// taken until they are answered.
+    pub stuck: usize,
 }
 
 #[derive(Debug)]
@@ -92,6 +97,15 @@ impl Worker {
 
     pub fn in_flight(&self) -> usize {
         self.conns.iter().map(|c| c.in_flight).sum()
+    }
+
+    /// Batches in flight that are still its to answer (not past the task
+    /// timeout): with none, the worker counts as idle.
+    pub fn busy(&self) -> usize {
+        self.conns
+            .iter()
+            .map(|c| c.in_flight.saturating_sub(c.stuck))
+            .sum()
     }
 
     /// The least busy connection with room for another batch.

@@ -119,6 +119,9 @@ impl<W> PluginStore<W> {
             }));
         }
         if let Some(loading) = self.loading.get_mut(&hash) {
+            // Installed again after an uninstall during the load: the same
+            // bytes (same hash) are wanted after all.
+            loading.uninstalled = false;
             loading.waiters.push(waiter);
             return Ok(None);
         }
@@ -247,6 +250,7 @@ fn remove_orphans(ours: &Path, label: &str) {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(&prefix))
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
@@ -264,7 +268,7 @@ fn process_exists(pid: u32) -> bool {
         fn kill(pid: i32, sig: i32) -> i32;
     }
     let Ok(pid) = i32::try_from(pid) else {
-        return false;
+        return true; // no process has such an id: not a name we made
     };
     if pid <= 0 {
         return true; // not a single process: leave it alone
@@ -308,7 +312,10 @@ fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, Pr
         .mode(0o600)
         .open(&path)
         .and_then(|mut f| f.write_all(bytes));
-    written.map_err(|e| ProtoError::Internal(format!("cannot store the library: {e}")))?;
+    written.map_err(|e| {
+        let _ = fs::remove_file(&path);
+        ProtoError::Internal(format!("cannot store the library: {e}"))
+    })?;
     let plugin = Plugin::open(&path).map_err(|e| {
         let _ = fs::remove_file(&path);
         rejected(e.to_string())
