@@ -6,7 +6,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::thread;
 
-use redmap::proto::msg::{Install, RunJob};
+use redmap::proto::msg::RunJob;
 use redmap::proto::{ErrorCode, Message};
 
 use crate::util::{
@@ -158,17 +158,7 @@ fn a_client_that_skips_the_handshake_is_refused_and_nothing_is_written() {
     let (_dir, manager, workers) = secured();
     for (server, kind) in [(&manager, "manager"), (&workers[0], "worker")] {
         let mut s = connect(server.addr);
-        let library = b"\x7fELF not really".to_vec();
-        send(
-            &mut s,
-            1,
-            &Message::Install(Install {
-                hash: redmap::plugin::PluginHash::of(&library).0,
-                total: library.len() as u64,
-                offset: 0,
-                chunk: library,
-            }),
-        );
+        send(&mut s, 1, &util::install_whole(b"\x7fELF not really"));
         send(
             &mut s,
             2,

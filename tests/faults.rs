@@ -90,22 +90,27 @@ fn killing_a_worker_at_ten_seeded_moments_never_changes_the_result() {
     }
 }
 
+/// Waits until the worker at `addr` has mapped a task.
+fn wait_until_mapping(addr: &str) {
+    let mapped = eventually(util::WAIT, || {
+        redmap::net::Client::connect(
+            addr,
+            redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
+            1 << 20,
+        )
+        .and_then(|mut c| c.info())
+        .is_ok_and(|i| i.tasks_processed > 0)
+    });
+    assert!(mapped, "worker {addr} never mapped a task");
+}
+
 #[test]
 fn a_frozen_worker_is_worked_around_and_its_late_answers_are_duplicates() {
     let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[("SUM_TASKS", "2000000")]);
     let manager = cluster.manager.addr_arg();
     let job = submit(&cluster, &example("sum.rs"), &[]);
     // Freeze the worker once it is mapping: it then holds batches in flight.
-    let target = cluster.workers[0].addr_arg();
-    assert!(eventually(util::WAIT, || {
-        redmap::net::Client::connect(
-            &target,
-            redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
-            1 << 20,
-        )
-        .and_then(|mut c| c.info())
-        .is_ok_and(|i| i.tasks_processed > 0)
-    }));
+    wait_until_mapping(&cluster.workers[0].addr_arg());
     let frozen = cluster.workers[0].pid();
     signal(frozen, "STOP");
     thread::sleep(Duration::from_millis(2500));
@@ -128,15 +133,7 @@ fn a_frozen_worker_can_be_detached_at_once() {
     let manager = cluster.manager.addr_arg();
     let job = submit(&cluster, &example("sum.rs"), &[]);
     let target = cluster.workers[0].addr_arg();
-    assert!(eventually(util::WAIT, || {
-        redmap::net::Client::connect(
-            &target,
-            redmap::net::Timeouts::new(Duration::from_secs(5), Duration::from_secs(5)),
-            1 << 20,
-        )
-        .and_then(|mut c| c.info())
-        .is_ok_and(|i| i.tasks_processed > 0)
-    }));
+    wait_until_mapping(&target);
     let frozen = cluster.workers[0].pid();
     signal(frozen, "STOP");
     assert!(

@@ -109,27 +109,12 @@ fn echo_ping_into_netcat_prints_pong() {
 
 #[test]
 fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
-    use redmap::proto::msg::{Install, MapBatch, TaskList};
-    let dir = util::TempDir::new("busy");
-    let library = std::fs::read(util::cc_shared(
-        &dir,
-        &util::repo().join("examples/sum.c"),
-        "sum_c.so",
-    ))
-    .unwrap();
+    use redmap::proto::msg::{MapBatch, TaskList};
+    let library = util::sum_c_library(&util::TempDir::new("busy"));
     let hash = redmap::plugin::PluginHash::of(&library).0;
     let worker = start_worker(&[]);
     let mut s = connect(worker.addr);
-    send(
-        &mut s,
-        1,
-        &Message::Install(Install {
-            hash,
-            total: library.len() as u64,
-            offset: 0,
-            chunk: library,
-        }),
-    );
+    send(&mut s, 1, &util::install_whole(&library));
     assert!(matches!(read_message(&mut s), (1, Message::InstallReply(r)) if r.complete));
 
     // Twenty batches in one write: the worker reads them before any is done.
@@ -173,7 +158,6 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
 
 #[test]
 fn a_worker_keeps_answering_while_a_slow_library_loads() {
-    use redmap::proto::msg::Install;
     // The tutorial job in C, with an initialiser that takes three seconds:
     // loading runs it, and that must not happen on the event loop.
     let dir = util::TempDir::new("slow-init");
@@ -188,16 +172,7 @@ fn a_worker_keeps_answering_while_a_slow_library_loads() {
     let library = std::fs::read(util::cc_shared(&dir, &source, "slow_init.so")).unwrap();
     let worker = start_worker(&[]);
     let mut installing = connect(worker.addr);
-    send(
-        &mut installing,
-        1,
-        &Message::Install(Install {
-            hash: redmap::plugin::PluginHash::of(&library).0,
-            total: library.len() as u64,
-            offset: 0,
-            chunk: library,
-        }),
-    );
+    send(&mut installing, 1, &util::install_whole(&library));
     // Give the worker the chunk before asking anything else.
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut other = connect(worker.addr);
@@ -239,26 +214,9 @@ fn a_worker_clears_the_plugin_directories_that_killed_workers_left() {
 
 #[test]
 fn an_uninstall_during_the_load_wins_unless_the_library_is_installed_again() {
-    use redmap::proto::msg::Install;
-    let dir = util::TempDir::new("uninstall-race");
-    let library = std::fs::read(util::cc_shared(
-        &dir,
-        &util::repo().join("examples/sum.c"),
-        "sum_c.so",
-    ))
-    .unwrap();
+    let library = util::sum_c_library(&util::TempDir::new("uninstall-race"));
     let hash = redmap::plugin::PluginHash::of(&library).0;
-    let install = |id| {
-        util::frame_bytes(
-            id,
-            &Message::Install(Install {
-                hash,
-                total: library.len() as u64,
-                offset: 0,
-                chunk: library.clone(),
-            }),
-        )
-    };
+    let install = |id| util::frame_bytes(id, &util::install_whole(&library));
     let uninstall = |id| util::frame_bytes(id, &Message::Uninstall(hash));
     let worker = start_worker(&[]);
     let files = || {

@@ -1100,11 +1100,16 @@ impl Manager {
             .worker(w)
             .is_some_and(|wk| wk.state == WorkerState::Detaching && wk.busy() == 0);
         if done {
-            let reply = self.worker(w).and_then(|wk| wk.waiting_reply.take());
-            self.remove_worker(io, w);
-            if let Some((c, id)) = reply {
-                io.send(c, id, &Message::Detached);
-            }
+            self.finish_detach(io, w);
+        }
+    }
+
+    /// Removes detaching worker `w` and answers the DETACH that waits.
+    fn finish_detach(&mut self, io: &mut Io<'_>, w: usize) {
+        let reply = self.worker(w).and_then(|wk| wk.waiting_reply.take());
+        self.remove_worker(io, w);
+        if let Some((c, id)) = reply {
+            io.send(c, id, &Message::Detached);
         }
     }
 
@@ -1443,11 +1448,7 @@ impl Manager {
         wk.last_error = Some(why.to_owned());
         if wk.state == WorkerState::Detaching {
             // Its batches go to the others either way: it is detached now.
-            let reply = wk.waiting_reply.take();
-            self.remove_worker(io, w);
-            if let Some((c, id)) = reply {
-                io.send(c, id, &Message::Detached);
-            }
+            self.finish_detach(io, w);
             return;
         }
         wk.state = WorkerState::Failing {
@@ -1897,13 +1898,7 @@ impl Handler for Manager {
                     };
                 }
                 WorkerState::Failing { .. } => {}
-                WorkerState::Detaching => {
-                    let reply = worker.waiting_reply.take();
-                    self.remove_worker(io, w);
-                    if let Some((c, id)) = reply {
-                        io.send(c, id, &Message::Detached);
-                    }
-                }
+                WorkerState::Detaching => self.finish_detach(io, w),
             }
         }
         self.settle(io);

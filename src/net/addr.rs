@@ -31,10 +31,7 @@ fn resolve(input: &str, host: &str, port: &str) -> Result<Vec<SocketAddr>, AddrE
     let port: u16 = port
         .parse()
         .map_err(|_| err(format!("'{port}' is not a port number (0-65535)")))?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = unbracket(host);
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| err(format!("cannot resolve '{host}': {e}")))?
@@ -43,6 +40,13 @@ fn resolve(input: &str, host: &str, port: &str) -> Result<Vec<SocketAddr>, AddrE
         return Err(err(format!("'{host}' resolves to no address")));
     }
     Ok(addrs)
+}
+
+/// An IPv6 host without its brackets (`[::1]` -> `::1`).
+fn unbracket(host: &str) -> &str {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
 }
 
 fn split(input: &str) -> Result<(&str, &str), AddrError> {
@@ -66,10 +70,7 @@ pub fn needs_lookup(input: &str) -> bool {
     let Ok((host, port)) = split(input) else {
         return false;
     };
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
+    let host = unbracket(host);
     port.parse::<u16>().is_ok() && !host.is_empty() && host.parse::<std::net::IpAddr>().is_err()
 }
 

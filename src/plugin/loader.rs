@@ -163,7 +163,12 @@ impl Plugin {
             path: path.to_owned(),
             source,
         })?;
-        let hash = PluginHash::of(&bytes);
+        Plugin::open_hashed(path, PluginHash::of(&bytes))
+    }
+
+    /// Like [`Plugin::open`], for a file whose hash the caller has just
+    /// checked (it wrote the bytes): no second read and hash.
+    pub fn open_hashed(path: &Path, hash: PluginHash) -> Result<Arc<Plugin>, LoadError> {
         let mut table = loaded().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(plugin) = table.get(&hash) {
             return Ok(Arc::clone(plugin));

@@ -316,7 +316,7 @@ fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, Pr
         let _ = fs::remove_file(&path);
         ProtoError::Internal(format!("cannot store the library: {e}"))
     })?;
-    let plugin = Plugin::open(&path).map_err(|e| {
+    let plugin = Plugin::open_hashed(&path, hash).map_err(|e| {
         let _ = fs::remove_file(&path);
         rejected(e.to_string())
     })?;

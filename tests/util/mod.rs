@@ -320,6 +320,22 @@ pub fn run_job(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Output {
     run(&mut cmd)
 }
 
+/// A whole job library as one INSTALL chunk.
+pub fn install_whole(library: &[u8]) -> Message {
+    Message::Install(redmap::proto::msg::Install {
+        hash: redmap::plugin::PluginHash::of(library).0,
+        total: library.len() as u64,
+        offset: 0,
+        chunk: library.to_vec(),
+    })
+}
+
+/// The tutorial job in C (examples/sum.c), built in `dir`: its bytes.
+pub fn sum_c_library(dir: &TempDir) -> Vec<u8> {
+    let lib = cc_shared(dir, &repo().join("examples/sum.c"), "sum_c.so");
+    std::fs::read(lib).expect("read the built library")
+}
+
 /// Compiles C source into a shared library with `cc -shared -fPIC`.
 pub fn cc_shared(dir: &TempDir, source: &std::path::Path, out: &str) -> std::path::PathBuf {
     let lib = dir.join(out);
