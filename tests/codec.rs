@@ -3,8 +3,8 @@
 //! past its limit.
 
 use redmap::proto::msg::{
-    BatchResult, ErrorReply, Info, Install, InstallReply, JobStatus, JobSummary, ManagerStats,
-    MapBatch, RunJob, TaskFailure, TaskList,
+    BatchResult, ErrorReply, Info, Install, InstallReply, JobStatus, JobSummary, JobsPage,
+    JobsQuery, ManagerStats, MapBatch, RunJob, TaskFailure, TaskList,
 };
 use redmap::proto::{
     encode_frame, Decoder, ErrorCode, Frame, Message, Opcode, ProtoError, ReadBuf, HEADER_LEN,
@@ -83,8 +83,14 @@ pub fn samples() -> Vec<Message> {
         Message::JobAccepted(5),
         Message::JobStatsRequest(5),
         Message::JobStats(summary()),
-        Message::JobsListRequest,
-        Message::JobsList(vec![summary(), summary()]),
+        Message::JobsListRequest(JobsQuery {
+            limit: 20,
+            before: 41,
+        }),
+        Message::JobsList(JobsPage {
+            jobs: vec![summary(), summary()],
+            more: 3,
+        }),
         Message::Attach("127.0.0.1:9876".into()),
         Message::Attached,
         Message::Detach(":9877".into()),
@@ -357,4 +363,34 @@ fn fuzz_regression_an_overlong_result_preview_is_malformed() {
     payload.insert(at + 4, b'x');
     let err = JobSummary::decode(&payload).unwrap_err();
     assert_eq!(err.code(), ErrorCode::MALFORMED_PAYLOAD);
+}
+
+#[test]
+fn a_jobs_list_of_protocol_1_decodes_with_its_defaults() {
+    // The original's request is empty: the newest 100 jobs.
+    assert_eq!(
+        Message::decode_payload(Opcode::JobsListRequest, &[]).unwrap(),
+        Message::JobsListRequest(JobsQuery::default())
+    );
+    assert_eq!(JobsQuery::default().effective_limit(), 100);
+    assert_eq!(
+        JobsQuery {
+            limit: 5000,
+            before: 0
+        }
+        .effective_limit(),
+        1000
+    );
+    // An older manager's reply ends after the summaries: nothing more.
+    let mut payload = Vec::new();
+    Message::JobsList(JobsPage {
+        jobs: vec![summary()],
+        more: 0,
+    })
+    .encode_payload(&mut payload);
+    payload.truncate(payload.len() - 8);
+    match Message::decode_payload(Opcode::JobsList, &payload).unwrap() {
+        Message::JobsList(page) => assert_eq!((page.jobs.len(), page.more), (1, 0)),
+        other => panic!("{other:?}"),
+    }
 }

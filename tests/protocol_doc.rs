@@ -2,7 +2,7 @@
 //! decoded and re-encoded by the codec, and every opcode, error code and
 //! text command the code knows is in its tables.
 
-use redmap::proto::msg::{ErrorReply, Info};
+use redmap::proto::msg::{ErrorReply, Info, JobsPage, JobsQuery};
 use redmap::proto::text::TextCommand;
 use redmap::proto::{encode_frame, Decoder, ErrorCode, Message, Opcode, ProtoError, ReadBuf};
 
@@ -68,6 +68,14 @@ fn expected(name: &str) -> (u32, Message) {
         ),
         "handshake-auth" => (2, Message::Auth(worked_example().1)),
         "handshake-ok" => (2, Message::AuthOk),
+        "jobs-list-request" => (
+            3,
+            Message::JobsListRequest(JobsQuery {
+                limit: 20,
+                before: 41,
+            }),
+        ),
+        "jobs-list-reply" => (3, Message::JobsList(JobsPage::default())),
         other => panic!("protocol.md has a hex block '{other}' that no test checks"),
     }
 }

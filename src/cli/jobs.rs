@@ -8,7 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
-use crate::proto::msg::JobSummary;
+use crate::proto::msg::manager::MAX_LIST_LIMIT;
+use crate::proto::msg::{JobSummary, JobsQuery};
 use crate::proto::Message;
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +49,14 @@ pub struct ListArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// List at most this many jobs, newest first.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: u32,
+
+    /// List every job the manager keeps (page by page).
+    #[arg(long, conflicts_with = "limit")]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]
@@ -135,15 +144,34 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
         manager: args.addr.clone(),
     };
     let mut client = target.connect(&args.net)?;
-    let jobs = call(
-        &mut client,
-        &args.addr,
-        &Message::JobsListRequest,
-        |m| match m {
-            Message::JobsList(v) => Some(v),
-            _ => None,
-        },
-    )?;
+    // Newest first, a page at a time: a reply never approaches --max-size
+    // however many jobs the manager keeps.
+    let mut jobs = Vec::new();
+    let mut query = JobsQuery {
+        limit: if args.all { MAX_LIST_LIMIT } else { args.limit },
+        before: 0,
+    };
+    let more = loop {
+        let page = call(
+            &mut client,
+            &args.addr,
+            &Message::JobsListRequest(query),
+            |m| match m {
+                Message::JobsList(page) => Some(page),
+                _ => None,
+            },
+        )?;
+        let last = page.jobs.last().map(|j| j.id);
+        jobs.extend(page.jobs);
+        let wanted = args.all || (jobs.len() as u64) < u64::from(args.limit);
+        match last {
+            Some(id) if page.more > 0 && wanted => query.before = id,
+            _ => break page.more,
+        }
+        if !args.all {
+            query.limit = args.limit - jobs.len() as u32;
+        }
+    };
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(
@@ -165,6 +193,9 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
             .collect();
         table(&mut out, &["ID", "NAME", "STATUS", "PROGRESS"], &rows)
     };
+    if more > 0 && !args.json {
+        eprintln!("({more} older jobs not listed: --limit N or --all)");
+    }
     quiet_broken_pipe(written)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use mio::Waker;
 
-use super::job::{Job, Pending, ReducerMsg, KEPT_ENDED_JOBS};
+use super::job::{Job, Pending, ReducerMsg, KEPT_ENDED_BYTES, KEPT_ENDED_JOBS};
 use super::pool::{Install, Worker, WorkerConn, WorkerState, FIRST_BACKOFF, MAX_BACKOFF};
 use super::sizing::MAX_BATCH_BYTES;
 use crate::cli::output::Json;
@@ -23,13 +23,18 @@ use crate::net::addr::{dial_addrs, needs_lookup, AddrError};
 use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
+use crate::proto::msg::manager::MAX_LIST_BYTES;
 use crate::proto::msg::{
-    self, BatchResult, InstallReply, JobStatus, JobSummary, ManagerStats, MapBatch, RunJob,
-    TaskList,
+    self, BatchResult, InstallReply, JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats,
+    MapBatch, RunJob, TaskList,
 };
 use crate::proto::text::TextCommand;
 use crate::proto::{ErrorCode, Message, ProtoError, PROTOCOL_VERSION};
 use crate::report::{self, Metrics, RttHistogram, WorkerView};
+
+/// Ended jobs the monitor's page and `/api/status` show, newest first: what
+/// a page renders each tick must not grow with the jobs kept.
+const MONITOR_ENDED_JOBS: usize = 20;
 
 /// Partial results a job may have queued for its reducer before dispatch
 /// of that job pauses: a slow reduce must not let results pile up.
@@ -152,7 +157,18 @@ pub struct Manager {
     backups: u64,
     backups_won: u64,
     next_request: u32,
+    /// Jobs waiting or running.
     jobs: BTreeMap<u64, Job>,
+    /// Summaries of ended jobs (their `Job`, with its library, is gone),
+    /// at most KEPT_ENDED_JOBS of them and KEPT_ENDED_BYTES in all.
+    ended: BTreeMap<u64, JobSummary>,
+    ended_bytes: usize,
+    /// Kept ended jobs by status (indexed by the status's wire value).
+    ended_by_status: [u32; 8],
+    /// Failed and retried tasks of every ended job since the start, kept or
+    /// forgotten: the metrics' counters never go down.
+    ended_failed: u64,
+    ended_retried: u64,
     next_job: u64,
     in_flight: HashMap<u64, InFlight>,
     next_batch: u64,
@@ -210,6 +226,11 @@ impl Manager {
             backups_won: 0,
             next_request: 1,
             jobs: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            ended_bytes: 0,
+            ended_by_status: [0; 8],
+            ended_failed: 0,
+            ended_retried: 0,
             next_job: 1,
             in_flight: HashMap::new(),
             next_batch: 1,
@@ -711,12 +732,13 @@ impl Manager {
         for job in self.jobs.values() {
             match job.status {
                 JobStatus::Waiting => s.jobs_waiting += 1,
-                JobStatus::Running => s.jobs_running += 1,
-                JobStatus::Finished => s.jobs_completed += 1,
-                JobStatus::Failed => s.jobs_failed += 1,
-                JobStatus::Cancelled => s.jobs_cancelled += 1,
+                _ => s.jobs_running += 1,
             }
         }
+        let ended = |status: JobStatus| self.ended_by_status[status as usize];
+        s.jobs_completed = ended(JobStatus::Finished);
+        s.jobs_failed = ended(JobStatus::Failed);
+        s.jobs_cancelled = ended(JobStatus::Cancelled);
         if let (Some(first), Some(last)) = (self.rate.front(), self.rate.back()) {
             let secs = last.0.duration_since(first.0).as_secs_f64();
             if secs > 0.0 {
@@ -762,13 +784,12 @@ impl Manager {
                 Ok(()) => Message::Cancelled,
                 Err(e) => Message::error(&e),
             },
-            Message::JobStatsRequest(id) => match self.jobs.get(&id) {
-                Some(job) => Message::JobStats(self.summary(job)),
-                None => refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
+            Message::JobStatsRequest(id) => match (self.jobs.get(&id), self.ended.get(&id)) {
+                (Some(job), _) => Message::JobStats(self.summary(job)),
+                (None, Some(summary)) => Message::JobStats(summary.clone()),
+                (None, None) => refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
             },
-            Message::JobsListRequest => {
-                Message::JobsList(self.jobs.values().map(|j| self.summary(j)).collect())
-            }
+            Message::JobsListRequest(query) => Message::JobsList(self.jobs_page(query)),
             Message::Attach(addr) => return self.resolve(io, conn, request_id, addr, false),
             Message::Detach(addr) => return self.resolve(io, conn, request_id, addr, true),
             Message::ManagerStatsRequest => Message::ManagerStats(self.stats()),
@@ -1002,8 +1023,11 @@ impl Manager {
             // Already answered by another copy: applying it would count it
             // twice. (For a cancelled job, it is simply late.)
             if let Some(job) = self.jobs.get_mut(&job_id) {
-                if job.status != JobStatus::Cancelled {
-                    job.duplicates += 1;
+                job.duplicates += 1;
+                self.duplicates += 1;
+            } else if let Some(ended) = self.ended.get_mut(&job_id) {
+                if ended.status != JobStatus::Cancelled {
+                    ended.duplicates += 1;
                     self.duplicates += 1;
                 }
             }
@@ -1530,26 +1554,69 @@ impl Manager {
             job.failed,
             job.retried
         );
-        job.retire();
         let hash = job.hash;
+        self.keep_ended(id);
         self.uninstall_unused(io, hash);
-        self.forget_old_jobs();
         self.start_waiting_jobs(io);
     }
 
-    /// Keeps the summaries of the last KEPT_ENDED_JOBS ended jobs, so a
-    /// manager that runs jobs for months does not grow with each one.
-    fn forget_old_jobs(&mut self) {
-        let ended: Vec<u64> = self
-            .jobs
-            .values()
-            .filter(|j| j.status.is_over())
-            .map(|j| j.id)
-            .collect();
-        let excess = ended.len().saturating_sub(KEPT_ENDED_JOBS);
-        for id in &ended[..excess] {
-            self.jobs.remove(id);
+    /// Turns an ended job into its summary: the job (its library, its
+    /// threads' channels) is dropped. The manager keeps the summaries of at
+    /// most KEPT_ENDED_JOBS ended jobs and KEPT_ENDED_BYTES in all, the
+    /// oldest forgotten first, so a manager that runs jobs for months does
+    /// not grow with each one, whatever its jobs' errors say.
+    fn keep_ended(&mut self, id: u64) {
+        let Some(job) = self.jobs.remove(&id) else {
+            return;
+        };
+        let summary = job.summary(0, false);
+        self.ended_failed += summary.failed;
+        self.ended_retried += summary.retried;
+        self.ended_bytes += summary.encoded_len();
+        self.ended_by_status[summary.status as usize] += 1;
+        self.ended.insert(id, summary);
+        while self.ended.len() > KEPT_ENDED_JOBS || self.ended_bytes > KEPT_ENDED_BYTES {
+            let Some((_, old)) = self.ended.pop_first() else {
+                break;
+            };
+            self.ended_bytes -= old.encoded_len();
+            self.ended_by_status[old.status as usize] -= 1;
         }
+    }
+
+    /// The summaries of jobs, newest first, `query`'s page of them: at most
+    /// its limit, and at most MAX_LIST_BYTES of summaries (at least one).
+    fn jobs_page(&self, query: JobsQuery) -> JobsPage {
+        let bound = match query.before {
+            0 => u64::MAX,
+            b => b,
+        };
+        let mut live = self.jobs.range(..bound).rev().peekable();
+        let mut ended = self.ended.range(..bound).rev().peekable();
+        let total = self.jobs.range(..bound).count() + self.ended.range(..bound).count();
+        let (limit, mut bytes) = (query.effective_limit(), 0);
+        let mut page = JobsPage::default();
+        while page.jobs.len() < limit {
+            let newer_live = match (live.peek(), ended.peek()) {
+                (Some((a, _)), Some((b, _))) => a > b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let summary = if newer_live {
+                live.next().map(|(_, job)| self.summary(job))
+            } else {
+                ended.next().map(|(_, s)| s.clone())
+            };
+            let Some(summary) = summary else { break };
+            bytes += summary.encoded_len();
+            if bytes > MAX_LIST_BYTES && !page.jobs.is_empty() {
+                break;
+            }
+            page.jobs.push(summary);
+        }
+        page.more = (total - page.jobs.len()) as u64;
+        page
     }
 
     /// Serves pages from `shared` from now on (`--http`).
@@ -1584,7 +1651,10 @@ impl Manager {
                 last_error: w.last_error.clone(),
             })
             .collect();
-        let jobs: Vec<JobSummary> = self.jobs.values().map(|j| self.summary(j)).collect();
+        // Live jobs and the newest ended ones: the page's cost per tick does
+        // not grow with the ended jobs kept.
+        let mut jobs: Vec<JobSummary> = self.jobs.values().map(|j| self.summary(j)).collect();
+        jobs.extend(self.ended.values().rev().take(MONITOR_ENDED_JOBS).cloned());
         let status = Json::Object(vec![
             ("manager", report::stats_json(&stats)),
             (
@@ -1601,7 +1671,7 @@ impl Manager {
             ),
         ]);
         let mut m = Metrics::default();
-        let sum = |f: fn(&JobSummary) -> u64| jobs.iter().map(f).sum::<u64>();
+        let live = |f: fn(&Job) -> u64| self.jobs.values().map(f).sum::<u64>();
         m.counter(
             "redmap_tasks_processed_total",
             "Tasks mapped and folded into results.",
@@ -1610,12 +1680,12 @@ impl Manager {
         m.counter(
             "redmap_tasks_failed_total",
             "Tasks that failed for good.",
-            sum(|j| j.failed),
+            self.ended_failed + live(|j| j.failed),
         );
         m.counter(
             "redmap_tasks_retried_total",
             "Task retries.",
-            sum(|j| j.retried),
+            self.ended_retried + live(|j| j.retried),
         );
         m.counter(
             "redmap_bytes_in_total",
@@ -1718,26 +1788,22 @@ impl Manager {
     /// flight dropped, its library uninstalled, no `done`.
     fn cancel_job(&mut self, io: &mut Io<'_>, id: u64) -> Result<(), ProtoError> {
         let Some(job) = self.jobs.get_mut(&id) else {
-            return Err(ProtoError::refused(
-                ErrorCode::NOT_FOUND,
-                format!("no job with id {id}"),
-            ));
+            return Err(match self.ended.get(&id) {
+                Some(ended) => ProtoError::refused(
+                    ErrorCode::CONFLICT,
+                    format!("job {id} is already {}", ended.status.name()),
+                ),
+                None => ProtoError::refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
+            });
         };
-        if job.status.is_over() {
-            return Err(ProtoError::refused(
-                ErrorCode::CONFLICT,
-                format!("job {id} is already {}", job.status.name()),
-            ));
-        }
         job.cancel();
-        job.retire();
         job.in_flight_batches = 0;
         let hash = job.hash;
         info!("job {id} ({}): cancelled", job.name);
         // Answers still on their way are released and dropped on arrival.
         self.in_flight.retain(|_, f| f.job != id);
+        self.keep_ended(id);
         self.uninstall_unused(io, hash);
-        self.forget_old_jobs();
         self.start_waiting_jobs(io);
         Ok(())
     }
@@ -1822,7 +1888,8 @@ impl Manager {
 
     fn text_jobs(&self) -> String {
         let mut out = String::new();
-        for job in self.jobs.values() {
+        let page = self.jobs_page(JobsQuery::default());
+        for job in page.jobs.iter().rev() {
             let total = job
                 .estimate
                 .map_or_else(|| "?".to_owned(), |n| n.to_string());

@@ -31,6 +31,30 @@ const LOAD_AHEAD: usize = 4;
 pub const KEPT_ERRORS: usize = 10;
 /// Ended jobs whose summaries the manager keeps; older ones are forgotten.
 pub const KEPT_ENDED_JOBS: usize = 1000;
+/// Wire bytes of ended jobs' summaries the manager keeps, in all: with
+/// [`KEPT_ERROR_BYTES`] a summary is at most about 11 KiB, so this keeps
+/// at least a few hundred jobs and bounds the manager whatever jobs say.
+pub const KEPT_ENDED_BYTES: usize = 4 * 1024 * 1024;
+/// Longest error message a job keeps, in bytes; longer ones are cut and
+/// marked (a task may fail with a whole stack trace or its input quoted).
+pub const KEPT_ERROR_BYTES: usize = 1024;
+
+/// `message` cut to at most [`KEPT_ERROR_BYTES`] bytes on a character
+/// boundary, ending in a mark that gives its whole length when cut.
+pub fn cap_error(message: String) -> String {
+    if message.len() <= KEPT_ERROR_BYTES {
+        return message;
+    }
+    let mark = format!(" … [cut, {} bytes in all]", message.len());
+    let mut end = KEPT_ERROR_BYTES - mark.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut cut = message;
+    cut.truncate(end);
+    cut.push_str(&mark);
+    cut
+}
 
 /// What the loader thread tells the event loop.
 pub enum LoaderMsg {
@@ -173,7 +197,7 @@ impl Job {
         if self.errors.len() == KEPT_ERRORS {
             self.errors.pop_front();
         }
-        self.errors.push_back(message);
+        self.errors.push_back(cap_error(message));
     }
 
     /// Starts the loader and reducer threads. `spread` is the number of
@@ -264,14 +288,6 @@ impl Job {
         self.staged = None;
         self.retry.clear();
         self.partials = None; // the reducer drains and exits
-    }
-
-    /// Drops what only a live job needs: the library's bytes (kept to
-    /// install it on workers that join) can be megabytes per job.
-    pub fn retire(&mut self) {
-        self.library = Arc::default();
-        self.retry.clear();
-        self.staged = None;
     }
 
     pub fn has_work(&self) -> bool {
@@ -439,4 +455,21 @@ fn reduce(
         error,
     });
     let _ = waker.wake();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_errors_are_cut_on_a_char_boundary_and_marked() {
+        assert_eq!(cap_error("short".into()), "short");
+        let long = format!("task 3: {}", "é".repeat(40_000));
+        let cut = cap_error(long.clone());
+        assert!(cut.len() <= KEPT_ERROR_BYTES, "{} bytes", cut.len());
+        assert!(cut.starts_with("task 3: é"));
+        assert!(cut.ends_with(&format!("[cut, {} bytes in all]", long.len())));
+        let exact = "x".repeat(KEPT_ERROR_BYTES);
+        assert_eq!(cap_error(exact.clone()), exact);
+    }
 }

@@ -21,6 +21,61 @@ pub fn redmap() -> Command {
     cmd
 }
 
+/// A `kB` line of /proc/PID/status, in KiB.
+pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} line"))
+}
+
+/// `GET path` over HTTP/1.0 with an optional basic-auth password; returns
+/// (status code, body). Bounded by a 10 s read timeout.
+pub fn http_get(addr: SocketAddr, path: &str, password: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the HTTP port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = password.map_or(String::new(), |p| {
+        format!("Authorization: Basic {}\r\n", base64(&format!("ops:{p}")))
+    });
+    write!(s, "GET {path} HTTP/1.0\r\nHost: redmap\r\n{auth}\r\n").unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (code, body)
+}
+
+/// Standard base64, for basic-auth headers.
+pub fn base64(text: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in text.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// A server process, killed when dropped.
 pub struct Server {
     pub child: Child,
@@ -48,6 +103,25 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS line")
+    }
+
+    /// Peak resident memory of the server process so far (VmHWM), in KiB.
+    pub fn hwm_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// CPU time the server process has used (user + system), in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("read /proc stat");
+        // Fields after the command name (which may hold spaces): utime and
+        // stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let fields: Vec<u64> = rest
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        fields[11] + fields[12]
     }
 
     /// Open file descriptors of the server process.
@@ -336,12 +410,18 @@ pub fn sum_c_library(dir: &TempDir) -> Vec<u8> {
     std::fs::read(lib).expect("read the built library")
 }
 
+/// `cc` set up to build a job library against redmap_job.h.
+pub fn redmap_cc() -> Command {
+    let mut cc = Command::new("cc");
+    cc.args(["-shared", "-fPIC", "-O2", "-I"])
+        .arg(repo().join("src/plugin"));
+    cc
+}
+
 /// Compiles C source into a shared library with `cc -shared -fPIC`.
 pub fn cc_shared(dir: &TempDir, source: &std::path::Path, out: &str) -> std::path::PathBuf {
     let lib = dir.join(out);
-    let status = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-I"])
-        .arg(repo().join("src/plugin"))
+    let status = redmap_cc()
         .arg("-o")
         .arg(&lib)
         .arg(source)

@@ -5,8 +5,9 @@
 //! JOB_ACCEPTED (0x90):       u64 job id
 //! JOB_STATS_REQUEST (0x11):  u64 job id
 //! JOB_STATS (0x91):          a job summary (below)
-//! JOBS_LIST_REQUEST (0x12):  empty
-//! JOBS_LIST (0x92):          u32 n, then n job summaries
+//! JOBS_LIST_REQUEST (0x12):  empty, or u32 limit, u64 before (see JobsQuery)
+//! JOBS_LIST (0x92):          u32 n, then n job summaries (newest first),
+//!                            u64 more (kept jobs older than the last listed)
 //! ATTACH (0x13):             str worker address
 //! ATTACHED (0x93):           empty
 //! DETACH (0x14):             str worker address
@@ -47,6 +48,88 @@ impl RunJob {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.hash);
         put_str(out, &self.name);
+    }
+}
+
+/// Jobs a `JOBS_LIST` carries when the request names no limit.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+/// Most jobs one `JOBS_LIST` carries, whatever the request asks.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Most payload bytes of summaries one `JOBS_LIST` carries: a reply stays
+/// far below any sensible `--max-size` (a summary is at most about 11 KiB:
+/// 128-character name, 256-byte preview, 10 errors of at most 1 KiB each).
+pub const MAX_LIST_BYTES: usize = 1024 * 1024;
+
+/// `JOBS_LIST_REQUEST`: which page of the kept jobs, newest first.
+///
+/// The payload is empty (the original form: the newest
+/// [`DEFAULT_LIST_LIMIT`] jobs) or `u32 limit, u64 before`: at most `limit`
+/// jobs (0 = the default; capped at [`MAX_LIST_LIMIT`]) whose id is below
+/// `before` (0 = no bound). To page back, send the last listed id as
+/// `before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobsQuery {
+    pub limit: u32,
+    pub before: u64,
+}
+
+impl JobsQuery {
+    pub fn decode(payload: &[u8]) -> Result<JobsQuery, ProtoError> {
+        if payload.is_empty() {
+            return Ok(JobsQuery::default());
+        }
+        let mut c = Cursor::new(Opcode::JobsListRequest.as_u8(), payload);
+        Ok(JobsQuery {
+            limit: c.u32("limit")?,
+            before: c.u64("before")?,
+        })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.limit);
+        put_u64(out, self.before);
+    }
+
+    /// The number of jobs to list: the default for 0, at most the maximum.
+    pub fn effective_limit(&self) -> usize {
+        match self.limit {
+            0 => DEFAULT_LIST_LIMIT as usize,
+            n => n.min(MAX_LIST_LIMIT) as usize,
+        }
+    }
+}
+
+/// `JOBS_LIST`: one page of job summaries, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobsPage {
+    pub jobs: Vec<JobSummary>,
+    /// Kept jobs older than the last one listed that this page left out
+    /// (by the limit or the byte cap); 0 when the list is complete.
+    pub more: u64,
+}
+
+impl JobsPage {
+    pub fn decode(payload: &[u8]) -> Result<JobsPage, ProtoError> {
+        let mut c = Cursor::new(Opcode::JobsList.as_u8(), payload);
+        let n = c.count(80, "job count")?;
+        let jobs = (0..n)
+            .map(|_| JobSummary::read(&mut c))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Appended in 0.2; a reply from an older manager lists everything.
+        let more = if c.rest().is_empty() {
+            0
+        } else {
+            c.u64("more")?
+        };
+        Ok(JobsPage { jobs, more })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.jobs.len() as u32);
+        for j in &self.jobs {
+            j.write(out);
+        }
+        put_u64(out, self.more);
     }
 }
 
@@ -219,17 +302,15 @@ impl JobSummary {
         self.write(out)
     }
 
-    pub fn decode_list(payload: &[u8]) -> Result<Vec<JobSummary>, ProtoError> {
-        let mut c = Cursor::new(Opcode::JobsList.as_u8(), payload);
-        let n = c.count(80, "job count")?;
-        (0..n).map(|_| JobSummary::read(&mut c)).collect()
-    }
-
-    pub fn encode_list(jobs: &[JobSummary], out: &mut Vec<u8>) {
-        put_u32(out, jobs.len() as u32);
-        for j in jobs {
-            j.write(out);
-        }
+    /// Bytes this summary takes on the wire: what keeping it costs.
+    pub fn encoded_len(&self) -> usize {
+        // Fixed fields: id, status, estimate, 9 counters, backups (2),
+        // duplicates, waiting, and the length prefixes.
+        const FIXED: usize = 8 + 1 + 1 + 8 + 9 * 8 + 3 * 8 + 1 + 2 + 4 + 4;
+        FIXED
+            + self.name.len()
+            + self.result_preview.len().min(RESULT_PREVIEW)
+            + self.errors.iter().map(|e| 2 + e.len()).sum::<usize>()
     }
 }
 

@@ -17,7 +17,7 @@ pub use auth::Challenge;
 pub use batch::{BatchResult, MapBatch, TaskFailure, TaskList};
 pub use error_reply::ErrorReply;
 pub use info::Info;
-pub use manager::{JobStatus, JobSummary, ManagerStats, RunJob};
+pub use manager::{JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob};
 pub use plugin::{Install, InstallReply};
 
 use wire::{put_str, put_u64};
@@ -39,7 +39,7 @@ pub enum Message {
     Auth([u8; 32]),
     RunJob(RunJob),
     JobStatsRequest(u64),
-    JobsListRequest,
+    JobsListRequest(JobsQuery),
     Attach(String),
     Detach(String),
     ManagerStatsRequest,
@@ -55,7 +55,7 @@ pub enum Message {
     AuthOk,
     JobAccepted(u64),
     JobStats(JobSummary),
-    JobsList(Vec<JobSummary>),
+    JobsList(JobsPage),
     Attached,
     Detached,
     ManagerStats(ManagerStats),
@@ -76,7 +76,7 @@ impl Message {
             Message::Auth(_) => Opcode::Auth,
             Message::RunJob(_) => Opcode::RunJob,
             Message::JobStatsRequest(_) => Opcode::JobStatsRequest,
-            Message::JobsListRequest => Opcode::JobsListRequest,
+            Message::JobsListRequest(_) => Opcode::JobsListRequest,
             Message::Attach(_) => Opcode::Attach,
             Message::Detach(_) => Opcode::Detach,
             Message::ManagerStatsRequest => Opcode::ManagerStatsRequest,
@@ -122,7 +122,7 @@ impl Message {
             Opcode::JobStatsRequest => {
                 Message::JobStatsRequest(manager::decode_id(opcode, payload)?)
             }
-            Opcode::JobsListRequest => Message::JobsListRequest,
+            Opcode::JobsListRequest => Message::JobsListRequest(JobsQuery::decode(payload)?),
             Opcode::Attach => Message::Attach(manager::decode_addr(opcode, payload)?),
             Opcode::Detach => Message::Detach(manager::decode_addr(opcode, payload)?),
             Opcode::ManagerStatsRequest => Message::ManagerStatsRequest,
@@ -136,7 +136,7 @@ impl Message {
             Opcode::AuthOk => Message::AuthOk,
             Opcode::JobAccepted => Message::JobAccepted(manager::decode_id(opcode, payload)?),
             Opcode::JobStats => Message::JobStats(JobSummary::decode(payload)?),
-            Opcode::JobsList => Message::JobsList(JobSummary::decode_list(payload)?),
+            Opcode::JobsList => Message::JobsList(JobsPage::decode(payload)?),
             Opcode::Attached => Message::Attached,
             Opcode::Detached => Message::Detached,
             Opcode::ManagerStats => Message::ManagerStats(ManagerStats::decode(payload)?),
@@ -151,7 +151,6 @@ impl Message {
             Message::Ping
             | Message::InfoRequest
             | Message::Pong
-            | Message::JobsListRequest
             | Message::ManagerStatsRequest
             | Message::Uninstalled
             | Message::Attached
@@ -173,7 +172,8 @@ impl Message {
             Message::InstallReply(m) => m.encode(out),
             Message::BatchResult(m) => m.encode(out),
             Message::JobStats(m) => m.encode(out),
-            Message::JobsList(jobs) => JobSummary::encode_list(jobs, out),
+            Message::JobsListRequest(q) => q.encode(out),
+            Message::JobsList(page) => page.encode(out),
             Message::ManagerStats(m) => m.encode(out),
             Message::Error(err) => err.encode(out),
         }
