@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::plugin::fold::{fold_batch, FailedIn};
+use crate::plugin::fold::{fold_batch, task_label, FailedIn, ValueLimit};
 use crate::plugin::{CallError, Plugin};
 
 /// At most this many errors are kept with their messages; the rest are counted.
@@ -46,8 +46,8 @@ impl Default for Options {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
     Load,
-    /// Mapping the task with this index (in load order, from 0).
-    Map(u64),
+    /// Mapping a task, named by its label (see `task_label`).
+    Map(String),
     Reduce,
     Done,
 }
@@ -62,7 +62,7 @@ impl fmt::Display for JobError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.stage {
             Stage::Load => write!(f, "load: {}", self.message),
-            Stage::Map(i) => write!(f, "map of task {i}: {}", self.message),
+            Stage::Map(label) => write!(f, "{label}: {}", self.message),
             Stage::Reduce => write!(f, "reduce: {}", self.message),
             Stage::Done => write!(f, "done: {}", self.message),
         }
@@ -140,11 +140,22 @@ struct Partial {
 
 /// Maps and folds one batch, as a worker does.
 fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
-    let folded = fold_batch(plugin, batch.tasks.iter().map(Vec::as_slice));
+    // In one process a value goes nowhere over the wire: no size limit.
+    let folded = fold_batch(
+        plugin,
+        batch.tasks.iter().map(Vec::as_slice),
+        &ValueLimit::none(),
+    );
     let mut errors = ErrorLog::default();
     for f in &folded.failures {
         let stage = match f.stage {
-            FailedIn::Map => Stage::Map(batch.first_index + u64::from(f.index)),
+            FailedIn::Map | FailedIn::TooLarge | FailedIn::Deferred => {
+                let task = batch
+                    .tasks
+                    .get(f.index as usize)
+                    .map_or(&[][..], Vec::as_slice);
+                Stage::Map(task_label(batch.first_index + u64::from(f.index) + 1, task))
+            }
             FailedIn::Reduce => Stage::Reduce,
         };
         errors.push(stage, &f.error);
@@ -242,30 +253,43 @@ pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
                 tasks: Vec::new(),
             };
             let mut bytes = 0;
+            // Items `load` yielded so far, errors included: a batch's
+            // first_index + i + 1 is its task's number as the user counts
+            // it, so a batch is cut at each load error.
+            let mut yielded = 0u64;
             for item in iter {
-                match item {
+                yielded += 1;
+                let full = match item {
                     Ok(task) => {
                         bytes += task.len();
                         batch.tasks.push(task);
                         tasks += 1;
-                        if batch.tasks.len() >= opts.batch_tasks || bytes >= opts.batch_bytes {
-                            let full = std::mem::replace(
-                                &mut batch,
-                                Batch {
-                                    first_index: tasks,
-                                    tasks: Vec::new(),
-                                },
-                            );
-                            bytes = 0;
-                            if batch_tx.send(full).is_err() {
-                                break;
-                            }
-                        }
+                        batch.tasks.len() >= opts.batch_tasks || bytes >= opts.batch_bytes
                     }
                     Err(e) => {
                         load_errors += 1;
+                        let e = CallError {
+                            message: format!("task {yielded}: {}", e.message),
+                            ..e
+                        };
                         load_log.push(Stage::Load, &e);
+                        !batch.tasks.is_empty()
                     }
+                };
+                if full {
+                    let full = std::mem::replace(
+                        &mut batch,
+                        Batch {
+                            first_index: yielded,
+                            tasks: Vec::new(),
+                        },
+                    );
+                    bytes = 0;
+                    if batch_tx.send(full).is_err() {
+                        break;
+                    }
+                } else if batch.tasks.is_empty() {
+                    batch.first_index = yielded;
                 }
             }
             if !batch.tasks.is_empty() {

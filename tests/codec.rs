@@ -57,16 +57,35 @@ pub fn samples() -> Vec<Message> {
                 list.push(&[0xFF; 300]);
                 list
             },
+            reply_limit: 1_000_000,
         }),
         Message::BatchResult(BatchResult {
             batch_id: 77,
             processed: 2,
             value: Some(b"65".to_vec()),
-            failures: vec![TaskFailure {
-                index: 1,
-                panicked: true,
-                message: "panic: boom".into(),
-            }],
+            failures: vec![
+                TaskFailure {
+                    index: 1,
+                    panicked: true,
+                    fatal: false,
+                    deferred: false,
+                    message: "panic: boom".into(),
+                },
+                TaskFailure {
+                    index: 2,
+                    panicked: false,
+                    fatal: true,
+                    deferred: false,
+                    message: "too big".into(),
+                },
+                TaskFailure {
+                    index: 3,
+                    panicked: false,
+                    fatal: false,
+                    deferred: true,
+                    message: String::new(),
+                },
+            ],
             busy_us: 1234,
         }),
         Message::BatchResult(BatchResult {

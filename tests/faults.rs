@@ -269,7 +269,7 @@ fn a_task_that_never_ends_is_failed_after_the_task_timeout() {
         summary
             .errors
             .iter()
-            .any(|e| e.contains("task 76") && e.contains("task timeout")),
+            .any(|e| e.contains(r#"task 77 ("77")"#) && e.contains("task timeout")),
         "{:?}",
         summary.errors
     );
@@ -382,7 +382,10 @@ fn a_task_that_kills_its_worker_is_failed_after_the_retries_and_the_job_finishes
         summary.contains("3000 tasks, 2999 processed, 1 failed"),
         "{summary}"
     );
-    assert!(summary.contains("task 776: its worker died"), "{summary}");
+    assert!(
+        summary.contains(r#"task 777 ("777"): its worker died"#),
+        "{summary}"
+    );
     assert_eq!(cluster.result(), (3000 * 3001 / 2 - 777).to_string());
     let crashes = *restarts.lock().unwrap();
     // Bounded: the poison task stopped killing workers once it was failed.

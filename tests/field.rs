@@ -186,3 +186,100 @@ fn ended_jobs_with_huge_errors_keep_the_manager_small_and_its_lists_short() {
     assert!(used < 40, "an idle manager used {used} ticks in 2 s");
     let _ = WAIT;
 }
+
+/// Runs `library` as one job on `cluster`'s manager and waits for its end.
+fn run_once(addr: &str, library: &[u8]) -> JobSummary {
+    let id = submit(addr, library, 1)[0];
+    let mut summary = None;
+    assert!(
+        eventually(WAIT, || {
+            summary = util::job_summary(addr, id).filter(|j| j.status.is_over());
+            summary.is_some()
+        }),
+        "job {id} did not end"
+    );
+    summary.unwrap()
+}
+
+fn attach(manager: &Server, workers: &[&Server]) {
+    let mut cmd = util::redmap();
+    cmd.args(["manager", "attach", "-m", &manager.addr_arg()]);
+    cmd.args(workers.iter().map(|w| w.addr_arg()));
+    let out = util::run(cmd);
+    assert!(out.status.success(), "attach: {}", util::stderr(&out));
+}
+
+/// B5: a manager at --max-size 1,000,000 and a task whose map value is
+/// 2 MB. The summary said "its worker died while running it, 5 times", the
+/// worker was marked lost and its other batches resent. Now the task fails
+/// once, naming the size and the limit, and no worker is blamed.
+#[test]
+fn a_value_over_the_managers_max_size_fails_its_task_once_and_blames_no_worker() {
+    let dir = TempDir::new("big-value");
+    let lib = sized_job(
+        &dir,
+        "big.so",
+        &[
+            "-DTASKS=2000",
+            "-DBIG_TASK=7",
+            "-DBIG_LEN=2000029",
+            "-DFAIL_TASK=9",
+        ],
+    );
+    let library = std::fs::read(lib).unwrap();
+    let manager = start_manager(&["--max-size", "1000000"], &[], dir.path());
+    let (w1, w2) = (start_worker(&[]), start_worker(&[]));
+    attach(&manager, &[&w1, &w2]);
+    let addr = manager.addr_arg();
+
+    let summary = run_once(&addr, &library);
+    assert_eq!(summary.failed, 2, "{summary:?}");
+    assert_eq!(summary.processed, 1998, "{summary:?}");
+    assert_eq!(
+        summary.retried, 4,
+        "only task 9's map error is retried: {summary:?}"
+    );
+    let big = summary
+        .errors
+        .iter()
+        .find(|e| e.starts_with(r#"task 7 ("7"): "#))
+        .unwrap_or_else(|| panic!("{:?}", summary.errors));
+    assert!(
+        big.contains("map value is 2,000,029 bytes, over the manager's --max-size of 1,000,000"),
+        "{big}"
+    );
+    assert!(
+        summary
+            .errors
+            .iter()
+            .any(|e| e.starts_with(r#"task 9 ("9"): I don't like 9"#)),
+        "{:?}",
+        summary.errors
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "1998");
+    // No worker was lost or suspected: both stayed active throughout.
+    let stats = util::manager_stats(&addr).unwrap();
+    assert_eq!((stats.workers_active, stats.workers_failing), (2, 0));
+    assert_eq!(stats.duplicates, 0);
+}
+
+/// B5's sibling: values that fit one by one but not folded together. The
+/// batch's value is cut where it would pass the limit and the rest of the
+/// batch goes out again: nothing fails, nothing is counted twice.
+#[test]
+fn values_that_only_together_pass_the_managers_max_size_are_split_over_batches() {
+    let dir = TempDir::new("many-values");
+    // Every value is 300 kB and a value folding n of them n times that: at
+    // most two fit in one batch's result.
+    let lib = sized_job(&dir, "wide.so", &["-DTASKS=40", "-DWIDE=300000"]);
+    let library = std::fs::read(lib).unwrap();
+    let manager = start_manager(&["--max-size", "1000000"], &[], dir.path());
+    let w1 = start_worker(&[]);
+    attach(&manager, &[&w1]);
+    let summary = run_once(&manager.addr_arg(), &library);
+    assert_eq!((summary.processed, summary.failed), (40, 0), "{summary:?}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("result")).unwrap().trim(),
+        "40"
+    );
+}

@@ -159,7 +159,7 @@ fn a_panicking_map_fails_one_task_and_the_rest_are_counted() {
     let text = stdout(&out);
     assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
     assert!(
-        text.contains("map of task 6: panic: task seven is cursed"),
+        text.contains(r#"task 7 ("7"): panic: task seven is cursed"#),
         "{text}"
     );
     assert_eq!(result, (210 - 7).to_string(), "done got the rest");
@@ -182,7 +182,12 @@ fn a_load_error_mid_stream_is_reported_and_loading_goes_on() {
     let text = stdout(&out);
     assert!(text.contains("20 tasks, 20 processed, 0 failed"), "{text}");
     assert!(text.contains("load errors: 1"), "{text}");
-    assert!(text.contains("load: disk hiccup at line 10"), "{text}");
+    // The error is the 11th item load yielded: tasks are numbered as the
+    // user counts them, errors included.
+    assert!(
+        text.contains("load: task 11: disk hiccup at line 10"),
+        "{text}"
+    );
     assert_eq!(result, "210");
 }
 

@@ -127,6 +127,7 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
             hash,
             batch_id: u64::from(id),
             tasks,
+            reply_limit: 0,
         };
         bytes.extend(util::frame_bytes(100 + id, &Message::MapBatch(batch)));
     }
@@ -151,6 +152,7 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
         hash,
         batch_id: 99,
         tasks,
+        reply_limit: 0,
     };
     send(&mut s, 7, &Message::MapBatch(batch));
     assert!(matches!(read_message(&mut s), (7, Message::BatchResult(_))));

@@ -21,6 +21,7 @@ use crate::cli::output::Json;
 use crate::http::{Published, Shared};
 use crate::net::addr::{dial_addrs, needs_lookup, AddrError};
 use crate::net::{CloseReason, ConnId, Handler, Io};
+use crate::plugin::fold::task_label;
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
 use crate::proto::msg::manager::MAX_LIST_BYTES;
@@ -612,15 +613,18 @@ impl Manager {
                 job.retry.push_back(requeue_whole(entry, attempt));
                 return;
             }
-            let index = entry.first_index;
+            let label = task_label(
+                entry.first_index + 1,
+                entry.tasks.iter().next().unwrap_or_default(),
+            );
             self.in_flight.remove(&batch);
             job.in_flight_batches -= 1;
             job.failed += 1;
             job.record_error(match why {
                 Loss::TimedOut => {
-                    format!("task {index}: no answer within the task timeout, {attempt} times")
+                    format!("{label}: no answer within the task timeout, {attempt} times")
                 }
-                _ => format!("task {index}: its worker died while running it, {attempt} times"),
+                _ => format!("{label}: its worker died while running it, {attempt} times"),
             });
             return;
         }
@@ -1065,12 +1069,22 @@ impl Manager {
         }
         if !r.failures.is_empty() {
             let tasks: Vec<&[u8]> = f.tasks.iter().collect();
+            let mut deferred: Option<Pending> = None;
             for failure in r.failures {
                 let index = f.first_index + u64::from(failure.index);
                 let Some(task) = tasks.get(failure.index as usize) else {
                     continue;
                 };
-                if f.attempt < max_retries {
+                if failure.deferred {
+                    // Not run: the batch's value was full. The rest of the
+                    // batch (deferred tasks are its tail) goes out again as
+                    // one batch, with no attempt counted.
+                    let rest = deferred.get_or_insert_with(|| Pending {
+                        attempt: f.attempt,
+                        ..Pending::new(TaskList::new(), index)
+                    });
+                    rest.tasks.push(task);
+                } else if f.attempt < max_retries && !failure.fatal {
                     job.retried += 1;
                     let mut list = TaskList::new();
                     list.push(task);
@@ -1084,7 +1098,8 @@ impl Manager {
                     });
                 } else {
                     job.failed += 1;
-                    job.record_error(format!("task {index}: {}", failure.message));
+                    let label = task_label(index + 1, task);
+                    job.record_error(format!("{label}: {}", failure.message));
                 }
             }
         }
@@ -1287,6 +1302,7 @@ impl Manager {
             hash: hash.0,
             batch_id: batch,
             tasks: pending.tasks,
+            reply_limit: self.settings.max_size,
         });
         let sent = self.request(
             io,
@@ -1402,6 +1418,7 @@ impl Manager {
                 hash: hash.0,
                 batch_id: batch,
                 tasks,
+                reply_limit: self.settings.max_size,
             });
             let sent = self.request(
                 io,

@@ -21,6 +21,7 @@ use std::time::Instant;
 use mio::Waker;
 
 use super::sizing::{spread_cap, BatchSizer};
+use crate::plugin::fold::cap_error;
 use crate::plugin::{Plugin, PluginHash};
 use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::{JobStatus, JobSummary, TaskList};
@@ -32,29 +33,9 @@ pub const KEPT_ERRORS: usize = 10;
 /// Ended jobs whose summaries the manager keeps; older ones are forgotten.
 pub const KEPT_ENDED_JOBS: usize = 1000;
 /// Wire bytes of ended jobs' summaries the manager keeps, in all: with
-/// [`KEPT_ERROR_BYTES`] a summary is at most about 11 KiB, so this keeps
+/// [`crate::plugin::fold::MAX_ERROR_BYTES`] a summary is at most about 11 KiB, so this keeps
 /// at least a few hundred jobs and bounds the manager whatever jobs say.
 pub const KEPT_ENDED_BYTES: usize = 4 * 1024 * 1024;
-/// Longest error message a job keeps, in bytes; longer ones are cut and
-/// marked (a task may fail with a whole stack trace or its input quoted).
-pub const KEPT_ERROR_BYTES: usize = 1024;
-
-/// `message` cut to at most [`KEPT_ERROR_BYTES`] bytes on a character
-/// boundary, ending in a mark that gives its whole length when cut.
-pub fn cap_error(message: String) -> String {
-    if message.len() <= KEPT_ERROR_BYTES {
-        return message;
-    }
-    let mark = format!(" … [cut, {} bytes in all]", message.len());
-    let mut end = KEPT_ERROR_BYTES - mark.len();
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut cut = message;
-    cut.truncate(end);
-    cut.push_str(&mark);
-    cut
-}
 
 /// What the loader thread tells the event loop.
 pub enum LoaderMsg {
@@ -376,13 +357,16 @@ fn load(
     };
     let mut size = target.load(Ordering::Relaxed).min(cap);
     let mut list = TaskList::new();
+    // `first_index` counts every item `load` yielded before the batch,
+    // errors included, so first_index + i + 1 is the task's number as the
+    // user counts it; a batch is therefore cut at each load error.
     let mut first_index = 0u64;
     let mut index = 0u64;
     for item in tasks {
+        index += 1;
         match item {
             Ok(task) => {
                 list.push(&task);
-                index += 1;
                 if list.len() >= size || list.byte_len() >= max_bytes {
                     let batch = std::mem::take(&mut list);
                     let msg = LoaderMsg::Batch {
@@ -397,7 +381,19 @@ fn load(
                 }
             }
             Err(e) => {
-                if !send_and_wake(tx, waker, LoaderMsg::Error(e.message)) {
+                if !list.is_empty() {
+                    let batch = std::mem::take(&mut list);
+                    let msg = LoaderMsg::Batch {
+                        tasks: batch,
+                        first_index,
+                    };
+                    if !send_and_wake(tx, waker, msg) {
+                        return;
+                    }
+                }
+                first_index = index;
+                let msg = LoaderMsg::Error(format!("task {index}: {}", e.message));
+                if !send_and_wake(tx, waker, msg) {
                     return;
                 }
             }
@@ -455,21 +451,4 @@ fn reduce(
         error,
     });
     let _ = waker.wake();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_errors_are_cut_on_a_char_boundary_and_marked() {
-        assert_eq!(cap_error("short".into()), "short");
-        let long = format!("task 3: {}", "é".repeat(40_000));
-        let cut = cap_error(long.clone());
-        assert!(cut.len() <= KEPT_ERROR_BYTES, "{} bytes", cut.len());
-        assert!(cut.starts_with("task 3: é"));
-        assert!(cut.ends_with(&format!("[cut, {} bytes in all]", long.len())));
-        let exact = "x".repeat(KEPT_ERROR_BYTES);
-        assert_eq!(cap_error(exact.clone()), exact);
-    }
 }

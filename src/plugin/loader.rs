@@ -117,6 +117,16 @@ pub struct CallError {
     pub message: String,
 }
 
+impl CallError {
+    /// The placeholder of a task that was not run (see `FailedIn::Deferred`).
+    pub fn deferred() -> CallError {
+        CallError {
+            panicked: false,
+            message: String::new(),
+        }
+    }
+}
+
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

@@ -12,7 +12,7 @@ use log::warn;
 use mio::Waker;
 
 use crate::net::ConnId;
-use crate::plugin::fold::{fold_batch, FailedIn};
+use crate::plugin::fold::{cap_error, fold_batch, thousands, FailedIn, ValueLimit};
 use crate::plugin::Plugin;
 use crate::proto::msg::{BatchResult, MapBatch, TaskFailure};
 
@@ -35,27 +35,63 @@ pub struct Pool {
     pub done: Receiver<Done>,
 }
 
+/// Bytes of a `BATCH_RESULT` besides its value and failures.
+const RESULT_OVERHEAD: usize = 64;
+
+/// How a batch's reply is shared out within the manager's limit: failures
+/// (at most [`crate::plugin::fold::MAX_ERROR_BYTES`] of message each) get a quarter of it, up
+/// to 1 MiB; the value gets the rest. So the reply always fits, and a value
+/// over the rest fails its task with a message naming the limit instead of
+/// costing the worker its connection.
+fn budgets(reply_limit: usize) -> (usize, usize) {
+    let failures = (reply_limit / 4).min(1 << 20);
+    let value = reply_limit.saturating_sub(failures + RESULT_OVERHEAD);
+    (value, failures)
+}
+
 fn run_batch(work: &Work) -> BatchResult {
     let started = Instant::now();
-    let folded = fold_batch(&work.plugin, work.batch.tasks.iter());
+    let reply_limit = work.batch.reply_limit();
+    let (value_budget, mut failure_budget) = budgets(reply_limit);
+    let limit = ValueLimit {
+        bytes: value_budget,
+        whose: format!(
+            "the manager's --max-size of {}",
+            thousands(reply_limit as u64)
+        ),
+    };
+    let folded = fold_batch(&work.plugin, work.batch.tasks.iter(), &limit);
     let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let failures = folded
+        .failures
+        .into_iter()
+        .map(|f| {
+            let message = match f.stage {
+                FailedIn::Map | FailedIn::TooLarge | FailedIn::Deferred => f.error.message,
+                FailedIn::Reduce => format!("reduce: {}", f.error.message),
+            };
+            // Each failure costs 7 bytes besides its message; once the
+            // budget is spent, messages are dropped, never the failures.
+            let mut message = cap_error(message);
+            if message.len() + 7 > failure_budget {
+                message = String::new();
+            }
+            failure_budget = failure_budget.saturating_sub(message.len() + 7);
+            TaskFailure {
+                index: f.index,
+                panicked: f.error.panicked,
+                fatal: f.stage == FailedIn::TooLarge,
+                deferred: f.stage == FailedIn::Deferred,
+                message,
+            }
+        })
+        .collect();
     BatchResult {
         busy_us,
         batch_id: work.batch.batch_id,
         processed: folded.processed,
         value: folded.value,
-        failures: folded
-            .failures
-            .into_iter()
-            .map(|f| TaskFailure {
-                index: f.index,
-                panicked: f.error.panicked,
-                message: match f.stage {
-                    FailedIn::Map => f.error.message,
-                    FailedIn::Reduce => format!("reduce: {}", f.error.message),
-                },
-            })
-            .collect(),
+        failures,
     }
 }
 

@@ -6,6 +6,8 @@
  *   BIG_TASK, BIG_LEN
  *             task BIG_TASK's value is "1" padded with spaces to BIG_LEN bytes
  *   FAIL_TASK if set, this task's map fails with "I don't like N"
+ *   WIDE      if set, a value counting n tasks is padded to n * WIDE bytes,
+ *             so a batch's folded value grows with the tasks in it
  * done writes the result to the file `result`.
  */
 #include <stdio.h>
@@ -16,6 +18,9 @@
 
 #ifndef TASKS
 #define TASKS 10
+#endif
+#ifndef WIDE
+#define WIDE 0
 #endif
 
 static redmap_buf sized(const char *s, size_t len) {
@@ -102,7 +107,7 @@ static int32_t map(const uint8_t *task, size_t len, redmap_buf *out) {
         return REDMAP_OK;
     }
 #endif
-    *out = text("1");
+    *out = WIDE ? sized("1", WIDE) : text("1");
     return REDMAP_OK;
 }
 
@@ -113,7 +118,13 @@ static int32_t reduce(const uint8_t *acc, size_t acc_len, const uint8_t *cur, si
         *out = text("value is not a number");
         return REDMAP_ERROR;
     }
-    *out = number(a + c);
+    if (WIDE) {
+        char s[32];
+        snprintf(s, sizeof s, "%lld", a + c);
+        *out = sized(s, (size_t)(a + c) * WIDE);
+    } else {
+        *out = number(a + c);
+    }
     return REDMAP_OK;
 }
 

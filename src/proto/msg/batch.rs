@@ -9,13 +9,19 @@
 //!   u64       batch id, echoed in the result
 //!   u32       n, the number of tasks
 //!   n times:  bytes task
+//!   u32       reply limit: the largest BATCH_RESULT payload the sender
+//!             takes (its --max-size); appended in 0.2, absent or 0 means
+//!             the default max size
 //! BATCH_RESULT payload:
 //!   u64       batch id
 //!   u32       tasks mapped and folded into the value
 //!   u8        1 if a value follows, 0 if no task succeeded
 //!   bytes     the partial accumulator (present only if the flag is 1)
 //!   u32       m, the number of failed tasks
-//!   m times:  u32 index of the task in the batch, u8 1 if it panicked, str error
+//!   m times:  u32 index of the task in the batch, u8 flags, str error
+//!             flags: bit 0 it panicked; bit 1 final (do not retry: the same
+//!             task cannot succeed, e.g. its value is over the reply limit);
+//!             bit 2 deferred (not run: send it again, no attempt counted)
 //!   u64       microseconds the worker's thread spent on the batch
 //! ```
 
@@ -110,15 +116,37 @@ pub struct MapBatch {
     pub hash: [u8; 32],
     pub batch_id: u64,
     pub tasks: TaskList,
+    /// The largest `BATCH_RESULT` payload the sender accepts, in bytes
+    /// (its `--max-size`); 0 when not given: the default max size.
+    pub reply_limit: u32,
+}
+
+impl MapBatch {
+    /// The reply limit in bytes, the default max size when not given.
+    pub fn reply_limit(&self) -> usize {
+        match self.reply_limit {
+            0 => crate::proto::DEFAULT_MAX_SIZE as usize,
+            n => n as usize,
+        }
+    }
 }
 
 impl MapBatch {
     pub fn decode(payload: &[u8]) -> Result<MapBatch, ProtoError> {
         let mut c = Cursor::new(Opcode::MapBatch.as_u8(), payload);
+        let hash = c.hash("hash")?;
+        let batch_id = c.u64("batch id")?;
+        let tasks = TaskList::decode(&mut c)?;
+        let reply_limit = if c.rest().is_empty() {
+            0
+        } else {
+            c.u32("reply limit")?
+        };
         Ok(MapBatch {
-            hash: c.hash("hash")?,
-            batch_id: c.u64("batch id")?,
-            tasks: TaskList::decode(&mut c)?,
+            hash,
+            batch_id,
+            tasks,
+            reply_limit,
         })
     }
 
@@ -126,6 +154,7 @@ impl MapBatch {
         out.extend_from_slice(&self.hash);
         put_u64(out, self.batch_id);
         out.extend_from_slice(&self.tasks.bytes);
+        put_u32(out, self.reply_limit);
     }
 }
 
@@ -134,8 +163,18 @@ pub struct TaskFailure {
     /// Index of the task within its batch.
     pub index: u32,
     pub panicked: bool,
+    /// Retrying cannot help (flag bit 1): the task fails for good at once.
+    pub fatal: bool,
+    /// The task was not run (flag bit 2): send it again, as it is, without
+    /// counting an attempt. A worker defers the rest of a batch whose
+    /// result would grow past the reply limit.
+    pub deferred: bool,
     pub message: String,
 }
+
+const PANICKED: u8 = 1;
+const FATAL: u8 = 2;
+const DEFERRED: u8 = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchResult {
@@ -161,9 +200,13 @@ impl BatchResult {
         let n = c.count(7, "failure count")?;
         let mut failures = Vec::with_capacity(n);
         for _ in 0..n {
+            let index = c.u32("failure index")?;
+            let flags = c.u8("failure flags")?;
             failures.push(TaskFailure {
-                index: c.u32("failure index")?,
-                panicked: c.u8("panicked")? != 0,
+                index,
+                panicked: flags & PANICKED != 0,
+                fatal: flags & FATAL != 0,
+                deferred: flags & DEFERRED != 0,
                 message: c.str("failure message")?,
             });
         }
@@ -189,7 +232,15 @@ impl BatchResult {
         put_u32(out, self.failures.len() as u32);
         for f in &self.failures {
             put_u32(out, f.index);
-            out.push(u8::from(f.panicked));
+            let flags = [
+                (f.panicked, PANICKED),
+                (f.fatal, FATAL),
+                (f.deferred, DEFERRED),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .fold(0, |acc, (_, bit)| acc | bit);
+            out.push(flags);
             put_str(out, &f.message);
         }
         put_u64(out, self.busy_us);
