@@ -17,6 +17,10 @@ fn info() -> Message {
         installed_jobs: 2,
         uptime_ms: 61_000,
         tasks_processed: 123_456,
+        role: redmap::proto::msg::Role::Worker,
+        server_id: 0x0123_4567_89ab_cdef,
+        max_size: 209_715_200,
+        manager: "10.0.0.5:9899".into(),
     })
 }
 

@@ -283,3 +283,244 @@ fn values_that_only_together_pass_the_managers_max_size_are_split_over_batches()
         "40"
     );
 }
+
+/// `redmap manager attach -m MANAGER ADDR EXTRA…`.
+fn attach_cmd(manager: &Server, target: &str, extra: &[&str]) -> std::process::Output {
+    util::run(
+        util::redmap()
+            .args(["manager", "attach", "-m", &manager.addr_arg(), target])
+            .args(extra),
+    )
+}
+
+fn worker_info(worker: &Server) -> redmap::proto::msg::Info {
+    let mut c = client(&worker.addr_arg());
+    match c.request(&Message::InfoRequest) {
+        Ok(Message::Info(info)) => info,
+        other => panic!("info: {other:?}"),
+    }
+}
+
+/// B7: attaching the manager's own address "succeeded" and its next job
+/// logged 1,411 refusals in 4 s; an --http port hung 10 s and blamed the
+/// manager; one worker could serve two managers at once.
+#[test]
+fn attach_takes_only_a_free_worker_and_says_what_it_found_instead() {
+    let dir = TempDir::new("attach-checks");
+    let manager = start_manager(&["--http", "127.0.0.1:0"], &[], dir.path());
+    let http = http_address(&manager);
+    let other = start_manager(&[], &[], dir.path());
+    let worker = start_worker(&[]);
+
+    let out = attach_cmd(&manager, &manager.addr_arg(), &[]);
+    assert!(!out.status.success());
+    assert!(
+        util::stderr(&out).contains("is a redmap manager, not a worker"),
+        "{}",
+        util::stderr(&out)
+    );
+
+    let started = std::time::Instant::now();
+    let out = attach_cmd(&manager, &http.to_string(), &[]);
+    assert!(!out.status.success());
+    assert!(
+        util::stderr(&out).contains("not a redmap server"),
+        "{}",
+        util::stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let out = attach_cmd(&manager, "127.0.0.1:99999", &[]);
+    assert!(!out.status.success());
+    assert!(
+        util::stderr(&out).contains("not a port number"),
+        "{}",
+        util::stderr(&out)
+    );
+
+    // One manager per worker: a second one is told whose it is...
+    let out = attach_cmd(&manager, &worker.addr_arg(), &[]);
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    assert_eq!(worker_info(&worker).manager, manager.addr_arg());
+    let out = attach_cmd(&other, &worker.addr_arg(), &[]);
+    assert!(!out.status.success());
+    let err = util::stderr(&out);
+    assert!(
+        err.contains(&manager.addr_arg()) && err.contains("--force"),
+        "{err}"
+    );
+    // ...and takes it only when told to.
+    let out = attach_cmd(&other, &worker.addr_arg(), &["--force"]);
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    assert_eq!(worker_info(&worker).manager, other.addr_arg());
+}
+
+/// B7: one worker process reached as 127.0.0.1:P and [::1]:P is one worker.
+#[test]
+fn one_worker_reached_by_two_addresses_is_attached_once() {
+    let dir = TempDir::new("twin");
+    let manager = start_manager(&[], &[], dir.path());
+    let worker = util::spawn_server({
+        let mut cmd = util::redmap();
+        cmd.args(["worker", "start", "[::]:0", "--insecure"]);
+        cmd
+    });
+    if std::net::TcpStream::connect(("::1", worker.addr.port())).is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback here");
+        return;
+    }
+    let port = worker.addr.port();
+    let out = attach_cmd(&manager, &format!("127.0.0.1:{port}"), &[]);
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    let out = attach_cmd(&manager, &format!("[::1]:{port}"), &[]);
+    assert!(!out.status.success());
+    let err = util::stderr(&out);
+    assert!(err.contains("the same process"), "{err}");
+    let stats = util::manager_stats(&manager.addr_arg()).unwrap();
+    assert_eq!(stats.workers_active, 1);
+}
+
+/// B6: a worker at --max-size 4096 made the manager reconnect about once a
+/// second for ever while `redmap run` showed `0/10 … waiting for workers`.
+#[test]
+fn a_worker_with_a_small_max_size_gets_chunks_and_batches_that_fit() {
+    let dir = TempDir::new("small-worker");
+    let lib = sized_job(&dir, "many.so", &["-DTASKS=3000"]);
+    let library = std::fs::read(lib).unwrap();
+    assert!(library.len() > 4096, "the library must not fit one frame");
+    let manager = start_manager(&[], &[], dir.path());
+    let worker = start_worker(&["--max-size", "4096"]);
+    attach(&manager, &[&worker]);
+    let summary = run_once(&manager.addr_arg(), &library);
+    assert_eq!(
+        (summary.processed, summary.failed),
+        (3000, 0),
+        "{summary:?}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "3000");
+    assert_eq!(worker_info(&worker).max_size, 4096);
+}
+
+/// B6: a worker that refuses a job's library leaves the reason in the job,
+/// and a job no attached worker can take fails instead of waiting for ever.
+#[test]
+fn a_job_whose_library_every_worker_refuses_fails_with_the_reason() {
+    let dir = TempDir::new("refused");
+    // The job needs libdep.so, which only the manager's environment finds.
+    let dep_dir = dir.join("dep");
+    std::fs::create_dir_all(&dep_dir).unwrap();
+    let dep_src = dir.write("dep.c", "int dep_value(void) { return 1; }\n");
+    let status = util::redmap_cc()
+        .arg("-o")
+        .arg(dep_dir.join("libdep.so"))
+        .arg(&dep_src)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let lib = sized_job(
+        &dir,
+        "needs-dep.so",
+        &[
+            "-Wl,--no-as-needed",
+            "-L",
+            dep_dir.to_str().unwrap(),
+            "-ldep",
+        ],
+    );
+    let library = std::fs::read(lib).unwrap();
+    let manager = start_manager(
+        &[],
+        &[("LD_LIBRARY_PATH", dep_dir.to_str().unwrap())],
+        dir.path(),
+    );
+    let worker = start_worker(&[]);
+    attach(&manager, &[&worker]);
+    let summary = run_once(&manager.addr_arg(), &library);
+    assert_eq!(
+        summary.status,
+        redmap::proto::msg::JobStatus::Failed,
+        "{summary:?}"
+    );
+    let errors = summary.errors.join("\n");
+    assert!(errors.contains("refused the job's library"), "{errors}");
+    assert!(errors.contains("libdep.so"), "{errors}");
+    assert!(
+        errors.contains("no attached worker can take the job"),
+        "{errors}"
+    );
+}
+
+/// A3: a killed manager left its library on every worker for ever. After
+/// the grace period the worker uninstalls it and is free again.
+#[test]
+fn a_killed_managers_libraries_leave_its_worker_after_the_grace_period() {
+    let dir = TempDir::new("orphaned");
+    let lib = sized_job(&dir, "slow.so", &["-DTASKS=100000", "-DSLOW_MS=20"]);
+    let library = std::fs::read(lib).unwrap();
+    let mut manager = start_manager(&[], &[], dir.path());
+    let worker = start_worker(&["--manager-grace", "1s"]);
+    attach(&manager, &[&worker]);
+    let worker_dir = std::env::temp_dir().join(format!("redmap-worker-{}", worker.pid()));
+    let libraries = |d: &std::path::Path| {
+        std::fs::read_dir(d).map_or(0, |e| {
+            e.flatten()
+                .filter(|f| f.path().extension().is_some())
+                .count()
+        })
+    };
+    submit(&manager.addr_arg(), &library, 1);
+    assert!(
+        eventually(WAIT, || worker_info(&worker).installed_jobs == 1),
+        "the library never reached the worker"
+    );
+    assert_eq!(libraries(&worker_dir), 1);
+    manager.child.kill().unwrap();
+    let _ = manager.child.wait();
+    // Within the grace period it still belongs to the dead manager...
+    let other = start_manager(&[], &[], dir.path());
+    // ...and then it is free, with nothing left behind.
+    assert!(
+        eventually(WAIT, || worker_info(&worker).installed_jobs == 0),
+        "the library stayed"
+    );
+    assert_eq!(libraries(&worker_dir), 0);
+    assert_eq!(worker_info(&worker).manager, "");
+    let out = attach_cmd(&other, &worker.addr_arg(), &[]);
+    assert!(out.status.success(), "{}", util::stderr(&out));
+}
+
+/// A3: 40 jobs, each a distinct library: the manager's copies and the
+/// workers' are removed as each job ends; nothing piles up on disk.
+#[test]
+fn libraries_of_ended_jobs_do_not_pile_up_on_disk() {
+    let dir = TempDir::new("distinct");
+    let base = std::fs::read(sized_job(&dir, "base.so", &[])).unwrap();
+    let manager = start_manager(&[], &[], dir.path());
+    let worker = start_worker(&[]);
+    attach(&manager, &[&worker]);
+    let addr = manager.addr_arg();
+    for i in 0..40u32 {
+        let mut library = base.clone();
+        library.extend_from_slice(&i.to_be_bytes());
+        let summary = run_once(&addr, &library);
+        assert_eq!(summary.processed, 10);
+    }
+    let count = |label: &str, pid: u32| {
+        let d = std::env::temp_dir().join(format!("redmap-{label}-{pid}"));
+        std::fs::read_dir(d).map_or(0, |e| e.flatten().count())
+    };
+    assert!(
+        eventually(WAIT, || count("worker", worker.pid()) == 0),
+        "libraries stayed on the worker"
+    );
+    assert_eq!(
+        count("manager", manager.pid()),
+        0,
+        "libraries stayed on the manager"
+    );
+    assert_eq!(worker_info(&worker).installed_jobs, 0);
+}

@@ -49,6 +49,10 @@ fn expected(name: &str) -> (u32, Message) {
                 installed_jobs: 2,
                 uptime_ms: 61_000,
                 tasks_processed: 123_456,
+                role: redmap::proto::msg::Role::Worker,
+                server_id: 0x0123_4567_89ab_cdef,
+                max_size: 209_715_200,
+                manager: "10.0.0.5:9899".into(),
             }),
         ),
         "error-frame-too-large" => (
@@ -76,6 +80,21 @@ fn expected(name: &str) -> (u32, Message) {
             }),
         ),
         "jobs-list-reply" => (3, Message::JobsList(JobsPage::default())),
+        "claim-request" => (
+            1,
+            Message::Claim(redmap::proto::msg::Claim {
+                manager: "10.0.0.5:9899".into(),
+                manager_id: 0x1122_3344_5566_7788,
+                force: false,
+            }),
+        ),
+        "claim-reply" => (
+            1,
+            Message::Claimed(redmap::proto::msg::Claimed {
+                worker_id: 0x0123_4567_89ab_cdef,
+                max_size: 4096,
+            }),
+        ),
         other => panic!("protocol.md has a hex block '{other}' that no test checks"),
     }
 }

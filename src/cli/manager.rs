@@ -13,6 +13,7 @@ use super::{
 };
 use crate::manager::Settings;
 use crate::net::addr::listen_addr;
+use crate::proto::msg::AttachWorker;
 use crate::proto::Message;
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +76,11 @@ pub struct WorkersArgs {
     #[arg(value_name = "ADDR", required = true)]
     pub addrs: Vec<String>,
 
+    /// attach: take a worker even if another manager holds it (a worker
+    /// belongs to one manager at a time).
+    #[arg(long)]
+    pub force: bool,
+
     #[command(flatten)]
     pub net: NetArgs,
 }
@@ -134,7 +140,10 @@ fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliErro
     let mut failed = false;
     for addr in &args.addrs {
         let msg = if attach {
-            Message::Attach(addr.clone())
+            Message::Attach(AttachWorker {
+                addr: addr.clone(),
+                force: args.force,
+            })
         } else {
             Message::Detach(addr.clone())
         };

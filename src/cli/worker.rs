@@ -37,6 +37,12 @@ pub struct StartArgs {
     /// Map threads (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// How long the worker keeps its manager's claim and job libraries
+    /// after the manager's last connection closed; then it uninstalls them
+    /// and may be attached to another manager.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
+    pub manager_grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +79,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         args.net.reactor_config(addr, &args.serve, &args.addr)?,
         threads,
         args.serve.http_addr(&args.net)?,
+        args.manager_grace,
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)

@@ -21,7 +21,7 @@ use crate::cli::output::Json;
 use crate::http::{Published, Shared};
 use crate::net::addr::{dial_addrs, needs_lookup, AddrError};
 use crate::net::{CloseReason, ConnId, Handler, Io};
-use crate::plugin::fold::task_label;
+use crate::plugin::fold::{task_label, thousands};
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
 use crate::proto::msg::manager::MAX_LIST_BYTES;
@@ -32,6 +32,11 @@ use crate::proto::msg::{
 use crate::proto::text::TextCommand;
 use crate::proto::{ErrorCode, Message, ProtoError, PROTOCOL_VERSION};
 use crate::report::{self, Metrics, RttHistogram, WorkerView};
+
+/// How long a library installed on the manager but used by no job is kept
+/// (a CLI installs, then sends RUN_JOB at once; one that never does leaves
+/// the library behind).
+const UNUSED_LIBRARY_TTL: Duration = Duration::from_secs(600);
 
 /// Ended jobs the monitor's page and `/api/status` show, newest first: what
 /// a page renders each tick must not grow with the jobs kept.
@@ -87,9 +92,22 @@ enum Loss {
 
 /// A request the manager sent to a worker, by (connection, request id).
 enum Request {
-    Ping { worker: usize },
-    Install { worker: usize, hash: PluginHash },
-    Batch { batch: u64, job: u64, backup: bool },
+    Ping {
+        worker: usize,
+    },
+    /// The first request on every connection to a worker.
+    Claim {
+        worker: usize,
+    },
+    Install {
+        worker: usize,
+        hash: PluginHash,
+    },
+    Batch {
+        batch: u64,
+        job: u64,
+        backup: bool,
+    },
     Uninstall,
 }
 
@@ -100,6 +118,7 @@ struct Lookup {
     request_id: u32,
     addr: String,
     detach: bool,
+    force: bool,
     result: Result<Vec<SocketAddr>, AddrError>,
 }
 
@@ -170,6 +189,8 @@ pub struct Manager {
     /// forgotten: the metrics' counters never go down.
     ended_failed: u64,
     ended_retried: u64,
+    /// Libraries on the manager that no job uses, since when.
+    unused_since: HashMap<PluginHash, Instant>,
     next_job: u64,
     in_flight: HashMap<u64, InFlight>,
     next_batch: u64,
@@ -199,6 +220,16 @@ pub struct Manager {
 
 fn refused(code: ErrorCode, message: String) -> Message {
     Message::error(&ProtoError::refused(code, message))
+}
+
+/// An address that can never be valid is the request's fault (not
+/// retriable); a name that could not be looked up may resolve later.
+fn addr_error_code(e: &AddrError) -> ErrorCode {
+    if e.lookup_failed {
+        ErrorCode::UNREACHABLE
+    } else {
+        ErrorCode::MALFORMED_PAYLOAD
+    }
 }
 
 impl Manager {
@@ -232,6 +263,7 @@ impl Manager {
             ended_by_status: [0; 8],
             ended_failed: 0,
             ended_retried: 0,
+            unused_since: HashMap::new(),
             next_job: 1,
             in_flight: HashMap::new(),
             next_batch: 1,
@@ -307,6 +339,16 @@ impl Manager {
                     worker.addr,
                     worker.conns.len()
                 );
+                // Every connection starts by claiming the worker: it works
+                // for one manager at a time, and says who it is and what
+                // it takes.
+                let force = worker.force_claim;
+                let claim = Message::Claim(msg::Claim {
+                    manager: self.address.clone(),
+                    manager_id: crate::net::server_id(),
+                    force,
+                });
+                self.request(io, id, &claim, Request::Claim { worker: w });
                 Some(id)
             }
             Err(e) => {
@@ -339,12 +381,20 @@ impl Manager {
         io: &mut Io<'_>,
         conn: ConnId,
         request_id: u32,
-        addr: String,
+        (addr, force): (String, bool),
         detach: bool,
     ) -> Option<Message> {
         if !needs_lookup(&addr) {
             let result = dial_addrs(&addr);
-            return self.resolved(io, conn, request_id, addr, detach, result);
+            let lookup = Lookup {
+                conn,
+                request_id,
+                addr,
+                detach,
+                force,
+                result,
+            };
+            return self.resolved(io, lookup);
         }
         if self.lookups >= MAX_LOOKUPS {
             return Some(refused(
@@ -362,6 +412,7 @@ impl Manager {
                     request_id,
                     addr,
                     detach,
+                    force,
                     result,
                 };
                 if tx.send(lookup).is_ok() {
@@ -385,25 +436,18 @@ impl Manager {
         while let Ok(l) = self.lookup_rx.try_recv() {
             self.lookups -= 1;
             let (conn, request_id) = (l.conn, l.request_id);
-            if let Some(reply) = self.resolved(io, conn, request_id, l.addr, l.detach, l.result) {
+            if let Some(reply) = self.resolved(io, l) {
                 io.send(conn, request_id, &reply);
             }
         }
     }
 
-    fn resolved(
-        &mut self,
-        io: &mut Io<'_>,
-        conn: ConnId,
-        request_id: u32,
-        addr: String,
-        detach: bool,
-        result: Result<Vec<SocketAddr>, AddrError>,
-    ) -> Option<Message> {
-        match result {
-            Err(e) => Some(refused(ErrorCode::UNREACHABLE, e.to_string())),
-            Ok(socks) if detach => self.detach(io, conn, request_id, addr, &socks),
-            Ok(socks) => self.attach(io, conn, request_id, addr, &socks),
+    fn resolved(&mut self, io: &mut Io<'_>, l: Lookup) -> Option<Message> {
+        let (conn, request_id, addr) = (l.conn, l.request_id, l.addr);
+        match l.result {
+            Err(e) => Some(refused(addr_error_code(&e), e.to_string())),
+            Ok(socks) if l.detach => self.detach(io, conn, request_id, addr, &socks),
+            Ok(socks) => self.attach(io, conn, request_id, (addr, l.force), &socks),
         }
     }
 
@@ -412,7 +456,7 @@ impl Manager {
         io: &mut Io<'_>,
         conn: ConnId,
         request_id: u32,
-        addr: String,
+        (addr, force): (String, bool),
         socks: &[SocketAddr],
     ) -> Option<Message> {
         if let Some(w) = self.find_worker(socks) {
@@ -431,8 +475,10 @@ impl Manager {
             ));
         };
         let w = self.workers.len();
-        self.workers.push(Some(Worker::new(addr.clone(), sock)));
-        let Some(c) = self.open_conn(io, w) else {
+        let mut worker = Worker::new(addr.clone(), sock);
+        worker.force_claim = force;
+        self.workers.push(Some(worker));
+        let Some(_) = self.open_conn(io, w) else {
             self.workers[w] = None;
             return Some(refused(
                 ErrorCode::UNREACHABLE,
@@ -442,8 +488,7 @@ impl Manager {
         if let Some(worker) = self.worker(w) {
             worker.waiting_reply = Some((conn, request_id));
         }
-        self.request(io, c, &Message::Ping, Request::Ping { worker: w });
-        None // answered when the worker answers
+        None // answered when the worker answers its CLAIM
     }
 
     fn detach(
@@ -761,6 +806,10 @@ impl Manager {
             installed_jobs: self.store.len() as u32,
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             tasks_processed: self.tasks_processed,
+            role: msg::Role::Manager,
+            server_id: crate::net::server_id(),
+            max_size: self.settings.max_size,
+            manager: String::new(),
         }
     }
 
@@ -794,8 +843,16 @@ impl Manager {
                 (None, None) => refused(ErrorCode::NOT_FOUND, format!("no job with id {id}")),
             },
             Message::JobsListRequest(query) => Message::JobsList(self.jobs_page(query)),
-            Message::Attach(addr) => return self.resolve(io, conn, request_id, addr, false),
-            Message::Detach(addr) => return self.resolve(io, conn, request_id, addr, true),
+            Message::Attach(a) => {
+                return self.resolve(io, conn, request_id, (a.addr, a.force), false)
+            }
+            Message::Detach(addr) => {
+                return self.resolve(io, conn, request_id, (addr, false), true)
+            }
+            Message::Claim(_) => refused(
+                ErrorCode::WRONG_PEER,
+                format!("{} is a redmap manager, not a worker", self.address),
+            ),
             Message::ManagerStatsRequest => Message::ManagerStats(self.stats()),
             other => Message::error(&ProtoError::Unexpected {
                 opcode: other.opcode().as_u8(),
@@ -827,6 +884,16 @@ impl Manager {
         }
         match (what, msg) {
             (Request::Ping { worker }, Message::Pong) => self.worker_up(io, worker),
+            (Request::Claim { worker }, Message::Claimed(c)) => self.claimed(io, worker, c),
+            (Request::Claim { worker }, Message::Error(e))
+                if e.code == ErrorCode::UNKNOWN_OPCODE =>
+            {
+                // A worker from before CLAIM: it takes work from anyone.
+                self.worker_up(io, worker)
+            }
+            (Request::Claim { worker }, Message::Error(e)) => {
+                self.claim_refused(io, conn, worker, &e.message)
+            }
             (Request::Install { worker, hash }, Message::InstallReply(r)) => {
                 self.install_progress(io, conn, worker, hash, r)
             }
@@ -844,11 +911,21 @@ impl Manager {
                 self.batch_refused(io, (conn, request_id), w, batch, &e)
             }
             (Request::Install { worker, hash }, Message::Error(e)) => {
-                if let Some(wk) = self.worker(worker) {
-                    warn!("worker {}: cannot install {}: {e}", wk.addr, hash.short());
-                    wk.installed.insert(hash, Install::Failed);
-                    wk.last_error = Some(e.to_string());
+                let Some(wk) = self.worker(worker) else {
+                    return;
+                };
+                warn!("worker {}: cannot install {}: {e}", wk.addr, hash.short());
+                wk.installed.insert(hash, Install::Failed);
+                wk.last_error = Some(e.to_string());
+                // The job's own summary says why its work does not go there.
+                let why = format!(
+                    "worker {} refused the job's library: {}",
+                    wk.addr, e.message
+                );
+                for job in self.jobs.values_mut().filter(|j| j.hash == hash) {
+                    job.record_error(why.clone());
                 }
+                self.fail_jobs_no_worker_takes(io);
             }
             (Request::Uninstall, _) => {}
             (_, Message::Error(e)) if e.code == ErrorCode::AUTH_FAILED => {
@@ -857,7 +934,7 @@ impl Manager {
                     .worker(w)
                     .is_some_and(|wk| wk.state == WorkerState::Connecting);
                 if connecting {
-                    self.abandon_attach(io, w, &e.message);
+                    self.abandon_attach(io, w, ErrorCode::AUTH_FAILED, &e.message);
                 } else {
                     self.fail_worker(io, w, &e.message);
                 }
@@ -869,7 +946,7 @@ impl Manager {
                     .worker(w)
                     .is_some_and(|wk| wk.state == WorkerState::Connecting)
                 {
-                    self.abandon_attach(io, w, &why);
+                    self.abandon_attach(io, w, ErrorCode::WRONG_PEER, &why);
                     return;
                 }
                 // The request is answered, if wrongly: what it carried is
@@ -884,12 +961,54 @@ impl Manager {
                             wk.installed.remove(&hash);
                         }
                     }
-                    Request::Ping { .. } | Request::Uninstall => {}
+                    Request::Ping { .. } | Request::Claim { .. } | Request::Uninstall => {}
                 }
                 self.forget_conn(conn, false);
                 io.close(conn);
             }
         }
+    }
+
+    /// A worker took this manager's claim: it says who it is and what it
+    /// takes. The same process attached under another address is refused.
+    fn claimed(&mut self, io: &mut Io<'_>, w: usize, c: msg::Claimed) {
+        let twin = self.workers.iter().enumerate().find_map(|(i, wk)| {
+            let wk = wk.as_ref()?;
+            (i != w && wk.worker_id == c.worker_id && c.worker_id != 0).then(|| wk.addr.clone())
+        });
+        let Some(worker) = self.worker(w) else {
+            return;
+        };
+        if let Some(twin) = twin {
+            if worker.state == WorkerState::Connecting {
+                let why = format!("it is worker {twin}, attached already (the same process)");
+                self.abandon_attach(io, w, ErrorCode::CONFLICT, &why);
+                return;
+            }
+        }
+        worker.worker_id = c.worker_id;
+        worker.max_size = c.max_size.max(crate::net::conn::HANDSHAKE_MAX_SIZE);
+        worker.force_claim = false;
+        self.worker_up(io, w);
+    }
+
+    /// A worker refused this manager's claim (it belongs to another one),
+    /// or what answered is no worker at all (a manager).
+    fn claim_refused(&mut self, io: &mut Io<'_>, conn: ConnId, w: usize, why: &str) {
+        let connecting = self
+            .worker(w)
+            .is_some_and(|wk| wk.state == WorkerState::Connecting);
+        if connecting {
+            self.abandon_attach(io, w, ErrorCode::WRONG_PEER, why);
+            return;
+        }
+        if let Some(wk) = self.worker(w) {
+            wk.last_error = Some(why.to_owned());
+        }
+        self.fail_worker(io, w, why);
+        // Reconnecting (with backoff) asks again.
+        self.forget_conn(conn, false);
+        io.close(conn);
     }
 
     fn worker_up(&mut self, io: &mut Io<'_>, w: usize) {
@@ -952,8 +1071,12 @@ impl Manager {
         let Some(conn) = self.some_conn(io, w) else {
             return;
         };
+        // Chunks fit the worker's own --max-size, whatever the manager's.
+        let budget = self
+            .worker(w)
+            .map_or(1, |wk| wk.frame_budget(MAX_BATCH_BYTES));
         let start = (offset as usize).min(library.len());
-        let end = (start + self.chunk_size()).min(library.len());
+        let end = (start + budget.min(self.chunk_size())).min(library.len());
         let chunk = msg::Install {
             hash: hash.0,
             total: library.len() as u64,
@@ -1186,7 +1309,13 @@ impl Manager {
                 break;
             }
             let spread = self.spread();
-            let batch_bytes = self.chunk_size();
+            // Batches fit every attached worker's --max-size.
+            let batch_bytes = self
+                .workers
+                .iter()
+                .flatten()
+                .map(|wk| wk.frame_budget(MAX_BATCH_BYTES))
+                .fold(self.chunk_size(), usize::min);
             if let Some(job) = self.jobs.get_mut(&id) {
                 info!("job {id} ({}): started", job.name);
                 job.start(
@@ -1285,9 +1414,50 @@ impl Manager {
             };
             // A batch sent again may have been answered meanwhile by its
             // first copy: then there is nothing left to do for it.
-            match p.batch {
-                Some(id) if !self.in_flight.contains_key(&id) => continue,
-                _ => break p,
+            if p.batch.is_some_and(|id| !self.in_flight.contains_key(&id)) {
+                continue;
+            }
+            // A batch must fit the worker's --max-size (batches are cut to
+            // fit every worker attached when the job started; one attached
+            // since may take less): halve it, or fail a task that alone is
+            // larger than the worker takes.
+            let Some(wk) = self.workers.get(w).and_then(Option::as_ref) else {
+                return false;
+            };
+            let budget = wk.frame_budget(usize::MAX);
+            if p.tasks.byte_len() <= budget {
+                break p;
+            }
+            match (p.batch, p.tasks.len()) {
+                (None, n) if n > 1 => {
+                    let (head, tail) = p.tasks.split_at(n / 2);
+                    let tail_first = p.first_index + (n / 2) as u64;
+                    job.retry.push_front(Pending {
+                        batch: None,
+                        tasks: tail,
+                        first_index: tail_first,
+                        attempt: p.attempt,
+                        avoid: p.avoid,
+                        suspect: p.suspect,
+                    });
+                    job.retry.push_front(Pending { tasks: head, ..p });
+                }
+                (None, _) => {
+                    let task = p.tasks.iter().next().unwrap_or_default();
+                    job.failed += 1;
+                    job.record_error(format!(
+                        "{}: the task is {} bytes, over worker {}'s --max-size of {}",
+                        task_label(p.first_index + 1, task),
+                        thousands(task.len() as u64),
+                        wk.addr,
+                        thousands(u64::from(wk.max_size))
+                    ));
+                }
+                (Some(_), _) => {
+                    // Sent before to a worker that took it: it waits for one.
+                    job.retry.push_front(p);
+                    return false;
+                }
             }
         };
         let Some(hash) = self.jobs.get(&job_id).map(|j| j.hash) else {
@@ -1454,11 +1624,15 @@ impl Manager {
     }
 
     /// Gives up attaching worker `w`, telling the CLI that asked.
-    fn abandon_attach(&mut self, io: &mut Io<'_>, w: usize, why: &str) {
+    fn abandon_attach(&mut self, io: &mut Io<'_>, w: usize, code: ErrorCode, why: &str) {
         let Some(worker) = self.workers.get_mut(w).and_then(Option::take) else {
             return;
         };
-        let msg = format!("cannot reach worker {}: {why}", worker.addr);
+        let msg = if code == ErrorCode::UNREACHABLE {
+            format!("cannot reach worker {}: {why}", worker.addr)
+        } else {
+            format!("cannot attach {}: {why}", worker.addr)
+        };
         warn!("{msg}");
         for c in &worker.conns {
             self.worker_conns.remove(&c.id);
@@ -1466,7 +1640,7 @@ impl Manager {
             io.close(c.id);
         }
         if let Some((c, id)) = worker.waiting_reply {
-            io.send(c, id, &refused(ErrorCode::UNREACHABLE, msg));
+            io.send(c, id, &refused(code, msg));
         }
     }
 
@@ -1780,6 +1954,44 @@ impl Manager {
         };
     }
 
+    /// Fails every running job whose library every active worker refused:
+    /// waiting would be for ever, and its errors say why.
+    fn fail_jobs_no_worker_takes(&mut self, io: &mut Io<'_>) {
+        let active: Vec<&Worker> = self
+            .workers
+            .iter()
+            .flatten()
+            .filter(|w| w.state == WorkerState::Active)
+            .collect();
+        if active.is_empty() {
+            return; // it waits for workers, as the progress line says
+        }
+        let refused: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Running)
+            .filter(|j| {
+                active
+                    .iter()
+                    .all(|w| w.installed.get(&j.hash) == Some(&Install::Failed))
+            })
+            .map(|j| j.id)
+            .collect();
+        for id in refused {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                continue;
+            };
+            warn!("job {id} ({}): no attached worker can take it", job.name);
+            job.fail("no attached worker can take the job (see the errors above)".into());
+            job.in_flight_batches = 0;
+            let hash = job.hash;
+            self.in_flight.retain(|_, f| f.job != id);
+            self.keep_ended(id);
+            self.uninstall_unused(io, hash);
+            self.start_waiting_jobs(io);
+        }
+    }
+
     /// Uninstalls a job library from every worker once no running job uses it.
     fn uninstall_unused(&mut self, io: &mut Io<'_>, hash: PluginHash) {
         let still_used = self
@@ -1797,6 +2009,31 @@ impl Manager {
                 if let Some(conn) = self.some_conn(io, w) {
                     self.request(io, conn, &Message::Uninstall(hash.0), Request::Uninstall);
                 }
+            }
+        }
+        // The manager's own copy goes too once no job, waiting or running,
+        // needs it (a CLI that runs it again installs it again).
+        if !self.jobs.values().any(|j| j.hash == hash) && self.store.remove(&hash) {
+            debug!("job library {}: removed from the manager", hash.short());
+        }
+    }
+
+    /// Removes the libraries installed on the manager that no job has used
+    /// for UNUSED_LIBRARY_TTL (installed, then never run).
+    fn remove_unused_libraries(&mut self, now: Instant) {
+        let in_use: HashSet<PluginHash> = self.jobs.values().map(|j| j.hash).collect();
+        let installed: Vec<PluginHash> = self.store.hashes().copied().collect();
+        self.unused_since
+            .retain(|h, _| installed.contains(h) && !in_use.contains(h));
+        for hash in installed.into_iter().filter(|h| !in_use.contains(h)) {
+            let since = *self.unused_since.entry(hash).or_insert(now);
+            if now.duration_since(since) >= UNUSED_LIBRARY_TTL {
+                info!(
+                    "job library {}: unused for {UNUSED_LIBRARY_TTL:?}; removed",
+                    hash.short()
+                );
+                self.store.remove(&hash);
+                self.unused_since.remove(&hash);
             }
         }
     }
@@ -2040,7 +2277,8 @@ impl Handler for Manager {
                 .worker(w)
                 .is_some_and(|wk| wk.state == WorkerState::Connecting)
             {
-                self.abandon_attach(io, w, "it did not answer within the read timeout");
+                let why = "it did not answer within the read timeout";
+                self.abandon_attach(io, w, ErrorCode::UNREACHABLE, why);
             } else {
                 self.fail_worker(io, w, "no answer within the read timeout");
             }
@@ -2101,6 +2339,7 @@ impl Handler for Manager {
         for (w, conn) in due {
             self.request(io, conn, &Message::Ping, Request::Ping { worker: w });
         }
+        self.remove_unused_libraries(now);
         let rate = self.stats().tasks_per_sec_milli as f64 / 1000.0;
         self.history.push_back(rate);
         if self.history.len() > HISTORY_TICKS {

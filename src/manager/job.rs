@@ -271,6 +271,14 @@ impl Job {
         self.partials = None; // the reducer drains and exits
     }
 
+    /// Ends the job as failed for `why` (no worker can run it): like a
+    /// cancel, no more loading and no `done`, but its status says failed.
+    pub fn fail(&mut self, why: String) {
+        self.cancel();
+        self.status = JobStatus::Failed;
+        self.record_error(why);
+    }
+
     pub fn has_work(&self) -> bool {
         !self.retry.is_empty() || self.staged.is_some()
     }

@@ -77,6 +77,14 @@ pub struct Worker {
     pub processed: u64,
     pub processed_at_tick: u64,
     pub tasks_per_sec: f64,
+    /// The id the worker process reported in CLAIMED (0 until then, or
+    /// for an older worker): one process reached by two addresses is one
+    /// worker.
+    pub worker_id: u64,
+    /// The largest payload it accepts (its --max-size), from CLAIMED.
+    pub max_size: u32,
+    /// Take it from another manager (`attach --force`), on the first claim.
+    pub force_claim: bool,
 }
 
 impl Worker {
@@ -92,7 +100,17 @@ impl Worker {
             processed: 0,
             processed_at_tick: 0,
             tasks_per_sec: 0.0,
+            worker_id: 0,
+            max_size: crate::proto::DEFAULT_MAX_SIZE,
+            force_claim: false,
         }
+    }
+
+    /// The largest chunk of a library or batch of tasks this worker takes
+    /// in one frame: its max size less room for the fields around it, and
+    /// at most `cap`.
+    pub fn frame_budget(&self, cap: usize) -> usize {
+        (self.max_size as usize).saturating_sub(1024).clamp(1, cap)
     }
 
     pub fn in_flight(&self) -> usize {

@@ -9,6 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 pub struct AddrError {
     pub input: String,
     pub reason: String,
+    /// The name could not be looked up (the name service may answer
+    /// later), as opposed to an address that can never be valid.
+    pub lookup_failed: bool,
 }
 
 impl fmt::Display for AddrError {
@@ -27,6 +30,7 @@ fn resolve(input: &str, host: &str, port: &str) -> Result<Vec<SocketAddr>, AddrE
     let err = |reason: String| AddrError {
         input: input.to_owned(),
         reason,
+        lookup_failed: false,
     };
     let port: u16 = port
         .parse()
@@ -34,7 +38,10 @@ fn resolve(input: &str, host: &str, port: &str) -> Result<Vec<SocketAddr>, AddrE
     let host = unbracket(host);
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| err(format!("cannot resolve '{host}': {e}")))?
+        .map_err(|e| AddrError {
+            lookup_failed: true,
+            ..err(format!("cannot resolve '{host}': {e}"))
+        })?
         .collect();
     if addrs.is_empty() {
         return Err(err(format!("'{host}' resolves to no address")));
@@ -53,6 +60,7 @@ fn split(input: &str) -> Result<(&str, &str), AddrError> {
     input.rsplit_once(':').ok_or_else(|| AddrError {
         input: input.to_owned(),
         reason: "missing ':PORT'".to_owned(),
+        lookup_failed: false,
     })
 }
 

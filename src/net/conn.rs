@@ -104,6 +104,9 @@ pub enum Input {
     /// A frame was refused; if the error is fatal, framing is lost.
     Refused(FrameError),
     LineTooLong,
+    /// On a connection we opened, the peer's first bytes are not a frame:
+    /// it is no redmap server (an HTTP port, say). Their escaped preview.
+    Foreign(String),
     /// Nothing complete yet.
     None,
 }
@@ -297,6 +300,14 @@ impl Conn {
             match self.inbuf.bytes().first() {
                 None => return Input::None,
                 Some(&b) if b == MAGIC[0] => self.phase = Phase::Binary,
+                // Text sessions are for people who connect to us; a server
+                // we dialed that answers in text is not a redmap server.
+                Some(_) if self.outgoing => {
+                    let bytes = self.inbuf.bytes();
+                    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+                    let shown = &line[..line.len().min(40)];
+                    return Input::Foreign(shown.escape_ascii().to_string());
+                }
                 Some(_) => self.phase = Phase::Text,
             }
         }

@@ -96,6 +96,9 @@ pub enum CloseReason {
     Io(io::Error),
     /// The authentication handshake failed or did not finish in time.
     AuthFailed(String),
+    /// A peer we dialed answered with something that is not a frame (what
+    /// it sent first, escaped).
+    NotRedmap(String),
 }
 
 impl Config {
@@ -124,6 +127,9 @@ impl std::fmt::Display for CloseReason {
             CloseReason::LingerTimeout => write!(f, "peer did not close in time"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::AuthFailed(why) => f.write_str(why),
+            CloseReason::NotRedmap(sent) => {
+                write!(f, "it is not a redmap server (it answered \"{sent}\")")
+            }
         }
     }
 }
@@ -739,6 +745,11 @@ impl Reactor {
                         c.queue_text(&reply);
                         c.linger(linger_until);
                     }
+                    return false;
+                }
+                Input::Foreign(sent) => {
+                    info!("{id} {peer}: not a redmap server; closing");
+                    self.close(id, CloseReason::NotRedmap(sent), handler, now);
                     return false;
                 }
                 Input::LineTooLong => {

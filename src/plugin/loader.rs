@@ -195,7 +195,12 @@ impl Plugin {
         // to running a job, which the user asked for.
         let library = unsafe { Library::new(&path) }.map_err(|e| LoadError::NotALibrary {
             path: path.clone(),
-            reason: e.to_string(),
+            // libloading says only "dlopen failed"; dlerror's text (which
+            // names the missing dependency or symbol) is its source.
+            reason: match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         })?;
         // SAFETY: the symbol's type is fixed by the ABI.
         let entry_fn = unsafe {

@@ -94,6 +94,11 @@ impl<W> PluginStore<W> {
         self.installed.get(hash).cloned()
     }
 
+    /// The hashes of the libraries installed.
+    pub fn hashes(&self) -> impl Iterator<Item = &PluginHash> {
+        self.installed.keys()
+    }
+
     pub fn len(&self) -> usize {
         self.installed.len()
     }
@@ -215,6 +220,22 @@ impl<W> PluginStore<W> {
 
     fn path_of(&self, hash: &PluginHash) -> PathBuf {
         library_path(&self.dir, hash)
+    }
+
+    /// Forgets every library and deletes their files; returns how many.
+    pub fn remove_all(&mut self) -> usize {
+        let hashes: Vec<PluginHash> = self
+            .installed
+            .keys()
+            .chain(self.loading.keys())
+            .chain(self.uploads.keys())
+            .copied()
+            .collect();
+        let installed = self.installed.len();
+        for hash in hashes {
+            self.remove(&hash);
+        }
+        installed
     }
 
     /// Forgets a library and deletes its file. The code stays mapped, as

@@ -40,6 +40,7 @@ impl ErrorCode {
     pub const SHUTTING_DOWN: ErrorCode = ErrorCode(14);
     pub const AUTH_FAILED: ErrorCode = ErrorCode(15);
     pub const BUSY: ErrorCode = ErrorCode(16);
+    pub const WRONG_PEER: ErrorCode = ErrorCode(17);
 
     /// Every defined code with its meaning, in numeric order.
     pub const ALL: &'static [ErrorInfo] = &[
@@ -154,6 +155,13 @@ impl ErrorCode {
             retriable: true,
             closes: false,
             description: "the connection already has as many requests of this kind waiting as the server takes; send it later or elsewhere",
+        },
+        ErrorInfo {
+            code: ErrorCode::WRONG_PEER,
+            name: "WRONG_PEER",
+            retriable: false,
+            closes: false,
+            description: "the address reached is not what the request needs: a manager, an HTTP port or another program given as a worker, or a worker that belongs to another manager",
         },
     ];
 

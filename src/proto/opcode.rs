@@ -25,6 +25,8 @@ pub enum Opcode {
     Hello = 0x06,
     /// The client's proof; answered by `AuthOk`.
     Auth = 0x07,
+    /// A manager claims a worker for itself; answered by `Claimed`.
+    Claim = 0x08,
     /// Start a job from an installed library; answered by `JobAccepted`.
     RunJob = 0x10,
     /// One job's summary; answered by `JobStats`.
@@ -48,6 +50,7 @@ pub enum Opcode {
     BatchResult = 0x85,
     Challenge = 0x86,
     AuthOk = 0x87,
+    Claimed = 0x88,
     JobAccepted = 0x90,
     JobStats = 0x91,
     JobsList = 0x92,
@@ -70,6 +73,7 @@ impl Opcode {
         Opcode::MapBatch,
         Opcode::Hello,
         Opcode::Auth,
+        Opcode::Claim,
         Opcode::RunJob,
         Opcode::JobStatsRequest,
         Opcode::JobsListRequest,
@@ -84,6 +88,7 @@ impl Opcode {
         Opcode::BatchResult,
         Opcode::Challenge,
         Opcode::AuthOk,
+        Opcode::Claimed,
         Opcode::JobAccepted,
         Opcode::JobStats,
         Opcode::JobsList,
@@ -104,6 +109,7 @@ impl Opcode {
             Opcode::MapBatch => "MAP_BATCH",
             Opcode::Hello => "HELLO",
             Opcode::Auth => "AUTH",
+            Opcode::Claim => "CLAIM",
             Opcode::RunJob => "RUN_JOB",
             Opcode::JobStatsRequest => "JOB_STATS_REQUEST",
             Opcode::JobsListRequest => "JOBS_LIST_REQUEST",
@@ -118,6 +124,7 @@ impl Opcode {
             Opcode::BatchResult => "BATCH_RESULT",
             Opcode::Challenge => "CHALLENGE",
             Opcode::AuthOk => "AUTH_OK",
+            Opcode::Claimed => "CLAIMED",
             Opcode::JobAccepted => "JOB_ACCEPTED",
             Opcode::JobStats => "JOB_STATS",
             Opcode::JobsList => "JOBS_LIST",

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
+use super::claim::Claims;
 use super::exec::{Pool, Work};
 use super::stats::Stats;
 use crate::http::{Published, Shared};
 use crate::net::{ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
+use crate::proto::msg::Claimed;
 use crate::proto::text::{render_info, TextCommand};
 use crate::proto::{ErrorCode, Message, ProtoError};
 use crate::report::{self, Metrics};
@@ -26,6 +28,8 @@ pub const MAX_BATCHES_PER_CONN: usize = 16;
 
 pub struct WorkerHandler {
     pub stats: Stats,
+    /// The manager this worker belongs to.
+    pub claims: Claims,
     /// Installs wait for their outcome by (connection, request id).
     pub store: PluginStore<(ConnId, u32)>,
     pub pool: Pool,
@@ -119,6 +123,28 @@ impl WorkerHandler {
         match msg {
             Message::Ping => Some(Message::Pong),
             Message::InfoRequest => Some(Message::Info(self.stats.info())),
+            Message::Claim(claim) => Some(match self.claims.claim(conn, &claim) {
+                Ok(()) => {
+                    if self.stats.manager != claim.manager {
+                        info!("claimed by the manager at {}", claim.manager);
+                    }
+                    self.stats.manager = claim.manager;
+                    Message::Claimed(Claimed {
+                        worker_id: crate::net::server_id(),
+                        max_size: self.stats.max_size,
+                    })
+                }
+                Err(why) => Message::error(&ProtoError::refused(ErrorCode::WRONG_PEER, why)),
+            }),
+            // Work comes from the manager that holds this worker only.
+            Message::Install(_) | Message::Uninstall(_) | Message::MapBatch(_)
+                if !self.claims.may_work(conn) =>
+            {
+                Some(Message::error(&ProtoError::refused(
+                    ErrorCode::WRONG_PEER,
+                    self.claims.refusal(),
+                )))
+            }
             Message::Install(chunk) => match self.store.receive((conn, request_id), chunk) {
                 Ok(Some(reply)) => Some(Message::InstallReply(reply)),
                 Ok(None) => None, // answered once loaded, in on_wake
@@ -200,12 +226,27 @@ impl Handler for WorkerHandler {
         self.refresh_counts(io);
     }
 
+    fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, _reason: &crate::net::CloseReason) {
+        self.claims.closed(conn, io.now());
+    }
+
     fn next_timer(&self) -> Option<Instant> {
         let publish = self.published.as_ref().map(|_| self.next_publish);
-        [self.recheck_at, publish].into_iter().flatten().min()
+        [self.recheck_at, publish, self.claims.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
+        if let Some(manager) = self.claims.expire(now) {
+            let removed = self.store.remove_all();
+            info!(
+                "the manager at {manager} has been gone for the grace period; \
+                 uninstalled its {removed} job libraries"
+            );
+            self.stats.manager.clear();
+        }
         self.refresh_counts(io);
         if self.published.is_some() && self.next_publish <= now {
             self.next_publish = now + Duration::from_secs(1);

@@ -2,8 +2,10 @@
 //!
 //! - [`handler`]: message → reply;
 //! - [`exec`]: the map thread pool;
-//! - [`stats`]: the counters `info` reports.
+//! - [`stats`]: the counters `info` reports;
+//! - [`claim`]: which manager the worker belongs to, and for how long.
 
+pub mod claim;
 pub mod exec;
 pub mod handler;
 pub mod stats;
@@ -32,9 +34,11 @@ pub fn run(
     config: Config,
     threads: usize,
     http: Option<SocketAddr>,
+    manager_grace: std::time::Duration,
 ) -> io::Result<()> {
     let summary = config.summary();
     let secret = config.secret.clone();
+    let max_size = config.max_size;
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     info!("worker listening on {local} ({threads} map threads, {summary})");
@@ -52,7 +56,8 @@ pub fn run(
         let _ = waker.wake();
     })?;
     let mut handler = WorkerHandler {
-        stats: Stats::new(local.to_string()),
+        stats: Stats::new(local.to_string(), max_size),
+        claims: claim::Claims::new(manager_grace),
         store,
         pool: Pool::new(threads, reactor.waker()),
         active: HashMap::new(),

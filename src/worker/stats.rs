@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::proto::msg::Info;
+use crate::proto::msg::{Info, Role};
 use crate::proto::PROTOCOL_VERSION;
 
 #[derive(Debug)]
@@ -13,16 +13,22 @@ pub struct Stats {
     pub active_jobs: u32,
     pub installed_jobs: u32,
     pub tasks_processed: u64,
+    /// This worker's --max-size.
+    pub max_size: u32,
+    /// The manager that holds it ("" for none).
+    pub manager: String,
 }
 
 impl Stats {
-    pub fn new(address: String) -> Stats {
+    pub fn new(address: String, max_size: u32) -> Stats {
         Stats {
             started: Instant::now(),
             address,
             active_jobs: 0,
             installed_jobs: 0,
             tasks_processed: 0,
+            max_size,
+            manager: String::new(),
         }
     }
 
@@ -35,6 +41,10 @@ impl Stats {
             installed_jobs: self.installed_jobs,
             uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             tasks_processed: self.tasks_processed,
+            role: Role::Worker,
+            server_id: crate::net::server_id(),
+            max_size: self.max_size,
+            manager: self.manager.clone(),
         }
     }
 }

@@ -6,6 +6,7 @@
  *   BIG_TASK, BIG_LEN
  *             task BIG_TASK's value is "1" padded with spaces to BIG_LEN bytes
  *   FAIL_TASK if set, this task's map fails with "I don't like N"
+ *   SLOW_MS   if set, every map sleeps this many milliseconds first
  *   WIDE      if set, a value counting n tasks is padded to n * WIDE bytes,
  *             so a batch's folded value grows with the tasks in it
  * done writes the result to the file `result`.
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "redmap_job.h"
 
@@ -88,6 +90,9 @@ static int32_t map(const uint8_t *task, size_t len, redmap_buf *out) {
         *out = text("task is not a number");
         return REDMAP_ERROR;
     }
+#ifdef SLOW_MS
+    usleep(SLOW_MS * 1000);
+#endif
 #ifdef FAIL_LEN
     *out = sized("this task failed with a very long message: ", FAIL_LEN);
     memset(out->ptr + 44, 'x', FAIL_LEN > 44 ? FAIL_LEN - 44 : 0);

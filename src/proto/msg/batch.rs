@@ -71,6 +71,19 @@ impl TaskList {
         self.bytes.len()
     }
 
+    /// The first `at` tasks and the rest, as two lists.
+    pub fn split_at(&self, at: usize) -> (TaskList, TaskList) {
+        let (mut head, mut tail) = (TaskList::new(), TaskList::new());
+        for (i, task) in self.iter().enumerate() {
+            if i < at {
+                head.push(task);
+            } else {
+                tail.push(task);
+            }
+        }
+        (head, tail)
+    }
+
     pub fn iter(&self) -> TaskIter<'_> {
         TaskIter {
             cursor: Cursor::new(Opcode::MapBatch.as_u8(), &self.bytes[4..]),

@@ -8,7 +8,7 @@
 //! JOBS_LIST_REQUEST (0x12):  empty, or u32 limit, u64 before (see JobsQuery)
 //! JOBS_LIST (0x92):          u32 n, then n job summaries (newest first),
 //!                            u64 more (kept jobs older than the last listed)
-//! ATTACH (0x13):             str worker address
+//! ATTACH (0x13):             str worker address, u8 force (appended in 0.2)
 //! ATTACHED (0x93):           empty
 //! DETACH (0x14):             str worker address
 //! DETACHED (0x94):           empty
@@ -130,6 +130,28 @@ impl JobsPage {
             j.write(out);
         }
         put_u64(out, self.more);
+    }
+}
+
+/// `ATTACH`: a worker to attach, and whether to take it from another
+/// manager that holds it (`manager attach --force`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachWorker {
+    pub addr: String,
+    pub force: bool,
+}
+
+impl AttachWorker {
+    pub fn decode(payload: &[u8]) -> Result<AttachWorker, ProtoError> {
+        let mut c = Cursor::new(Opcode::Attach.as_u8(), payload);
+        let addr = c.str("address")?;
+        let force = !c.rest().is_empty() && c.u8("force")? != 0;
+        Ok(AttachWorker { addr, force })
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        put_str(out, &self.addr);
+        out.push(u8::from(self.force));
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod claim;
 pub mod error_reply;
 pub mod info;
 pub mod manager;
@@ -15,9 +16,10 @@ pub mod wire;
 
 pub use auth::Challenge;
 pub use batch::{BatchResult, MapBatch, TaskFailure, TaskList};
+pub use claim::{Claim, Claimed};
 pub use error_reply::ErrorReply;
-pub use info::Info;
-pub use manager::{JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob};
+pub use info::{Info, Role};
+pub use manager::{AttachWorker, JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob};
 pub use plugin::{Install, InstallReply};
 
 use wire::{put_str, put_u64};
@@ -37,10 +39,11 @@ pub enum Message {
     MapBatch(MapBatch),
     Hello([u8; 32]),
     Auth([u8; 32]),
+    Claim(Claim),
     RunJob(RunJob),
     JobStatsRequest(u64),
     JobsListRequest(JobsQuery),
-    Attach(String),
+    Attach(AttachWorker),
     Detach(String),
     ManagerStatsRequest,
     CancelJob(u64),
@@ -53,6 +56,7 @@ pub enum Message {
     BatchResult(BatchResult),
     Challenge(Challenge),
     AuthOk,
+    Claimed(Claimed),
     JobAccepted(u64),
     JobStats(JobSummary),
     JobsList(JobsPage),
@@ -74,6 +78,7 @@ impl Message {
             Message::MapBatch(_) => Opcode::MapBatch,
             Message::Hello(_) => Opcode::Hello,
             Message::Auth(_) => Opcode::Auth,
+            Message::Claim(_) => Opcode::Claim,
             Message::RunJob(_) => Opcode::RunJob,
             Message::JobStatsRequest(_) => Opcode::JobStatsRequest,
             Message::JobsListRequest(_) => Opcode::JobsListRequest,
@@ -88,6 +93,7 @@ impl Message {
             Message::BatchResult(_) => Opcode::BatchResult,
             Message::Challenge(_) => Opcode::Challenge,
             Message::AuthOk => Opcode::AuthOk,
+            Message::Claimed(_) => Opcode::Claimed,
             Message::JobAccepted(_) => Opcode::JobAccepted,
             Message::JobStats(_) => Opcode::JobStats,
             Message::JobsList(_) => Opcode::JobsList,
@@ -118,12 +124,13 @@ impl Message {
             Opcode::MapBatch => Message::MapBatch(MapBatch::decode(payload)?),
             Opcode::Hello => Message::Hello(auth::decode_32(opcode, payload)?),
             Opcode::Auth => Message::Auth(auth::decode_32(opcode, payload)?),
+            Opcode::Claim => Message::Claim(Claim::decode(payload)?),
             Opcode::RunJob => Message::RunJob(RunJob::decode(payload)?),
             Opcode::JobStatsRequest => {
                 Message::JobStatsRequest(manager::decode_id(opcode, payload)?)
             }
             Opcode::JobsListRequest => Message::JobsListRequest(JobsQuery::decode(payload)?),
-            Opcode::Attach => Message::Attach(manager::decode_addr(opcode, payload)?),
+            Opcode::Attach => Message::Attach(AttachWorker::decode(payload)?),
             Opcode::Detach => Message::Detach(manager::decode_addr(opcode, payload)?),
             Opcode::ManagerStatsRequest => Message::ManagerStatsRequest,
             Opcode::CancelJob => Message::CancelJob(manager::decode_id(opcode, payload)?),
@@ -134,6 +141,7 @@ impl Message {
             Opcode::BatchResult => Message::BatchResult(BatchResult::decode(payload)?),
             Opcode::Challenge => Message::Challenge(Challenge::decode(payload)?),
             Opcode::AuthOk => Message::AuthOk,
+            Opcode::Claimed => Message::Claimed(Claimed::decode(payload)?),
             Opcode::JobAccepted => Message::JobAccepted(manager::decode_id(opcode, payload)?),
             Opcode::JobStats => Message::JobStats(JobSummary::decode(payload)?),
             Opcode::JobsList => Message::JobsList(JobsPage::decode(payload)?),
@@ -163,12 +171,15 @@ impl Message {
                 out.extend_from_slice(hash)
             }
             Message::Challenge(c) => c.encode(out),
+            Message::Claim(m) => m.encode(out),
+            Message::Claimed(m) => m.encode(out),
             Message::MapBatch(m) => m.encode(out),
             Message::RunJob(m) => m.encode(out),
             Message::JobStatsRequest(id) | Message::JobAccepted(id) | Message::CancelJob(id) => {
                 put_u64(out, *id)
             }
-            Message::Attach(addr) | Message::Detach(addr) => put_str(out, addr),
+            Message::Attach(m) => m.encode(out),
+            Message::Detach(addr) => put_str(out, addr),
             Message::InstallReply(m) => m.encode(out),
             Message::BatchResult(m) => m.encode(out),
             Message::JobStats(m) => m.encode(out),
