@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod codec;
 mod faults;
+mod httpfaults;
 mod monitor;
 mod netfaults;
 mod plugin;

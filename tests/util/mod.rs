@@ -41,13 +41,29 @@ impl Server {
 
     /// Resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS:")
+    }
+
+    /// The most resident memory the server process ever had (its high
+    /// water mark), in KiB: a peak between two samples still shows.
+    pub fn hwm_kib(&self) -> u64 {
+        self.proc_status("VmHWM:")
+    }
+
+    /// Threads of the server process.
+    pub fn threads(&self) -> u64 {
+        self.proc_status("Threads:")
+    }
+
+    /// A number from /proc/PID/status (`field` with its colon; kB dropped).
+    fn proc_status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS line")
+            .unwrap_or_else(|| panic!("no {field} line"))
     }
 
     /// Open file descriptors of the server process.
