@@ -2,8 +2,7 @@
 //! read /api/status, a browser shows the live page, and with a secret
 //! nobody without it sees any of them.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
@@ -14,46 +13,8 @@ fn example(name: &str) -> String {
     repo().join("examples").join(name).display().to_string()
 }
 
-/// `GET path` over HTTP/1.0; returns (status code, body).
 fn get(addr: SocketAddr, path: &str, password: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the HTTP port");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = password.map_or(String::new(), |p| {
-        format!("Authorization: Basic {}\r\n", base64(&format!("ops:{p}")))
-    });
-    write!(s, "GET {path} HTTP/1.0\r\nHost: redmap\r\n{auth}\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let code = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (code, body)
-}
-
-fn base64(text: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    util::http_get(addr, path, password)
 }
 
 /// A manager with --http on a free port, two workers attached.

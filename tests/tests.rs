@@ -8,6 +8,7 @@ mod cluster;
 mod codec;
 mod faults;
 mod field;
+mod httpfaults;
 mod monitor;
 mod netfaults;
 mod plugin;

@@ -144,7 +144,8 @@ pub struct Conn {
     pub dirty: bool,
     /// An outgoing connection whose TCP handshake has not completed.
     pub connecting: bool,
-    /// We dialed it (manager → worker), rather than accepted it.
+    /// We dialed it (manager → worker), rather than accepted it: the peer
+    /// must be a redmap server, so what is not a frame is `Input::Foreign`.
     pub outgoing: bool,
     pub auth: AuthState,
 }
@@ -172,11 +173,12 @@ impl Conn {
         }
     }
 
-    /// An outgoing connection: it speaks the binary protocol from the
-    /// start, and is usable once the handshake completes.
+    /// An outgoing connection: it speaks the binary protocol, and is
+    /// usable once the handshake completes.
     pub fn outgoing(stream: TcpStream, peer: SocketAddr, max_size: u32) -> Conn {
+        // It sniffs its peer's first byte like any connection, but what is
+        // not a frame makes it `Input::Foreign`, never a text session.
         let mut conn = Conn::new(stream, peer, max_size);
-        conn.phase = Phase::Binary;
         conn.read_pending = false;
         conn.connecting = true;
         conn.outgoing = true;

@@ -21,16 +21,6 @@ pub fn redmap() -> Command {
     cmd
 }
 
-/// A `kB` line of /proc/PID/status, in KiB.
-pub fn proc_status_kib(pid: u32, key: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {key} line"))
-}
-
 /// `GET path` over HTTP/1.0 with an optional basic-auth password; returns
 /// (status code, body). Bounded by a 10 s read timeout.
 pub fn http_get(addr: SocketAddr, path: &str, password: Option<&str>) -> (u16, String) {
@@ -96,18 +86,29 @@ impl Server {
 
     /// Resident memory of the server process, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS:")
+    }
+
+    /// The most resident memory the server process ever had (its high
+    /// water mark), in KiB: a peak between two samples still shows.
+    pub fn hwm_kib(&self) -> u64 {
+        self.proc_status("VmHWM:")
+    }
+
+    /// Threads of the server process.
+    pub fn threads(&self) -> u64 {
+        self.proc_status("Threads:")
+    }
+
+    /// A number from /proc/PID/status (`field` with its colon; kB dropped).
+    fn proc_status(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .expect("read /proc status");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS line")
-    }
-
-    /// Peak resident memory of the server process so far (VmHWM), in KiB.
-    pub fn hwm_kib(&self) -> u64 {
-        proc_status_kib(self.pid(), "VmHWM:")
+            .unwrap_or_else(|| panic!("no {field} line"))
     }
 
     /// CPU time the server process has used (user + system), in clock ticks.
