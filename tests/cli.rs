@@ -136,3 +136,63 @@ fn completions_are_generated_for_each_shell() {
         }
     }
 }
+
+fn example(name: &str) -> String {
+    util::repo()
+        .join("examples")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The terminal's output, split at each redraw of the line: the frames.
+fn frames(screen: &str) -> Vec<&str> {
+    screen.split("\r\x1b[2K").skip(1).collect()
+}
+
+#[test]
+fn an_embedded_run_shows_a_progress_line_that_fits_a_terminal() {
+    // `script` (util-linux) runs the command on a pseudo-terminal of 60 columns.
+    if util::run(std::process::Command::new("script").arg("--version"))
+        .status
+        .code()
+        != Some(0)
+    {
+        eprintln!("SKIPPED: no `script` (util-linux) for a pseudo-terminal");
+        return;
+    }
+    let dir = util::TempDir::new("pty");
+    let command = format!(
+        "stty cols 60; {} run {}",
+        env!("CARGO_BIN_EXE_redmap"),
+        example("sum.rs")
+    );
+    let out = util::run(
+        std::process::Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(dir.path())
+            .env("REDMAP_CACHE_DIR", dir.join("cache"))
+            .env("SUM_TASKS", "3000000")
+            .env_remove("RUST_LOG"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let screen = stdout(&out);
+    let shown = frames(&screen);
+    assert!(
+        shown.iter().any(|f| f.contains("/3000000 (")),
+        "no progress line on the terminal: {screen:?}"
+    );
+    for frame in &shown[..shown.len() - 1] {
+        assert!(
+            frame.chars().count() < 60,
+            "wider than the terminal: {frame:?}"
+        );
+        assert!(frame.contains("ETA") || frame.contains("100%"), "{frame:?}");
+    }
+    assert!(screen.contains("result: 4500004500000"), "{screen:?}");
+
+    // Without a terminal: the summary alone.
+    let out = util::run_job(&dir, &[&example("sum.rs")], &[("SUM_TASKS", "3000000")]);
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("tasks"), "{}", stderr(&out));
+}

@@ -115,20 +115,7 @@ fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `processed/estimate (pct%)`, or `processed/?` without an estimate.
-pub fn progress(j: &JobSummary) -> String {
-    match j.estimate {
-        Some(total) if total > 0 => format!(
-            "{}/{} ({:.0}%)",
-            j.processed,
-            total,
-            (j.processed + j.failed) as f64 * 100.0 / total as f64
-        ),
-        _ => format!("{}/?", j.processed),
-    }
-}
-
-pub use crate::report::{job_json, throughput};
+pub use crate::report::{job_json, progress, throughput};
 
 fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let target = ManagerArg {
@@ -159,7 +146,7 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
                     j.id.to_string(),
                     j.name.clone(),
                     j.status.name().to_owned(),
-                    progress(j),
+                    progress(j).to_string(),
                 ]
             })
             .collect();
@@ -183,6 +170,7 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     writeln!(out, "failed: {}", j.failed)?;
     writeln!(out, "retried: {}", j.retried)?;
     writeln!(out, "running: {}", j.running)?;
+    writeln!(out, "progress: {}", progress(j))?;
     writeln!(out, "load errors: {}", j.load_errors)?;
     writeln!(out, "reduce errors: {}", j.reduce_errors)?;
     writeln!(out, "backups: {} sent, {} won", j.backups, j.backups_won)?;
@@ -196,6 +184,9 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
         duration::render(Duration::from_millis(j.elapsed_ms))
     )?;
     writeln!(out, "throughput: {:.0} tasks/s", throughput(j))?;
+    if let Some(eta) = progress(j).eta {
+        writeln!(out, "eta: {}", duration::render(eta))?;
+    }
     if !j.errors.is_empty() {
         writeln!(out, "last errors:")?;
         for e in &j.errors {

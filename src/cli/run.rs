@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::jobs::{cancel_job, job_json, progress, throughput};
-use super::output::Json;
+use super::jobs::{cancel_job, job_json, throughput};
+use super::output::{Json, LiveLine};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::local::{self, Options, Report};
 use crate::net::Client;
@@ -171,7 +171,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         opts.threads = threads;
     }
-    let report = local::run(&plugin, opts);
+    let report = run_here(&plugin, opts, &name);
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", report_json(&name, &report).render())
@@ -184,6 +184,44 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Runs the job in this process, with the progress line of a cluster job
+/// on a terminal (a long job would otherwise print nothing until its end).
+fn run_here(plugin: &std::sync::Arc<Plugin>, opts: Options, name: &str) -> Report {
+    let counts = std::sync::Arc::new(local::Counts::default());
+    let mut line = LiveLine::terminal_only();
+    if !line.is_tty() {
+        return local::run_counted(plugin, opts, &counts);
+    }
+    let over = std::sync::Arc::new(AtomicBool::new(false));
+    let drawer = {
+        let (plugin, counts, over) = (
+            std::sync::Arc::clone(plugin),
+            std::sync::Arc::clone(&counts),
+            std::sync::Arc::clone(&over),
+        );
+        let name = name.to_owned();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            // The estimate, as a manager asks for it.
+            let estimate = plugin.count();
+            // Short jobs end before the first frame and show no line at all.
+            let mut next = started + POLL;
+            while !over.load(Ordering::SeqCst) {
+                if Instant::now() >= next {
+                    line.show(&counts.summary(&name, estimate, started.elapsed()));
+                    next += POLL;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            line.clear();
+        })
+    };
+    let report = local::run_counted(plugin, opts, &counts);
+    over.store(true, Ordering::SeqCst);
+    let _ = drawer.join();
+    report
 }
 
 /// Sends the library to the manager in chunks (nothing if it has it).
@@ -289,29 +327,6 @@ fn run_remote(
 /// first, so a short job is not made to look slow, then every 100 ms.
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const POLL: Duration = Duration::from_millis(100);
-/// Without a terminal, a progress line this often.
-const PLAIN_EVERY: Duration = Duration::from_secs(5);
-
-fn progress_line(j: &JobSummary) -> String {
-    let bar = match j.estimate {
-        Some(total) if total > 0 => {
-            let filled = ((j.processed + j.failed) * 30 / total).min(30) as usize;
-            format!("[{}{}] ", "#".repeat(filled), ".".repeat(30 - filled))
-        }
-        _ => String::new(),
-    };
-    let status = if j.waiting_for_workers {
-        "waiting for workers"
-    } else {
-        j.status.name()
-    };
-    format!(
-        "{bar}{} tasks  {:.0} tasks/s  {}  {status}",
-        progress(j),
-        throughput(j),
-        duration::render(Duration::from_millis(j.elapsed_ms)),
-    )
-}
 
 pub(super) enum Waited {
     Over(JobSummary),
@@ -335,8 +350,7 @@ pub(super) fn wait(
     addr: &str,
     interrupted: &AtomicBool,
 ) -> Result<Waited, CliError> {
-    let tty = io::stderr().is_terminal();
-    let mut last_plain = Instant::now();
+    let mut line = LiveLine::new();
     let mut pause = FIRST_POLL;
     loop {
         let job = call(client, addr, &Message::JobStatsRequest(id), |m| match m {
@@ -344,20 +358,13 @@ pub(super) fn wait(
             _ => None,
         })?;
         if job.status.is_over() {
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
+            line.clear();
             return Ok(Waited::Over(job));
         }
         if interrupted.load(Ordering::SeqCst) {
             return Ok(Waited::Interrupted);
         }
-        if tty {
-            eprint!("\r\x1b[2K{}", progress_line(&job));
-        } else if last_plain.elapsed() >= PLAIN_EVERY {
-            eprintln!("{}", progress_line(&job));
-            last_plain = Instant::now();
-        }
+        line.show(&job);
         std::thread::sleep(pause);
         pause = (pause * 2).min(POLL);
     }

@@ -1823,17 +1823,14 @@ impl Manager {
     fn text_jobs(&self) -> String {
         let mut out = String::new();
         for job in self.jobs.values() {
-            let total = job
-                .estimate
-                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            // The progress every other view shows (report::progress).
+            let progress = crate::report::progress(&self.summary(job));
             let _ = writeln!(
                 out,
-                "{}\t{}\t{}\t{}/{}",
+                "{}\t{}\t{}\t{progress}",
                 job.id,
                 job.name,
                 job.status.name(),
-                job.processed,
-                total
             );
         }
         if out.is_empty() {
