@@ -1,8 +1,15 @@
 //! The `redmap` commands as a user runs them: output and exit codes.
 
 use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
 
-use crate::util::{self, redmap, start_worker, stderr, stdout};
+use redmap::proto::msg::{ErrorReply, InstallReply, JobStatus, JobSummary};
+use redmap::proto::{ErrorCode, Message};
+
+use crate::util::{self, eventually, redmap, start_worker, stderr, stdout};
 
 /// An address where nothing listens (bound, then released).
 fn dead_addr() -> String {
@@ -195,4 +202,98 @@ fn an_embedded_run_shows_a_progress_line_that_fits_a_terminal() {
     let out = util::run_job(&dir, &[&example("sum.rs")], &[("SUM_TASKS", "3000000")]);
     assert!(out.status.success());
     assert!(!stderr(&out).contains("tasks"), "{}", stderr(&out));
+}
+
+/// A job's summary as a manager would send it.
+fn summary(status: JobStatus, processed: u64, failed: u64) -> JobSummary {
+    JobSummary {
+        id: 5,
+        name: "race".into(),
+        status,
+        estimate: Some(10),
+        loaded: 10,
+        processed,
+        failed,
+        retried: 0,
+        running: 0,
+        elapsed_ms: 1500,
+        load_errors: 0,
+        reduce_errors: 0,
+        result_len: 2,
+        result_preview: b"60".to_vec(),
+        errors: vec!["map of task 3: boom".into()],
+        backups: 0,
+        backups_won: 0,
+        duplicates: 0,
+        waiting_for_workers: false,
+    }
+}
+
+#[test]
+fn ctrl_c_as_the_job_ends_prints_the_summary_and_the_jobs_status() {
+    // A stand-in manager: the job runs until `redmap run` asks to cancel
+    // it, and by then it has finished (one task failed): the Ctrl-C lost
+    // the race with the job's end.
+    let dir = util::TempDir::new("race");
+    let lib = util::cc_shared(&dir, &util::repo().join("examples/sum.c"), "sum.so");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&polls);
+    let manager = thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        conn.set_read_timeout(Some(util::WAIT)).unwrap();
+        let mut over = false;
+        while let Some(frame) = util::read_frame(&mut conn) {
+            let reply = match Message::decode(&frame).expect("a request") {
+                Message::Install(i) => Message::InstallReply(InstallReply {
+                    complete: true,
+                    next_offset: i.total,
+                }),
+                Message::RunJob(_) => Message::JobAccepted(5),
+                Message::JobStatsRequest(5) if over => {
+                    Message::JobStats(summary(JobStatus::Finished, 9, 1))
+                }
+                Message::JobStatsRequest(5) => {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    Message::JobStats(summary(JobStatus::Running, 4, 1))
+                }
+                Message::CancelJob(5) => {
+                    over = true;
+                    Message::Error(ErrorReply {
+                        code: ErrorCode::CONFLICT,
+                        message: "job 5 is already finished".into(),
+                    })
+                }
+                other => panic!("unexpected request {other:?}"),
+            };
+            util::send(&mut conn, frame.request_id, &reply);
+        }
+    });
+    let child = redmap()
+        .args(["run", "-m", &addr, "--cancel-on-interrupt"])
+        .arg(&lib)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(util::WAIT, || polls.load(Ordering::SeqCst) >= 3),
+        "redmap run did not follow the job"
+    );
+    util::signal(child.id(), "INT");
+    let out = child.wait_with_output().unwrap();
+    manager.join().unwrap();
+    let (text, err) = (stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the job's status: {text}\n{err}"
+    );
+    assert!(
+        text.contains("race: finished") && text.contains("9 processed, 1 failed"),
+        "the summary: {text}\n{err}"
+    );
+    assert!(!err.contains("error"), "{err}");
 }

@@ -8,8 +8,9 @@ use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use crate::net::ClientError;
 use crate::proto::msg::JobSummary;
-use crate::proto::Message;
+use crate::proto::{ErrorCode, Message};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -96,22 +97,47 @@ fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+/// What came of asking the manager to cancel a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// The job had ended already (the manager's message): the cancel lost
+    /// a race with the job's end, which is not a failure of the job.
+    AlreadyOver(String),
+}
+
 /// Asks the manager to cancel job `id`.
-pub fn cancel_job(client: &mut crate::net::Client, id: u64, addr: &str) -> Result<(), CliError> {
-    match client.request(&Message::CancelJob(id)) {
-        Ok(Message::Cancelled) => Ok(()),
-        Ok(other) => Err(CliError::new(format!(
-            "unexpected reply {}",
-            other.opcode()
-        ))),
-        Err(e) => Err(remote_err(addr, e)),
+pub fn cancel_job(
+    client: &mut crate::net::Client,
+    id: u64,
+    addr: &str,
+) -> Result<CancelOutcome, CliError> {
+    cancel_outcome(client.request(&Message::CancelJob(id))).map_err(|e| remote_err(addr, e))
+}
+
+/// The outcome of the manager's reply to CANCEL_JOB: CONFLICT means the
+/// job is over already.
+pub fn cancel_outcome(reply: Result<Message, ClientError>) -> Result<CancelOutcome, ClientError> {
+    match reply {
+        Ok(Message::Cancelled) => Ok(CancelOutcome::Cancelled),
+        Ok(other) => Err(ClientError::Unexpected {
+            expected: "CANCELLED",
+            got: other.opcode().to_string(),
+        }),
+        Err(ClientError::Remote(r)) if r.code == ErrorCode::CONFLICT => {
+            Ok(CancelOutcome::AlreadyOver(r.message))
+        }
+        Err(e) => Err(e),
     }
 }
 
 fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
     let mut client = args.manager.connect(&args.net)?;
-    cancel_job(&mut client, args.id, &args.manager.manager)?;
-    println!("cancelled job {}", args.id);
+    match cancel_job(&mut client, args.id, &args.manager.manager)? {
+        CancelOutcome::Cancelled => println!("cancelled job {}", args.id),
+        // Nothing was cancelled: say so, as before.
+        CancelOutcome::AlreadyOver(message) => return Err(CliError::new(message)),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -215,4 +241,33 @@ fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     };
     quiet_broken_pipe(written)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::msg::ErrorReply;
+
+    #[test]
+    fn a_cancel_that_lost_the_race_with_the_end_is_no_error() {
+        assert_eq!(
+            cancel_outcome(Ok(Message::Cancelled)).unwrap(),
+            CancelOutcome::Cancelled
+        );
+        let conflict = ClientError::Remote(ErrorReply {
+            code: ErrorCode::CONFLICT,
+            message: "job 5 is already finished".into(),
+        });
+        assert_eq!(
+            cancel_outcome(Err(conflict)).unwrap(),
+            CancelOutcome::AlreadyOver("job 5 is already finished".into())
+        );
+        // Anything else is still an error.
+        let missing = ClientError::Remote(ErrorReply {
+            code: ErrorCode::NOT_FOUND,
+            message: "no job with id 5".into(),
+        });
+        assert!(cancel_outcome(Err(missing)).is_err());
+        assert!(cancel_outcome(Ok(Message::Pong)).is_err());
+    }
 }

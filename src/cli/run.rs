@@ -10,8 +10,9 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
-use super::jobs::{cancel_job, job_json, throughput};
+use super::jobs::{cancel_job, job_json, throughput, CancelOutcome};
 use super::output::{Json, LiveLine};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::local::{self, Options, Report};
@@ -292,35 +293,64 @@ fn run_remote(
     }
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
-    let job = match wait(&mut client, id, &target.manager, &interrupted)? {
-        Waited::Over(job) => job,
-        Waited::Interrupted => {
-            let cancel = args.cancel_on_interrupt || ask_cancel(id);
-            if cancel {
-                cancel_job(&mut client, id, &target.manager)?;
-                eprintln!("job {id} cancelled");
-            } else {
-                eprintln!(
-                    "job {id} left running; follow it with `redmap jobs stats -m {} {id}`",
-                    target.manager
-                );
-            }
-            return Ok(ExitCode::from(130));
-        }
-    };
+    match wait(&mut client, id, &target.manager, &interrupted)? {
+        Waited::Over(job) => finish(args.json, &job),
+        Waited::Interrupted => after_interrupt(args, &mut client, id, &target.manager),
+    }
+}
+
+/// Prints an ended job's summary; returns its exit status (0 only for a
+/// clean job).
+fn finish(json: bool, job: &JobSummary) -> Result<ExitCode, CliError> {
     let mut out = io::stdout().lock();
-    let written = if args.json {
-        writeln!(out, "{}", job_json(&job).render())
+    let written = if json {
+        writeln!(out, "{}", job_json(job).render())
     } else {
-        remote_summary(&mut out, &job)
+        remote_summary(&mut out, job)
     };
     quiet_broken_pipe(written)?;
-    let clean = crate::report::job_clean(&job);
-    Ok(if clean {
+    Ok(if crate::report::job_clean(job) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// One look at job `id`.
+fn job_stats(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
+    call(client, addr, &Message::JobStatsRequest(id), |m| match m {
+        Message::JobStats(v) => Some(v),
+        _ => None,
+    })
+}
+
+/// After Ctrl-C: cancel the job (at once with --cancel-on-interrupt, else
+/// if the user says so on a terminal) or leave it running (exit 130). A job
+/// that ended meanwhile (while the prompt was open, or before the cancel
+/// reached the manager) is not an error: it gets its summary and its own
+/// exit status, as if the run had not been interrupted.
+fn after_interrupt(
+    args: &RunArgs,
+    client: &mut Client,
+    id: u64,
+    addr: &str,
+) -> Result<ExitCode, CliError> {
+    let cancel = args.cancel_on_interrupt || ask_cancel(client, id, addr);
+    if cancel {
+        match cancel_job(client, id, addr)? {
+            CancelOutcome::Cancelled => {
+                eprintln!("job {id} cancelled");
+                return Ok(ExitCode::from(130));
+            }
+            CancelOutcome::AlreadyOver(_) => {}
+        }
+    }
+    let job = job_stats(client, id, addr)?;
+    if job.status.is_over() {
+        return finish(args.json, &job);
+    }
+    eprintln!("job {id} left running; follow it with `redmap jobs watch -m {addr} {id}`");
+    Ok(ExitCode::from(130))
 }
 
 /// How often a waiting `redmap run` asks for the job's progress: soon at
@@ -334,13 +364,39 @@ pub(super) enum Waited {
 }
 
 /// On a terminal, asks whether to cancel the job; elsewhere, does not.
-fn ask_cancel(id: u64) -> bool {
+/// While the prompt is open the job goes on, so its progress line stays
+/// alive on the line above the prompt, and says when the job has ended.
+fn ask_cancel(client: &mut Client, id: u64, addr: &str) -> bool {
     if !io::stdin().is_terminal() {
         return false;
     }
     eprint!("\ninterrupted: cancel job {id} on the manager? [y/N] (N leaves it running) ");
-    let mut answer = String::new();
-    io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+    let (tx, answers) = mpsc::channel();
+    // The read cannot be interrupted; this thread ends with the process.
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let yes =
+            io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y");
+        let _ = tx.send(yes);
+    });
+    let mut line = LiveLine::new();
+    let mut over = false;
+    loop {
+        match answers.recv_timeout(POLL) {
+            Ok(yes) => return yes,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if over {
+            continue;
+        }
+        // A failed look only freezes the line; the answer still decides.
+        if let Ok(job) = job_stats(client, id, addr) {
+            over = job.status.is_over();
+            let note = if over { "  (ended: press Enter)" } else { "" };
+            line.show_above(&job, note);
+        }
+    }
 }
 
 /// Polls the job until it is over, showing progress on standard error.
