@@ -297,3 +297,118 @@ fn ctrl_c_as_the_job_ends_prints_the_summary_and_the_jobs_status() {
     );
     assert!(!err.contains("error"), "{err}");
 }
+
+/// Lines that look like log records: `[2026-… INFO  module] …`.
+fn log_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with('[') && (l.contains(" INFO ") || l.contains(" DEBUG ")))
+        .collect()
+}
+
+#[test]
+fn redmap_run_prints_only_the_result_summary_without_log_lines() {
+    let dir = util::TempDir::new("quiet");
+    let job = example("sum.rs");
+    // The second run finds its build in the cache, which was logged at INFO.
+    for _ in 0..2 {
+        let out = util::run_job(&dir, &[&job], &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "", "nothing but the summary");
+        let text = stdout(&out);
+        assert!(
+            text.starts_with("sum: 10 tasks") && text.ends_with("result: 65\n"),
+            "{text}"
+        );
+    }
+    // -v (anywhere on the line) shows the logs again.
+    for args in [vec!["-v", &job], vec![&job, "--verbose"]] {
+        let out = util::run_job(&dir, &args, &[]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            log_lines(&err).iter().any(|l| l.contains("cached build")),
+            "{err}"
+        );
+    }
+    let out = util::run(
+        redmap()
+            .args(["-vv", "run", &job])
+            .current_dir(dir.path())
+            .env("REDMAP_CACHE_DIR", dir.join("cache")),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !log_lines(&stderr(&out)).is_empty(),
+        "-vv: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_server_prints_its_listening_line_once() {
+    for kind in ["worker", "manager"] {
+        let mut cmd = redmap();
+        cmd.args([kind, "start", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let first = lines.next().expect("a line").unwrap();
+        assert!(
+            first.starts_with(&format!("redmap {kind} listening on 127.0.0.1:")),
+            "{first}"
+        );
+        let second = lines.next().expect("the HTTP address").unwrap();
+        assert!(second.contains("http://127.0.0.1:"), "{second}");
+        util::signal(child.id(), "TERM");
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        let everything = format!("{first}\n{second}\n{}{err}", stdout(&out));
+        assert_eq!(
+            everything.matches("listening").count(),
+            1,
+            "{kind}: {everything}"
+        );
+        assert_eq!(
+            everything.matches("http://").count(),
+            1,
+            "{kind}: {everything}"
+        );
+        // Servers still log at info: e.g. that they stopped.
+        assert!(err.contains(" INFO "), "{kind}: {err}");
+    }
+}
+
+#[test]
+fn run_json_detach_prints_json() {
+    let cluster = util::Cluster::start(1, &[], &[]);
+    let out = util::run(cluster.cli(&[
+        "run",
+        "-m",
+        &cluster.manager.addr_arg(),
+        "--name",
+        "detached",
+        "--detach",
+        "--json",
+        &example("sum.rs"),
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(r#"{"id":1,"name":"detached","status":""#) && text.ends_with("}\n"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert_eq!(stderr(&out), "", "nothing for a person on stderr");
+    // Without --json: the id alone on stdout.
+    let out = util::run(cluster.cli(&[
+        "run",
+        "-m",
+        &cluster.manager.addr_arg(),
+        "--detach",
+        &example("sum.rs"),
+    ]));
+    assert_eq!(stdout(&out), "2\n");
+}

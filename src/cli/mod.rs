@@ -39,6 +39,31 @@ use crate::proto::Message;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Show logs: -v info, -vv debug, -vvv trace (RUST_LOG, when set,
+    /// decides instead). Without it, commands print only their output and
+    /// warnings; servers also log at info.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Cli {
+    /// The log filter when `RUST_LOG` is not set: `warn` for the commands
+    /// a person runs (they print what they are for, not how), `info` for
+    /// the servers (their log is what an operator reads), more with `-v`.
+    pub fn log_filter(&self) -> &'static str {
+        let server = matches!(
+            self.command,
+            Command::Manager(manager::ManagerCommand::Start(_))
+                | Command::Worker(worker::WorkerCommand::Start(_))
+        );
+        match (self.verbose, server) {
+            (0, false) => "warn",
+            (0, true) | (1, _) => "info",
+            (2, _) => "debug",
+            _ => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -37,7 +37,8 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub name: Option<String>,
 
-    /// With --manager: return once the job is submitted, without waiting.
+    /// With --manager: return once the job is submitted, without waiting,
+    /// and print the job's id (with --json, the job as JSON).
     #[arg(long, requires = "manager")]
     pub detach: bool,
 
@@ -284,11 +285,17 @@ fn run_remote(
         },
     )?;
     if args.detach {
-        println!("{id}");
-        eprintln!(
-            "job {id} submitted to {}; follow it with `redmap jobs stats -m {} {id}`",
-            target.manager, target.manager
-        );
+        if args.json {
+            // The job as `redmap jobs stats --json` shows it: id, name, …
+            let job = job_stats(&mut client, id, &target.manager)?;
+            quiet_broken_pipe(writeln!(io::stdout().lock(), "{}", job_json(&job).render()))?;
+        } else {
+            println!("{id}");
+            eprintln!(
+                "job {id} submitted to {}; follow it with `redmap jobs watch -m {} {id}`",
+                target.manager, target.manager
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let interrupted = crate::signals::watch(|| {})
