@@ -412,3 +412,65 @@ fn run_json_detach_prints_json() {
     ]));
     assert_eq!(stdout(&out), "2\n");
 }
+
+#[test]
+fn every_manager_command_takes_the_manager_by_flag_env_or_position() {
+    let cluster = util::Cluster::start(1, &[], &[]);
+    let addr = cluster.manager.addr_arg();
+    let out = util::run(cluster.cli(&["run", "-m", &addr, &example("sum.rs")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dead = dead_addr();
+    // Each form, with $REDMAP_MANAGER unset, or naming a dead manager to
+    // show that the command line wins.
+    let check = |args: &[&str], env: Option<&str>, expect: &str| {
+        let mut cmd = redmap();
+        cmd.args(args);
+        match env {
+            Some(v) => cmd.env("REDMAP_MANAGER", v),
+            None => cmd.env_remove("REDMAP_MANAGER"),
+        };
+        let out = util::run(cmd);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).contains(expect), "{args:?}: {}", stdout(&out));
+    };
+    let row = "finished  10/10 (100%)";
+    check(&["jobs", "list", &addr], None, row);
+    check(&["jobs", "list", &addr], Some(&dead), row);
+    check(&["jobs", "list", "-m", &addr], None, row);
+    check(&["jobs", "list", "--manager", &addr], Some(&dead), row);
+    check(&["jobs", "list"], Some(&addr), row);
+    let status = "status: finished";
+    check(&["jobs", "stats", &addr, "1"], None, status);
+    check(&["jobs", "stats", &addr, "1"], Some(&dead), status);
+    check(&["jobs", "stats", "-m", &addr, "1"], None, status);
+    check(&["jobs", "stats", "1", "-m", &addr], Some(&dead), status);
+    check(&["jobs", "stats", "1"], Some(&addr), status);
+    let summary = "finished — 10 tasks";
+    check(&["jobs", "watch", &addr, "1"], None, summary);
+    check(&["jobs", "watch", "-m", &addr, "1"], None, summary);
+    check(&["jobs", "watch", "1"], Some(&addr), summary);
+    let stats = format!("{addr}  1/0/0/1");
+    check(&["manager", "stats", &addr], None, &stats);
+    check(&["manager", "stats", &addr], Some(&dead), &stats);
+    check(&["manager", "stats", "-m", &addr], None, &stats);
+    check(&["manager", "stats"], Some(&addr), &stats);
+    // `redmap run` finds the manager in the environment too.
+    let mut cmd = cluster.cli(&["run", "--detach", &example("sum.rs")]);
+    let out = util::run(&mut cmd);
+    assert_eq!(stdout(&out), "2\n", "{}", stderr(&out));
+
+    // Two different managers: a clear error, not a guess.
+    for args in [
+        vec!["jobs", "list", &addr, "-m", &dead],
+        vec!["jobs", "stats", &addr, "1", "-m", &dead],
+        vec!["manager", "stats", "-m", &dead, &addr],
+    ] {
+        let out = util::run(redmap().args(&args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&out).contains("two managers given"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

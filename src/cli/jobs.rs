@@ -24,10 +24,16 @@ pub enum JobsCommand {
     Watch(CancelArgs),
 }
 
+/// `[ADDR] ID`: the manager may come first, as in `jobs list ADDR`.
 #[derive(Debug, Args)]
+#[command(allow_missing_positional = true)]
 pub struct CancelArgs {
     #[command(flatten)]
     pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
+    #[arg(value_name = "ADDR")]
+    pub addr: Option<String>,
 
     /// The job's id (see `redmap jobs list`).
     #[arg(value_name = "ID")]
@@ -39,9 +45,12 @@ pub struct CancelArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The manager's address.
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
     #[arg(value_name = "ADDR")]
-    pub addr: String,
+    pub addr: Option<String>,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -51,10 +60,16 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// `[ADDR] ID`, as for `jobs cancel`.
 #[derive(Debug, Args)]
+#[command(allow_missing_positional = true)]
 pub struct StatsArgs {
     #[command(flatten)]
     pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
+    #[arg(value_name = "ADDR")]
+    pub addr: Option<String>,
 
     /// The job's id (see `redmap jobs list`).
     #[arg(value_name = "ID")]
@@ -80,10 +95,11 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
 /// Follows job `args.id` until it is over; Ctrl-C stops watching only.
 fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
     use super::run::{remote_summary, wait, Waited};
-    let mut client = args.manager.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
-    match wait(&mut client, args.id, &args.manager.manager, &interrupted)? {
+    match wait(&mut client, args.id, &manager.addr, &interrupted)? {
         Waited::Interrupted => Ok(ExitCode::from(130)),
         Waited::Over(job) => {
             quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
@@ -132,8 +148,9 @@ pub fn cancel_outcome(reply: Result<Message, ClientError>) -> Result<CancelOutco
 }
 
 fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
-    let mut client = args.manager.connect(&args.net)?;
-    match cancel_job(&mut client, args.id, &args.manager.manager)? {
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
+    match cancel_job(&mut client, args.id, &manager.addr)? {
         CancelOutcome::Cancelled => println!("cancelled job {}", args.id),
         // Nothing was cancelled: say so, as before.
         CancelOutcome::AlreadyOver(message) => return Err(CliError::new(message)),
@@ -144,13 +161,11 @@ fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
 pub use crate::report::{job_json, progress, throughput};
 
 fn list(args: ListArgs) -> Result<ExitCode, CliError> {
-    let target = ManagerArg {
-        manager: args.addr.clone(),
-    };
-    let mut client = target.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     let jobs = call(
         &mut client,
-        &args.addr,
+        &manager.addr,
         &Message::JobsListRequest,
         |m| match m {
             Message::JobsList(v) => Some(v),
@@ -223,10 +238,11 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
 }
 
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
-    let mut client = args.manager.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     let job = call(
         &mut client,
-        &args.manager.manager,
+        &manager.addr,
         &Message::JobStatsRequest(args.id),
         |m| match m {
             Message::JobStats(v) => Some(v),

@@ -14,7 +14,9 @@ use std::sync::mpsc;
 
 use super::jobs::{cancel_job, job_json, throughput, CancelOutcome};
 use super::output::{Json, LiveLine};
-use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use super::{
+    call, duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
+};
 use crate::local::{self, Options, Report};
 use crate::net::Client;
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
@@ -28,7 +30,8 @@ pub struct RunArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
 
-    /// Run the job on this manager instead of in this process.
+    /// Run the job on this manager instead of in this process (default:
+    /// $REDMAP_MANAGER if set; without either, the job runs here).
     #[arg(short, long, value_name = "ADDR")]
     pub manager: Option<String>,
 
@@ -37,19 +40,19 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub name: Option<String>,
 
-    /// With --manager: return once the job is submitted, without waiting,
+    /// On a manager: return once the job is submitted, without waiting,
     /// and print the job's id (with --json, the job as JSON).
-    #[arg(long, requires = "manager")]
+    #[arg(long)]
     pub detach: bool,
 
     /// Print the summary as JSON (for scripts and benchmarks).
     #[arg(long)]
     pub json: bool,
 
-    /// With --manager: on Ctrl-C, cancel the job without asking (for
+    /// On a manager: on Ctrl-C, cancel the job without asking (for
     /// scripts). Without it, Ctrl-C asks on a terminal, and otherwise
     /// leaves the job running.
-    #[arg(long, requires = "manager")]
+    #[arg(long)]
     pub cancel_on_interrupt: bool,
 
     #[command(flatten)]
@@ -155,10 +158,19 @@ fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    // The manager, if any: -m, else $REDMAP_MANAGER; no default, since
+    // without a manager the job runs here.
+    let manager = args.manager.clone().or_else(manager_from_env);
+    if manager.is_none() && (args.detach || args.cancel_on_interrupt) {
+        return Err(
+            CliError::new("--detach and --cancel-on-interrupt are for a job on a manager")
+                .with_hint("name the manager with -m/--manager ADDR or REDMAP_MANAGER"),
+        );
+    }
     let tools = Toolchain::new(args.rustc.clone(), args.cargo.clone());
     let built = plugin::build(&args.path, &tools).map_err(|e| CliError::new(e.to_string()))?;
-    if let Some(manager) = args.manager.clone() {
-        return run_remote(&args, &built.library, ManagerArg { manager });
+    if let Some(addr) = manager {
+        return run_remote(&args, &built.library, Manager { addr });
     }
     let plugin = Plugin::open(&built.library).map_err(|e| CliError::new(e.to_string()))?;
     let name = args.name.clone().unwrap_or_else(|| {
@@ -262,7 +274,7 @@ fn install(
 fn run_remote(
     args: &RunArgs,
     library: &std::path::Path,
-    target: ManagerArg,
+    target: Manager,
 ) -> Result<ExitCode, CliError> {
     let bytes = std::fs::read(library)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
@@ -270,14 +282,14 @@ fn run_remote(
     let chunk = (args.net.max_size() as usize)
         .saturating_sub(1024)
         .clamp(1, 1024 * 1024);
-    let hash = install(&mut client, &bytes, chunk, &target.manager)?;
+    let hash = install(&mut client, &bytes, chunk, &target.addr)?;
     let run = RunJob {
         hash: hash.0,
         name: args.name.clone().unwrap_or_default(),
     };
     let id = call(
         &mut client,
-        &target.manager,
+        &target.addr,
         &Message::RunJob(run),
         |m| match m {
             Message::JobAccepted(v) => Some(v),
@@ -287,22 +299,22 @@ fn run_remote(
     if args.detach {
         if args.json {
             // The job as `redmap jobs stats --json` shows it: id, name, …
-            let job = job_stats(&mut client, id, &target.manager)?;
+            let job = job_stats(&mut client, id, &target.addr)?;
             quiet_broken_pipe(writeln!(io::stdout().lock(), "{}", job_json(&job).render()))?;
         } else {
             println!("{id}");
             eprintln!(
                 "job {id} submitted to {}; follow it with `redmap jobs watch -m {} {id}`",
-                target.manager, target.manager
+                target.addr, target.addr
             );
         }
         return Ok(ExitCode::SUCCESS);
     }
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
-    match wait(&mut client, id, &target.manager, &interrupted)? {
+    match wait(&mut client, id, &target.addr, &interrupted)? {
         Waited::Over(job) => finish(args.json, &job),
-        Waited::Interrupted => after_interrupt(args, &mut client, id, &target.manager),
+        Waited::Interrupted => after_interrupt(args, &mut client, id, &target.addr),
     }
 }
 
