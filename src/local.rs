@@ -11,6 +11,7 @@
 //! with the accumulator of everything that succeeded.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread;
@@ -125,6 +126,51 @@ impl Report {
     }
 }
 
+/// A running job's counters, readable from another thread while it runs
+/// (for the progress line). Updated once per batch, not per task.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Tasks `load` yielded so far.
+    pub loaded: AtomicU64,
+    /// Tasks mapped and folded into the result so far.
+    pub processed: AtomicU64,
+    /// Tasks failed so far.
+    pub failed: AtomicU64,
+}
+
+impl Counts {
+    /// The counters as a running cluster job's summary, so the embedded
+    /// run shows the progress line of a cluster run.
+    pub fn summary(
+        &self,
+        name: &str,
+        estimate: Option<u64>,
+        elapsed: Duration,
+    ) -> crate::proto::msg::JobSummary {
+        crate::proto::msg::JobSummary {
+            id: 0,
+            name: name.to_owned(),
+            status: crate::proto::msg::JobStatus::Running,
+            estimate,
+            loaded: self.loaded.load(Ordering::Relaxed),
+            processed: self.processed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: 0,
+            running: 0,
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            load_errors: 0,
+            reduce_errors: 0,
+            result_len: 0,
+            result_preview: Vec::new(),
+            errors: Vec::new(),
+            backups: 0,
+            backups_won: 0,
+            duplicates: 0,
+            waiting_for_workers: false,
+        }
+    }
+}
+
 struct Batch {
     first_index: u64,
     tasks: Vec<Vec<u8>>,
@@ -189,6 +235,7 @@ fn map_thread(
 fn fold_thread(
     plugin: Arc<Plugin>,
     partials: Receiver<Partial>,
+    counts: Arc<Counts>,
 ) -> (Vec<u8>, u64, u64, u64, ErrorLog) {
     let mut acc: Vec<u8> = Vec::new();
     let (mut processed, mut failed, mut reduce_errors) = (0, 0, 0);
@@ -196,27 +243,33 @@ fn fold_thread(
     for p in partials {
         failed += p.failed;
         errors.merge(p.errors);
-        let Some(value) = p.value else {
-            continue;
-        };
-        match plugin.reduce(&acc, &value) {
-            Ok(next) => {
-                acc = next;
-                processed += p.processed;
-            }
-            Err(e) => {
-                // The batch's tasks were mapped but cannot be counted in.
-                reduce_errors += 1;
-                failed += p.processed;
-                errors.push(Stage::Reduce, &e);
+        if let Some(value) = p.value {
+            match plugin.reduce(&acc, &value) {
+                Ok(next) => {
+                    acc = next;
+                    processed += p.processed;
+                }
+                Err(e) => {
+                    // The batch's tasks were mapped but cannot be counted in.
+                    reduce_errors += 1;
+                    failed += p.processed;
+                    errors.push(Stage::Reduce, &e);
+                }
             }
         }
+        counts.processed.store(processed, Ordering::Relaxed);
+        counts.failed.store(failed, Ordering::Relaxed);
     }
     (acc, processed, failed, reduce_errors, errors)
 }
 
 /// Runs `plugin` to completion in this process.
 pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
+    run_counted(plugin, opts, &Arc::new(Counts::default()))
+}
+
+/// [`run`], keeping `counts` up to date as it goes.
+pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) -> Report {
     let started = Instant::now();
     let threads = opts.threads.max(1);
     // Bounded: load is pulled only as fast as the map threads drain it.
@@ -235,8 +288,8 @@ pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
         .collect();
     drop(partial_tx);
     let folder = {
-        let plugin = Arc::clone(plugin);
-        thread::spawn(move || fold_thread(plugin, partial_rx))
+        let (plugin, counts) = (Arc::clone(plugin), Arc::clone(counts));
+        thread::spawn(move || fold_thread(plugin, partial_rx, counts))
     };
 
     let mut load_log = ErrorLog::default();
@@ -285,6 +338,7 @@ pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
                         },
                     );
                     bytes = 0;
+                    counts.loaded.store(tasks, Ordering::Relaxed);
                     if batch_tx.send(full).is_err() {
                         break;
                     }
@@ -292,6 +346,7 @@ pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
                     batch.first_index = yielded;
                 }
             }
+            counts.loaded.store(tasks, Ordering::Relaxed);
             if !batch.tasks.is_empty() {
                 let _ = batch_tx.send(batch);
             }

@@ -3,10 +3,11 @@
 //! of `/metrics`. One place renders each, so the CLI, the web monitor and
 //! the metrics cannot disagree.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+use std::time::Duration;
 
 use crate::cli::output::Json;
-use crate::proto::msg::{Info, JobSummary, ManagerStats};
+use crate::proto::msg::{Info, JobStatus, JobSummary, ManagerStats};
 
 /// A job that finished with every task done and no error of any kind:
 /// what exit status 0 of `redmap run` and `redmap jobs watch` means.
@@ -22,7 +23,82 @@ pub fn throughput(j: &JobSummary) -> f64 {
     (j.processed + j.failed) as f64 / (j.elapsed_ms.max(1) as f64 / 1000.0)
 }
 
+/// How far a job has come. Defined here once, so `redmap run`, `jobs
+/// list|stats|watch`, the JSON, the text session and the monitor page
+/// cannot show two numbers for the same job.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Tasks with an outcome: processed or failed (a failed task is as
+    /// finished as a processed one; counting only the processed ones left
+    /// jobs with failures short of 100%).
+    pub done: u64,
+    /// What `done` counts towards: the tasks loaded once the job is over
+    /// (the estimate may have been wrong), otherwise the estimate, raised
+    /// to the tasks loaded so far if it was too low. `None` while unknown.
+    pub total: Option<u64>,
+    /// `done` of `total` in percent, never above 100.
+    pub percent: Option<f64>,
+    /// Tasks per second over the job's life, only while it runs: a rate
+    /// shown after the end would be stale.
+    pub rate: Option<f64>,
+    /// Time left at `rate`, while the job runs and its total is known.
+    pub eta: Option<Duration>,
+}
+
+/// The one definition of a job's progress (see [`Progress`]).
+pub fn progress(j: &JobSummary) -> Progress {
+    let done = j.processed + j.failed;
+    let total = match j.status {
+        // Every task loaded has an outcome by then.
+        JobStatus::Finished | JobStatus::Failed => Some(j.loaded),
+        JobStatus::Cancelled => Some(j.estimate.map_or(j.loaded, |e| e.max(j.loaded))),
+        JobStatus::Waiting | JobStatus::Running => {
+            j.estimate.filter(|&e| e > 0).map(|e| e.max(j.loaded))
+        }
+    };
+    let percent = total.map(|t| {
+        if t == 0 {
+            // Nothing to do: an empty job that ended is complete.
+            if j.status.is_over() {
+                100.0
+            } else {
+                0.0
+            }
+        } else {
+            (done as f64 * 100.0 / t as f64).min(100.0)
+        }
+    });
+    let rate = (j.status == JobStatus::Running).then(|| throughput(j));
+    let eta = match (rate, total) {
+        (Some(r), Some(t)) if r > 0.0 => {
+            Some(Duration::from_secs_f64(t.saturating_sub(done) as f64 / r))
+        }
+        _ => None,
+    };
+    Progress {
+        done,
+        total,
+        percent,
+        rate,
+        eta,
+    }
+}
+
+impl fmt::Display for Progress {
+    /// `done/total (pct%)`, or `done/?` while the total is unknown. The
+    /// percentage is rounded down, so 100% means every task is done.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.total, self.percent) {
+            (Some(t), Some(p)) => write!(f, "{}/{t} ({}%)", self.done, p.floor()),
+            _ => write!(f, "{}/?", self.done),
+        }
+    }
+}
+
+/// A job as JSON, for `--json`, `/api/status` and the monitor page.
+/// `done`, `total` and `percent` are its [`Progress`].
 pub fn job_json(j: &JobSummary) -> Json {
+    let p = progress(j);
     let result = std::str::from_utf8(&j.result_preview)
         .ok()
         .filter(|_| j.result_len == j.result_preview.len() as u64);
@@ -50,6 +126,9 @@ pub fn job_json(j: &JobSummary) -> Json {
         ("backups_won", Json::Int(j.backups_won)),
         ("duplicates", Json::Int(j.duplicates)),
         ("waiting_for_workers", Json::Bool(j.waiting_for_workers)),
+        ("done", Json::Int(p.done)),
+        ("total", p.total.map_or(Json::Null, Json::Int)),
+        ("percent", p.percent.map_or(Json::Null, Json::Float)),
     ])
 }
 
@@ -230,4 +309,122 @@ pub fn info_json(queried: &str, info: &Info) -> Json {
         ("uptime_ms", Json::Int(info.uptime_ms)),
         ("tasks_processed", Json::Int(info.tasks_processed)),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(
+        status: JobStatus,
+        estimate: Option<u64>,
+        loaded: u64,
+        processed: u64,
+        failed: u64,
+    ) -> JobSummary {
+        JobSummary {
+            id: 1,
+            name: "j".into(),
+            status,
+            estimate,
+            loaded,
+            processed,
+            failed,
+            retried: 0,
+            running: 0,
+            elapsed_ms: 2000,
+            load_errors: 0,
+            reduce_errors: 0,
+            result_len: 0,
+            result_preview: Vec::new(),
+            errors: Vec::new(),
+            backups: 0,
+            backups_won: 0,
+            duplicates: 0,
+            waiting_for_workers: false,
+        }
+    }
+
+    #[test]
+    fn done_counts_processed_and_failed_tasks_alike() {
+        // `jobs list` once showed 23/30 (90%): processed over the estimate,
+        // but the percentage of processed + failed.
+        let p = progress(&job(JobStatus::Running, Some(30), 30, 23, 4));
+        assert_eq!(p.done, 27);
+        assert_eq!(p.total, Some(30));
+        assert_eq!(p.percent, Some(90.0));
+        assert_eq!(p.to_string(), "27/30 (90%)");
+    }
+
+    #[test]
+    fn a_finished_job_with_failures_is_at_100_percent() {
+        // Load errors left fewer tasks than the estimate.
+        let p = progress(&job(JobStatus::Finished, Some(30), 28, 25, 3));
+        assert_eq!(p.percent, Some(100.0));
+        assert_eq!(p.to_string(), "28/28 (100%)");
+        let p = progress(&job(JobStatus::Failed, None, 10, 0, 10));
+        assert_eq!(p.to_string(), "10/10 (100%)");
+        let p = progress(&job(JobStatus::Finished, Some(0), 0, 0, 0));
+        assert_eq!(p.to_string(), "0/0 (100%)");
+    }
+
+    #[test]
+    fn progress_never_exceeds_100_percent() {
+        // An estimate that was too low: the total follows the tasks loaded.
+        let p = progress(&job(JobStatus::Running, Some(10), 40, 35, 0));
+        assert_eq!(p.total, Some(40));
+        assert!(p.percent.unwrap() <= 100.0);
+        // Even counters that disagree cannot go past 100.
+        let p = progress(&job(JobStatus::Running, Some(10), 10, 12, 3));
+        assert_eq!(p.percent, Some(100.0));
+        // Nearly done is not yet 100%.
+        let p = progress(&job(JobStatus::Running, Some(1000), 1000, 999, 0));
+        assert_eq!(p.to_string(), "999/1000 (99%)");
+    }
+
+    #[test]
+    fn without_an_estimate_a_running_job_has_no_total() {
+        let p = progress(&job(JobStatus::Running, None, 50, 20, 0));
+        assert_eq!((p.total, p.percent), (None, None));
+        assert_eq!(p.to_string(), "20/?");
+        assert_eq!(p.eta, None);
+    }
+
+    #[test]
+    fn rate_and_eta_only_while_running() {
+        // 20 tasks in 2 s: 10 tasks/s, 80 left: 8 s.
+        let p = progress(&job(JobStatus::Running, Some(100), 100, 20, 0));
+        assert_eq!(p.rate, Some(10.0));
+        assert_eq!(p.eta, Some(Duration::from_secs(8)));
+        for status in [
+            JobStatus::Waiting,
+            JobStatus::Finished,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
+            let p = progress(&job(status, Some(100), 100, 20, 0));
+            assert_eq!((p.rate, p.eta), (None, None), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn a_cancelled_job_shows_how_far_it_got() {
+        let p = progress(&job(JobStatus::Cancelled, Some(100), 40, 30, 0));
+        assert_eq!(p.to_string(), "30/100 (30%)");
+    }
+
+    #[test]
+    fn job_json_carries_the_progress() {
+        let text = job_json(&job(JobStatus::Running, Some(30), 30, 23, 4)).render();
+        assert!(text.contains(r#""processed":23"#), "{text}");
+        assert!(
+            text.contains(r#""done":27,"total":30,"percent":90"#),
+            "{text}"
+        );
+        let text = job_json(&job(JobStatus::Running, None, 3, 1, 0)).render();
+        assert!(
+            text.contains(r#""done":1,"total":null,"percent":null"#),
+            "{text}"
+        );
+    }
 }

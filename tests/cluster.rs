@@ -86,7 +86,10 @@ fn the_manager_text_session_answers_ping_stats_and_jobs() {
         &example("sum.rs"),
     ]));
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(text_session(addr, "jobs\n"), "1\ttiny\tfinished\t10/10\n");
+    assert_eq!(
+        text_session(addr, "jobs\n"),
+        "1\ttiny\tfinished\t10/10 (100%)\n"
+    );
     let stats = text_session(addr, "stats\n");
     assert!(stats.contains("workers_active: 1\n"), "{stats}");
     assert!(stats.contains("jobs_completed: 1\n"), "{stats}");

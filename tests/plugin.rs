@@ -264,14 +264,15 @@ fn a_missing_path_or_unknown_kind_is_a_clear_error() {
 fn running_an_unchanged_job_again_does_not_recompile() {
     let dir = TempDir::new("cache");
     std::fs::copy(example("sum.rs"), dir.join("sum.rs")).unwrap();
-    let first = run_job(&dir, &["sum.rs"], &[]);
+    // The build cache speaks at info level, shown with -v.
+    let first = run_job(&dir, &["-v", "sum.rs"], &[]);
     assert!(first.status.success());
     assert!(
         stderr(&first).contains("compiling sum.rs"),
         "{}",
         stderr(&first)
     );
-    let second = run_job(&dir, &["sum.rs"], &[]);
+    let second = run_job(&dir, &["-v", "sum.rs"], &[]);
     assert!(second.status.success());
     let log = stderr(&second);
     assert!(log.contains("unchanged, using the cached build"), "{log}");
@@ -280,6 +281,6 @@ fn running_an_unchanged_job_again_does_not_recompile() {
     let mut src = std::fs::read_to_string(dir.join("sum.rs")).unwrap();
     src.push_str("\n// edited\n");
     std::fs::write(dir.join("sum.rs"), src).unwrap();
-    let third = run_job(&dir, &["sum.rs"], &[]);
+    let third = run_job(&dir, &["-v", "sum.rs"], &[]);
     assert!(stderr(&third).contains("compiling sum.rs"));
 }

@@ -8,9 +8,10 @@ use clap::{Args, Subcommand};
 
 use super::output::{table, Json};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use crate::net::ClientError;
 use crate::proto::msg::manager::MAX_LIST_LIMIT;
 use crate::proto::msg::{JobSummary, JobsQuery};
-use crate::proto::Message;
+use crate::proto::{ErrorCode, Message};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -24,10 +25,16 @@ pub enum JobsCommand {
     Watch(CancelArgs),
 }
 
+/// `[ADDR] ID`: the manager may come first, as in `jobs list ADDR`.
 #[derive(Debug, Args)]
+#[command(allow_missing_positional = true)]
 pub struct CancelArgs {
     #[command(flatten)]
     pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
+    #[arg(value_name = "ADDR")]
+    pub addr: Option<String>,
 
     /// The job's id (see `redmap jobs list`).
     #[arg(value_name = "ID")]
@@ -39,9 +46,12 @@ pub struct CancelArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// The manager's address.
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
     #[arg(value_name = "ADDR")]
-    pub addr: String,
+    pub addr: Option<String>,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -59,10 +69,16 @@ pub struct ListArgs {
     pub all: bool,
 }
 
+/// `[ADDR] ID`, as for `jobs cancel`.
 #[derive(Debug, Args)]
+#[command(allow_missing_positional = true)]
 pub struct StatsArgs {
     #[command(flatten)]
     pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
+    #[arg(value_name = "ADDR")]
+    pub addr: Option<String>,
 
     /// The job's id (see `redmap jobs list`).
     #[arg(value_name = "ID")]
@@ -88,10 +104,11 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
 /// Follows job `args.id` until it is over; Ctrl-C stops watching only.
 fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
     use super::run::{remote_summary, wait, Waited};
-    let mut client = args.manager.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
-    match wait(&mut client, args.id, &args.manager.manager, &interrupted)? {
+    match wait(&mut client, args.id, &manager.addr, &interrupted)? {
         Waited::Interrupted => Ok(ExitCode::from(130)),
         Waited::Over(job) => {
             quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
@@ -105,45 +122,56 @@ fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
     }
 }
 
+/// What came of asking the manager to cancel a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    /// The job had ended already (the manager's message): the cancel lost
+    /// a race with the job's end, which is not a failure of the job.
+    AlreadyOver(String),
+}
+
 /// Asks the manager to cancel job `id`.
-pub fn cancel_job(client: &mut crate::net::Client, id: u64, addr: &str) -> Result<(), CliError> {
-    match client.request(&Message::CancelJob(id)) {
-        Ok(Message::Cancelled) => Ok(()),
-        Ok(other) => Err(CliError::new(format!(
-            "unexpected reply {}",
-            other.opcode()
-        ))),
-        Err(e) => Err(remote_err(addr, e)),
+pub fn cancel_job(
+    client: &mut crate::net::Client,
+    id: u64,
+    addr: &str,
+) -> Result<CancelOutcome, CliError> {
+    cancel_outcome(client.request(&Message::CancelJob(id))).map_err(|e| remote_err(addr, e))
+}
+
+/// The outcome of the manager's reply to CANCEL_JOB: CONFLICT means the
+/// job is over already.
+pub fn cancel_outcome(reply: Result<Message, ClientError>) -> Result<CancelOutcome, ClientError> {
+    match reply {
+        Ok(Message::Cancelled) => Ok(CancelOutcome::Cancelled),
+        Ok(other) => Err(ClientError::Unexpected {
+            expected: "CANCELLED",
+            got: other.opcode().to_string(),
+        }),
+        Err(ClientError::Remote(r)) if r.code == ErrorCode::CONFLICT => {
+            Ok(CancelOutcome::AlreadyOver(r.message))
+        }
+        Err(e) => Err(e),
     }
 }
 
 fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
-    let mut client = args.manager.connect(&args.net)?;
-    cancel_job(&mut client, args.id, &args.manager.manager)?;
-    println!("cancelled job {}", args.id);
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
+    match cancel_job(&mut client, args.id, &manager.addr)? {
+        CancelOutcome::Cancelled => println!("cancelled job {}", args.id),
+        // Nothing was cancelled: say so, as before.
+        CancelOutcome::AlreadyOver(message) => return Err(CliError::new(message)),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `processed/estimate (pct%)`, or `processed/?` without an estimate.
-pub fn progress(j: &JobSummary) -> String {
-    match j.estimate {
-        Some(total) if total > 0 => format!(
-            "{}/{} ({:.0}%)",
-            j.processed,
-            total,
-            (j.processed + j.failed) as f64 * 100.0 / total as f64
-        ),
-        _ => format!("{}/?", j.processed),
-    }
-}
-
-pub use crate::report::{job_json, throughput};
+pub use crate::report::{job_json, progress, throughput};
 
 fn list(args: ListArgs) -> Result<ExitCode, CliError> {
-    let target = ManagerArg {
-        manager: args.addr.clone(),
-    };
-    let mut client = target.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     // Newest first, a page at a time: a reply never approaches --max-size
     // however many jobs the manager keeps.
     let mut jobs = Vec::new();
@@ -154,7 +182,7 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let more = loop {
         let page = call(
             &mut client,
-            &args.addr,
+            &manager.addr,
             &Message::JobsListRequest(query),
             |m| match m {
                 Message::JobsList(page) => Some(page),
@@ -187,7 +215,7 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
                     j.id.to_string(),
                     j.name.clone(),
                     j.status.name().to_owned(),
-                    progress(j),
+                    progress(j).to_string(),
                 ]
             })
             .collect();
@@ -214,6 +242,7 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     writeln!(out, "failed: {}", j.failed)?;
     writeln!(out, "retried: {}", j.retried)?;
     writeln!(out, "running: {}", j.running)?;
+    writeln!(out, "progress: {}", progress(j))?;
     writeln!(out, "load errors: {}", j.load_errors)?;
     writeln!(out, "reduce errors: {}", j.reduce_errors)?;
     writeln!(out, "backups: {} sent, {} won", j.backups, j.backups_won)?;
@@ -227,6 +256,9 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
         duration::render(Duration::from_millis(j.elapsed_ms))
     )?;
     writeln!(out, "throughput: {:.0} tasks/s", throughput(j))?;
+    if let Some(eta) = progress(j).eta {
+        writeln!(out, "eta: {}", duration::render(eta))?;
+    }
     if !j.errors.is_empty() {
         writeln!(out, "last errors:")?;
         for e in &j.errors {
@@ -237,10 +269,11 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
 }
 
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
-    let mut client = args.manager.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     let job = call(
         &mut client,
-        &args.manager.manager,
+        &manager.addr,
         &Message::JobStatsRequest(args.id),
         |m| match m {
             Message::JobStats(v) => Some(v),
@@ -255,4 +288,33 @@ fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     };
     quiet_broken_pipe(written)?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::msg::ErrorReply;
+
+    #[test]
+    fn a_cancel_that_lost_the_race_with_the_end_is_no_error() {
+        assert_eq!(
+            cancel_outcome(Ok(Message::Cancelled)).unwrap(),
+            CancelOutcome::Cancelled
+        );
+        let conflict = ClientError::Remote(ErrorReply {
+            code: ErrorCode::CONFLICT,
+            message: "job 5 is already finished".into(),
+        });
+        assert_eq!(
+            cancel_outcome(Err(conflict)).unwrap(),
+            CancelOutcome::AlreadyOver("job 5 is already finished".into())
+        );
+        // Anything else is still an error.
+        let missing = ClientError::Remote(ErrorReply {
+            code: ErrorCode::NOT_FOUND,
+            message: "no job with id 5".into(),
+        });
+        assert!(cancel_outcome(Err(missing)).is_err());
+        assert!(cancel_outcome(Ok(Message::Pong)).is_err());
+    }
 }

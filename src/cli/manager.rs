@@ -87,9 +87,12 @@ pub struct WorkersArgs {
 
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// The manager's address.
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
     #[arg(value_name = "ADDR")]
-    pub addr: String,
+    pub addr: Option<String>,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -136,7 +139,8 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
 }
 
 fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliError> {
-    let mut client = args.manager.connect(&args.net)?;
+    let manager = args.manager.resolve(None)?;
+    let mut client = manager.connect(&args.net)?;
     let mut failed = false;
     for addr in &args.addrs {
         let msg = if attach {
@@ -156,7 +160,7 @@ fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliErro
             }
             Err(e) => {
                 failed = true;
-                eprintln!("redmap: {addr}: {}", remote_err(&args.manager.manager, e));
+                eprintln!("redmap: {addr}: {}", remote_err(&manager.addr, e));
             }
         }
     }
@@ -170,13 +174,11 @@ fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliErro
 pub use crate::report::stats_json;
 
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
-    let target = ManagerArg {
-        manager: args.addr.clone(),
-    };
-    let mut client = target.connect(&args.net)?;
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
     let s = call(
         &mut client,
-        &args.addr,
+        &manager.addr,
         &Message::ManagerStatsRequest,
         |m| match m {
             Message::ManagerStats(v) => Some(v),

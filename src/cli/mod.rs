@@ -39,6 +39,31 @@ use crate::proto::Message;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Show logs: -v info, -vv debug, -vvv trace (RUST_LOG, when set,
+    /// decides instead). Without it, commands print only their output and
+    /// warnings; servers also log at info.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Cli {
+    /// The log filter when `RUST_LOG` is not set: `warn` for the commands
+    /// a person runs (they print what they are for, not how), `info` for
+    /// the servers (their log is what an operator reads), more with `-v`.
+    pub fn log_filter(&self) -> &'static str {
+        let server = matches!(
+            self.command,
+            Command::Manager(manager::ManagerCommand::Start(_))
+                | Command::Worker(worker::WorkerCommand::Start(_))
+        );
+        match (self.verbose, server) {
+            (0, false) => "warn",
+            (0, true) | (1, _) => "info",
+            (2, _) => "debug",
+            _ => "trace",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -61,30 +86,68 @@ pub enum Command {
     },
 }
 
-/// The manager a command talks to.
+/// The environment variable naming the manager when no command line does.
+pub const MANAGER_ENV: &str = "REDMAP_MANAGER";
+
+/// The manager's address when neither the command line nor
+/// `$REDMAP_MANAGER` names one.
+pub const DEFAULT_MANAGER: &str = "127.0.0.1:9899";
+
+/// The `-m/--manager` flag of every command that talks to a manager. Many
+/// also take the address as their first positional (the original's form,
+/// `redmap jobs list ADDR`); [`ManagerArg::resolve`] settles the two, then
+/// `$REDMAP_MANAGER`, then the default.
 #[derive(Debug, Clone, Args)]
 pub struct ManagerArg {
-    /// The manager's address.
-    #[arg(
-        short,
-        long,
-        value_name = "ADDR",
-        env = "REDMAP_MANAGER",
-        default_value = "127.0.0.1:9899"
-    )]
-    pub manager: String,
+    /// The manager's address (default: $REDMAP_MANAGER, else 127.0.0.1:9899).
+    #[arg(short, long, value_name = "ADDR")]
+    pub manager: Option<String>,
 }
 
 impl ManagerArg {
+    /// The manager named by `positional`, else `-m`, else the environment,
+    /// else the default. Naming two different managers on one command line
+    /// is an error rather than a guess.
+    pub fn resolve(&self, positional: Option<&str>) -> Result<Manager, CliError> {
+        let addr = match (positional, self.manager.as_deref()) {
+            (Some(p), Some(m)) if p != m => {
+                return Err(
+                    CliError::new(format!("two managers given: {p} and -m/--manager {m}"))
+                        .with_hint("name the manager once, by position or with -m/--manager"),
+                )
+            }
+            (Some(addr), _) | (None, Some(addr)) => addr.to_owned(),
+            (None, None) => manager_from_env().unwrap_or_else(|| DEFAULT_MANAGER.to_owned()),
+        };
+        Ok(Manager { addr })
+    }
+}
+
+/// `$REDMAP_MANAGER`, unless unset or empty.
+pub fn manager_from_env() -> Option<String> {
+    std::env::var(MANAGER_ENV)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// The manager a command talks to, once named.
+#[derive(Debug, Clone)]
+pub struct Manager {
+    pub addr: String,
+}
+
+impl Manager {
+    /// Connects (and authenticates, with a secret) to the manager.
     pub fn connect(&self, net: &NetArgs) -> Result<Client, CliError> {
         let secret = net.secret()?;
         Client::connect_with(
-            &self.manager,
+            &self.addr,
             net.timeouts(),
             net.max_size(),
             secret.as_deref(),
         )
-        .map_err(|e| remote_err(&self.manager, e))
+        .map_err(|e| remote_err(&self.addr, e))
     }
 }
 

@@ -1,10 +1,16 @@
-//! Output for humans and scripts: aligned tables, and JSON for `--json`.
+//! Output for humans and scripts: aligned tables, JSON for `--json`, and
+//! the live progress line of `redmap run` and `redmap jobs watch`.
 //!
 //! JSON is written by hand: the CLI only ever emits flat objects of strings,
 //! numbers, booleans and nulls, which does not warrant a serialization crate.
 
 use std::fmt::Write as _;
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use super::duration;
+use crate::proto::msg::JobSummary;
+use crate::report::progress;
 
 /// Prints rows under a header, each column padded to its widest cell.
 pub fn table<W: Write>(out: &mut W, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
@@ -111,9 +117,256 @@ fn write_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// Columns of the terminal standard error writes to: the kernel's window
+/// size (so a resized window is followed), else `$COLUMNS`, else 80.
+pub fn terminal_width() -> usize {
+    window_columns()
+        .or_else(|| {
+            std::env::var("COLUMNS")
+                .ok()
+                .and_then(|c| c.trim().parse().ok())
+        })
+        .filter(|&c| c > 0)
+        .unwrap_or(80)
+}
+
+#[cfg(unix)]
+fn window_columns() -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes a `winsize` into the struct we pass,
+    // and standard error's descriptor stays open for the call.
+    let rc = unsafe { libc::ioctl(io::stderr().as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+#[cfg(not(unix))]
+fn window_columns() -> Option<usize> {
+    None
+}
+
+/// Width of the progress bar, in cells between its brackets.
+const BAR: u64 = 20;
+
+/// The progress line of a job, at most `width` characters: the bar, then
+/// what [`progress`] says (done/total, percent, rate, ETA), the time so far
+/// and the status. What does not fit goes, least useful first (the bar,
+/// then the elapsed time), and the rest is cut at `width`.
+pub fn progress_line(j: &JobSummary, width: usize) -> String {
+    let p = progress(j);
+    let bar = p.percent.map(|pct| {
+        let filled = ((pct / 100.0 * BAR as f64) as u64).min(BAR) as usize;
+        format!(
+            "[{}{}] ",
+            "#".repeat(filled),
+            ".".repeat(BAR as usize - filled)
+        )
+    });
+    let status = if j.waiting_for_workers {
+        "waiting for workers"
+    } else {
+        j.status.name()
+    };
+    let rate = p
+        .rate
+        .map(|r| format!("  {r:.0} tasks/s"))
+        .unwrap_or_default();
+    let eta = p
+        .eta
+        .map(|e| format!("  ETA {}", eta_text(e)))
+        .unwrap_or_default();
+    let elapsed = duration::render(Duration::from_millis(j.elapsed_ms));
+    let bar = bar.unwrap_or_default();
+    let candidates = [
+        format!("{bar}{p} tasks{rate}{eta}  {elapsed}  {status}"),
+        format!("{p} tasks{rate}{eta}  {elapsed}  {status}"),
+        format!("{p} tasks{rate}{eta}  {status}"),
+        format!("{p} tasks{eta}  {status}"),
+        format!("{p}{eta}  {status}"),
+    ];
+    let last = &candidates[candidates.len() - 1];
+    let fits = candidates
+        .iter()
+        .find(|c| c.chars().count() <= width)
+        .unwrap_or(last);
+    fits.chars().take(width).collect()
+}
+
+/// A time left, to the second (an ETA finer than that only flickers).
+fn eta_text(eta: Duration) -> String {
+    let secs = eta.as_secs_f64().ceil() as u64;
+    if eta < Duration::from_secs(1) {
+        "<1s".to_owned()
+    } else if secs < 60 {
+        format!("{secs}s")
+    } else {
+        duration::render(Duration::from_secs(secs))
+    }
+}
+
+/// Without a terminal, a progress line this often (a log, not a redraw).
+const PLAIN_EVERY: Duration = Duration::from_secs(5);
+
+/// The progress line on standard error: on a terminal, one line redrawn in
+/// place (`\r`, then clear to the end of the line, so a shorter line leaves
+/// nothing behind, and never wider than the terminal, so it cannot wrap
+/// and scroll); elsewhere, optionally, a plain line every few seconds.
+pub struct LiveLine {
+    tty: bool,
+    plain: bool,
+    last_plain: Instant,
+    drawn: bool,
+}
+
+impl LiveLine {
+    /// A line for a job followed over the network: on a terminal redrawn,
+    /// elsewhere logged every 5 s (a script's log shows that it waits).
+    pub fn new() -> LiveLine {
+        LiveLine {
+            tty: io::stderr().is_terminal(),
+            plain: true,
+            last_plain: Instant::now(),
+            drawn: false,
+        }
+    }
+
+    /// A line shown only on a terminal (the embedded `redmap run`, whose
+    /// output elsewhere is its summary alone).
+    pub fn terminal_only() -> LiveLine {
+        LiveLine {
+            plain: false,
+            ..LiveLine::new()
+        }
+    }
+
+    /// True when standard error is a terminal.
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Shows `j`'s progress.
+    pub fn show(&mut self, j: &JobSummary) {
+        if self.tty {
+            // One width short: some terminals wrap on the last column.
+            let line = progress_line(j, terminal_width().saturating_sub(1));
+            self.draw(&format!("\r\x1b[2K{line}"));
+            self.drawn = true;
+        } else if self.plain && self.last_plain.elapsed() >= PLAIN_EVERY {
+            self.draw(&format!("{}\n", progress_line(j, usize::MAX)));
+            self.last_plain = Instant::now();
+        }
+    }
+
+    /// Redraws the line above the cursor, leaving the cursor (and what was
+    /// typed after a prompt on its line) where it is. `note` follows the
+    /// progress, e.g. to say the job ended.
+    pub fn show_above(&mut self, j: &JobSummary, note: &str) {
+        if self.tty {
+            let width = terminal_width().saturating_sub(1);
+            let line: String = format!("{}{note}", progress_line(j, width))
+                .chars()
+                .take(width)
+                .collect();
+            // Save the cursor, go up a line, redraw, restore the cursor.
+            self.draw(&format!("\x1b7\x1b[1A\r\x1b[2K{line}\x1b8"));
+        }
+    }
+
+    /// Leaves the line as it is and moves below it (before a prompt).
+    pub fn keep(&mut self) {
+        if self.tty && self.drawn {
+            self.draw("\n");
+            self.drawn = false;
+        }
+    }
+
+    /// Erases the line (before the summary, which says it all).
+    pub fn clear(&mut self) {
+        if self.tty && self.drawn {
+            self.draw("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+
+    fn draw(&self, text: &str) {
+        // One write, so nothing else on standard error lands mid-line.
+        let mut err = io::stderr().lock();
+        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+    }
+}
+
+impl Default for LiveLine {
+    fn default() -> LiveLine {
+        LiveLine::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::msg::JobStatus;
+
+    fn running(estimate: Option<u64>, done: u64) -> JobSummary {
+        JobSummary {
+            id: 3,
+            name: "j".into(),
+            status: JobStatus::Running,
+            estimate,
+            loaded: done,
+            processed: done,
+            failed: 0,
+            retried: 0,
+            running: 0,
+            elapsed_ms: 4000,
+            load_errors: 0,
+            reduce_errors: 0,
+            result_len: 0,
+            result_preview: Vec::new(),
+            errors: Vec::new(),
+            backups: 0,
+            backups_won: 0,
+            duplicates: 0,
+            waiting_for_workers: false,
+        }
+    }
+
+    #[test]
+    fn the_progress_line_has_bar_rate_and_eta() {
+        let line = progress_line(&running(Some(30_000_000), 7_500_000), 200);
+        assert_eq!(
+            line,
+            "[#####...............] 7500000/30000000 (25%) tasks  1875000 tasks/s  ETA 12s  4.0s  running"
+        );
+    }
+
+    #[test]
+    fn the_progress_line_fits_the_width() {
+        let j = running(Some(30_000_000), 7_500_000);
+        for width in [0, 10, 40, 60, 79, 80, 120] {
+            let line = progress_line(&j, width);
+            assert!(line.chars().count() <= width, "{width}: {line:?}");
+        }
+        // Narrow: the rate goes before the status is cut.
+        assert_eq!(
+            progress_line(&j, 50),
+            "7500000/30000000 (25%) tasks  ETA 12s  running"
+        );
+        // The bar goes first, the counts stay.
+        let line = progress_line(&j, 79);
+        assert!(!line.contains('['), "{line}");
+        assert!(line.starts_with("7500000/30000000 (25%)"), "{line}");
+    }
+
+    #[test]
+    fn the_progress_line_without_estimate_has_no_bar_or_eta() {
+        let line = progress_line(&running(None, 42), 200);
+        assert_eq!(line, "42/? tasks  10 tasks/s  4.0s  running");
+    }
 
     #[test]
     fn tables_align_columns() {

@@ -10,10 +10,13 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 
-use super::jobs::{cancel_job, job_json, progress, throughput};
-use super::output::Json;
-use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
+use super::jobs::{cancel_job, job_json, throughput, CancelOutcome};
+use super::output::{Json, LiveLine};
+use super::{
+    call, duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
+};
 use crate::local::{self, Options, Report};
 use crate::net::Client;
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
@@ -27,7 +30,8 @@ pub struct RunArgs {
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
 
-    /// Run the job on this manager instead of in this process.
+    /// Run the job on this manager instead of in this process (default:
+    /// $REDMAP_MANAGER if set; without either, the job runs here).
     #[arg(short, long, value_name = "ADDR")]
     pub manager: Option<String>,
 
@@ -36,18 +40,19 @@ pub struct RunArgs {
     #[arg(short, long)]
     pub name: Option<String>,
 
-    /// With --manager: return once the job is submitted, without waiting.
-    #[arg(long, requires = "manager")]
+    /// On a manager: return once the job is submitted, without waiting,
+    /// and print the job's id (with --json, the job as JSON).
+    #[arg(long)]
     pub detach: bool,
 
     /// Print the summary as JSON (for scripts and benchmarks).
     #[arg(long)]
     pub json: bool,
 
-    /// With --manager: on Ctrl-C, cancel the job without asking (for
+    /// On a manager: on Ctrl-C, cancel the job without asking (for
     /// scripts). Without it, Ctrl-C asks on a terminal, and otherwise
     /// leaves the job running.
-    #[arg(long, requires = "manager")]
+    #[arg(long)]
     pub cancel_on_interrupt: bool,
 
     #[command(flatten)]
@@ -153,10 +158,19 @@ fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    // The manager, if any: -m, else $REDMAP_MANAGER; no default, since
+    // without a manager the job runs here.
+    let manager = args.manager.clone().or_else(manager_from_env);
+    if manager.is_none() && (args.detach || args.cancel_on_interrupt) {
+        return Err(
+            CliError::new("--detach and --cancel-on-interrupt are for a job on a manager")
+                .with_hint("name the manager with -m/--manager ADDR or REDMAP_MANAGER"),
+        );
+    }
     let tools = Toolchain::new(args.rustc.clone(), args.cargo.clone());
     let built = plugin::build(&args.path, &tools).map_err(|e| CliError::new(e.to_string()))?;
-    if let Some(manager) = args.manager.clone() {
-        return run_remote(&args, &built.library, ManagerArg { manager });
+    if let Some(addr) = manager {
+        return run_remote(&args, &built.library, Manager { addr });
     }
     let plugin = Plugin::open(&built.library).map_err(|e| CliError::new(e.to_string()))?;
     let name = args.name.clone().unwrap_or_else(|| {
@@ -171,7 +185,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         opts.threads = threads;
     }
-    let report = local::run(&plugin, opts);
+    let report = run_here(&plugin, opts, &name);
     let mut out = io::stdout().lock();
     let written = if args.json {
         writeln!(out, "{}", report_json(&name, &report).render())
@@ -184,6 +198,44 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Runs the job in this process, with the progress line of a cluster job
+/// on a terminal (a long job would otherwise print nothing until its end).
+fn run_here(plugin: &std::sync::Arc<Plugin>, opts: Options, name: &str) -> Report {
+    let counts = std::sync::Arc::new(local::Counts::default());
+    let mut line = LiveLine::terminal_only();
+    if !line.is_tty() {
+        return local::run_counted(plugin, opts, &counts);
+    }
+    let over = std::sync::Arc::new(AtomicBool::new(false));
+    let drawer = {
+        let (plugin, counts, over) = (
+            std::sync::Arc::clone(plugin),
+            std::sync::Arc::clone(&counts),
+            std::sync::Arc::clone(&over),
+        );
+        let name = name.to_owned();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            // The estimate, as a manager asks for it.
+            let estimate = plugin.count();
+            // Short jobs end before the first frame and show no line at all.
+            let mut next = started + POLL;
+            while !over.load(Ordering::SeqCst) {
+                if Instant::now() >= next {
+                    line.show(&counts.summary(&name, estimate, started.elapsed()));
+                    next += POLL;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            line.clear();
+        })
+    };
+    let report = local::run_counted(plugin, opts, &counts);
+    over.store(true, Ordering::SeqCst);
+    let _ = drawer.join();
+    report
 }
 
 /// Sends the library to the manager in chunks (nothing if it has it).
@@ -222,7 +274,7 @@ fn install(
 fn run_remote(
     args: &RunArgs,
     library: &std::path::Path,
-    target: ManagerArg,
+    target: Manager,
 ) -> Result<ExitCode, CliError> {
     let bytes = std::fs::read(library)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
@@ -230,14 +282,14 @@ fn run_remote(
     let chunk = (args.net.max_size() as usize)
         .saturating_sub(1024)
         .clamp(1, 1024 * 1024);
-    let hash = install(&mut client, &bytes, chunk, &target.manager)?;
+    let hash = install(&mut client, &bytes, chunk, &target.addr)?;
     let run = RunJob {
         hash: hash.0,
         name: args.name.clone().unwrap_or_default(),
     };
     let id = call(
         &mut client,
-        &target.manager,
+        &target.addr,
         &Message::RunJob(run),
         |m| match m {
             Message::JobAccepted(v) => Some(v),
@@ -245,73 +297,85 @@ fn run_remote(
         },
     )?;
     if args.detach {
-        println!("{id}");
-        eprintln!(
-            "job {id} submitted to {}; follow it with `redmap jobs stats -m {} {id}`",
-            target.manager, target.manager
-        );
+        if args.json {
+            // The job as `redmap jobs stats --json` shows it: id, name, …
+            let job = job_stats(&mut client, id, &target.addr)?;
+            quiet_broken_pipe(writeln!(io::stdout().lock(), "{}", job_json(&job).render()))?;
+        } else {
+            println!("{id}");
+            eprintln!(
+                "job {id} submitted to {}; follow it with `redmap jobs watch -m {} {id}`",
+                target.addr, target.addr
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
-    let job = match wait(&mut client, id, &target.manager, &interrupted)? {
-        Waited::Over(job) => job,
-        Waited::Interrupted => {
-            let cancel = args.cancel_on_interrupt || ask_cancel(id);
-            if cancel {
-                cancel_job(&mut client, id, &target.manager)?;
-                eprintln!("job {id} cancelled");
-            } else {
-                eprintln!(
-                    "job {id} left running; follow it with `redmap jobs stats -m {} {id}`",
-                    target.manager
-                );
-            }
-            return Ok(ExitCode::from(130));
-        }
-    };
+    match wait(&mut client, id, &target.addr, &interrupted)? {
+        Waited::Over(job) => finish(args.json, &job),
+        Waited::Interrupted => after_interrupt(args, &mut client, id, &target.addr),
+    }
+}
+
+/// Prints an ended job's summary; returns its exit status (0 only for a
+/// clean job).
+fn finish(json: bool, job: &JobSummary) -> Result<ExitCode, CliError> {
     let mut out = io::stdout().lock();
-    let written = if args.json {
-        writeln!(out, "{}", job_json(&job).render())
+    let written = if json {
+        writeln!(out, "{}", job_json(job).render())
     } else {
-        remote_summary(&mut out, &job)
+        remote_summary(&mut out, job)
     };
     quiet_broken_pipe(written)?;
-    let clean = crate::report::job_clean(&job);
-    Ok(if clean {
+    Ok(if crate::report::job_clean(job) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
 }
 
+/// One look at job `id`.
+fn job_stats(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
+    call(client, addr, &Message::JobStatsRequest(id), |m| match m {
+        Message::JobStats(v) => Some(v),
+        _ => None,
+    })
+}
+
+/// After Ctrl-C: cancel the job (at once with --cancel-on-interrupt, else
+/// if the user says so on a terminal) or leave it running (exit 130). A job
+/// that ended meanwhile (while the prompt was open, or before the cancel
+/// reached the manager) is not an error: it gets its summary and its own
+/// exit status, as if the run had not been interrupted.
+fn after_interrupt(
+    args: &RunArgs,
+    client: &mut Client,
+    id: u64,
+    addr: &str,
+) -> Result<ExitCode, CliError> {
+    let cancel = args.cancel_on_interrupt || ask_cancel(client, id, addr);
+    if cancel {
+        match cancel_job(client, id, addr)? {
+            CancelOutcome::Cancelled => {
+                eprintln!("job {id} cancelled");
+                return Ok(ExitCode::from(130));
+            }
+            CancelOutcome::AlreadyOver(_) => {}
+        }
+    }
+    let job = job_stats(client, id, addr)?;
+    if job.status.is_over() {
+        return finish(args.json, &job);
+    }
+    eprintln!("job {id} left running; follow it with `redmap jobs watch -m {addr} {id}`");
+    Ok(ExitCode::from(130))
+}
+
 /// How often a waiting `redmap run` asks for the job's progress: soon at
 /// first, so a short job is not made to look slow, then every 100 ms.
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const POLL: Duration = Duration::from_millis(100);
-/// Without a terminal, a progress line this often.
-const PLAIN_EVERY: Duration = Duration::from_secs(5);
-
-fn progress_line(j: &JobSummary) -> String {
-    let bar = match j.estimate {
-        Some(total) if total > 0 => {
-            let filled = ((j.processed + j.failed) * 30 / total).min(30) as usize;
-            format!("[{}{}] ", "#".repeat(filled), ".".repeat(30 - filled))
-        }
-        _ => String::new(),
-    };
-    let status = if j.waiting_for_workers {
-        "waiting for workers"
-    } else {
-        j.status.name()
-    };
-    format!(
-        "{bar}{} tasks  {:.0} tasks/s  {}  {status}",
-        progress(j),
-        throughput(j),
-        duration::render(Duration::from_millis(j.elapsed_ms)),
-    )
-}
 
 pub(super) enum Waited {
     Over(JobSummary),
@@ -319,13 +383,39 @@ pub(super) enum Waited {
 }
 
 /// On a terminal, asks whether to cancel the job; elsewhere, does not.
-fn ask_cancel(id: u64) -> bool {
+/// While the prompt is open the job goes on, so its progress line stays
+/// alive on the line above the prompt, and says when the job has ended.
+fn ask_cancel(client: &mut Client, id: u64, addr: &str) -> bool {
     if !io::stdin().is_terminal() {
         return false;
     }
     eprint!("\ninterrupted: cancel job {id} on the manager? [y/N] (N leaves it running) ");
-    let mut answer = String::new();
-    io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y")
+    let (tx, answers) = mpsc::channel();
+    // The read cannot be interrupted; this thread ends with the process.
+    std::thread::spawn(move || {
+        let mut answer = String::new();
+        let yes =
+            io::stdin().read_line(&mut answer).is_ok() && answer.trim().eq_ignore_ascii_case("y");
+        let _ = tx.send(yes);
+    });
+    let mut line = LiveLine::new();
+    let mut over = false;
+    loop {
+        match answers.recv_timeout(POLL) {
+            Ok(yes) => return yes,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return false,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if over {
+            continue;
+        }
+        // A failed look only freezes the line; the answer still decides.
+        if let Ok(job) = job_stats(client, id, addr) {
+            over = job.status.is_over();
+            let note = if over { "  (ended: press Enter)" } else { "" };
+            line.show_above(&job, note);
+        }
+    }
 }
 
 /// Polls the job until it is over, showing progress on standard error.
@@ -335,8 +425,7 @@ pub(super) fn wait(
     addr: &str,
     interrupted: &AtomicBool,
 ) -> Result<Waited, CliError> {
-    let tty = io::stderr().is_terminal();
-    let mut last_plain = Instant::now();
+    let mut line = LiveLine::new();
     let mut pause = FIRST_POLL;
     loop {
         let job = call(client, addr, &Message::JobStatsRequest(id), |m| match m {
@@ -344,20 +433,13 @@ pub(super) fn wait(
             _ => None,
         })?;
         if job.status.is_over() {
-            if tty {
-                eprint!("\r\x1b[2K");
-            }
+            line.clear();
             return Ok(Waited::Over(job));
         }
         if interrupted.load(Ordering::SeqCst) {
             return Ok(Waited::Interrupted);
         }
-        if tty {
-            eprint!("\r\x1b[2K{}", progress_line(&job));
-        } else if last_plain.elapsed() >= PLAIN_EVERY {
-            eprintln!("{}", progress_line(&job));
-            last_plain = Instant::now();
-        }
+        line.show(&job);
         std::thread::sleep(pause);
         pause = (pause * 2).min(POLL);
     }

@@ -2144,17 +2144,14 @@ impl Manager {
         let mut out = String::new();
         let page = self.jobs_page(JobsQuery::default());
         for job in page.jobs.iter().rev() {
-            let total = job
-                .estimate
-                .map_or_else(|| "?".to_owned(), |n| n.to_string());
+            // The progress every other view shows (report::progress).
+            let progress = crate::report::progress(job);
             let _ = writeln!(
                 out,
-                "{}\t{}\t{}\t{}/{}",
+                "{}\t{}\t{}\t{progress}",
                 job.id,
                 job.name,
                 job.status.name(),
-                job.processed,
-                total
             );
         }
         if out.is_empty() {

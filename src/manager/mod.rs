@@ -14,7 +14,7 @@ pub mod sizing;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
-use log::info;
+use log::{debug, info};
 
 use std::sync::Arc;
 
@@ -37,8 +37,9 @@ pub fn run(
     let secret = config.secret.clone();
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
-    info!(
-        "manager listening on {local} (max connections per worker {}, max retries {}, max jobs {}, {summary})",
+    // The "listening" line itself goes to standard output, once, below.
+    debug!(
+        "manager on {local}: max connections per worker {}, max retries {}, max jobs {}, {summary}",
         settings.max_connections, settings.max_retries, settings.max_jobs
     );
     let installed = reactor.waker();
@@ -59,7 +60,6 @@ pub fn run(
     if let Some(http) = http {
         let shared = Shared::default();
         let bound = crate::http::serve(http, Arc::clone(&shared), secret, Some(MONITOR_PAGE))?;
-        info!("monitor on http://{bound}/ (/api/status, /metrics)");
         // Informational: a closed stdout must not stop the server.
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "redmap monitor on http://{bound}/").and_then(|()| out.flush());

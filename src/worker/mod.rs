@@ -13,7 +13,7 @@ pub mod stats;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 
-use log::info;
+use log::{debug, info};
 
 use crate::net::{Config, Reactor};
 
@@ -41,7 +41,8 @@ pub fn run(
     let max_size = config.max_size;
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
-    info!("worker listening on {local} ({threads} map threads, {summary})");
+    // The "listening" line itself goes to standard output, once, below.
+    debug!("worker on {local}: {threads} map threads, {summary}");
     let installed = reactor.waker();
     let store = PluginStore::new("worker", move || {
         let _ = installed.wake();
@@ -72,7 +73,6 @@ pub fn run(
     if let Some(http) = http {
         let shared = crate::http::Shared::default();
         let bound = crate::http::serve(http, std::sync::Arc::clone(&shared), secret, None)?;
-        info!("metrics on http://{bound}/metrics (/api/status)");
         // Informational: a closed stdout must not stop the server.
         let mut out = io::stdout().lock();
         let _ = writeln!(out, "redmap worker metrics on http://{bound}/metrics")
