@@ -524,3 +524,28 @@ fn libraries_of_ended_jobs_do_not_pile_up_on_disk() {
     );
     assert_eq!(worker_info(&worker).installed_jobs, 0);
 }
+
+/// E: a newcomer's reduce failed every task with `cannot parse integer from
+/// empty string`, and each predictable failure was retried 4 times on a
+/// fresh worker. A value reduce cannot fold fails once; a map error is
+/// still retried.
+#[test]
+fn a_value_that_reduce_cannot_fold_fails_once_without_retries() {
+    let dir = TempDir::new("bad-value");
+    let lib = sized_job(&dir, "bad.so", &["-DTASKS=50", "-DBAD_VALUE_TASK=5"]);
+    let library = std::fs::read(lib).unwrap();
+    let manager = start_manager(&[], &[], dir.path());
+    let worker = start_worker(&[]);
+    attach(&manager, &[&worker]);
+    let summary = run_once(&manager.addr_arg(), &library);
+    assert_eq!((summary.processed, summary.failed), (49, 1), "{summary:?}");
+    assert_eq!(summary.retried, 0, "{summary:?}");
+    assert!(
+        summary
+            .errors
+            .iter()
+            .any(|e| e.starts_with(r#"task 5 ("5"): reduce: value is not a number"#)),
+        "{:?}",
+        summary.errors
+    );
+}

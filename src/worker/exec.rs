@@ -80,7 +80,9 @@ fn run_batch(work: &Work) -> BatchResult {
             TaskFailure {
                 index: f.index,
                 panicked: f.error.panicked,
-                fatal: f.stage == FailedIn::TooLarge,
+                // A value that reduce cannot fold fails the same way on any
+                // worker: only a map error is worth another attempt.
+                fatal: matches!(f.stage, FailedIn::TooLarge | FailedIn::Reduce),
                 deferred: f.stage == FailedIn::Deferred,
                 message,
             }

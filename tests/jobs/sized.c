@@ -6,6 +6,8 @@
  *   BIG_TASK, BIG_LEN
  *             task BIG_TASK's value is "1" padded with spaces to BIG_LEN bytes
  *   FAIL_TASK if set, this task's map fails with "I don't like N"
+ *   BAD_VALUE_TASK
+ *             if set, this task's value is "x", which reduce cannot fold
  *   SLOW_MS   if set, every map sleeps this many milliseconds first
  *   WIDE      if set, a value counting n tasks is padded to n * WIDE bytes,
  *             so a batch's folded value grows with the tasks in it
@@ -104,6 +106,12 @@ static int32_t map(const uint8_t *task, size_t len, redmap_buf *out) {
         snprintf(s, sizeof s, "I don't like %lld", n);
         *out = text(s);
         return REDMAP_ERROR;
+    }
+#endif
+#ifdef BAD_VALUE_TASK
+    if (n == BAD_VALUE_TASK) {
+        *out = text("x");
+        return REDMAP_OK;
     }
 #endif
 #ifdef BIG_TASK
