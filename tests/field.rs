@@ -549,3 +549,122 @@ fn a_value_that_reduce_cannot_fold_fails_once_without_retries() {
         summary.errors
     );
 }
+
+/// Sockets of process `pid` connected to or from `port` whose keepalive
+/// timer runs (`/proc/net/tcp`'s timer field 2), and all of them.
+fn keepalive_sockets(pid: u32, port: u16) -> (usize, usize) {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter_map(|l| {
+                    let l = l.to_string_lossy().into_owned();
+                    l.strip_prefix("socket:[")?
+                        .strip_suffix(']')
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let (mut with, mut all) = (0, 0);
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols[1]
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if cols.len() < 10
+                || cols[3] != "01"
+                || local_port != Some(port)
+                || !inodes.contains(&cols[9].to_owned())
+            {
+                continue;
+            }
+            all += 1;
+            if cols[5].starts_with("02:") {
+                with += 1;
+            }
+        }
+    }
+    (with, all)
+}
+
+/// A4: without a secret, 1,030 connections that sent nothing filled
+/// --max-clients and locked everyone out for as long as they stayed. Now a
+/// connection that has not sent a complete request is cut after the read
+/// timeout, at most 64 such are kept (the oldest go first), and server
+/// sockets have TCP keepalive.
+#[test]
+fn connections_that_never_send_a_request_cannot_lock_out_a_manager() {
+    let dir = TempDir::new("idle-flood");
+    let manager = start_manager(
+        &["--max-clients", "100", "--read-timeout", "2s"],
+        &[],
+        dir.path(),
+    );
+    let addr = manager.addr;
+    let idle: Vec<std::net::TcpStream> = (0..150)
+        .filter_map(|_| std::net::TcpStream::connect(addr).ok())
+        .collect();
+    assert_eq!(idle.len(), 150);
+    // A real client gets in at once.
+    let started = std::time::Instant::now();
+    let stats = util::manager_stats(&manager.addr_arg());
+    assert!(stats.is_some(), "the manager locked out a real client");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The idle ones are cut within the read timeout.
+    let mut open = idle;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            open.retain_mut(|s| !util::is_closed(s));
+            open.is_empty()
+        }),
+        "{} idle connections still open",
+        open.len()
+    );
+    // A client that has spoken may stay idle, with keepalive on its socket.
+    let mut c = client(&manager.addr_arg());
+    assert!(matches!(c.request(&Message::Ping), Ok(Message::Pong)));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        matches!(c.request(&Message::Ping), Ok(Message::Pong)),
+        "an idle client was cut"
+    );
+    let (with, all) = keepalive_sockets(manager.pid(), addr.port());
+    assert!(
+        all >= 1 && with == all,
+        "{with} of {all} server sockets have keepalive"
+    );
+}
+
+/// A4's sibling on a worker, at the scale of the report: 1,030 silent
+/// connections against the default --max-clients of 1024.
+#[test]
+fn a_thousand_silent_connections_cannot_lock_out_a_worker() {
+    let worker = start_worker(&["--read-timeout", "2s"]);
+    let idle: Vec<std::net::TcpStream> = (0..1030)
+        .filter_map(|_| std::net::TcpStream::connect(worker.addr).ok())
+        .collect();
+    assert_eq!(idle.len(), 1030);
+    let started = std::time::Instant::now();
+    let info = worker_info(&worker);
+    assert_eq!(info.role, redmap::proto::msg::Role::Worker);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The worker lets go of them: its descriptors fall back to a few dozen.
+    assert!(
+        eventually(Duration::from_secs(10), || worker.open_fds() < 40),
+        "{} descriptors still open",
+        worker.open_fds()
+    );
+    drop(idle);
+}

@@ -148,6 +148,10 @@ pub struct Conn {
     /// must be a redmap server, so what is not a frame is `Input::Foreign`.
     pub outgoing: bool,
     pub auth: AuthState,
+    /// An accepted connection that has sent no complete request yet must
+    /// send one by then: one that sends nothing holds a --max-clients slot
+    /// for nothing.
+    pub first_input_by: Option<Instant>,
 }
 
 impl Conn {
@@ -170,7 +174,14 @@ impl Conn {
             connecting: false,
             outgoing: false,
             auth: AuthState::Open,
+            first_input_by: None,
         }
+    }
+
+    /// Whether the connection has yet to send its first complete request,
+    /// or finish its handshake: what a flood of idle connections holds.
+    pub fn is_fresh(&self) -> bool {
+        self.first_input_by.is_some() || self.auth.is_pending_server()
     }
 
     /// An outgoing connection: it speaks the binary protocol, and is
@@ -396,6 +407,7 @@ impl Conn {
             self.write_deadline,
             linger,
             self.auth.deadline(),
+            self.first_input_by,
         ]
         .into_iter()
         .flatten()

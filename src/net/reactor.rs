@@ -59,11 +59,16 @@ pub struct Config {
     pub secret: Option<Arc<Secret>>,
     /// Most accepted connections at once; more are closed on arrival.
     pub max_clients: usize,
-    /// Most accepted connections still in the handshake; over it, the
-    /// oldest is dropped, so a flood cannot lock out a real client.
+    /// Most accepted connections still in the handshake, or that have not
+    /// sent a complete request yet; over it, the oldest is dropped, so a
+    /// flood cannot lock out a real client.
     pub max_unauthenticated: usize,
     /// Longest a handshake may take.
     pub handshake_timeout: Duration,
+    /// Longest an accepted connection may take to send its first complete
+    /// request (the read timeout): idle connections are for clients that
+    /// have spoken, like a manager's pool.
+    pub first_request_timeout: Duration,
 }
 
 impl Config {
@@ -77,6 +82,7 @@ impl Config {
             max_clients: 1024,
             max_unauthenticated: 64,
             handshake_timeout: read_timeout.min(Duration::from_secs(5)),
+            first_request_timeout: read_timeout,
         }
     }
 }
@@ -92,6 +98,8 @@ pub enum CloseReason {
     WriteTimeout,
     /// The peer never closed after we finished.
     LingerTimeout,
+    /// Accepted, and no complete request within the first-request timeout.
+    NoRequest,
     /// A socket error.
     Io(io::Error),
     /// The authentication handshake failed or did not finish in time.
@@ -125,6 +133,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::ReadTimeout => write!(f, "read timeout"),
             CloseReason::WriteTimeout => write!(f, "write timeout"),
             CloseReason::LingerTimeout => write!(f, "peer did not close in time"),
+            CloseReason::NoRequest => write!(f, "no request within the read timeout"),
             CloseReason::Io(e) => write!(f, "socket error: {e}"),
             CloseReason::AuthFailed(why) => f.write_str(why),
             CloseReason::NotRedmap(sent) => {
@@ -241,6 +250,9 @@ impl Io<'_> {
         let stream = mio::net::TcpStream::connect(addr)?;
         if let Err(e) = stream.set_nodelay(true) {
             debug!("{addr}: set_nodelay failed: {e}");
+        }
+        if let Err(e) = set_keepalive(&stream) {
+            debug!("{addr}: keepalive failed: {e}");
         }
         let mut conn = Conn::outgoing(stream, addr, self.core.config.max_size);
         conn.write_deadline = Some(self.now + self.core.config.write_timeout);
@@ -405,14 +417,14 @@ impl Reactor {
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(handler, now),
                     WAKER => woken = true,
                     token => self.on_event(event, token, handler, now),
                 }
             }
             if self.accept_paused_until.is_some_and(|t| t <= now) {
                 self.accept_paused_until = None;
-                self.accept(now);
+                self.accept(handler, now);
             }
             for id in std::mem::take(&mut self.again) {
                 self.drive(id, true, handler, now);
@@ -441,7 +453,7 @@ impl Reactor {
         Ok(())
     }
 
-    fn accept(&mut self, now: Instant) {
+    fn accept<H: Handler>(&mut self, handler: &mut H, now: Instant) {
         if self.accept_paused_until.is_some() {
             return;
         }
@@ -464,7 +476,11 @@ impl Reactor {
                     if let Err(e) = stream.set_nodelay(true) {
                         debug!("{peer}: set_nodelay failed: {e}");
                     }
+                    if let Err(e) = set_keepalive(&stream) {
+                        debug!("{peer}: keepalive failed: {e}");
+                    }
                     let mut conn = Conn::new(stream, peer, self.core.config.max_size);
+                    conn.first_input_by = Some(now + self.core.config.first_request_timeout);
                     if self.core.config.secret.is_some() {
                         conn.auth = AuthState::AwaitHello {
                             deadline: now + self.core.config.handshake_timeout,
@@ -479,11 +495,9 @@ impl Reactor {
                     };
                     self.core.inbound += 1;
                     debug!("{id} {peer}: accepted");
-                    if self.core.config.secret.is_some() {
-                        self.core.unauthenticated.push_back(id);
-                        self.core.schedule(id);
-                        self.evict_unauthenticated(now);
-                    }
+                    self.core.unauthenticated.push_back(id);
+                    self.core.schedule(id);
+                    self.evict_unauthenticated(handler, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -503,29 +517,33 @@ impl Reactor {
         }
     }
 
-    /// Over the cap of connections in the handshake, the oldest is cut.
-    fn evict_unauthenticated(&mut self, now: Instant) {
+    /// Over the cap of connections in the handshake (or, without a secret,
+    /// that have not sent a complete request), the oldest is cut.
+    ///
+    /// It is closed at once, within the accept loop, so the slot it held
+    /// under --max-clients is free for the next connection of the same burst.
+    fn evict_unauthenticated<H: Handler>(&mut self, handler: &mut H, now: Instant) {
         let cap = self.core.config.max_unauthenticated;
         let core = &mut self.core;
-        core.unauthenticated.retain(|id| {
-            core.conns
-                .get(*id)
-                .is_some_and(|c| c.auth.is_pending_server())
-        });
-        while core.unauthenticated.len() > cap {
-            let Some(id) = core.unauthenticated.pop_front() else {
+        core.unauthenticated
+            .retain(|id| core.conns.get(*id).is_some_and(Conn::is_fresh));
+        while self.core.unauthenticated.len() > cap {
+            let Some(id) = self.core.unauthenticated.pop_front() else {
                 break;
             };
-            if let Some(c) = core.conns.get_mut(id) {
-                debug!(
-                    "{id} {}: dropped, too many connections in the handshake",
-                    c.peer
-                );
-                c.auth = AuthState::AwaitHello { deadline: now };
-                c.scheduled = None;
-                core.deadlines.push(now, id);
-                c.scheduled = Some(now);
-            }
+            let Some(c) = self.core.conns.get(id) else {
+                continue;
+            };
+            let reason = if c.auth.is_pending_server() {
+                CloseReason::AuthFailed("dropped: too many connections in the handshake".into())
+            } else {
+                CloseReason::NoRequest
+            };
+            debug!(
+                "{id} {}: dropped, too many new connections ({reason})",
+                c.peer
+            );
+            self.close(id, reason, handler, now);
         }
     }
 
@@ -659,6 +677,9 @@ impl Reactor {
             }
             let input = c.next_input();
             let peer = c.peer;
+            if !matches!(input, Input::None) {
+                c.first_input_by = None; // it has spoken: idle is allowed now
+            }
             if let Input::Frame(frame) = &input {
                 self.core.frames_in[usize::from(frame.opcode)] += 1;
             }
@@ -796,6 +817,7 @@ impl Reactor {
                             )
                         }
                         Phase::Linger { until, .. } if until <= now => CloseReason::LingerTimeout,
+                        _ if c.first_input_by.is_some_and(|t| t <= now) => CloseReason::NoRequest,
                         _ if c.write_deadline.is_some_and(|t| t <= now) => {
                             CloseReason::WriteTimeout
                         }
@@ -856,4 +878,17 @@ fn refuse_stranger(c: &mut Conn, request_id: u32, why: String, linger_until: Ins
     let err = ProtoError::refused(crate::proto::ErrorCode::AUTH_FAILED, why);
     c.queue_handshake(request_id, &Message::error(&err));
     c.linger(linger_until);
+}
+
+/// TCP keepalive on a server's sockets: a peer that vanished without FIN
+/// or RST (a powered-off machine, a dropped NAT entry) is found after about
+/// two minutes of silence (60 s idle, then 6 probes 10 s apart) instead of
+/// holding its connection for ever. Pings find a silent worker sooner; this
+/// covers connections nobody pings, such as an idle CLI's.
+pub fn set_keepalive(stream: &mio::net::TcpStream) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(6);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
 }
