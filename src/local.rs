@@ -121,6 +121,12 @@ impl Report {
         self.failed == 0 && self.load_errors == 0 && self.reduce_errors == 0 && !self.done_failed
     }
 
+    /// How the run ended, by the rule the manager uses too.
+    pub fn status(&self) -> crate::proto::msg::JobStatus {
+        let errors = self.load_errors + self.reduce_errors;
+        crate::proto::msg::JobStatus::at_end(self.done_failed, self.processed, self.failed, errors)
+    }
+
     pub fn tasks_per_sec(&self) -> f64 {
         self.tasks as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }

@@ -50,7 +50,7 @@ pub fn progress(j: &JobSummary) -> Progress {
     let done = j.processed + j.failed;
     let total = match j.status {
         // Every task loaded has an outcome by then.
-        JobStatus::Finished | JobStatus::Failed => Some(j.loaded),
+        JobStatus::Finished | JobStatus::FinishedWithFailures | JobStatus::Failed => Some(j.loaded),
         JobStatus::Cancelled => Some(j.estimate.map_or(j.loaded, |e| e.max(j.loaded))),
         JobStatus::Waiting | JobStatus::Running => {
             j.estimate.filter(|&e| e > 0).map(|e| e.max(j.loaded))

@@ -316,7 +316,7 @@ fn redmap_run_prints_only_the_result_summary_without_log_lines() {
         assert_eq!(stderr(&out), "", "nothing but the summary");
         let text = stdout(&out);
         assert!(
-            text.starts_with("sum: 10 tasks") && text.ends_with("result: 65\n"),
+            text.starts_with("sum: finished — 10 tasks") && text.ends_with("result: 65\n"),
             "{text}"
         );
     }

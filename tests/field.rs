@@ -668,3 +668,81 @@ fn a_thousand_silent_connections_cannot_lock_out_a_worker() {
     );
     drop(idle);
 }
+
+/// C8: a job whose tasks failed, even all of them, ended as `finished` in
+/// green, its empty result indistinguishable from a real one.
+#[test]
+fn a_job_with_failed_tasks_ends_in_a_state_that_says_so_everywhere() {
+    let dir = TempDir::new("states");
+    let some = std::fs::read(sized_job(&dir, "some.so", &["-DTASKS=20", "-DFAIL_TASK=3"])).unwrap();
+    let all = std::fs::read(sized_job(&dir, "all.so", &["-DFAIL_LEN=100"])).unwrap();
+    let clean = std::fs::read(sized_job(&dir, "clean.so", &[])).unwrap();
+    let manager = start_manager(
+        &["--http", "127.0.0.1:0", "--max-retries", "1"],
+        &[],
+        dir.path(),
+    );
+    let http = http_address(&manager);
+    let worker = start_worker(&[]);
+    attach(&manager, &[&worker]);
+    let addr = manager.addr_arg();
+    use redmap::proto::msg::JobStatus;
+    assert_eq!(run_once(&addr, &clean).status, JobStatus::Finished);
+    let partial = run_once(&addr, &some);
+    assert_eq!(
+        partial.status,
+        JobStatus::FinishedWithFailures,
+        "{partial:?}"
+    );
+    let nothing = run_once(&addr, &all);
+    assert_eq!(nothing.status, JobStatus::Failed, "{nothing:?}");
+
+    let out = util::run(util::redmap().args(["jobs", "list", &addr]));
+    let table = util::stdout(&out);
+    assert!(table.contains("finished with failures"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&nothing.id.to_string()) && l.contains("failed")),
+        "{table}"
+    );
+    let out =
+        util::run(util::redmap().args(["jobs", "stats", "-m", &addr, &partial.id.to_string()]));
+    assert!(
+        util::stdout(&out).contains("finished with failures"),
+        "{}",
+        util::stdout(&out)
+    );
+
+    // The monitor's data: the state and the errors, for the page to show.
+    // (It is published at most every 250 ms and on each 1 s tick.)
+    let mut status = String::new();
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            status = util::http_get(http, "/api/status", None).1;
+            status.contains(r#""status":"finished with failures""#)
+        }),
+        "{status:.400}"
+    );
+    assert!(status.contains("I don't like 3"), "{status:.400}");
+    let page = util::http_get(http, "/", None).1;
+    assert!(
+        page.contains("state-finished-with-failures"),
+        "the page styles the state"
+    );
+
+    // The embedded run says the same.
+    let lib = dir.join("some.so");
+    let out = util::run(
+        util::redmap()
+            .args(["run"])
+            .arg(&lib)
+            .current_dir(dir.path()),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        util::stdout(&out).contains("finished with failures"),
+        "{}",
+        util::stdout(&out)
+    );
+}

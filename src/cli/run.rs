@@ -88,10 +88,7 @@ fn printable(result: &[u8]) -> Option<&str> {
 fn report_json(name: &str, r: &Report) -> Json {
     Json::Object(vec![
         ("name", Json::str(name)),
-        (
-            "status",
-            Json::str(if r.done_failed { "failed" } else { "finished" }),
-        ),
+        ("status", Json::str(r.status().name())),
         ("loaded", Json::Int(r.tasks)),
         ("processed", Json::Int(r.processed)),
         ("failed", Json::Int(r.failed)),
@@ -125,7 +122,8 @@ fn report_json(name: &str, r: &Report) -> Json {
 fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
     writeln!(
         out,
-        "{name}: {} tasks, {} processed, {} failed in {} ({:.0} tasks/s, {} threads)",
+        "{name}: {} — {} tasks, {} processed, {} failed in {} ({:.0} tasks/s, {} threads)",
+        r.status().name(),
         r.tasks,
         r.processed,
         r.failed,

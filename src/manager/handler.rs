@@ -785,7 +785,7 @@ impl Manager {
             }
         }
         let ended = |status: JobStatus| self.ended_by_status[status as usize];
-        s.jobs_completed = ended(JobStatus::Finished);
+        s.jobs_completed = ended(JobStatus::Finished) + ended(JobStatus::FinishedWithFailures);
         s.jobs_failed = ended(JobStatus::Failed);
         s.jobs_cancelled = ended(JobStatus::Cancelled);
         if let (Some(first), Some(last)) = (self.rate.front(), self.rate.back()) {
@@ -1730,13 +1730,11 @@ impl Manager {
         job.result_len = result_len;
         job.result_preview = preview;
         job.ended = Some(Instant::now());
-        job.status = match error {
-            Some(e) => {
-                job.record_error(format!("done: {e}"));
-                JobStatus::Failed
-            }
-            None => JobStatus::Finished,
-        };
+        if let Some(e) = &error {
+            job.record_error(format!("done: {e}"));
+        }
+        let errors = job.load_errors + job.reduce_errors;
+        job.status = JobStatus::at_end(error.is_some(), job.processed, job.failed, errors);
         info!(
             "job {id} ({}): {} — {} processed, {} failed, {} retried",
             job.name,
@@ -1923,7 +1921,14 @@ impl Manager {
             &[
                 ("waiting".into(), f64::from(stats.jobs_waiting)),
                 ("running".into(), f64::from(stats.jobs_running)),
-                ("finished".into(), f64::from(stats.jobs_completed)),
+                (
+                    "finished".into(),
+                    f64::from(self.ended_by_status[JobStatus::Finished as usize]),
+                ),
+                (
+                    "finished_with_failures".into(),
+                    f64::from(self.ended_by_status[JobStatus::FinishedWithFailures as usize]),
+                ),
                 ("failed".into(), f64::from(stats.jobs_failed)),
                 ("cancelled".into(), f64::from(stats.jobs_cancelled)),
             ],

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! A job summary: u64 id, str name, u8 status (0 waiting, 1 running,
-//! 2 finished, 3 failed, 4 cancelled), u8 has-estimate, u64 estimate,
+//! 2 finished, 3 failed, 4 cancelled, 5 finished with failures), u8 has-estimate, u64 estimate,
 //! u64 loaded, u64 processed, u64 failed, u64 retried, u64 running,
 //! u64 elapsed ms, u64 load errors, u64 reduce errors, u64 result length,
 //! bytes result preview (at most 256 bytes), u32 n, then n str errors,
@@ -172,6 +172,9 @@ pub enum JobStatus {
     Finished = 2,
     Failed = 3,
     Cancelled = 4,
+    /// `done` ran, but some tasks failed or `load` or `reduce` reported
+    /// errors: the result is of the tasks that succeeded only.
+    FinishedWithFailures = 5,
 }
 
 impl JobStatus {
@@ -182,14 +185,39 @@ impl JobStatus {
             JobStatus::Finished => "finished",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+            JobStatus::FinishedWithFailures => "finished with failures",
         }
     }
 
     pub fn is_over(self) -> bool {
         matches!(
             self,
-            JobStatus::Finished | JobStatus::Failed | JobStatus::Cancelled
+            JobStatus::Finished
+                | JobStatus::Failed
+                | JobStatus::Cancelled
+                | JobStatus::FinishedWithFailures
         )
+    }
+
+    /// How a job that ran to its end ended, the one rule for the manager
+    /// and the embedded run:
+    /// - `Failed`: `done` failed, or the job had work and none of it
+    ///   succeeded (every task failed, or `load` yielded only errors): its
+    ///   result is empty for want of any success, not because it is;
+    /// - `FinishedWithFailures`: `done` ran on a result that leaves out
+    ///   failed tasks, or with load or reduce errors;
+    /// - `Finished`: every task loaded, mapped and folded; `done` succeeded.
+    ///
+    /// (A job is also `Failed` when no attached worker can take its
+    /// library; the manager decides that on its own.)
+    pub fn at_end(done_failed: bool, processed: u64, failed: u64, errors: u64) -> JobStatus {
+        if done_failed || (processed == 0 && failed + errors > 0) {
+            JobStatus::Failed
+        } else if failed + errors > 0 {
+            JobStatus::FinishedWithFailures
+        } else {
+            JobStatus::Finished
+        }
     }
 
     fn from_u8(b: u8) -> Result<JobStatus, ProtoError> {
@@ -199,6 +227,7 @@ impl JobStatus {
             2 => JobStatus::Finished,
             3 => JobStatus::Failed,
             4 => JobStatus::Cancelled,
+            5 => JobStatus::FinishedWithFailures,
             _ => {
                 return Err(ProtoError::Malformed {
                     opcode: Opcode::JobStats.as_u8(),
