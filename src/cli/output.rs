@@ -167,10 +167,12 @@ pub fn progress_line(j: &JobSummary, width: usize) -> String {
             ".".repeat(BAR as usize - filled)
         )
     });
-    let status = if j.waiting_for_workers {
-        "waiting for workers"
-    } else {
-        j.status.name()
+    // Waiting, the newest error says why if it can (a worker that refused
+    // the job's library, say); the line is cut to the width anyway.
+    let status = match (j.waiting_for_workers, j.errors.last()) {
+        (true, Some(e)) => format!("waiting for workers ({e})"),
+        (true, None) => "waiting for workers".to_owned(),
+        (false, _) => j.status.name().to_owned(),
     };
     let rate = p
         .rate

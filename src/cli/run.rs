@@ -18,10 +18,10 @@ use super::{
     call, duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
 };
 use crate::local::{self, Options, Report};
-use crate::net::Client;
+use crate::net::{Client, ClientError};
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
 use crate::proto::msg::{Install, JobSummary, RunJob};
-use crate::proto::Message;
+use crate::proto::{ErrorCode, Message};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -277,23 +277,40 @@ fn run_remote(
     let bytes = std::fs::read(library)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
     let mut client = target.connect(&args.net)?;
-    let chunk = (args.net.max_size() as usize)
+    // Chunks fit the manager's --max-size as well as ours (INFO says it;
+    // an older manager does not, and takes the default).
+    let theirs = match client.request(&Message::InfoRequest) {
+        Ok(Message::Info(info)) if info.max_size > 0 => info.max_size,
+        _ => crate::proto::DEFAULT_MAX_SIZE,
+    };
+    let chunk = (args.net.max_size().min(theirs) as usize)
         .saturating_sub(1024)
         .clamp(1, 1024 * 1024);
-    let hash = install(&mut client, &bytes, chunk, &target.addr)?;
     let run = RunJob {
-        hash: hash.0,
+        hash: PluginHash::of(&bytes).0,
         name: args.name.clone().unwrap_or_default(),
     };
-    let id = call(
-        &mut client,
-        &target.addr,
-        &Message::RunJob(run),
-        |m| match m {
-            Message::JobAccepted(v) => Some(v),
-            _ => None,
-        },
-    )?;
+    // The manager removes a library once no job needs it: one that a job
+    // ending just now took away between our install and our RUN_JOB is
+    // installed again.
+    let mut attempts = 0;
+    let id = loop {
+        attempts += 1;
+        install(&mut client, &bytes, chunk, &target.addr)?;
+        match client.request(&Message::RunJob(run.clone())) {
+            Ok(Message::JobAccepted(id)) => break id,
+            Err(ClientError::Remote(e)) if e.code == ErrorCode::PLUGIN_MISSING && attempts < 3 => {
+                continue
+            }
+            Ok(other) => {
+                return Err(CliError::new(format!(
+                    "unexpected reply {} to RUN_JOB",
+                    other.opcode()
+                )))
+            }
+            Err(e) => return Err(remote_err(&target.addr, e)),
+        }
+    };
     if args.detach {
         if args.json {
             // The job as `redmap jobs stats --json` shows it: id, name, …
