@@ -271,6 +271,16 @@ fn install(
     }
 }
 
+/// The INSTALL chunk size for a receiver whose INFO gave `theirs` as its
+/// max size: within both limits, less 1 KiB for the fields around the
+/// chunk, and at most 1 MiB (protocol.md's recommendation).
+fn chunk_size(ours: u32, theirs: u32) -> usize {
+    let theirs = crate::proto::effective_max_size(theirs);
+    (ours.min(theirs) as usize)
+        .saturating_sub(1024)
+        .clamp(1, 1024 * 1024)
+}
+
 fn run_remote(
     args: &RunArgs,
     library: &std::path::Path,
@@ -279,9 +289,10 @@ fn run_remote(
     let bytes = std::fs::read(library)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
     let mut client = target.connect(&args.net)?;
-    let chunk = (args.net.max_size() as usize)
-        .saturating_sub(1024)
-        .clamp(1, 1024 * 1024);
+    // Chunks must fit the manager's --max-size, which may be below ours:
+    // its INFO says (0 from a server before that field: the default).
+    let info = client.info().map_err(|e| remote_err(&target.addr, e))?;
+    let chunk = chunk_size(args.net.max_size(), info.max_size);
     let hash = install(&mut client, &bytes, chunk, &target.addr)?;
     let run = RunJob {
         hash: hash.0,
