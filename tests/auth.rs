@@ -354,3 +354,113 @@ fn job_names_from_the_network_are_validated() {
         }
     }
 }
+
+#[test]
+fn a_secret_file_and_the_environment_follow_one_rule() {
+    let dir = TempDir::new("secret-rule");
+    // Written on Windows, say: the line end is not part of the secret.
+    let file = dir.write("secret", "s3cret\r\n");
+    let mut cmd = redmap();
+    cmd.args(["manager", "start", "127.0.0.1:0", "--secret-file"])
+        .arg(&file)
+        .env_remove("REDMAP_SECRET");
+    let manager = spawn_server(cmd);
+    let m = manager.addr_arg();
+    // `export REDMAP_SECRET="$(cat file)"` drops the line end and
+    // `REDMAP_SECRET=$'s3cret\n'` keeps it: both are the same secret.
+    for env in ["s3cret", "s3cret\n", "s3cret\r\n"] {
+        let out = cli(&dir, Some(env), &["manager", "stats", &m]);
+        assert!(out.status.success(), "{env:?}: {}", stderr(&out));
+    }
+    // Set but empty (after the line ends go) is a mistake, not "no secret".
+    for env in ["", "\n", "\r\n"] {
+        let out = cli(&dir, Some(env), &["manager", "stats", &m]);
+        assert!(!out.status.success(), "{env:?} was taken");
+        let err = stderr(&out);
+        assert!(
+            err.contains("REDMAP_SECRET is set, but the secret is empty"),
+            "{env:?}: {err}"
+        );
+    }
+    let empty = dir.write("empty", "\r\n");
+    let out = cli(
+        &dir,
+        None,
+        &[
+            "manager",
+            "stats",
+            "--secret-file",
+            empty.to_str().unwrap(),
+            &m,
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("the secret is empty"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The handshake done by hand on `s`, with request ids 1 and 2.
+fn handshake(s: &mut TcpStream, secret: &str) {
+    let secret = redmap::net::auth::Secret::new(secret.as_bytes().to_vec()).unwrap();
+    let client_nonce = [3u8; 32];
+    send(s, 1, &Message::Hello(client_nonce));
+    let Message::Challenge(c) = read_message(s).1 else {
+        panic!("expected CHALLENGE")
+    };
+    send(
+        s,
+        2,
+        &Message::Auth(secret.client_proof(&client_nonce, &c.nonce)),
+    );
+    assert_eq!(read_message(s), (2, Message::AuthOk));
+}
+
+#[test]
+fn a_second_hello_after_the_handshake_is_unexpected_and_the_connection_goes_on() {
+    let (_dir, manager, workers) = secured();
+    for server in [&manager, &workers[0]] {
+        let mut s = connect(server.addr);
+        handshake(&mut s, SECRET);
+        for (id, msg) in [
+            (3, Message::Hello([4u8; 32])),
+            (4, Message::Auth([5u8; 32])),
+        ] {
+            send(&mut s, id, &msg);
+            match read_message(&mut s) {
+                (got, Message::Error(e)) if got == id => {
+                    assert_eq!(e.code, ErrorCode::UNEXPECTED_MESSAGE, "{e}")
+                }
+                other => panic!("expected UNEXPECTED_MESSAGE for {id}, got {other:?}"),
+            }
+        }
+        send(&mut s, 5, &Message::Ping);
+        assert_eq!(read_message(&mut s), (5, Message::Pong));
+    }
+}
+
+#[test]
+fn a_connection_that_never_sends_hello_is_closed_without_a_frame() {
+    let mut cmd = redmap();
+    cmd.args(["worker", "start", "127.0.0.1:0", "--read-timeout", "2s"])
+        .env("REDMAP_SECRET", SECRET);
+    let secured = spawn_server(cmd);
+    let mut silent = connect(secured.addr);
+    let start = std::time::Instant::now();
+    // Closed at min(read timeout, 5 s), with nothing sent: the peer said
+    // nothing, so there is no request to answer.
+    let mut byte = [0u8; 1];
+    match std::io::Read::read(&mut silent, &mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected a close without a frame, got {other:?}"),
+    }
+    let waited = start.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(1500)
+            && waited < std::time::Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+}

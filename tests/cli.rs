@@ -246,6 +246,20 @@ fn ctrl_c_as_the_job_ends_prints_the_summary_and_the_jobs_status() {
         let mut over = false;
         while let Some(frame) = util::read_frame(&mut conn) {
             let reply = match Message::decode(&frame).expect("a request") {
+                // `redmap run` sizes its chunks from the manager's INFO.
+                Message::InfoRequest => Message::Info(redmap::proto::msg::Info {
+                    version: redmap::VERSION.into(),
+                    address: "stand-in".into(),
+                    protocol: redmap::proto::PROTOCOL_VERSION,
+                    active_jobs: 0,
+                    installed_jobs: 0,
+                    uptime_ms: 0,
+                    tasks_processed: 0,
+                    role: redmap::proto::msg::Role::Manager,
+                    server_id: 1,
+                    max_size: 0,
+                    manager: String::new(),
+                }),
                 Message::Install(i) => Message::InstallReply(InstallReply {
                     complete: true,
                     next_offset: i.total,
@@ -473,4 +487,21 @@ fn every_manager_command_takes_the_manager_by_flag_env_or_position() {
             stderr(&out)
         );
     }
+}
+
+#[test]
+fn run_sends_a_library_in_chunks_that_fit_the_managers_max_size() {
+    // The C tutorial job is about 16 KB; this manager takes 8 KiB frames,
+    // while `redmap run` itself takes the default 200 MiB.
+    let dir = util::TempDir::new("small-manager");
+    let lib = util::cc_shared(&dir, &util::repo().join("examples/sum.c"), "sum.so");
+    assert!(std::fs::metadata(&lib).unwrap().len() > 8192);
+    let manager = util::start_manager(&["--max-size", "8192"], &[], dir.path());
+    let out = util::run_job(
+        &dir,
+        &["-m", &manager.addr_arg(), "--detach", lib.to_str().unwrap()],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "1\n");
 }

@@ -746,23 +746,3 @@ fn a_job_with_failed_tasks_ends_in_a_state_that_says_so_everywhere() {
         util::stdout(&out)
     );
 }
-
-/// B6 from the CLI's side: `redmap run` learns the manager's --max-size from
-/// its INFO and sends the library in chunks that fit it.
-#[test]
-fn redmap_run_sends_a_library_in_chunks_that_fit_the_managers_max_size() {
-    let dir = TempDir::new("small-manager");
-    let lib = sized_job(&dir, "job.so", &["-DTASKS=30"]);
-    assert!(std::fs::metadata(&lib).unwrap().len() > 8192);
-    let manager = start_manager(&["--max-size", "8192"], &[], dir.path());
-    let worker = start_worker(&[]);
-    attach(&manager, &[&worker]);
-    let out = util::run(
-        util::redmap()
-            .args(["run", "-m", &manager.addr_arg()])
-            .arg(&lib)
-            .current_dir(dir.path()),
-    );
-    assert!(out.status.success(), "{}", util::stderr(&out));
-    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "30");
-}

@@ -160,6 +160,44 @@ fn every_text_command_is_documented() {
     }
 }
 
+/// The keys of `key: value` lines.
+fn keys(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.split_once(": ").map(|(k, _)| k.to_owned()))
+        .collect()
+}
+
+#[test]
+fn every_key_the_text_session_prints_is_documented() {
+    use redmap::proto::msg::ManagerStats;
+    use redmap::proto::text::{render_info, render_stats};
+    let info = Info {
+        version: "0.1.0".into(),
+        address: "127.0.0.1:9876".into(),
+        protocol: 1,
+        active_jobs: 0,
+        installed_jobs: 0,
+        uptime_ms: 0,
+        tasks_processed: 0,
+        role: redmap::proto::msg::Role::Worker,
+        server_id: 1,
+        max_size: 1,
+        manager: String::new(),
+    };
+    let stats = render_stats(&ManagerStats::default());
+    for (command, text) in [("info", render_info(&info)), ("stats", stats)] {
+        let keys = keys(&text);
+        assert!(keys.len() >= 7, "{command}: {text}");
+        for key in keys {
+            let row = format!("| `{key}` |");
+            assert!(
+                DOC.contains(&row),
+                "protocol.md lacks the row {row} for `{command}`"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_documented_header_constants_match() {
     assert!(DOC.contains("always `A5 4D`"));
@@ -221,10 +259,69 @@ fn the_plugin_abi_section_matches_the_abi() {
         assert!(decl > last_header, "{field} out of order in redmap_job.h");
         last_header = decl;
     }
+    // The declarations written out in the document are the header's own.
+    assert_eq!(
+        c_tokens(c_block()),
+        c_tokens(header_declarations(header)),
+        "protocol.md's ```c block differs from src/plugin/redmap_job.h"
+    );
     for (value, name) in [(0, "OK"), (1, "ERROR"), (2, "END"), (3, "PANIC")] {
         assert!(header.contains(&format!("#define REDMAP_{name} {value}")));
     }
     assert!(header.contains(&format!("#define REDMAP_ABI_VERSION {}", abi::ABI_VERSION)));
+}
+
+/// The document's one ```` ```c ```` block.
+fn c_block() -> &'static str {
+    let start = DOC.find("```c\n").expect("protocol.md has no ```c block") + 5;
+    let len = DOC[start..].find("```").expect("unterminated ```c block");
+    &DOC[start..start + len]
+}
+
+/// The header from its first `#define` through `redmap_job_entry`'s
+/// prototype: what a job's author needs (the guard and includes aside).
+fn header_declarations(header: &str) -> &str {
+    let start = header
+        .find("#define REDMAP_ABI_VERSION")
+        .expect("redmap_job.h lacks REDMAP_ABI_VERSION");
+    let end = header
+        .find("redmap_job_entry(void);")
+        .expect("redmap_job.h lacks redmap_job_entry")
+        + "redmap_job_entry(void);".len();
+    &header[start..end]
+}
+
+/// C source without comments, in words split at blanks and punctuation,
+/// so that layout and comments may differ but not one declaration.
+fn c_tokens(source: &str) -> Vec<String> {
+    let mut code = String::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("/*") {
+        code.push_str(&rest[..at]);
+        code.push(' ');
+        rest = rest[at..]
+            .find("*/")
+            .map_or("", |end| &rest[at + end + 2..]);
+    }
+    code.push_str(rest);
+    let mut tokens = Vec::new();
+    let mut word = String::new();
+    for c in code.chars() {
+        if c.is_alphanumeric() || c == '_' {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() {
+            tokens.push(std::mem::take(&mut word));
+        }
+        if !c.is_whitespace() {
+            tokens.push(c.to_string());
+        }
+    }
+    if !word.is_empty() {
+        tokens.push(word);
+    }
+    tokens
 }
 
 /// The handshake's worked example, computed by the code: (server proof,
@@ -250,4 +347,18 @@ fn the_handshake_worked_example_matches_the_code() {
     assert!(DOC.contains(&format!("client proof = {}", hex(&client))));
     assert!(DOC.contains("\"redmap-v1-server\" ‖ client nonce ‖ server nonce"));
     assert!(DOC.contains("\"redmap-v1-client\" ‖ client nonce ‖ server nonce"));
+    // The key is the secret's bytes, written out, line end or not.
+    let key = b"correct horse battery staple";
+    let spaced: Vec<String> = key.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        DOC.contains(&format!("key = {}", spaced.join(" "))),
+        "protocol.md lacks the key bytes"
+    );
+    let from_file =
+        redmap::net::auth::Secret::new(b"correct horse battery staple\r\n".to_vec()).unwrap();
+    let (c, n): ([u8; 32], [u8; 32]) = (
+        std::array::from_fn(|i| i as u8),
+        std::array::from_fn(|i| 32 + i as u8),
+    );
+    assert_eq!(from_file.server_proof(&c, &n), server);
 }

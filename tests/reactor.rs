@@ -89,13 +89,8 @@ fn a_large_declared_length_within_the_limit_costs_only_what_arrives() {
 fn a_crc_mismatch_gets_an_error_frame_and_the_connection_goes_on() {
     let worker = start_worker(&[]);
     let mut s = connect(worker.addr);
-    let mut frame = util::frame_bytes(
-        12,
-        &Message::Error(redmap::proto::msg::ErrorReply {
-            code: ErrorCode::INTERNAL,
-            message: "payload".into(),
-        }),
-    );
+    // (Not an ERROR frame: a damaged ERROR is dropped, never answered.)
+    let mut frame = util::frame_bytes(12, &Message::Uninstall([7; 32]));
     let last = frame.len() - 1;
     frame[last] ^= 0x20;
     s.write_all(&frame).unwrap();
@@ -103,6 +98,43 @@ fn a_crc_mismatch_gets_an_error_frame_and_the_connection_goes_on() {
     assert!(message.contains("CRC32"), "{message}");
     send(&mut s, 13, &Message::Ping);
     assert_eq!(read_message(&mut s), (13, Message::Pong));
+}
+
+#[test]
+fn an_error_frame_is_never_answered_whole_damaged_or_malformed() {
+    let worker = start_worker(&[]);
+    let dir = util::TempDir::new("error-frames");
+    let manager = util::start_manager(&[], &[], dir.path());
+    for server in [&worker, &manager] {
+        let mut s = connect(server.addr);
+        let error = |code| {
+            Message::Error(redmap::proto::msg::ErrorReply {
+                code,
+                message: "from a confused peer".into(),
+            })
+        };
+        let mut bytes = util::frame_bytes(5, &error(ErrorCode::INTERNAL));
+        bytes.extend(util::frame_bytes(0, &error(ErrorCode::NOT_FOUND)));
+        let mut damaged = util::frame_bytes(6, &error(ErrorCode::BUSY));
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x20;
+        bytes.extend(damaged);
+        // A payload too short for its code: MALFORMED_PAYLOAD for any other opcode.
+        bytes.extend(header(Opcode::Error.as_u8(), 7, 1, crc32fast::hash(&[0])));
+        bytes.push(0);
+        bytes.extend(util::frame_bytes(8, &Message::Ping));
+        s.write_all(&bytes).unwrap();
+        // The first frame back answers the PING: nothing answered the errors.
+        assert_eq!(read_message(&mut s), (8, Message::Pong));
+    }
+}
+
+#[test]
+fn request_id_0_is_echoed_like_any_other() {
+    let worker = start_worker(&[]);
+    let mut s = connect(worker.addr);
+    send(&mut s, 0, &Message::Ping);
+    assert_eq!(read_message(&mut s), (0, Message::Pong));
 }
 
 #[test]

@@ -258,3 +258,142 @@ fn an_uninstall_during_the_load_wins_unless_the_library_is_installed_again() {
     );
     assert_eq!(files(), 1);
 }
+
+/// One INSTALL chunk of `total` bytes' library `hash`, at `offset`.
+fn chunk(hash: [u8; 32], total: u64, offset: u64, bytes: &[u8]) -> Message {
+    Message::Install(redmap::proto::msg::Install {
+        hash,
+        total,
+        offset,
+        chunk: bytes.to_vec(),
+    })
+}
+
+/// The reply to one request: `Ok((complete, next offset))` or the error code.
+fn install_step(
+    s: &mut std::net::TcpStream,
+    id: u32,
+    msg: &Message,
+) -> Result<(bool, u64), ErrorCode> {
+    send(s, id, msg);
+    match read_message(s) {
+        (got, Message::InstallReply(r)) if got == id => Ok((r.complete, r.next_offset)),
+        (got, Message::Error(e)) if got == id => Err(e.code),
+        other => panic!("request {id}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn install_edge_cases_are_answered_as_protocol_md_says() {
+    let worker = start_worker(&[]);
+    let mut s = connect(worker.addr);
+    let body = [0x5au8; 100];
+    let hash = redmap::plugin::PluginHash::of(&body).0;
+    // A first chunk not at offset 0: resume at 0, nothing kept.
+    assert_eq!(
+        install_step(&mut s, 1, &chunk(hash, 100, 40, &body[40..])),
+        Ok((false, 0))
+    );
+    // In order from 0.
+    assert_eq!(
+        install_step(&mut s, 2, &chunk(hash, 100, 0, &body[..40])),
+        Ok((false, 40))
+    );
+    // Out of order (a gap, or a chunk again): dropped, resume where it stands.
+    assert_eq!(
+        install_step(&mut s, 3, &chunk(hash, 100, 60, &body[60..])),
+        Ok((false, 40))
+    );
+    assert_eq!(
+        install_step(&mut s, 4, &chunk(hash, 100, 0, &body[..10])),
+        Ok((false, 10)),
+        "offset 0 starts afresh"
+    );
+    assert_eq!(
+        install_step(&mut s, 5, &chunk(hash, 100, 10, &body[10..40])),
+        Ok((false, 40))
+    );
+    // A total that changes between chunks: refused, and the upload is gone.
+    assert_eq!(
+        install_step(&mut s, 6, &chunk(hash, 120, 40, &body[40..])),
+        Err(ErrorCode::PLUGIN_REJECTED)
+    );
+    assert_eq!(
+        install_step(&mut s, 7, &chunk(hash, 100, 40, &body[40..])),
+        Ok((false, 0))
+    );
+    // More bytes than the total: refused, and the upload is gone.
+    assert_eq!(
+        install_step(&mut s, 8, &chunk(hash, 10, 0, &body[..20])),
+        Err(ErrorCode::PLUGIN_REJECTED)
+    );
+    assert_eq!(
+        install_step(&mut s, 9, &chunk(hash, 10, 10, &body[..0])),
+        Ok((false, 0))
+    );
+    // Complete but not a library: refused once checked.
+    assert_eq!(
+        install_step(&mut s, 10, &chunk(hash, 100, 0, &body)),
+        Err(ErrorCode::PLUGIN_REJECTED)
+    );
+
+    // A chunk of a library installed already, at any offset: complete,
+    // with its own total as the next offset.
+    let library = util::sum_c_library(&util::TempDir::new("install-edges"));
+    let real = redmap::plugin::PluginHash::of(&library).0;
+    let len = library.len() as u64;
+    assert_eq!(
+        install_step(&mut s, 11, &util::install_whole(&library)),
+        Ok((true, len))
+    );
+    assert_eq!(
+        install_step(&mut s, 12, &chunk(real, len, 4096, &library[4096..])),
+        Ok((true, len))
+    );
+    assert_eq!(
+        install_step(&mut s, 13, &chunk(real, len, 0, &[])),
+        Ok((true, len))
+    );
+}
+
+/// Sends `text` as a whole text session, ends the input, and returns
+/// everything the server wrote before it closed.
+fn text_then_eof(addr: std::net::SocketAddr, text: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = connect(addr);
+    s.write_all(text.as_bytes()).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read until close");
+    out
+}
+
+#[test]
+fn a_text_command_ended_by_end_of_input_is_answered() {
+    let worker = start_worker(&[]);
+    // `printf ping | nc`: no newline.
+    assert_eq!(text_then_eof(worker.addr, "ping"), "pong\n");
+    assert_eq!(text_then_eof(worker.addr, " PING\r"), "pong\n");
+    // Blank lines before a command are skipped; only the first command is answered.
+    assert_eq!(text_then_eof(worker.addr, "\n \r\nping\ninfo\n"), "pong\n");
+    // Nothing but blanks: no answer, and the connection is closed.
+    assert_eq!(text_then_eof(worker.addr, "\n\n  "), "");
+}
+
+#[test]
+fn blank_lines_are_not_a_request_and_buy_no_stay() {
+    use std::io::{Read, Write};
+    let worker = start_worker(&["--read-timeout", "1s"]);
+    let mut s = connect(worker.addr);
+    s.write_all(b"\n\r\n").unwrap();
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    // Closed, with no answer, at the read timeout like a silent connection.
+    match s.read_to_end(&mut out) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("still open after {:?}: {e}", start.elapsed()),
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}

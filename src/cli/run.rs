@@ -269,6 +269,16 @@ fn install(
     }
 }
 
+/// The INSTALL chunk size for a receiver whose INFO gave `theirs` as its
+/// max size: within both limits, less 1 KiB for the fields around the
+/// chunk, and at most 1 MiB (protocol.md's recommendation).
+fn chunk_size(ours: u32, theirs: u32) -> usize {
+    let theirs = crate::proto::effective_max_size(theirs);
+    (ours.min(theirs) as usize)
+        .saturating_sub(1024)
+        .clamp(1, 1024 * 1024)
+}
+
 fn run_remote(
     args: &RunArgs,
     library: &std::path::Path,
@@ -277,15 +287,10 @@ fn run_remote(
     let bytes = std::fs::read(library)
         .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
     let mut client = target.connect(&args.net)?;
-    // Chunks fit the manager's --max-size as well as ours (INFO says it;
-    // an older manager does not, and takes the default).
-    let theirs = match client.request(&Message::InfoRequest) {
-        Ok(Message::Info(info)) if info.max_size > 0 => info.max_size,
-        _ => crate::proto::DEFAULT_MAX_SIZE,
-    };
-    let chunk = (args.net.max_size().min(theirs) as usize)
-        .saturating_sub(1024)
-        .clamp(1, 1024 * 1024);
+    // Chunks must fit the manager's --max-size, which may be below ours:
+    // its INFO says (0 from a server before that field: the default).
+    let info = client.info().map_err(|e| remote_err(&target.addr, e))?;
+    let chunk = chunk_size(args.net.max_size(), info.max_size);
     let run = RunJob {
         hash: PluginHash::of(&bytes).0,
         name: args.name.clone().unwrap_or_default(),

@@ -2121,28 +2121,7 @@ impl Manager {
     // ---- text session ----
 
     fn text_stats(&self) -> String {
-        let s = self.stats();
-        let mut out = String::new();
-        let _ = writeln!(out, "address: {}", s.address);
-        let _ = writeln!(out, "workers_active: {}", s.workers_active);
-        let _ = writeln!(out, "workers_failing: {}", s.workers_failing);
-        let _ = writeln!(out, "workers_terminated: {}", s.workers_terminated);
-        let _ = writeln!(out, "workers_total: {}", s.workers_total);
-        let _ = writeln!(out, "jobs_waiting: {}", s.jobs_waiting);
-        let _ = writeln!(out, "jobs_running: {}", s.jobs_running);
-        let _ = writeln!(out, "jobs_failed: {}", s.jobs_failed);
-        let _ = writeln!(out, "jobs_completed: {}", s.jobs_completed);
-        let _ = writeln!(out, "jobs_cancelled: {}", s.jobs_cancelled);
-        let _ = writeln!(out, "tasks_processed: {}", s.tasks_processed);
-        let _ = writeln!(
-            out,
-            "tasks_per_sec: {:.0}",
-            s.tasks_per_sec_milli as f64 / 1000.0
-        );
-        let _ = writeln!(out, "bytes_in: {}", s.bytes_in);
-        let _ = writeln!(out, "bytes_out: {}", s.bytes_out);
-        let _ = writeln!(out, "duplicates_dropped: {}", self.duplicates);
-        out
+        crate::proto::text::render_stats(&self.stats())
     }
 
     fn text_jobs(&self) -> String {

@@ -46,31 +46,37 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
-    pub fn new(bytes: Vec<u8>) -> Result<Secret, String> {
+    /// The secret from its source's bytes, by the one rule for both
+    /// sources (a file and the environment): trailing CR and LF bytes are
+    /// removed, as `echo s3cret > file`, an editor or `$(cat file)` leave
+    /// different line ends that must not make two keys; nothing else is
+    /// changed, and the HMAC key is exactly the bytes left. Empty is
+    /// refused: running without a secret must be a choice, never a typo.
+    pub fn new(mut bytes: Vec<u8>) -> Result<Secret, String> {
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
         if bytes.is_empty() {
-            return Err("the secret is empty".into());
+            return Err("the secret is empty (line breaks at its end do not count)".into());
         }
         Ok(Secret(bytes))
     }
 
-    /// From `--secret-file PATH` (its content, without a trailing newline),
-    /// else the `REDMAP_SECRET` environment variable, else none.
+    /// From `--secret-file PATH`, else the `REDMAP_SECRET` environment
+    /// variable (its bytes as the OS has them, not re-encoded), else none.
     pub fn load(file: Option<&Path>) -> Result<Option<Secret>, String> {
         if let Some(path) = file {
-            let mut bytes = std::fs::read(path)
+            let bytes = std::fs::read(path)
                 .map_err(|e| format!("cannot read the secret file {}: {e}", path.display()))?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
             return Secret::new(bytes)
                 .map(Some)
                 .map_err(|e| format!("{}: {e}", path.display()));
         }
         match std::env::var_os("REDMAP_SECRET") {
-            Some(v) if !v.is_empty() => {
-                Ok(Some(Secret(v.to_string_lossy().into_owned().into_bytes())))
-            }
-            _ => Ok(None),
+            Some(v) => Secret::new(std::os::unix::ffi::OsStringExt::into_vec(v))
+                .map(Some)
+                .map_err(|e| format!("REDMAP_SECRET is set, but {e}; unset it to run without one")),
+            None => Ok(None),
         }
     }
 
@@ -247,5 +253,21 @@ mod tests {
         assert!(!other.verify_client(&c, &n, &p));
         assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
         assert_ne!(nonce().unwrap(), nonce().unwrap());
+    }
+
+    #[test]
+    fn line_ends_are_not_part_of_the_secret() {
+        let (c, n) = ([1u8; 32], [2u8; 32]);
+        let plain = Secret::new(b"s3cret".to_vec()).unwrap();
+        for source in [&b"s3cret\n"[..], b"s3cret\r\n", b"s3cret\n\n\r"] {
+            let s = Secret::new(source.to_vec()).unwrap();
+            assert_eq!(s.client_proof(&c, &n), plain.client_proof(&c, &n));
+        }
+        // Other blanks are the secret's own.
+        let spaced = Secret::new(b"s3cret ".to_vec()).unwrap();
+        assert_ne!(spaced.client_proof(&c, &n), plain.client_proof(&c, &n));
+        for empty in [&b""[..], b"\n", b"\r\n"] {
+            assert!(Secret::new(empty.to_vec()).is_err());
+        }
     }
 }

@@ -337,7 +337,7 @@ impl Conn {
                 Ok(None) => Input::None,
                 Err(e) => Input::Refused(e),
             },
-            Phase::Text => match text::take_line(&mut self.inbuf) {
+            Phase::Text => match text::take_line(&mut self.inbuf, self.peer_eof) {
                 Ok(Some(line)) => Input::Line(line),
                 Ok(None) => Input::None,
                 Err(LineError::TooLong) => Input::LineTooLong,

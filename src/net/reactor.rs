@@ -32,7 +32,7 @@ use super::auth::{self, Secret, Step};
 use super::conn::{AuthState, Conn, Input, Phase, WRITE_HIGH_WATER};
 use super::deadline::{poll_timeout, Deadlines};
 use super::slots::{ConnId, Slots};
-use crate::proto::{Message, ProtoError};
+use crate::proto::{Message, Opcode, ProtoError};
 
 const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -677,8 +677,11 @@ impl Reactor {
             }
             let input = c.next_input();
             let peer = c.peer;
-            if !matches!(input, Input::None) {
-                c.first_input_by = None; // it has spoken: idle is allowed now
+            // It has spoken: idle is allowed now. A blank line is not a
+            // command, or "\n" would buy a text session an endless stay.
+            let blank = matches!(&input, Input::Line(line) if line.trim().is_empty());
+            if !matches!(input, Input::None) && !blank {
+                c.first_input_by = None;
             }
             if let Input::Frame(frame) = &input {
                 self.core.frames_in[usize::from(frame.opcode)] += 1;
@@ -690,6 +693,12 @@ impl Reactor {
                         let secret = self.core.config.secret.clone();
                         match auth::step(c, secret.as_deref(), frame.request_id, msg) {
                             Step::Consumed => {}
+                            Step::Pass(Message::Error(e)) if !c.outgoing => {
+                                // An ERROR is never answered, not even as
+                                // unexpected: two peers that did so could
+                                // bounce errors at each other for ever.
+                                debug!("{id} {peer}: unsolicited {e} dropped");
+                            }
                             Step::Pass(msg) => handler.on_message(
                                 &mut Io {
                                     core: &mut self.core,
@@ -719,6 +728,9 @@ impl Reactor {
                         refuse_stranger(c, frame.request_id, EXPECTED_HELLO.into(), linger_until);
                         return false;
                     }
+                    Err(e) if frame.opcode == Opcode::Error.as_u8() => {
+                        debug!("{id} {peer}: undecodable ERROR dropped: {e}");
+                    }
                     Err(e) => {
                         debug!("{id} {peer}: request {}: {e}", frame.request_id);
                         c.queue_frame(frame.request_id, &Message::error(&e));
@@ -731,6 +743,15 @@ impl Reactor {
                     info!("{id} {peer}: {e} before authenticating; closing");
                     refuse_stranger(c, e.request_id, EXPECTED_HELLO.into(), linger_until);
                     return false;
+                }
+                Input::Refused(e)
+                    if !e.error.is_fatal()
+                        && !c.auth.is_handshaking()
+                        && e.opcode == Some(Opcode::Error.as_u8()) =>
+                {
+                    // A damaged ERROR is dropped like a whole one: no error
+                    // answers an error.
+                    debug!("{id} {peer}: damaged ERROR dropped: {e}");
                 }
                 Input::Refused(e) => {
                     // Before the handshake, any refused frame ends the connection.

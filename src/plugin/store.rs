@@ -152,7 +152,18 @@ impl<W> PluginStore<W> {
             }));
         };
         let have = upload.bytes.len() as u64;
-        if chunk.offset != have || upload.total != chunk.total {
+        if upload.total != chunk.total {
+            // One hash, one size: a sender that says otherwise is broken,
+            // and telling it to resume would only repeat the mismatch.
+            let was = upload.total;
+            self.uploads.remove(&hash);
+            return Err(rejected(format!(
+                "the library's total size changed between chunks, from {was} to {} bytes; \
+                 send it again from offset 0",
+                chunk.total
+            )));
+        }
+        if chunk.offset != have {
             // Out of order: tell the sender where to resume.
             return Ok(Some(InstallReply {
                 complete: false,

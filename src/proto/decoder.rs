@@ -70,6 +70,7 @@ impl Decoder {
                         if bytes.len() >= 2 && bytes[0..2] != super::MAGIC {
                             return Err(FrameError {
                                 request_id: 0,
+                                opcode: None,
                                 error: ProtoError::BadMagic {
                                     found: [bytes[0], bytes[1]],
                                 },
@@ -80,11 +81,13 @@ impl Decoder {
                     let bytes = buf.bytes();
                     let header = Header::parse(bytes).map_err(|error| FrameError {
                         request_id: 0,
+                        opcode: None,
                         error,
                     })?;
                     if header.length > self.max_size {
                         return Err(FrameError {
                             request_id: header.request_id,
+                            opcode: Some(header.opcode),
                             error: ProtoError::FrameTooLarge {
                                 len: header.length,
                                 max: self.max_size,
@@ -109,6 +112,7 @@ impl Decoder {
                     } else {
                         Err(FrameError {
                             request_id: header.request_id,
+                            opcode: Some(header.opcode),
                             error: ProtoError::CrcMismatch {
                                 expected: header.crc,
                                 actual,

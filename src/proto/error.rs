@@ -297,6 +297,9 @@ impl std::error::Error for ProtoError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrameError {
     pub request_id: u32,
+    /// The header's opcode, when a header could be parsed: a receiver must
+    /// not answer an ERROR frame, even a damaged one.
+    pub opcode: Option<u8>,
     pub error: ProtoError,
 }
 

@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 
 use super::buf::ReadBuf;
-use super::msg::Info;
+use super::msg::{Info, ManagerStats};
 
 /// Longest accepted command line; a longer one is answered with an error.
 pub const MAX_LINE: usize = 1024;
@@ -91,20 +91,23 @@ pub enum LineError {
 
 /// Takes one `\n`-terminated line out of `buf` (a trailing `\r` is dropped;
 /// invalid UTF-8 is replaced). `Ok(None)` until a whole line is there.
-pub fn take_line(buf: &mut ReadBuf) -> Result<Option<String>, LineError> {
+/// Once the peer has finished sending (`eof`), what is left without a
+/// `\n` is the last line: `printf ping | nc` is answered like `echo ping`.
+pub fn take_line(buf: &mut ReadBuf, eof: bool) -> Result<Option<String>, LineError> {
     let bytes = buf.bytes();
-    match bytes.iter().position(|&b| b == b'\n') {
-        Some(end) if end <= MAX_LINE => {
-            let raw = &bytes[..end];
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let line = String::from_utf8_lossy(raw).into_owned();
-            buf.consume(end + 1);
-            Ok(Some(line))
-        }
-        Some(_) => Err(LineError::TooLong),
-        None if bytes.len() > MAX_LINE => Err(LineError::TooLong),
-        None => Ok(None),
-    }
+    let end = match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) if end <= MAX_LINE => end,
+        Some(_) => return Err(LineError::TooLong),
+        None if bytes.len() > MAX_LINE => return Err(LineError::TooLong),
+        None if eof && !bytes.is_empty() => bytes.len(),
+        None => return Ok(None),
+    };
+    let raw = &bytes[..end];
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let line = String::from_utf8_lossy(raw).into_owned();
+    let taken = (end + 1).min(bytes.len()); // the newline, if there is one
+    buf.consume(taken);
+    Ok(Some(line))
 }
 
 /// The text rendering of a server's info: one `key: value` line each.
@@ -118,6 +121,33 @@ pub fn render_info(info: &Info) -> String {
     let _ = writeln!(out, "installed_jobs: {}", info.installed_jobs);
     let _ = writeln!(out, "uptime_secs: {}", info.uptime_ms / 1000);
     let _ = writeln!(out, "tasks_processed: {}", info.tasks_processed);
+    out
+}
+
+/// The text rendering of a manager's counters (`stats`): one `key: value`
+/// line each, the keys that protocol.md lists. Scripts should expect keys
+/// to be added over time.
+pub fn render_stats(s: &ManagerStats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "address: {}", s.address);
+    let _ = writeln!(out, "workers_active: {}", s.workers_active);
+    let _ = writeln!(out, "workers_failing: {}", s.workers_failing);
+    let _ = writeln!(out, "workers_terminated: {}", s.workers_terminated);
+    let _ = writeln!(out, "workers_total: {}", s.workers_total);
+    let _ = writeln!(out, "jobs_waiting: {}", s.jobs_waiting);
+    let _ = writeln!(out, "jobs_running: {}", s.jobs_running);
+    let _ = writeln!(out, "jobs_failed: {}", s.jobs_failed);
+    let _ = writeln!(out, "jobs_completed: {}", s.jobs_completed);
+    let _ = writeln!(out, "jobs_cancelled: {}", s.jobs_cancelled);
+    let _ = writeln!(out, "tasks_processed: {}", s.tasks_processed);
+    let _ = writeln!(
+        out,
+        "tasks_per_sec: {:.0}",
+        s.tasks_per_sec_milli as f64 / 1000.0
+    );
+    let _ = writeln!(out, "bytes_in: {}", s.bytes_in);
+    let _ = writeln!(out, "bytes_out: {}", s.bytes_out);
+    let _ = writeln!(out, "duplicates_dropped: {}", s.duplicates);
     out
 }
 
@@ -144,11 +174,16 @@ mod tests {
     fn lines_are_taken_whole() {
         let mut buf = ReadBuf::new();
         buf.extend(b"pi");
-        assert_eq!(take_line(&mut buf), Ok(None));
+        assert_eq!(take_line(&mut buf, false), Ok(None));
         buf.extend(b"ng\r\ninfo\n");
-        assert_eq!(take_line(&mut buf), Ok(Some("ping".into())));
-        assert_eq!(take_line(&mut buf), Ok(Some("info".into())));
+        assert_eq!(take_line(&mut buf, false), Ok(Some("ping".into())));
+        assert_eq!(take_line(&mut buf, false), Ok(Some("info".into())));
+        assert_eq!(take_line(&mut buf, true), Ok(None), "nothing left");
+        buf.extend(b"stats\r");
+        assert_eq!(take_line(&mut buf, false), Ok(None));
+        assert_eq!(take_line(&mut buf, true), Ok(Some("stats".into())));
+        assert!(buf.is_empty());
         buf.extend(&[b'x'; MAX_LINE + 1]);
-        assert_eq!(take_line(&mut buf), Err(LineError::TooLong));
+        assert_eq!(take_line(&mut buf, true), Err(LineError::TooLong));
     }
 }
