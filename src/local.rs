@@ -49,6 +49,11 @@ pub enum Stage {
     Load,
     /// Mapping a task, named by its label (see `task_label`).
     Map(String),
+    /// Folding a task's value into its batch's accumulator, named by its
+    /// label like a cluster run names it: the task is known here, and the
+    /// message is the one a worker's reduce failure gets.
+    Fold(String),
+    /// Folding a batch's partial into the result: no one task to name.
     Reduce,
     Done,
 }
@@ -64,6 +69,7 @@ impl fmt::Display for JobError {
         match &self.stage {
             Stage::Load => write!(f, "load: {}", self.message),
             Stage::Map(label) => write!(f, "{label}: {}", self.message),
+            Stage::Fold(label) => write!(f, "{label}: reduce: {}", self.message),
             Stage::Reduce => write!(f, "reduce: {}", self.message),
             Stage::Done => write!(f, "done: {}", self.message),
         }
@@ -200,15 +206,14 @@ fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
     );
     let mut errors = ErrorLog::default();
     for f in &folded.failures {
+        let task = batch
+            .tasks
+            .get(f.index as usize)
+            .map_or(&[][..], Vec::as_slice);
+        let label = task_label(batch.first_index + u64::from(f.index) + 1, task);
         let stage = match f.stage {
-            FailedIn::Map | FailedIn::TooLarge | FailedIn::Deferred => {
-                let task = batch
-                    .tasks
-                    .get(f.index as usize)
-                    .map_or(&[][..], Vec::as_slice);
-                Stage::Map(task_label(batch.first_index + u64::from(f.index) + 1, task))
-            }
-            FailedIn::Reduce => Stage::Reduce,
+            FailedIn::Map | FailedIn::TooLarge | FailedIn::Deferred => Stage::Map(label),
+            FailedIn::Reduce => Stage::Fold(label),
         };
         errors.push(stage, &f.error);
     }

@@ -171,7 +171,11 @@ fn a_failing_reduce_is_reported_and_the_rest_are_counted() {
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
     assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
-    assert!(text.contains("reduce: thirteen does not add up"), "{text}");
+    // Named like a cluster run names it: the task whose value would not fold.
+    assert!(
+        text.contains(r#"task 13 ("13"): reduce: thirteen does not add up"#),
+        "{text}"
+    );
     assert_eq!(result, (210 - 13).to_string());
 }
 

@@ -14,4 +14,5 @@ mod netfaults;
 mod plugin;
 mod protocol_doc;
 mod reactor;
+mod readme;
 mod worker;
