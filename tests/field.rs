@@ -503,6 +503,7 @@ fn libraries_of_ended_jobs_do_not_pile_up_on_disk() {
     let worker = start_worker(&[]);
     attach(&manager, &[&worker]);
     let addr = manager.addr_arg();
+    let (manager_before, worker_before) = (manager.hwm_kib(), worker.hwm_kib());
     for i in 0..40u32 {
         let mut library = base.clone();
         library.extend_from_slice(&i.to_be_bytes());
@@ -523,6 +524,16 @@ fn libraries_of_ended_jobs_do_not_pile_up_on_disk() {
         "libraries stayed on the manager"
     );
     assert_eq!(worker_info(&worker).installed_jobs, 0);
+    // What stays is each library's mapping (libraries are never unloaded:
+    // code of theirs may still run), a few hundred KiB each, not its bytes
+    // kept in memory or its file.
+    for (who, before, after) in [
+        ("manager", manager_before, manager.hwm_kib()),
+        ("worker", worker_before, worker.hwm_kib()),
+    ] {
+        let per_job = after.saturating_sub(before) / 40;
+        assert!(per_job < 1024, "the {who} grew by {per_job} KiB per job");
+    }
 }
 
 /// E: a newcomer's reduce failed every task with `cannot parse integer from
