@@ -269,19 +269,22 @@ fn a_value_over_the_managers_max_size_fails_its_task_once_and_blames_no_worker()
 #[test]
 fn values_that_only_together_pass_the_managers_max_size_are_split_over_batches() {
     let dir = TempDir::new("many-values");
-    // Every value is 300 kB and a value folding n of them n times that: at
-    // most two fit in one batch's result.
-    let lib = sized_job(&dir, "wide.so", &["-DTASKS=40", "-DWIDE=300000"]);
+    // Every value is 20 kB and a value folding n of them n times that: at
+    // most 7 fit in one batch's result (149,936 bytes of the manager's
+    // 200,000), while batches grow to 20 tasks (640 over 8 slots, 4 each):
+    // the worker defers the tail of most batches.
+    let lib = sized_job(&dir, "wide.so", &["-DTASKS=640", "-DWIDE=20000"]);
     let library = std::fs::read(lib).unwrap();
-    let manager = start_manager(&["--max-size", "1000000"], &[], dir.path());
+    let manager = start_manager(&["--max-size", "200000"], &[], dir.path());
     let w1 = start_worker(&[]);
     attach(&manager, &[&w1]);
     let summary = run_once(&manager.addr_arg(), &library);
-    assert_eq!((summary.processed, summary.failed), (40, 0), "{summary:?}");
-    assert_eq!(
-        std::fs::read_to_string(dir.join("result")).unwrap().trim(),
-        "40"
-    );
+    assert_eq!((summary.processed, summary.failed), (640, 0), "{summary:?}");
+    assert_eq!(summary.retried, 0, "a deferred task is no failed attempt");
+    let result = std::fs::read_to_string(dir.join("result")).unwrap();
+    assert_eq!(result.trim(), "640");
+    let stats = util::manager_stats(&manager.addr_arg()).unwrap();
+    assert_eq!((stats.workers_failing, stats.duplicates), (0, 0));
 }
 
 /// `redmap manager attach -m MANAGER ADDR EXTRA…`.

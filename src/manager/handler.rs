@@ -1182,8 +1182,11 @@ impl Manager {
         } else {
             0.8 * job.secs_per_task + 0.2 * per_task
         };
+        // Deferred tasks were not run: the busy time is the others'.
+        let deferred_n = r.failures.iter().filter(|x| x.deferred).count();
+        let ran = f.tasks.len().saturating_sub(deferred_n);
         job.sizer
-            .observe(f.tasks.len(), Duration::from_micros(r.busy_us));
+            .observe(ran.max(1), Duration::from_micros(r.busy_us));
         job.in_flight_batches -= 1;
         job.processed += u64::from(r.processed);
         self.tasks_processed += u64::from(r.processed);
@@ -1193,11 +1196,17 @@ impl Manager {
         if !r.failures.is_empty() {
             let tasks: Vec<&[u8]> = f.tasks.iter().collect();
             let mut deferred: Option<Pending> = None;
+            // A worker names each failed task once; a repeat (a confused or
+            // hostile peer) must not make a task run or count twice.
+            let mut seen = vec![false; tasks.len()];
             for failure in r.failures {
                 let index = f.first_index + u64::from(failure.index);
                 let Some(task) = tasks.get(failure.index as usize) else {
                     continue;
                 };
+                if std::mem::replace(&mut seen[failure.index as usize], true) {
+                    continue;
+                }
                 if failure.deferred {
                     // Not run: the batch's value was full. The rest of the
                     // batch (deferred tasks are its tail) goes out again as
@@ -1224,6 +1233,9 @@ impl Manager {
                     let label = task_label(index + 1, task);
                     job.record_error(format!("{label}: {}", failure.message));
                 }
+            }
+            if let Some(rest) = deferred {
+                job.retry.push_front(rest);
             }
         }
     }
