@@ -392,7 +392,16 @@ fn one_worker_reached_by_two_addresses_is_attached_once() {
 #[test]
 fn a_worker_with_a_small_max_size_gets_chunks_and_batches_that_fit() {
     let dir = TempDir::new("small-worker");
-    let lib = sized_job(&dir, "many.so", &["-DTASKS=3000"]);
+    // Task 2000's payload alone (8,000 bytes) is more than the worker takes.
+    let lib = sized_job(
+        &dir,
+        "many.so",
+        &[
+            "-DTASKS=3000",
+            "-DBIG_INPUT_TASK=2000",
+            "-DBIG_INPUT_LEN=8000",
+        ],
+    );
     let library = std::fs::read(lib).unwrap();
     assert!(library.len() > 4096, "the library must not fit one frame");
     let manager = start_manager(&[], &[], dir.path());
@@ -401,10 +410,18 @@ fn a_worker_with_a_small_max_size_gets_chunks_and_batches_that_fit() {
     let summary = run_once(&manager.addr_arg(), &library);
     assert_eq!(
         (summary.processed, summary.failed),
-        (3000, 0),
+        (2999, 1),
         "{summary:?}"
     );
-    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "3000");
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "2999");
+    let error = summary.errors.join("\n");
+    assert!(
+        error.contains("task 2000 (")
+            && error.contains("the task is 8,000 bytes, over worker")
+            && error.contains("--max-size of 4,096"),
+        "{error}"
+    );
+    assert_eq!(summary.retried, 0);
     assert_eq!(worker_info(&worker).max_size, 4096);
 }
 

@@ -8,6 +8,9 @@
  *   FAIL_TASK if set, this task's map fails with "I don't like N"
  *   BAD_VALUE_TASK
  *             if set, this task's value is "x", which reduce cannot fold
+ *   BIG_INPUT_TASK, BIG_INPUT_LEN
+ *             task BIG_INPUT_TASK's payload is its number padded with
+ *             spaces to BIG_INPUT_LEN bytes
  *   SLOW_MS   if set, every map sleeps this many milliseconds first
  *   WIDE      if set, a value counting n tasks is padded to n * WIDE bytes,
  *             so a batch's folded value grows with the tasks in it
@@ -80,6 +83,14 @@ static int32_t load_next(void *iter, redmap_buf *out) {
     if (*next > TASKS) {
         return REDMAP_END;
     }
+#ifdef BIG_INPUT_TASK
+    if (*next == BIG_INPUT_TASK) {
+        char s[32];
+        snprintf(s, sizeof s, "%lld", (*next)++);
+        *out = sized(s, BIG_INPUT_LEN);
+        return REDMAP_OK;
+    }
+#endif
     *out = number((*next)++);
     return REDMAP_OK;
 }
