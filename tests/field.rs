@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use redmap::net::{Client, Timeouts};
+use redmap::net::{Client, ClientError, Timeouts};
 use redmap::proto::msg::{JobSummary, JobsPage, JobsQuery, RunJob};
-use redmap::proto::Message;
+use redmap::proto::{ErrorCode, Message};
 
 use crate::util::{self, eventually, start_manager, start_worker, Server, TempDir, WAIT};
 
@@ -58,8 +58,6 @@ fn submit(addr: &str, library: &[u8], n: usize) -> Vec<u64> {
 
 fn list(addr: &str, query: JobsQuery) -> (JobsPage, usize) {
     let mut c = client(addr);
-    let mut raw = Vec::new();
-    Message::JobsListRequest(query).encode_payload(&mut raw);
     match c.request(&Message::JobsListRequest(query)) {
         Ok(Message::JobsList(page)) => {
             let mut bytes = Vec::new();
@@ -360,6 +358,63 @@ fn attach_takes_only_a_free_worker_and_says_what_it_found_instead() {
     let out = attach_cmd(&other, &worker.addr_arg(), &["--force"]);
     assert!(out.status.success(), "{}", util::stderr(&out));
     assert_eq!(worker_info(&worker).manager, other.addr_arg());
+    // The first manager sees it lost, with the reason, and does not spin
+    // on refusals; the new one runs jobs on it.
+    assert!(
+        eventually(WAIT, || util::manager_stats(&manager.addr_arg())
+            .is_some_and(|s| s.workers_failing == 1 && s.workers_active == 0)),
+        "the old manager still counts the worker as its own"
+    );
+    let cpu = manager.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(manager.cpu_ticks() - cpu < 20, "the old manager spins");
+    let job = std::fs::read(sized_job(&dir, "job.so", &[])).unwrap();
+    let summary = run_once(&other.addr_arg(), &job);
+    assert_eq!(summary.processed, 10, "{summary:?}");
+
+    // The codes a client branches on: not a worker is WRONG_PEER (not
+    // retriable), a bad address MALFORMED_PAYLOAD.
+    let mut c = client(&manager.addr_arg());
+    for (target, code) in [
+        (http.to_string(), ErrorCode::WRONG_PEER),
+        (manager.addr_arg(), ErrorCode::WRONG_PEER),
+        ("127.0.0.1:99999".to_owned(), ErrorCode::MALFORMED_PAYLOAD),
+        ("no-port".to_owned(), ErrorCode::MALFORMED_PAYLOAD),
+    ] {
+        let attach = Message::Attach(redmap::proto::msg::AttachWorker {
+            addr: target.clone(),
+            force: false,
+        });
+        match c.request(&attach) {
+            Err(ClientError::Remote(e)) => assert_eq!(e.code, code, "{target}: {e}"),
+            other => panic!("{target}: {other:?}"),
+        }
+    }
+}
+
+/// B7: a manager restarted at its address (killed, say) gets its worker
+/// back at once, without --force and without waiting for the grace period.
+#[test]
+fn a_manager_restarted_at_its_address_gets_its_worker_back() {
+    let dir = TempDir::new("restarted");
+    let port = util::free_low_port();
+    let address = format!("127.0.0.1:{port}");
+    let start = || {
+        let mut cmd = util::redmap();
+        cmd.args(["manager", "start", &address])
+            .current_dir(dir.path());
+        util::spawn_server(cmd)
+    };
+    let mut manager = start();
+    let worker = start_worker(&[]);
+    attach(&manager, &[&worker]);
+    manager.child.kill().unwrap();
+    let _ = manager.child.wait();
+    let manager = start();
+    attach(&manager, &[&worker]);
+    assert_eq!(worker_info(&worker).manager, address);
+    let job = std::fs::read(sized_job(&dir, "job.so", &[])).unwrap();
+    assert_eq!(run_once(&address, &job).processed, 10);
 }
 
 /// B7: one worker process reached as 127.0.0.1:P and [::1]:P is one worker.
@@ -482,7 +537,7 @@ fn a_killed_managers_libraries_leave_its_worker_after_the_grace_period() {
     let lib = sized_job(&dir, "slow.so", &["-DTASKS=100000", "-DSLOW_MS=20"]);
     let library = std::fs::read(lib).unwrap();
     let mut manager = start_manager(&[], &[], dir.path());
-    let worker = start_worker(&["--manager-grace", "1s"]);
+    let worker = start_worker(&["--manager-grace", "3s"]);
     attach(&manager, &[&worker]);
     let worker_dir = std::env::temp_dir().join(format!("redmap-worker-{}", worker.pid()));
     let libraries = |d: &std::path::Path| {
@@ -502,6 +557,9 @@ fn a_killed_managers_libraries_leave_its_worker_after_the_grace_period() {
     let _ = manager.child.wait();
     // Within the grace period it still belongs to the dead manager...
     let other = start_manager(&[], &[], dir.path());
+    let out = attach_cmd(&other, &worker.addr_arg(), &[]);
+    assert!(!out.status.success(), "taken within the grace period");
+    assert_eq!(libraries(&worker_dir), 1);
     // ...and then it is free, with nothing left behind.
     assert!(
         eventually(WAIT, || worker_info(&worker).installed_jobs == 0),
@@ -602,14 +660,14 @@ fn keepalive_sockets(pid: u32, port: u16) -> (usize, usize) {
         let text = std::fs::read_to_string(table).unwrap_or_default();
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 10 {
+                continue;
+            }
             let local_port = cols[1]
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if cols.len() < 10
-                || cols[3] != "01"
-                || local_port != Some(port)
-                || !inodes.contains(&cols[9].to_owned())
+            if cols[3] != "01" || local_port != Some(port) || !inodes.contains(&cols[9].to_owned())
             {
                 continue;
             }

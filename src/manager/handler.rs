@@ -891,9 +891,7 @@ impl Manager {
                 // A worker from before CLAIM: it takes work from anyone.
                 self.worker_up(io, worker)
             }
-            (Request::Claim { worker }, Message::Error(e)) => {
-                self.claim_refused(io, conn, worker, &e.message)
-            }
+            (Request::Claim { worker }, Message::Error(e)) => self.claim_refused(io, worker, &e),
             (Request::Install { worker, hash }, Message::InstallReply(r)) => {
                 self.install_progress(io, conn, worker, hash, r)
             }
@@ -910,6 +908,11 @@ impl Manager {
             (Request::Batch { batch, .. }, Message::Error(e)) => {
                 self.batch_refused(io, (conn, request_id), w, batch, &e)
             }
+            (Request::Install { worker, .. }, Message::Error(e))
+                if e.code == ErrorCode::WRONG_PEER =>
+            {
+                self.claim_lost(io, worker, &e.message)
+            }
             (Request::Install { worker, hash }, Message::Error(e)) => {
                 let Some(wk) = self.worker(worker) else {
                     return;
@@ -925,7 +928,11 @@ impl Manager {
                 for job in self.jobs.values_mut().filter(|j| j.hash == hash) {
                     job.record_error(why.clone());
                 }
-                self.fail_jobs_no_worker_takes(io);
+                // Only a rejection is final; a worker failing for a reason
+                // of its own (INTERNAL: a full disk) may take it later.
+                if e.code == ErrorCode::PLUGIN_REJECTED {
+                    self.fail_jobs_no_worker_takes(io);
+                }
             }
             (Request::Uninstall, _) => {}
             (_, Message::Error(e)) if e.code == ErrorCode::AUTH_FAILED => {
@@ -987,28 +994,48 @@ impl Manager {
             }
         }
         worker.worker_id = c.worker_id;
-        worker.max_size = c.max_size.max(crate::net::conn::HANDSHAKE_MAX_SIZE);
+        // 0: a worker that does not say takes the default.
+        worker.max_size = match c.max_size {
+            0 => crate::proto::DEFAULT_MAX_SIZE,
+            n => n.max(crate::net::conn::HANDSHAKE_MAX_SIZE),
+        };
         worker.force_claim = false;
         self.worker_up(io, w);
     }
 
     /// A worker refused this manager's claim (it belongs to another one),
     /// or what answered is no worker at all (a manager).
-    fn claim_refused(&mut self, io: &mut Io<'_>, conn: ConnId, w: usize, why: &str) {
+    fn claim_refused(&mut self, io: &mut Io<'_>, w: usize, e: &msg::ErrorReply) {
         let connecting = self
             .worker(w)
             .is_some_and(|wk| wk.state == WorkerState::Connecting);
         if connecting {
-            self.abandon_attach(io, w, ErrorCode::WRONG_PEER, why);
+            let code = match e.code {
+                ErrorCode::AUTH_FAILED => ErrorCode::AUTH_FAILED,
+                _ => ErrorCode::WRONG_PEER,
+            };
+            self.abandon_attach(io, w, code, &e.message);
             return;
         }
-        if let Some(wk) = self.worker(w) {
-            wk.last_error = Some(why.to_owned());
-        }
+        self.claim_lost(io, w, &e.message);
+    }
+
+    /// The worker no longer takes this manager's work (another manager took
+    /// it, or it wants another secret): it is failing, and every connection
+    /// to it is closed, since one that still answers pings would make it
+    /// look active. Reconnecting (with backoff) claims it again, and says
+    /// why in its last error while that is refused.
+    fn claim_lost(&mut self, io: &mut Io<'_>, w: usize, why: &str) {
         self.fail_worker(io, w, why);
-        // Reconnecting (with backoff) asks again.
-        self.forget_conn(conn, false);
-        io.close(conn);
+        let Some(wk) = self.worker(w) else {
+            return;
+        };
+        wk.last_error = Some(why.to_owned());
+        let conns: Vec<ConnId> = wk.conns.iter().map(|c| c.id).collect();
+        for conn in conns {
+            self.forget_conn(conn, false);
+            io.close(conn);
+        }
     }
 
     fn worker_up(&mut self, io: &mut Io<'_>, w: usize) {
@@ -1267,6 +1294,9 @@ impl Manager {
             self.fail_worker(io, w, "it is shutting down");
         }
         self.drop_copy(batch, conn, request, Loss::Departed);
+        if e.code == ErrorCode::WRONG_PEER {
+            self.claim_lost(io, w, &e.message);
+        }
     }
 
     fn maybe_finish_detach(&mut self, io: &mut Io<'_>, w: usize) {
@@ -1328,11 +1358,16 @@ impl Manager {
                 .flatten()
                 .map(|wk| wk.frame_budget(MAX_BATCH_BYTES))
                 .fold(self.chunk_size(), usize::min);
+            // Every task of a batch may fail, and each failure costs a
+            // worker 7 bytes of its reply even once the messages' share (a
+            // quarter of the manager's --max-size) is spent: so many tasks
+            // that their failures alone fit that share.
+            let batch_tasks = (self.settings.max_size as usize / 4 / 8).max(1);
             if let Some(job) = self.jobs.get_mut(&id) {
                 info!("job {id} ({}): started", job.name);
                 job.start(
                     spread,
-                    batch_bytes,
+                    (batch_bytes, batch_tasks),
                     self.reducer_tx.clone(),
                     Arc::clone(&self.waker),
                 );
@@ -1431,17 +1466,48 @@ impl Manager {
             }
             // A batch must fit the worker's --max-size (batches are cut to
             // fit every worker attached when the job started; one attached
-            // since may take less): halve it, or fail a task that alone is
-            // larger than the worker takes.
+            // since may take less). One that fits another active worker
+            // waits for it; else it is halved, and a task that alone is
+            // larger than every worker takes fails.
             let Some(wk) = self.workers.get(w).and_then(Option::as_ref) else {
                 return false;
             };
-            let budget = wk.frame_budget(usize::MAX);
-            if p.tasks.byte_len() <= budget {
+            let len = p.tasks.byte_len();
+            if len <= wk.frame_budget(usize::MAX) {
                 break p;
             }
-            match (p.batch, p.tasks.len()) {
-                (None, n) if n > 1 => {
+            let fits_elsewhere = self
+                .workers
+                .iter()
+                .flatten()
+                .any(|o| o.state == WorkerState::Active && len <= o.frame_budget(usize::MAX));
+            if fits_elsewhere {
+                job.retry.push_front(Pending {
+                    avoid: Some(w),
+                    ..p
+                });
+                return false;
+            }
+            let mut p = p;
+            if let Some(id) = p.batch {
+                // Sent before to a worker that took it. While a copy is out,
+                // it waits for that; with none, it leaves the ledger and is
+                // cut (a late answer of the old copy is then a duplicate).
+                if self
+                    .in_flight
+                    .get(&id)
+                    .is_some_and(|f| !f.copies.is_empty())
+                {
+                    job.retry.push_front(p);
+                    return false;
+                }
+                if self.in_flight.remove(&id).is_some() {
+                    job.in_flight_batches -= 1;
+                }
+                p.batch = None;
+            }
+            match p.tasks.len() {
+                n if n > 1 => {
                     let (head, tail) = p.tasks.split_at(n / 2);
                     let tail_first = p.first_index + (n / 2) as u64;
                     job.retry.push_front(Pending {
@@ -1454,7 +1520,7 @@ impl Manager {
                     });
                     job.retry.push_front(Pending { tasks: head, ..p });
                 }
-                (None, _) => {
+                _ => {
                     let task = p.tasks.iter().next().unwrap_or_default();
                     job.failed += 1;
                     job.record_error(format!(
@@ -1464,11 +1530,6 @@ impl Manager {
                         wk.addr,
                         thousands(u64::from(wk.max_size))
                     ));
-                }
-                (Some(_), _) => {
-                    // Sent before to a worker that took it: it waits for one.
-                    job.retry.push_front(p);
-                    return false;
                 }
             }
         };
@@ -2192,11 +2253,22 @@ impl Handler for Manager {
             match worker.state {
                 WorkerState::Connecting => {
                     let reply = worker.waiting_reply.take();
-                    let msg = format!("cannot reach worker {}: {reason}", worker.addr);
+                    // Something that answers, but not with frames, is no
+                    // worker: retrying the address cannot help.
+                    let (code, msg) = match reason {
+                        CloseReason::NotRedmap(_) => (
+                            ErrorCode::WRONG_PEER,
+                            format!("cannot attach {}: {reason}", worker.addr),
+                        ),
+                        _ => (
+                            ErrorCode::UNREACHABLE,
+                            format!("cannot reach worker {}: {reason}", worker.addr),
+                        ),
+                    };
                     warn!("{msg}");
                     self.workers[w] = None;
                     if let Some((c, id)) = reply {
-                        io.send(c, id, &refused(ErrorCode::UNREACHABLE, msg));
+                        io.send(c, id, &refused(code, msg));
                     }
                 }
                 WorkerState::Active => {

@@ -187,7 +187,7 @@ impl Job {
     pub fn start(
         &mut self,
         spread: usize,
-        max_batch_bytes: usize,
+        (max_batch_bytes, max_batch_tasks): (usize, usize),
         reducer_tx: Sender<ReducerMsg>,
         waker: Arc<Waker>,
     ) {
@@ -199,7 +199,10 @@ impl Job {
         let target = self.sizer.shared();
         thread::Builder::new()
             .name(format!("load-{}", self.id))
-            .spawn(move || load(&plugin, &load_tx, &w, spread, &target, max_batch_bytes))
+            .spawn(move || {
+                let limits = (max_batch_bytes, max_batch_tasks);
+                load(&plugin, &load_tx, &w, spread, &target, limits)
+            })
             .expect("spawn loader thread");
         let (partial_tx, partial_rx) = mpsc::channel();
         self.partials = Some(partial_tx);
@@ -348,10 +351,10 @@ fn load(
     waker: &Waker,
     spread: usize,
     target: &AtomicUsize,
-    max_bytes: usize,
+    (max_bytes, max_tasks): (usize, usize),
 ) {
     let estimate = plugin.count();
-    let cap = spread_cap(estimate, spread);
+    let cap = spread_cap(estimate, spread).min(max_tasks.max(1));
     if !send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)) {
         return;
     }

@@ -531,7 +531,10 @@ impl Reactor {
             let Some(id) = self.core.unauthenticated.pop_front() else {
                 break;
             };
-            let Some(c) = self.core.conns.get(id) else {
+            // Its request may be in the socket already, unread because the
+            // accept loop runs first: read it before judging it silent.
+            self.drive(id, true, handler, now);
+            let Some(c) = self.core.conns.get(id).filter(|c| c.is_fresh()) else {
                 continue;
             };
             let reason = if c.auth.is_pending_server() {

@@ -31,6 +31,14 @@ struct Holder {
     orphaned_at: Option<Instant>,
 }
 
+/// What a granted claim changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Granted {
+    /// Another manager held the worker: its connections, which the worker
+    /// now closes, and its libraries, which it uninstalls.
+    pub displaced: Option<Vec<ConnId>>,
+}
+
 /// The worker's claim: none, or one manager with its connections.
 #[derive(Debug)]
 pub struct Claims {
@@ -48,15 +56,20 @@ impl Claims {
 
     /// Applies a `CLAIM` received on `conn`. The same manager (by id) may
     /// claim any number of connections; another one is refused while the
-    /// claim holds, with a message naming the holder, unless it forces.
-    pub fn claim(&mut self, conn: ConnId, claim: &Claim) -> Result<(), String> {
+    /// claim holds, with a message naming the holder, unless it forces. A
+    /// manager restarted at the holder's address (a new id) gets the worker
+    /// back once the old process's connections are all gone: it is the
+    /// same manager to the operator, within the grace period too.
+    pub fn claim(&mut self, conn: ConnId, claim: &Claim) -> Result<Granted, String> {
+        let mut granted = Granted::default();
         match &mut self.holder {
             Some(h) if h.id == claim.manager_id => {
                 h.conns.insert(conn);
                 h.orphaned_at = None;
                 h.manager.clone_from(&claim.manager);
-                return Ok(());
+                return Ok(granted);
             }
+            Some(h) if h.conns.is_empty() && h.manager == claim.manager => {}
             Some(h) if !claim.force => {
                 return Err(format!(
                     "this worker belongs to the manager at {} (one manager per worker; \
@@ -64,7 +77,8 @@ impl Claims {
                     h.manager
                 ));
             }
-            _ => {}
+            Some(h) => granted.displaced = Some(h.conns.drain().collect()),
+            None => {}
         }
         self.holder = Some(Holder {
             manager: claim.manager.clone(),
@@ -72,7 +86,7 @@ impl Claims {
             conns: HashSet::from([conn]),
             orphaned_at: None,
         });
-        Ok(())
+        Ok(granted)
     }
 
     /// A connection closed: if it was the holder's last, the grace period
@@ -150,7 +164,14 @@ mod tests {
         let refused = c.claim(conn(3), &claim(2, false)).unwrap_err();
         assert!(refused.contains("10.0.0.1:9899"), "{refused}");
         assert!(!c.may_work(conn(3)));
-        c.claim(conn(3), &claim(2, true)).unwrap();
+        let granted = c.claim(conn(3), &claim(2, true)).unwrap();
+        let mut displaced = granted.displaced.unwrap();
+        displaced.sort_by_key(|c| c.index);
+        assert_eq!(
+            displaced,
+            vec![conn(1), conn(2)],
+            "the old holder's, to close"
+        );
         assert_eq!(c.manager(), "10.0.0.2:9899");
         assert!(
             !c.may_work(conn(1)),
@@ -179,5 +200,22 @@ mod tests {
         assert_eq!(c.expire(t0 + grace * 2).as_deref(), Some("10.0.0.1:9899"));
         assert_eq!(c.manager(), "");
         c.claim(conn(5), &claim(2, false)).unwrap();
+    }
+
+    #[test]
+    fn a_manager_restarted_at_the_same_address_gets_its_worker_back() {
+        let mut c = Claims::new(Duration::from_secs(60));
+        c.claim(conn(1), &claim(1, false)).unwrap();
+        let restarted = Claim {
+            manager_id: 99,
+            ..claim(1, false)
+        };
+        // Not while the old process still holds a connection...
+        assert!(c.claim(conn(2), &restarted).is_err());
+        // ...but once it is gone, within the grace period.
+        c.closed(conn(1), Instant::now());
+        let granted = c.claim(conn(3), &restarted).unwrap();
+        assert_eq!(granted.displaced, None);
+        assert!(c.may_work(conn(3)));
     }
 }

@@ -119,13 +119,31 @@ impl WorkerHandler {
         }
     }
 
-    fn reply(&mut self, conn: ConnId, request_id: u32, msg: Message) -> Option<Message> {
+    fn reply(
+        &mut self,
+        io: &mut Io<'_>,
+        conn: ConnId,
+        request_id: u32,
+        msg: Message,
+    ) -> Option<Message> {
         match msg {
             Message::Ping => Some(Message::Pong),
             Message::InfoRequest => Some(Message::Info(self.stats.info())),
             Message::Claim(claim) => Some(match self.claims.claim(conn, &claim) {
-                Ok(()) => {
-                    if self.stats.manager != claim.manager {
+                Ok(granted) => {
+                    if let Some(conns) = granted.displaced {
+                        // Taken by force: the old holder's connections are
+                        // closed (it sees the worker lost, and its CLAIM
+                        // again is refused) and its libraries go.
+                        info!(
+                            "taken by the manager at {} from the one at {}",
+                            claim.manager, self.stats.manager
+                        );
+                        for c in conns {
+                            io.close(c);
+                        }
+                        self.store.remove_all();
+                    } else if self.stats.manager != claim.manager {
                         info!("claimed by the manager at {}", claim.manager);
                     }
                     self.stats.manager = claim.manager;
@@ -201,7 +219,7 @@ impl WorkerHandler {
 
 impl Handler for WorkerHandler {
     fn on_message(&mut self, io: &mut Io<'_>, conn: ConnId, request_id: u32, msg: Message) {
-        if let Some(reply) = self.reply(conn, request_id, msg) {
+        if let Some(reply) = self.reply(io, conn, request_id, msg) {
             io.send(conn, request_id, &reply);
         }
         self.refresh_counts(io);
