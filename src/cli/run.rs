@@ -274,9 +274,7 @@ fn install(
 /// chunk, and at most 1 MiB (protocol.md's recommendation).
 fn chunk_size(ours: u32, theirs: u32) -> usize {
     let theirs = crate::proto::effective_max_size(theirs);
-    (ours.min(theirs) as usize)
-        .saturating_sub(1024)
-        .clamp(1, 1024 * 1024)
+    crate::proto::frame_budget(ours.min(theirs), 1024 * 1024)
 }
 
 fn run_remote(

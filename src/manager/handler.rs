@@ -1082,9 +1082,7 @@ impl Manager {
     }
 
     fn chunk_size(&self) -> usize {
-        (self.settings.max_size as usize)
-            .saturating_sub(1024)
-            .clamp(1, MAX_BATCH_BYTES)
+        crate::proto::frame_budget(self.settings.max_size, MAX_BATCH_BYTES)
     }
 
     fn send_chunk(

@@ -110,7 +110,7 @@ impl Worker {
     /// in one frame: its max size less room for the fields around it, and
     /// at most `cap`.
     pub fn frame_budget(&self, cap: usize) -> usize {
-        (self.max_size as usize).saturating_sub(1024).clamp(1, cap)
+        crate::proto::frame_budget(self.max_size, cap)
     }
 
     pub fn in_flight(&self) -> usize {

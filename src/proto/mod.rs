@@ -48,6 +48,19 @@ pub const HEADER_LEN: usize = 16;
 /// The default `--max-size` (largest accepted payload), as in the original: 200 MiB.
 pub const DEFAULT_MAX_SIZE: u32 = 200 * 1024 * 1024;
 
+/// Room a frame's other fields take besides a library chunk or a batch's
+/// tasks: a chunk or batch is at most the receiver's max size less this.
+pub const FRAME_FIELDS_ROOM: usize = 1024;
+
+/// The largest library chunk or batch of tasks, in bytes, that a receiver
+/// with max size `max_size` takes in one frame, and at most `cap` (1 MiB
+/// for install chunks: the recommended chunk size).
+pub fn frame_budget(max_size: u32, cap: usize) -> usize {
+    (effective_max_size(max_size) as usize)
+        .saturating_sub(FRAME_FIELDS_ROOM)
+        .clamp(1, cap)
+}
+
 /// Resolves a `--max-size` flag value: 0 means the default, as in the original.
 pub fn effective_max_size(flag: u32) -> u32 {
     if flag == 0 {
