@@ -115,7 +115,10 @@ fn status(args: QueryArgs) -> Result<ExitCode, CliError> {
                     (
                         "rtt_ms",
                         r.as_ref()
-                            .map_or(Json::Null, |d| Json::Float(d.as_secs_f64() * 1e3)),
+                            // Microsecond resolution: no float noise.
+                            .map_or(Json::Null, |d| {
+                                Json::Float((d.as_secs_f64() * 1e6).round() / 1e3)
+                            }),
                     ),
                     (
                         "error",

@@ -71,9 +71,17 @@ impl Claims {
             }
             Some(h) if h.conns.is_empty() && h.manager == claim.manager => {}
             Some(h) if !claim.force => {
+                let holds = if h.conns.is_empty() {
+                    format!(
+                        "whose connections closed; it is free {:?} after that (--manager-grace)",
+                        self.grace
+                    )
+                } else {
+                    format!("which holds {} connections to it", h.conns.len())
+                };
                 return Err(format!(
-                    "this worker belongs to the manager at {} (one manager per worker; \
-                     `redmap manager attach --force` takes it)",
+                    "this worker belongs to the manager at {}, {holds} (one manager per \
+                     worker; `redmap manager attach --force` takes it)",
                     h.manager
                 ));
             }
