@@ -61,7 +61,8 @@ pub struct ListArgs {
     pub json: bool,
 
     /// List at most this many jobs, newest first.
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
 
     /// List every job the manager keeps (page by page).

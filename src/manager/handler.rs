@@ -747,12 +747,11 @@ impl Manager {
             .filter(|f| f.job == job.id && !f.copies.is_empty())
             .map(|f| f.tasks.len() as u64)
             .sum();
-        let any_active = self
-            .workers
-            .iter()
-            .flatten()
-            .any(|w| w.state == WorkerState::Active);
-        let waiting = job.status == JobStatus::Running && !any_active;
+        // Waiting: no active worker that has not refused its library.
+        let any_able = self.workers.iter().flatten().any(|w| {
+            w.state == WorkerState::Active && w.installed.get(&job.hash) != Some(&Install::Failed)
+        });
+        let waiting = job.status == JobStatus::Running && !any_able;
         job.summary(running, waiting)
     }
 
@@ -2032,12 +2031,15 @@ impl Manager {
 
     /// Fails every running job whose library every active worker refused:
     /// waiting would be for ever, and its errors say why.
+    ///
+    /// Every attached worker counts: one that is failing (lost for now) has
+    /// not refused, and may take the job when it is back.
     fn fail_jobs_no_worker_takes(&mut self, io: &mut Io<'_>) {
         let active: Vec<&Worker> = self
             .workers
             .iter()
             .flatten()
-            .filter(|w| w.state == WorkerState::Active)
+            .filter(|w| w.state != WorkerState::Connecting)
             .collect();
         if active.is_empty() {
             return; // it waits for workers, as the progress line says
@@ -2239,7 +2241,10 @@ impl Handler for Manager {
     }
 
     fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, reason: &CloseReason) {
-        let Some(w) = self.forget_conn(conn, true) else {
+        // A peer that speaks no sense is at fault, not the tasks it held:
+        // those go elsewhere as they are, not as suspects.
+        let confused = matches!(reason, CloseReason::NotRedmap(_) | CloseReason::BadReply(_));
+        let Some(w) = self.forget_conn(conn, !confused) else {
             return;
         };
         let now = io.now();
@@ -2254,7 +2259,7 @@ impl Handler for Manager {
                     // Something that answers, but not with frames, is no
                     // worker: retrying the address cannot help.
                     let (code, msg) = match reason {
-                        CloseReason::NotRedmap(_) => (
+                        CloseReason::NotRedmap(_) | CloseReason::BadReply(_) => (
                             ErrorCode::WRONG_PEER,
                             format!("cannot attach {}: {reason}", worker.addr),
                         ),

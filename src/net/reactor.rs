@@ -107,6 +107,8 @@ pub enum CloseReason {
     /// A peer we dialed answered with something that is not a frame (what
     /// it sent first, escaped).
     NotRedmap(String),
+    /// A peer we dialed sent a frame whose payload does not decode.
+    BadReply(String),
 }
 
 impl Config {
@@ -139,6 +141,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::NotRedmap(sent) => {
                 write!(f, "it is not a redmap server (it answered \"{sent}\")")
             }
+            CloseReason::BadReply(why) => write!(f, "it sent a malformed reply: {why}"),
         }
     }
 }
@@ -733,6 +736,14 @@ impl Reactor {
                     }
                     Err(e) if frame.opcode == Opcode::Error.as_u8() => {
                         debug!("{id} {peer}: undecodable ERROR dropped: {e}");
+                    }
+                    Err(e) if c.outgoing => {
+                        // A reply we cannot read settles nothing; answering
+                        // it would leave its request waiting for ever. The
+                        // peer is broken: its requests go elsewhere.
+                        warn!("{id} {peer}: malformed reply: {e}; closing");
+                        self.close(id, CloseReason::BadReply(e.to_string()), handler, now);
+                        return false;
                     }
                     Err(e) => {
                         debug!("{id} {peer}: request {}: {e}", frame.request_id);
