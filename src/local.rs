@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::plugin::fold::{fold_batch, task_label, FailedIn, ValueLimit};
 use crate::plugin::{CallError, Plugin};
+use crate::proto::msg::{JobStatus, JobSummary};
 
 /// At most this many errors are kept with their messages; the rest are counted.
 pub const MAX_KEPT_ERRORS: usize = 20;
@@ -128,9 +129,9 @@ impl Report {
     }
 
     /// How the run ended, by the rule the manager uses too.
-    pub fn status(&self) -> crate::proto::msg::JobStatus {
+    pub fn status(&self) -> JobStatus {
         let errors = self.load_errors + self.reduce_errors;
-        crate::proto::msg::JobStatus::at_end(self.done_failed, self.processed, self.failed, errors)
+        JobStatus::at_end(self.done_failed, self.processed, self.failed, errors)
     }
 
     pub fn tasks_per_sec(&self) -> f64 {
@@ -153,32 +154,17 @@ pub struct Counts {
 impl Counts {
     /// The counters as a running cluster job's summary, so the embedded
     /// run shows the progress line of a cluster run.
-    pub fn summary(
-        &self,
-        name: &str,
-        estimate: Option<u64>,
-        elapsed: Duration,
-    ) -> crate::proto::msg::JobSummary {
-        crate::proto::msg::JobSummary {
+    pub fn summary(&self, name: &str, estimate: Option<u64>, elapsed: Duration) -> JobSummary {
+        JobSummary {
             id: 0,
             name: name.to_owned(),
-            status: crate::proto::msg::JobStatus::Running,
+            status: JobStatus::Running,
             estimate,
             loaded: self.loaded.load(Ordering::Relaxed),
             processed: self.processed.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            retried: 0,
-            running: 0,
             elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            load_errors: 0,
-            reduce_errors: 0,
-            result_len: 0,
-            result_preview: Vec::new(),
-            errors: Vec::new(),
-            backups: 0,
-            backups_won: 0,
-            duplicates: 0,
-            waiting_for_workers: false,
+            ..JobSummary::default()
         }
     }
 }

@@ -330,18 +330,8 @@ mod tests {
             loaded,
             processed,
             failed,
-            retried: 0,
-            running: 0,
             elapsed_ms: 2000,
-            load_errors: 0,
-            reduce_errors: 0,
-            result_len: 0,
-            result_preview: Vec::new(),
-            errors: Vec::new(),
-            backups: 0,
-            backups_won: 0,
-            duplicates: 0,
-            waiting_for_workers: false,
+            ..JobSummary::default()
         }
     }
 

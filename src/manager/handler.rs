@@ -384,16 +384,18 @@ impl Manager {
         (addr, force): (String, bool),
         detach: bool,
     ) -> Option<Message> {
-        if !needs_lookup(&addr) {
-            let result = dial_addrs(&addr);
-            let lookup = Lookup {
-                conn,
-                request_id,
-                addr,
-                detach,
-                force,
-                result,
-            };
+        // The request, with its result filled in where the name is looked
+        // up (here, or on a thread of its own).
+        let mut lookup = Lookup {
+            conn,
+            request_id,
+            addr,
+            detach,
+            force,
+            result: Ok(Vec::new()),
+        };
+        if !needs_lookup(&lookup.addr) {
+            lookup.result = dial_addrs(&lookup.addr);
             return self.resolved(io, lookup);
         }
         if self.lookups >= MAX_LOOKUPS {
@@ -406,15 +408,7 @@ impl Manager {
         let spawned = std::thread::Builder::new()
             .name("lookup".into())
             .spawn(move || {
-                let result = dial_addrs(&addr);
-                let lookup = Lookup {
-                    conn,
-                    request_id,
-                    addr,
-                    detach,
-                    force,
-                    result,
-                };
+                lookup.result = dial_addrs(&lookup.addr);
                 if tx.send(lookup).is_ok() {
                     let _ = waker.wake();
                 }

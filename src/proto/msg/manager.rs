@@ -165,8 +165,9 @@ pub fn decode_addr(opcode: Opcode, payload: &[u8]) -> Result<String, ProtoError>
     Cursor::new(opcode.as_u8(), payload).str("address")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum JobStatus {
+    #[default]
     Waiting = 0,
     Running = 1,
     Finished = 2,
@@ -238,7 +239,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JobSummary {
     pub id: u64,
     pub name: String,
