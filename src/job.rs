@@ -209,12 +209,49 @@ pub mod __private {
             .copied()
             .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(non-string panic payload)");
-        format!("panic: {text}")
+        match PANICKED_AT.with(|at| at.take()) {
+            Some(at) => format!("panic: {text} (at {at})"),
+            None => format!("panic: {text}"),
+        }
+    }
+
+    std::thread_local! {
+        /// Set while the host's call runs job code under `guard`.
+        static GUARDED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        /// Where the last guarded panic happened, for its error.
+        static PANICKED_AT: std::cell::Cell<Option<String>> = const { std::cell::Cell::new(None) };
+    }
+
+    /// A panic under `guard` becomes the task's error, which says where it
+    /// happened: printing it too (with a backtrace when RUST_BACKTRACE is
+    /// set) would fill the server's log with every retried panic. So this
+    /// library's panic hook (a cdylib has its own std, so the host's hook is
+    /// untouched) records the place and stays quiet there, and prints as
+    /// usual for panics elsewhere, such as on threads the job started.
+    fn quiet_guarded_panics() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let default = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if GUARDED.with(|g| g.get()) {
+                    let at = info
+                        .location()
+                        .map(|l| format!("{}:{}", l.file(), l.line()));
+                    PANICKED_AT.with(|p| p.set(at));
+                } else {
+                    default(info);
+                }
+            }));
+        });
     }
 
     /// Runs `f` under catch_unwind and writes its value or error to `out`.
     unsafe fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, Error>) -> i32 {
-        let (status, bytes) = match catch_unwind(AssertUnwindSafe(f)) {
+        quiet_guarded_panics();
+        let was = GUARDED.with(|g| g.replace(true));
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        GUARDED.with(|g| g.set(was));
+        let (status, bytes) = match outcome {
             Ok(Ok(v)) => (abi::STATUS_OK, v),
             Ok(Err(e)) => (abi::STATUS_ERROR, e.message.into_bytes()),
             Err(p) => (abi::STATUS_PANIC, panic_message(&*p).into_bytes()),

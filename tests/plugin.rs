@@ -159,9 +159,11 @@ fn a_panicking_map_fails_one_task_and_the_rest_are_counted() {
     let text = stdout(&out);
     assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
     assert!(
-        text.contains(r#"task 7 ("7"): panic: task seven is cursed"#),
+        text.contains(r#"task 7 ("7"): panic: task seven is cursed (at "#),
         "{text}"
     );
+    // The error says where; the panic is not printed on top of it.
+    assert!(!stderr(&out).contains("panicked at"), "{}", stderr(&out));
     assert_eq!(result, (210 - 7).to_string(), "done got the rest");
 }
 

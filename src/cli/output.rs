@@ -211,8 +211,10 @@ fn eta_text(eta: Duration) -> String {
     }
 }
 
-/// Without a terminal, a progress line this often (a log, not a redraw).
-const PLAIN_EVERY: Duration = Duration::from_secs(5);
+/// Without a terminal, a progress line when the job's state changes (it
+/// starts, waits for workers, says why), and at least this often: a log
+/// that shows the job is alive, not a line every few seconds.
+const PLAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// The progress line on standard error: on a terminal, one line redrawn in
 /// place (`\r`, then clear to the end of the line, so a shorter line leaves
@@ -222,17 +224,21 @@ pub struct LiveLine {
     tty: bool,
     plain: bool,
     last_plain: Instant,
+    /// What the last plain line said of the job's state.
+    last_state: Option<String>,
     drawn: bool,
 }
 
 impl LiveLine {
     /// A line for a job followed over the network: on a terminal redrawn,
-    /// elsewhere logged every 5 s (a script's log shows that it waits).
+    /// elsewhere logged when its state changes and every minute (a script's
+    /// log shows that it waits, and why).
     pub fn new() -> LiveLine {
         LiveLine {
             tty: io::stderr().is_terminal(),
             plain: true,
             last_plain: Instant::now(),
+            last_state: None,
             drawn: false,
         }
     }
@@ -258,9 +264,27 @@ impl LiveLine {
             let line = progress_line(j, terminal_width().saturating_sub(1));
             self.draw(&format!("\r\x1b[2K{line}"));
             self.drawn = true;
-        } else if self.plain && self.last_plain.elapsed() >= PLAIN_EVERY {
-            self.draw(&format!("{}\n", progress_line(j, usize::MAX)));
-            self.last_plain = Instant::now();
+        } else if self.plain {
+            let state = format!(
+                "{:?} {} {:?}",
+                j.status,
+                j.waiting_for_workers,
+                j.errors.last()
+            );
+            // A job that simply runs says nothing until a minute has
+            // passed; one that waits says so, and why, at once.
+            let changed = match &self.last_state {
+                None => j.waiting_for_workers,
+                Some(last) => *last != state,
+            };
+            if self.last_state.is_none() {
+                self.last_state = Some(state.clone());
+            }
+            if changed || self.last_plain.elapsed() >= PLAIN_EVERY {
+                self.draw(&format!("{}\n", progress_line(j, usize::MAX)));
+                self.last_plain = Instant::now();
+                self.last_state = Some(state);
+            }
         }
     }
 
