@@ -16,7 +16,7 @@ use crate::http::{Published, Shared};
 use crate::net::{ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
-use crate::proto::msg::Claimed;
+use crate::proto::msg::{Claim, Claimed};
 use crate::proto::text::{render_info, TextCommand};
 use crate::proto::{ErrorCode, Message, ProtoError};
 use crate::report::{self, Metrics};
@@ -56,7 +56,7 @@ impl WorkerHandler {
         let Some(shared) = &self.published else {
             return;
         };
-        let info = self.stats.info();
+        let info = self.info();
         let status = report::info_json(&info.address, &info).render();
         let mut m = Metrics::default();
         m.counter(
@@ -105,6 +105,39 @@ impl WorkerHandler {
         };
     }
 
+    /// A manager claims this worker on `conn` (see `claim.rs`).
+    fn claim(&mut self, io: &mut Io<'_>, conn: ConnId, claim: Claim) -> Message {
+        let before = self.claims.manager().to_owned();
+        let granted = match self.claims.claim(conn, &claim) {
+            Ok(granted) => granted,
+            Err(why) => return Message::error(&ProtoError::refused(ErrorCode::WRONG_PEER, why)),
+        };
+        if let Some(conns) = granted.displaced {
+            // Taken by force: the old holder's connections are closed (it
+            // sees the worker lost, and its CLAIM again is refused) and its
+            // libraries go.
+            info!(
+                "taken by the manager at {} from the one at {before}",
+                claim.manager
+            );
+            for c in conns {
+                io.close(c);
+            }
+            self.store.remove_all();
+        } else if before != claim.manager {
+            info!("claimed by the manager at {}", claim.manager);
+        }
+        Message::Claimed(Claimed {
+            worker_id: crate::net::server_id(),
+            max_size: self.stats.max_size,
+        })
+    }
+
+    /// What INFO says of this worker: its counters and its manager.
+    fn info(&self) -> crate::proto::msg::Info {
+        self.stats.info(self.claims.manager())
+    }
+
     fn refresh_counts(&mut self, io: &mut Io<'_>) {
         self.stats.installed_jobs = self.store.len() as u32;
         self.stats.active_jobs = self.active.len() as u32;
@@ -128,32 +161,8 @@ impl WorkerHandler {
     ) -> Option<Message> {
         match msg {
             Message::Ping => Some(Message::Pong),
-            Message::InfoRequest => Some(Message::Info(self.stats.info())),
-            Message::Claim(claim) => Some(match self.claims.claim(conn, &claim) {
-                Ok(granted) => {
-                    if let Some(conns) = granted.displaced {
-                        // Taken by force: the old holder's connections are
-                        // closed (it sees the worker lost, and its CLAIM
-                        // again is refused) and its libraries go.
-                        info!(
-                            "taken by the manager at {} from the one at {}",
-                            claim.manager, self.stats.manager
-                        );
-                        for c in conns {
-                            io.close(c);
-                        }
-                        self.store.remove_all();
-                    } else if self.stats.manager != claim.manager {
-                        info!("claimed by the manager at {}", claim.manager);
-                    }
-                    self.stats.manager = claim.manager;
-                    Message::Claimed(Claimed {
-                        worker_id: crate::net::server_id(),
-                        max_size: self.stats.max_size,
-                    })
-                }
-                Err(why) => Message::error(&ProtoError::refused(ErrorCode::WRONG_PEER, why)),
-            }),
+            Message::InfoRequest => Some(Message::Info(self.info())),
+            Message::Claim(claim) => Some(self.claim(io, conn, claim)),
             // Work comes from the manager that holds this worker only.
             Message::Install(_) | Message::Uninstall(_) | Message::MapBatch(_)
                 if !self.claims.may_work(conn) =>
@@ -263,7 +272,6 @@ impl Handler for WorkerHandler {
                 "the manager at {manager} has been gone for the grace period; \
                  uninstalled its {removed} job libraries"
             );
-            self.stats.manager.clear();
         }
         self.refresh_counts(io);
         if self.published.is_some() && self.next_publish <= now {
@@ -280,7 +288,7 @@ impl Handler for WorkerHandler {
         const KNOWN: &[TextCommand] = &[TextCommand::Ping, TextCommand::Info];
         match TextCommand::parse(line, KNOWN) {
             Ok(TextCommand::Ping) => "pong\n".to_owned(),
-            Ok(TextCommand::Info) => render_info(&self.stats.info()),
+            Ok(TextCommand::Info) => render_info(&self.info()),
             Ok(_) => TextCommand::unknown(line, KNOWN),
             Err(reply) => reply,
         }

@@ -15,8 +15,6 @@ pub struct Stats {
     pub tasks_processed: u64,
     /// This worker's --max-size.
     pub max_size: u32,
-    /// The manager that holds it ("" for none).
-    pub manager: String,
 }
 
 impl Stats {
@@ -28,11 +26,11 @@ impl Stats {
             installed_jobs: 0,
             tasks_processed: 0,
             max_size,
-            manager: String::new(),
         }
     }
 
-    pub fn info(&self) -> Info {
+    /// The worker's INFO, with `manager`, the one that holds it ("" none).
+    pub fn info(&self, manager: &str) -> Info {
         Info {
             version: crate::VERSION.to_owned(),
             address: self.address.clone(),
@@ -44,7 +42,7 @@ impl Stats {
             role: Role::Worker,
             server_id: crate::net::server_id(),
             max_size: self.max_size,
-            manager: self.manager.clone(),
+            manager: manager.to_owned(),
         }
     }
 }
