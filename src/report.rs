@@ -204,6 +204,28 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// The metrics every server has, manager or worker: bytes in and out,
+    /// failed handshakes and frames received by opcode, from the reactor.
+    pub fn server(&mut self, io: &crate::net::Io<'_>) {
+        let (bytes_in, bytes_out) = io.traffic();
+        self.counter(
+            "redmap_bytes_in_total",
+            "Bytes received on all connections.",
+            bytes_in,
+        );
+        self.counter(
+            "redmap_bytes_out_total",
+            "Bytes sent on all connections.",
+            bytes_out,
+        );
+        self.counter(
+            "redmap_auth_failures_total",
+            "Failed authentication handshakes.",
+            io.auth_failures(),
+        );
+        self.frames_by_opcode(&io.frames_in());
+    }
+
     fn head(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");

@@ -1,5 +1,10 @@
-//! One job on the manager: its lifecycle, its counters, and the two threads
-//! that run the job's own code on the manager's side.
+//! One job on the manager: its lifecycle, its counters, its queue of work
+//! to send, and the two threads that run the job's own code on the
+//! manager's side.
+//!
+//! A job's status changes only through its own methods ([`Job::start`],
+//! [`Job::cancel`], [`Job::fail`], [`Job::end`]); its counters only through
+//! what happened to its batches ([`Job::apply_result`], [`Job::requeue`]).
 //!
 //! The loader thread pulls `load()` and cuts the tasks into batches, sent
 //! through a bounded channel: it blocks when the channel is full, so tasks
@@ -12,30 +17,29 @@
 //! through channels and the waker; neither ever runs on it.
 
 use std::collections::VecDeque;
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use log::error;
 use mio::Waker;
 
+use super::ledger::{InFlight, Requeue};
+use super::sched;
 use super::sizing::{spread_cap, BatchSizer};
-use crate::plugin::fold::cap_error;
+use super::workers::WorkerId;
+use crate::plugin::fold::{cap_error, task_label};
 use crate::plugin::{Plugin, PluginHash};
 use crate::proto::msg::manager::RESULT_PREVIEW;
-use crate::proto::msg::{JobStatus, JobSummary, TaskList};
+use crate::proto::msg::{BatchResult, JobStatus, JobSummary, TaskList};
 
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
 /// Most recent errors a job keeps with their messages.
 pub const KEPT_ERRORS: usize = 10;
-/// Ended jobs whose summaries the manager keeps; older ones are forgotten.
-pub const KEPT_ENDED_JOBS: usize = 1000;
-/// Wire bytes of ended jobs' summaries the manager keeps, in all: with
-/// [`crate::plugin::fold::MAX_ERROR_BYTES`] a summary is at most about 11 KiB, so this keeps
-/// at least a few hundred jobs and bounds the manager whatever jobs say.
-pub const KEPT_ENDED_BYTES: usize = 4 * 1024 * 1024;
 
 /// What the loader thread tells the event loop.
 pub enum LoaderMsg {
@@ -65,6 +69,7 @@ pub enum ReducerMsg {
 }
 
 /// Tasks waiting to be sent to a worker.
+#[derive(Debug, PartialEq)]
 pub struct Pending {
     /// The batch's id once it has one: a batch sent again (after a lost or
     /// silent worker) keeps its id, so whichever copy answers first is
@@ -75,7 +80,7 @@ pub struct Pending {
     /// How many times these tasks failed already.
     pub attempt: u32,
     /// Try another worker than this one first (the one it failed on).
-    pub avoid: Option<usize>,
+    pub avoid: Option<WorkerId>,
     /// Suspected of killing its worker: sent only to a worker with nothing
     /// else in flight.
     pub suspect: bool,
@@ -94,47 +99,58 @@ impl Pending {
     }
 }
 
+/// Subtracts `n` from a counter whose correctness rests on invariants kept
+/// elsewhere: a break is logged, never wrapped.
+fn checked_sub(counter: &mut u64, n: u64, what: &str) {
+    match counter.checked_sub(n) {
+        Some(v) => *counter = v,
+        None => {
+            error!("invariant broken: {what} would go below zero ({counter} - {n})");
+            *counter = 0;
+        }
+    }
+}
+
 pub struct Job {
-    pub id: u64,
-    pub name: String,
-    pub hash: PluginHash,
-    pub plugin: Arc<Plugin>,
-    pub library: Arc<Vec<u8>>,
-    pub status: JobStatus,
-    pub started: Option<Instant>,
-    pub ended: Option<Instant>,
-    pub estimate: Option<u64>,
-    pub loaded: u64,
-    pub processed: u64,
-    pub failed: u64,
-    pub retried: u64,
-    pub load_errors: u64,
-    pub reduce_errors: u64,
-    pub errors: VecDeque<String>,
-    pub result_len: u64,
-    pub result_preview: Vec<u8>,
+    id: u64,
+    name: String,
+    hash: PluginHash,
+    plugin: Arc<Plugin>,
+    library: Arc<Vec<u8>>,
+    status: JobStatus,
+    started: Option<Instant>,
+    ended: Option<Instant>,
+    estimate: Option<u64>,
+    loaded: u64,
+    processed: u64,
+    failed: u64,
+    retried: u64,
+    load_errors: u64,
+    reduce_errors: u64,
+    errors: VecDeque<String>,
+    result_len: u64,
+    result_preview: Vec<u8>,
     /// Failed tasks to try again, before new ones.
-    pub retry: VecDeque<Pending>,
+    retry: VecDeque<Pending>,
     /// One batch taken from the loader, waiting for a worker.
-    pub staged: Option<Pending>,
-    /// Batches sent and not answered yet (the manager's ledger holds them).
-    pub in_flight_batches: usize,
+    staged: Option<Pending>,
     /// Backup copies sent for stragglers, and how many answered first.
-    pub backups: u64,
-    pub backups_won: u64,
+    backups: u64,
+    backups_won: u64,
     /// Late answers for batches already applied, dropped.
-    pub duplicates: u64,
+    duplicates: u64,
     /// Seconds per task from sending a batch to its answer, a moving
     /// average: what a straggler is measured against.
-    pub secs_per_task: f64,
+    secs_per_task: f64,
     /// Sets the size of the next batches from the workers' map times.
-    pub sizer: BatchSizer,
+    sizer: BatchSizer,
     /// Set on cancel: the reducer then skips `done`.
-    pub cancelled: Arc<AtomicBool>,
+    cancelled: Arc<AtomicBool>,
     loader: Option<Receiver<LoaderMsg>>,
     loader_done: bool,
     partials: Option<Sender<(Vec<u8>, u64)>>,
-    pub partials_outstanding: usize,
+    /// Partials handed to the reducer and not folded yet.
+    partials_outstanding: u64,
 }
 
 impl Job {
@@ -160,7 +176,6 @@ impl Job {
             result_preview: Vec::new(),
             retry: VecDeque::new(),
             staged: None,
-            in_flight_batches: 0,
             backups: 0,
             backups_won: 0,
             duplicates: 0,
@@ -174,6 +189,48 @@ impl Job {
         }
     }
 
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn hash(&self) -> PluginHash {
+        self.hash
+    }
+
+    pub fn library(&self) -> &Arc<Vec<u8>> {
+        &self.library
+    }
+
+    pub fn status(&self) -> JobStatus {
+        self.status
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.status == JobStatus::Running
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    pub fn retried(&self) -> u64 {
+        self.retried
+    }
+
+    pub fn secs_per_task(&self) -> f64 {
+        self.secs_per_task
+    }
+
+    /// Partials handed to the reducer and not folded yet.
+    pub fn partials_outstanding(&self) -> u64 {
+        self.partials_outstanding
+    }
+
+    /// Keeps `message` among the job's errors (the newest KEPT_ERRORS).
     pub fn record_error(&mut self, message: String) {
         if self.errors.len() == KEPT_ERRORS {
             self.errors.pop_front();
@@ -184,34 +241,57 @@ impl Job {
     /// Starts the loader and reducer threads. `spread` is the number of
     /// batches the cluster can work on at once, used to size batches so a
     /// small job still reaches every worker.
+    ///
+    /// # Errors
+    /// A thread could not be started (the system's thread limit): the job
+    /// is then failed, with why, and nothing of it runs.
     pub fn start(
         &mut self,
         spread: usize,
         (max_batch_bytes, max_batch_tasks): (usize, usize),
         reducer_tx: Sender<ReducerMsg>,
         waker: Arc<Waker>,
-    ) {
+    ) -> io::Result<()> {
         self.status = JobStatus::Running;
         self.started = Some(Instant::now());
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
-        self.loader = Some(load_rx);
-        let (plugin, w) = (Arc::clone(&self.plugin), Arc::clone(&waker));
+        let (partial_tx, partial_rx) = mpsc::channel();
+        let (plugin, id) = (Arc::clone(&self.plugin), self.id);
+        let cancelled = Arc::clone(&self.cancelled);
+        let reducer_waker = Arc::clone(&waker);
+        // The reducer first: if the loader cannot start, dropping
+        // `partials` ends it at once, with no `done` (cancelled is set).
+        let spawned = thread::Builder::new()
+            .name(format!("reduce-{}", self.id))
+            .spawn(move || {
+                reduce(
+                    &plugin,
+                    id,
+                    partial_rx,
+                    &reducer_tx,
+                    &reducer_waker,
+                    &cancelled,
+                )
+            });
+        if let Err(e) = spawned {
+            self.fail(format!("cannot start the job's reducer thread: {e}"));
+            return Err(e);
+        }
+        self.partials = Some(partial_tx);
+        let plugin = Arc::clone(&self.plugin);
         let target = self.sizer.shared();
-        thread::Builder::new()
+        let spawned = thread::Builder::new()
             .name(format!("load-{}", self.id))
             .spawn(move || {
                 let limits = (max_batch_bytes, max_batch_tasks);
-                load(&plugin, &load_tx, &w, spread, &target, limits)
-            })
-            .expect("spawn loader thread");
-        let (partial_tx, partial_rx) = mpsc::channel();
-        self.partials = Some(partial_tx);
-        let (plugin, id) = (Arc::clone(&self.plugin), self.id);
-        let cancelled = Arc::clone(&self.cancelled);
-        thread::Builder::new()
-            .name(format!("reduce-{}", self.id))
-            .spawn(move || reduce(&plugin, id, partial_rx, &reducer_tx, &waker, &cancelled))
-            .expect("spawn reducer thread");
+                load(&plugin, &load_tx, &waker, spread, &target, limits)
+            });
+        if let Err(e) = spawned {
+            self.fail(format!("cannot start the job's loader thread: {e}"));
+            return Err(e);
+        }
+        self.loader = Some(load_rx);
+        Ok(())
     }
 
     /// Reads what the loader sent, until a batch is staged or nothing is left.
@@ -239,21 +319,67 @@ impl Job {
         }
     }
 
-    /// The next tasks to send to worker `w`: retries first, then new
-    /// tasks. With `elsewhere` (another worker could take them), a retry is
-    /// not sent back to the worker it failed on; suspects go only to an
-    /// `idle` worker.
-    pub fn next_pending_for(&mut self, w: usize, elsewhere: bool, idle: bool) -> Option<Pending> {
-        let pick = self
-            .retry
-            .iter()
-            .position(|p| (!elsewhere || p.avoid != Some(w)) && (idle || !p.suspect));
-        if let Some(i) = pick {
+    /// The next tasks to send to worker `w`: retries first (by
+    /// [`sched::pick_retry`]), then new tasks.
+    pub fn next_pending_for(
+        &mut self,
+        w: WorkerId,
+        elsewhere: bool,
+        idle: bool,
+    ) -> Option<Pending> {
+        if let Some(i) = sched::pick_retry(&self.retry, w, elsewhere, idle) {
             return self.retry.remove(i);
         }
         let staged = self.staged.take();
         self.pump_loader();
         staged.or_else(|| self.staged.take())
+    }
+
+    /// Puts tasks taken for a worker back at the head of the queue (they
+    /// could not be sent, or wait for another worker).
+    pub fn put_back(&mut self, p: Pending) {
+        self.retry.push_front(p);
+    }
+
+    /// Carries out what the ledger decided for a batch whose copy was lost.
+    pub fn requeue(&mut self, what: Requeue) {
+        match what {
+            Requeue::Nothing => {}
+            Requeue::Front(p) => self.retry.push_front(p),
+            Requeue::Retry(p) => {
+                self.retried += 1;
+                self.retry.push_back(p);
+            }
+            Requeue::Suspects(singles) => self.retry.extend(singles),
+            Requeue::Failed(why) => {
+                self.failed += 1;
+                self.record_error(why);
+            }
+        }
+    }
+
+    /// Cuts `p` in two halves, queued at the head (a batch too big for the
+    /// worker it is for).
+    pub fn split(&mut self, mut p: Pending) {
+        p.batch = None;
+        let n = p.tasks.len();
+        let (head, tail) = p.tasks.split_at(n / 2);
+        self.retry.push_front(Pending {
+            batch: None,
+            tasks: tail,
+            first_index: p.first_index + (n / 2) as u64,
+            attempt: p.attempt,
+            avoid: p.avoid,
+            suspect: p.suspect,
+        });
+        self.retry.push_front(Pending { tasks: head, ..p });
+    }
+
+    /// Fails one task for good with `why` (e.g. it is larger than any worker
+    /// takes): labelled by its number and first bytes.
+    pub fn fail_task(&mut self, index: u64, task: &[u8], why: &str) {
+        self.failed += 1;
+        self.record_error(format!("{}: {why}", task_label(index + 1, task)));
     }
 
     /// True once every task is loaded and handed out: the tail of the job,
@@ -282,12 +408,104 @@ impl Job {
         self.record_error(why);
     }
 
+    /// `done` ran (or failed with `error`): the job ends, its status from
+    /// what happened to its tasks.
+    pub fn end(&mut self, result_len: u64, preview: Vec<u8>, error: Option<String>) {
+        self.result_len = result_len;
+        self.result_preview = preview;
+        self.ended = Some(Instant::now());
+        if let Some(e) = &error {
+            self.record_error(format!("done: {e}"));
+        }
+        let errors = self.load_errors + self.reduce_errors;
+        self.status = JobStatus::at_end(error.is_some(), self.processed, self.failed, errors);
+    }
+
     pub fn has_work(&self) -> bool {
         !self.retry.is_empty() || self.staged.is_some()
     }
 
+    /// A backup copy of one of its batches was sent.
+    pub fn backup_sent(&mut self) {
+        self.backups += 1;
+    }
+
+    /// A late answer for an already answered batch was dropped.
+    pub fn duplicate(&mut self) {
+        self.duplicates += 1;
+    }
+
+    /// Applies the first answer `r` to batch `f`, from worker `w`, `rtt`
+    /// after it was sent: counts, folds its value, and queues its failed
+    /// tasks again (attempts under `max_retries`, not fatal) or fails them.
+    /// Deferred tasks (not run: the batch's value was full) go out again as
+    /// one batch with no attempt counted.
+    pub fn apply_result(
+        &mut self,
+        f: InFlight,
+        r: BatchResult,
+        (w, rtt, backup): (WorkerId, Duration, bool),
+        max_retries: u32,
+    ) {
+        if backup {
+            self.backups_won += 1;
+        }
+        let n = f.tasks.len() as u64;
+        self.secs_per_task = sched::pace(self.secs_per_task, rtt.as_secs_f64() / n.max(1) as f64);
+        // Deferred tasks were not run: the busy time is the others'.
+        let deferred_n = r.failures.iter().filter(|x| x.deferred).count();
+        let ran = f.tasks.len().saturating_sub(deferred_n);
+        self.sizer
+            .observe(ran.max(1), Duration::from_micros(r.busy_us));
+        self.processed += u64::from(r.processed);
+        if let Some(value) = r.value {
+            self.fold(value, u64::from(r.processed));
+        }
+        if r.failures.is_empty() {
+            return;
+        }
+        let tasks: Vec<&[u8]> = f.tasks.iter().collect();
+        let mut deferred: Option<Pending> = None;
+        // A worker names each failed task once; a repeat (a confused or
+        // hostile peer) must not make a task run or count twice.
+        let mut seen = vec![false; tasks.len()];
+        for failure in r.failures {
+            let index = f.first_index + u64::from(failure.index);
+            let Some(task) = tasks.get(failure.index as usize) else {
+                continue;
+            };
+            if std::mem::replace(&mut seen[failure.index as usize], true) {
+                continue;
+            }
+            if failure.deferred {
+                let rest = deferred.get_or_insert_with(|| Pending {
+                    attempt: f.attempt,
+                    ..Pending::new(TaskList::new(), index)
+                });
+                rest.tasks.push(task);
+            } else if f.attempt < max_retries && !failure.fatal {
+                self.retried += 1;
+                let mut list = TaskList::new();
+                list.push(task);
+                self.retry.push_back(Pending {
+                    batch: None,
+                    tasks: list,
+                    first_index: index,
+                    attempt: f.attempt + 1,
+                    avoid: Some(w),
+                    suspect: false,
+                });
+            } else {
+                self.fail_task(index, task, &failure.message);
+            }
+        }
+        if let Some(rest) = deferred {
+            self.retry.push_front(rest);
+        }
+    }
+
     /// Hands a batch's partial result to the reducer thread.
-    pub fn fold(&mut self, value: Vec<u8>, tasks: u64) {
+    fn fold(&mut self, value: Vec<u8>, tasks: u64) {
         if let Some(tx) = &self.partials {
             if tx.send((value, tasks)).is_ok() {
                 self.partials_outstanding += 1;
@@ -295,14 +513,30 @@ impl Job {
         }
     }
 
-    /// When every task is loaded and answered, closes the reducer's input
-    /// so it finishes and calls `done`. Returns true the moment it does.
-    pub fn finish_if_complete(&mut self) -> bool {
+    /// The reducer folded a partial.
+    pub fn folded(&mut self) {
+        checked_sub(&mut self.partials_outstanding, 1, "partials outstanding");
+    }
+
+    /// The reducer could not fold a partial of `tasks` tasks: they count
+    /// as failed, not processed.
+    pub fn fold_failed(&mut self, tasks: u64, message: &str) {
+        checked_sub(&mut self.partials_outstanding, 1, "partials outstanding");
+        self.reduce_errors += 1;
+        checked_sub(&mut self.processed, tasks, "processed tasks");
+        self.failed += tasks;
+        self.record_error(format!("reduce: {message}"));
+    }
+
+    /// When every task is loaded and answered (`in_flight`: its batches in
+    /// the ledger), closes the reducer's input so it finishes and calls
+    /// `done`. Returns true the moment it does.
+    pub fn finish_if_complete(&mut self, in_flight: usize) -> bool {
         let complete = self.status == JobStatus::Running
             && self.loader_done
             && self.staged.is_none()
             && self.retry.is_empty()
-            && self.in_flight_batches == 0;
+            && in_flight == 0;
         complete && self.partials.take().is_some()
     }
 

@@ -1,15 +1,35 @@
 //! The manager server: accepts jobs from `redmap run`, spreads their map
 //! work over attached workers, folds the results and calls `done`.
 //!
-//! - [`handler`]: the event-loop side: control API, worker replies, scheduling;
-//! - [`job`]: one job's lifecycle, and its loader and reducer threads;
-//! - [`pool`]: one worker's state and connection pool;
+//! One owner per concern:
+//!
+//! - [`handler`]: the [`Manager`](handler::Manager) that routes the
+//!   reactor's events to the parts below and carries out what they decide;
+//! - `commands/`: the control API, one command per file;
+//! - `replies`: answers from workers, matched to their requests;
+//! - [`workers`]: worker records (generational ids) and the one transition
+//!   function of a worker's state;
+//! - [`ledger`]: the exactly-once ledger of requests and batch copies;
+//! - [`sched`]: the scheduling rules, pure; `dispatch` carries them out;
+//! - `installs`: job libraries on workers; `health`: the tick's checks;
+//!   `monitor`: counters, pages, metrics and the text session;
+//! - [`jobs`]: live jobs and kept summaries; [`job`]: one job's lifecycle,
+//!   and its loader and reducer threads;
 //! - [`sizing`]: how many tasks go into one batch.
 
+mod commands;
+mod dispatch;
 pub mod handler;
+mod health;
+mod installs;
 pub mod job;
-pub mod pool;
+pub mod jobs;
+pub mod ledger;
+mod monitor;
+mod replies;
+pub mod sched;
 pub mod sizing;
+pub mod workers;
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
