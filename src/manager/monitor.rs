@@ -307,7 +307,10 @@ impl Manager {
     // ---- text session ----
 
     /// Answers one line of a text session (`nc host port`).
-    pub(super) fn text(&mut self, _io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {
+    pub(super) fn text(&mut self, io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {
+        if io.requires_auth() {
+            return crate::proto::text::unauthenticated(line);
+        }
         const KNOWN: &[TextCommand] = &[TextCommand::Ping, TextCommand::Stats, TextCommand::Jobs];
         match TextCommand::parse(line, KNOWN) {
             Ok(TextCommand::Ping) => "pong\n".to_owned(),

@@ -153,7 +153,8 @@ pub trait Handler {
     fn on_message(&mut self, io: &mut Io<'_>, conn: ConnId, request_id: u32, msg: Message);
 
     /// A text-session line arrived; the returned text is sent back and the
-    /// connection is then closed.
+    /// connection is then closed. Under a secret ([`Io::requires_auth`]),
+    /// the handler answers what an unauthenticated peer may see.
     fn on_text(&mut self, io: &mut Io<'_>, conn: ConnId, line: &str) -> String;
 
     /// `conn` is gone.
@@ -210,6 +211,13 @@ impl Io<'_> {
 
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// The server has a secret: binary connections authenticate, and a
+    /// text session, which cannot, must be shown nothing of the cluster
+    /// (see `proto::text::unauthenticated`).
+    pub fn requires_auth(&self) -> bool {
+        self.core.config.secret.is_some()
     }
 
     /// Number of open connections.
@@ -780,23 +788,16 @@ impl Reactor {
                 Input::Line(line) if line.trim().is_empty() => {}
                 Input::Line(line) => {
                     debug!("{id} {peer}: text command {:?}", line.trim());
-                    let reply = if self.core.config.secret.is_some() {
-                        // With a secret, text sessions reveal nothing.
-                        if line.trim().eq_ignore_ascii_case("ping") {
-                            "pong\n".to_owned()
-                        } else {
-                            "error: this server requires authentication; only ping is answered over text\n".to_owned()
-                        }
-                    } else {
-                        handler.on_text(
-                            &mut Io {
-                                core: &mut self.core,
-                                now,
-                            },
-                            id,
-                            &line,
-                        )
-                    };
+                    // What a text session may see is the handler's policy
+                    // (see Io::requires_auth).
+                    let reply = handler.on_text(
+                        &mut Io {
+                            core: &mut self.core,
+                            now,
+                        },
+                        id,
+                        &line,
+                    );
                     if let Some(c) = self.core.conns.get_mut(id) {
                         c.queue_text(&reply);
                         c.linger(linger_until);

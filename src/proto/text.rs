@@ -112,6 +112,17 @@ pub fn take_line(buf: &mut ReadBuf, eof: bool) -> Result<Option<String>, LineErr
 
 /// The text rendering of a server's info: one `key: value` line each.
 /// Scripts should expect keys to be added over time.
+/// The answer to a text-session line on a server with a secret: a text
+/// session cannot authenticate, so it is shown nothing of the cluster;
+/// only `ping` is answered (a liveness probe reveals nothing).
+pub fn unauthenticated(line: &str) -> String {
+    if line.trim().eq_ignore_ascii_case("ping") {
+        "pong\n".to_owned()
+    } else {
+        "error: this server requires authentication; only ping is answered over text\n".to_owned()
+    }
+}
+
 pub fn render_info(info: &Info) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "version: {}", info.version);

@@ -284,7 +284,10 @@ impl Handler for WorkerHandler {
         self.finished
     }
 
-    fn on_text(&mut self, _io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {
+    fn on_text(&mut self, io: &mut Io<'_>, _conn: ConnId, line: &str) -> String {
+        if io.requires_auth() {
+            return crate::proto::text::unauthenticated(line);
+        }
         const KNOWN: &[TextCommand] = &[TextCommand::Ping, TextCommand::Info];
         match TextCommand::parse(line, KNOWN) {
             Ok(TextCommand::Ping) => "pong\n".to_owned(),
