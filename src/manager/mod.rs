@@ -63,9 +63,12 @@ pub fn run(
         settings.max_connections, settings.max_retries, settings.max_jobs
     );
     let installed = reactor.waker();
+    // The manager keeps each library's bytes to send on to workers: one
+    // copy per library, shared by the jobs that run it.
     let store = PluginStore::new("manager", move || {
         let _ = installed.wake();
-    })?;
+    })?
+    .keep_bytes();
     // Announced once ready to serve (tests and scripts wait for this line).
     let mut out = io::stdout().lock();
     writeln!(out, "redmap manager listening on {local}")?;

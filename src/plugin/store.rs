@@ -40,13 +40,17 @@ struct Loading<W> {
     uninstalled: bool,
 }
 
-type Loaded = (PluginHash, Result<Arc<Plugin>, ProtoError>);
+/// An install's outcome: the library loaded, and its bytes.
+type Loaded = (PluginHash, Result<(Arc<Plugin>, Arc<Vec<u8>>), ProtoError>);
 
 /// Job libraries by hash. `W` names whoever waits for an install to finish
 /// (a connection and request id, for a server).
 pub struct PluginStore<W> {
     dir: PathBuf,
     installed: HashMap<PluginHash, Arc<Plugin>>,
+    /// The bytes of each installed library, when kept (a manager sends
+    /// them on to its workers); one copy per library, shared by its jobs.
+    bytes: Option<HashMap<PluginHash, Arc<Vec<u8>>>>,
     uploads: HashMap<PluginHash, Upload>,
     loading: HashMap<PluginHash, Loading<W>>,
     to_installer: Sender<(PluginHash, Vec<u8>)>,
@@ -73,7 +77,8 @@ impl<W> PluginStore<W> {
             .name("installer".into())
             .spawn(move || {
                 for (hash, bytes) in work {
-                    let outcome = install(&install_dir, hash, &bytes);
+                    let outcome =
+                        install(&install_dir, hash, &bytes).map(|plugin| (plugin, Arc::new(bytes)));
                     if done.send((hash, outcome)).is_err() {
                         return;
                     }
@@ -83,6 +88,7 @@ impl<W> PluginStore<W> {
         Ok(PluginStore {
             dir,
             installed: HashMap::new(),
+            bytes: None,
             uploads: HashMap::new(),
             loading: HashMap::new(),
             to_installer,
@@ -92,6 +98,19 @@ impl<W> PluginStore<W> {
 
     pub fn get(&self, hash: &PluginHash) -> Option<Arc<Plugin>> {
         self.installed.get(hash).cloned()
+    }
+
+    /// Keeps each installed library's bytes in memory, for
+    /// [`PluginStore::bytes`] (a manager sends them on to its workers).
+    pub fn keep_bytes(mut self) -> PluginStore<W> {
+        self.bytes = Some(HashMap::new());
+        self
+    }
+
+    /// The bytes of installed library `hash`, if the store keeps them: one
+    /// copy, shared by every holder.
+    pub fn bytes(&self, hash: &PluginHash) -> Option<Arc<Vec<u8>>> {
+        self.bytes.as_ref()?.get(hash).cloned()
     }
 
     /// The hashes of the libraries installed.
@@ -213,8 +232,11 @@ impl<W> PluginStore<W> {
                         hash.short()
                     )))
                 }
-                Ok(plugin) => {
+                Ok((plugin, bytes)) => {
                     self.installed.insert(hash, plugin);
+                    if let Some(kept) = &mut self.bytes {
+                        kept.insert(hash, bytes);
+                    }
                     Ok(InstallReply {
                         complete: true,
                         next_offset: loading.total,
@@ -255,6 +277,9 @@ impl<W> PluginStore<W> {
         self.uploads.remove(hash);
         if let Some(loading) = self.loading.get_mut(hash) {
             loading.uninstalled = true;
+        }
+        if let Some(kept) = &mut self.bytes {
+            kept.remove(hash);
         }
         let removed = self.installed.remove(hash).is_some();
         if removed {

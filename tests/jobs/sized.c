@@ -14,6 +14,8 @@
  *   SLOW_MS   if set, every map sleeps this many milliseconds first
  *   WIDE      if set, a value counting n tasks is padded to n * WIDE bytes,
  *             so a batch's folded value grows with the tasks in it
+ *   PAD_BYTES if set, the library carries this many bytes of data (a large
+ *             library, for what holding one costs)
  * done writes the result to the file `result`.
  */
 #include <stdio.h>
@@ -28,6 +30,11 @@
 #endif
 #ifndef WIDE
 #define WIDE 0
+#endif
+
+#ifdef PAD_BYTES
+/* Initialised, so the bytes are in the file; used, so they are kept. */
+const volatile unsigned char redmap_test_pad[PAD_BYTES] = {1};
 #endif
 
 static redmap_buf sized(const char *s, size_t len) {

@@ -1,8 +1,6 @@
 //! RUN_JOB: a job from a library installed on the manager. It waits for a
 //! turn (at most `--max-jobs` run at once), then runs on the workers.
 
-use std::sync::Arc;
-
 use log::info;
 
 use crate::manager::handler::{refused, Manager};
@@ -41,13 +39,13 @@ impl Manager {
                 ),
             );
         };
-        let library = match std::fs::read(plugin.path()) {
-            Ok(bytes) => Arc::new(bytes),
-            Err(e) => {
-                return Message::error(&ProtoError::Internal(format!(
-                    "cannot read the job library: {e}"
-                )))
-            }
+        // The store's copy, shared: no read on the event loop, and one copy
+        // for every job of the library.
+        let Some(library) = self.store.bytes(&hash) else {
+            return Message::error(&ProtoError::Internal(format!(
+                "job library {} has no bytes kept on the manager",
+                hash.short()
+            )));
         };
         let id = self.jobs.next_id();
         let name = if run.name.is_empty() {
