@@ -884,7 +884,12 @@ impl Reactor {
             return;
         };
         if !c.outgoing {
-            self.core.inbound -= 1;
+            // Counted at accept; a break of that pairing must not wrap
+            // (a release build would then refuse every client).
+            match self.core.inbound.checked_sub(1) {
+                Some(n) => self.core.inbound = n,
+                None => log::error!("invariant broken: inbound connections below zero"),
+            }
         }
         if let Err(e) = self.core.registry.deregister(c.stream_mut()) {
             debug!("{id} {}: deregister: {e}", c.peer);
