@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use log::{debug, info};
+use log::{debug, info, warn};
 
 use super::handler::Manager;
 use super::job::Pending;
@@ -30,6 +30,9 @@ impl Manager {
     /// Starts waiting jobs while fewer than `--max-jobs` run.
     pub(super) fn start_waiting_jobs(&mut self, io: &mut Io<'_>) {
         let mut running = self.jobs.running().len();
+        // Jobs that could not start end after the loop: ending one starts
+        // waiting jobs itself, which must not overlap this pass.
+        let mut failed = Vec::new();
         for id in self.jobs.waiting() {
             if running >= self.settings.max_jobs {
                 break;
@@ -47,16 +50,20 @@ impl Manager {
                 continue;
             };
             info!("job {id} ({}): started", job.name());
-            if let Err(e) = job.start(spread, (batch_bytes, batch_tasks), tx, waker) {
-                // Failed by `start`, with why; it never ran.
-                log::warn!("job {id}: cannot start: {e}");
-                self.job_ended(io, id);
-                continue;
+            match job.start(spread, (batch_bytes, batch_tasks), tx, waker) {
+                Ok(()) => running += 1,
+                Err(e) => {
+                    // Failed by `start`, with why; nothing of it runs.
+                    warn!("job {id}: cannot start: {e}");
+                    failed.push(id);
+                }
             }
-            running += 1;
         }
         for w in self.workers.ids() {
             self.ensure_installs(io, w);
+        }
+        for id in failed {
+            self.job_ended(io, id);
         }
     }
 

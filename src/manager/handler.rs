@@ -7,7 +7,7 @@
 //! - control requests from CLIs: `commands/`, one file per command;
 //! - answers from workers: `replies.rs`;
 //! - worker records and their one transition function: `workers.rs`;
-//! - the exactly-once ledger: `ledger.rs`; the scheduling rules: `sched.rs`,
+//! - the exactly-once ledger: `ledger/`; the scheduling rules: `sched.rs`,
 //!   carried out by `dispatch.rs`;
 //! - job libraries on workers: `installs.rs`; timers: `health.rs`;
 //!   metrics, pages and the text session: `monitor.rs`.

@@ -244,7 +244,8 @@ impl Job {
     ///
     /// # Errors
     /// A thread could not be started (the system's thread limit): the job
-    /// is then failed, with why, and nothing of it runs.
+    /// is then failed, with why, and nothing of it runs. A job that is not
+    /// waiting is refused (and left as it is).
     pub fn start(
         &mut self,
         spread: usize,
@@ -252,6 +253,14 @@ impl Job {
         reducer_tx: Sender<ReducerMsg>,
         waker: Arc<Waker>,
     ) -> io::Result<()> {
+        if self.status != JobStatus::Waiting {
+            // A second loader would load every task again.
+            return Err(io::Error::other(format!(
+                "job {} is {}, not waiting",
+                self.id,
+                self.status.name()
+            )));
+        }
         self.status = JobStatus::Running;
         self.started = Some(Instant::now());
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);

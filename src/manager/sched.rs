@@ -165,6 +165,8 @@ mod tests {
     fn a_batch_too_big_for_its_worker_waits_splits_or_fails() {
         assert_eq!(fit(100, 100, true, true, 5), Fit::Send);
         assert_eq!(fit(101, 100, true, false, 5), Fit::Elsewhere);
+        // A worker that takes it is better than waiting for a copy.
+        assert_eq!(fit(101, 100, true, true, 5), Fit::Elsewhere);
         assert_eq!(fit(101, 100, false, true, 5), Fit::WaitForCopy);
         assert_eq!(fit(101, 100, false, false, 5), Fit::Split);
         assert_eq!(fit(101, 100, false, false, 1), Fit::TooBig);

@@ -449,11 +449,21 @@ mod tests {
     #[test]
     fn a_failing_worker_hands_its_batches_over_and_a_lost_one_its_libraries_too() {
         let now = Instant::now();
-        let (s, i) = step(WorkerState::Active, Event::Failed, now);
-        assert_eq!((s.name(), i), ("failing", Intent::FailOver));
+        let first = WorkerState::Failing {
+            retry_at: now + FIRST_BACKOFF,
+            backoff: FIRST_BACKOFF,
+        };
+        assert_eq!(
+            step(WorkerState::Active, Event::Failed, now),
+            (first, Intent::FailOver)
+        );
         let (s, i) = step(WorkerState::Active, Event::Disconnected, now);
-        assert_eq!((s.name(), i), ("failing", Intent::Lost));
-        assert_eq!(step(s, Event::Failed, now).1, Intent::Nothing);
+        assert_eq!((s, i), (first, Intent::Lost));
+        assert_eq!(step(s, Event::Failed, now), (s, Intent::Nothing));
+        assert_eq!(step(s, Event::Disconnected, now), (s, Intent::Nothing));
+        let a = WorkerState::Active;
+        assert_eq!(step(a, Event::Answered, now), (a, Intent::Serve));
+        assert_eq!(step(a, Event::Tick, now), (a, Intent::Nothing));
     }
 
     #[test]
@@ -483,7 +493,11 @@ mod tests {
         assert_eq!(step(d, ask(true, false), now).1, Intent::AlreadyDetaching);
         assert_eq!(step(d, Event::Drained, now).1, Intent::Remove);
         assert_eq!(step(d, Event::Failed, now).1, Intent::Remove);
+        assert_eq!(step(d, Event::Disconnected, now).1, Intent::Remove);
         assert_eq!(step(a, Event::Drained, now).1, Intent::Nothing);
+        // A worker still being attached goes at once (its ATTACH is refused).
+        let c = WorkerState::Connecting;
+        assert_eq!(step(c, ask(false, false), now).1, Intent::Remove);
     }
 
     #[test]

@@ -110,8 +110,6 @@ pub fn take_line(buf: &mut ReadBuf, eof: bool) -> Result<Option<String>, LineErr
     Ok(Some(line))
 }
 
-/// The text rendering of a server's info: one `key: value` line each.
-/// Scripts should expect keys to be added over time.
 /// The answer to a text-session line on a server with a secret: a text
 /// session cannot authenticate, so it is shown nothing of the cluster;
 /// only `ping` is answered (a liveness probe reveals nothing).
@@ -123,6 +121,8 @@ pub fn unauthenticated(line: &str) -> String {
     }
 }
 
+/// The text rendering of a server's info: one `key: value` line each.
+/// Scripts should expect keys to be added over time.
 pub fn render_info(info: &Info) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "version: {}", info.version);

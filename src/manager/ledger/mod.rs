@@ -274,8 +274,8 @@ impl Ledger {
     }
 
     /// Records a copy of `pending` (whose batch id is `batch`) sent as
-    /// `copy` at `now`; the tasks are kept for a resend. Returns true if it
-    /// is a backup (the batch had a copy out already).
+    /// `copy` at `now`; the tasks are kept for a resend. A batch already in
+    /// the ledger (sent again after a loss) gets `copy` as its new copy.
     pub fn add_copy(&mut self, batch: u64, job: u64, pending: Pending, copy: Copy, now: Instant) {
         if pending.suspect {
             *self.suspects_on.entry(copy.worker).or_default() += 1;
