@@ -1,12 +1,14 @@
 //! Output for humans and scripts: aligned tables, JSON for `--json`, and
 //! the live progress line of `redmap run` and `redmap jobs watch`.
 //!
-//! JSON is written by hand: the CLI only ever emits flat objects of strings,
-//! numbers, booleans and nulls, which does not warrant a serialization crate.
+//! JSON is serde_json's, through the views of [`crate::report`] and
+//! [`json_line`].
 
 use std::fmt::Write as _;
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use super::duration;
 use crate::proto::msg::JobSummary;
@@ -38,83 +40,14 @@ pub fn table<W: Write>(out: &mut W, header: &[&str], rows: &[Vec<String>]) -> io
     Ok(())
 }
 
-/// One JSON value of the kinds the CLI emits.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Int(u64),
-    Float(f64),
-    Str(String),
-    Object(Vec<(&'static str, Json)>),
-    Array(Vec<Json>),
-}
+/// Transitional: `src/manager/handler.rs` still imports the JSON tree from
+/// here to build `/api/status`. The CLI itself no longer uses it; this
+/// re-export goes when the manager calls [`crate::report::status_body`].
+pub use crate::report::Json;
 
-impl Json {
-    pub fn str(s: impl Into<String>) -> Json {
-        Json::Str(s.into())
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out);
-        out
-    }
-
-    fn write(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Json::Float(x) if x.is_finite() => {
-                let _ = write!(out, "{x}");
-            }
-            Json::Float(_) => out.push_str("null"),
-            Json::Str(s) => write_str(out, s),
-            Json::Object(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_str(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-            Json::Array(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v.write(out);
-                }
-                out.push(']');
-            }
-        }
-    }
-}
-
-fn write_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// Writes `value` as one line of JSON: what every `--json` prints.
+pub fn json_line<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) -> io::Result<()> {
+    writeln!(out, "{}", crate::report::to_json(value))
 }
 
 /// Columns of the terminal standard error writes to: the kernel's window
@@ -399,22 +332,6 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "A    LONGER\nxyz  1\nq    22\n"
-        );
-    }
-
-    #[test]
-    fn json_escapes_strings() {
-        let v = Json::Object(vec![
-            ("a", Json::str("x\"y\n\u{1}")),
-            (
-                "b",
-                Json::Array(vec![Json::Int(1), Json::Null, Json::Bool(true)]),
-            ),
-            ("c", Json::Float(0.5)),
-        ]);
-        assert_eq!(
-            v.render(),
-            r#"{"a":"x\"y\n\u0001","b":[1,null,true],"c":0.5}"#
         );
     }
 }

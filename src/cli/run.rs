@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-use super::jobs::{cancel_job, job_json, throughput, CancelOutcome};
-use super::output::{Json, LiveLine};
+use super::jobs::{cancel_job, CancelOutcome};
+use super::output::{json_line, LiveLine};
 use super::{
     call, duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
 };
@@ -22,6 +22,8 @@ use crate::net::{Client, ClientError};
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
 use crate::proto::msg::{Install, JobSummary, RunJob};
 use crate::proto::{ErrorCode, Message};
+use crate::report::{throughput, JobJson};
+use serde::Serialize;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -84,39 +86,46 @@ fn printable(result: &[u8]) -> Option<&str> {
     ok.then(|| text.trim_end())
 }
 
-/// The embedded run's summary with the keys of a cluster job's JSON.
-fn report_json(name: &str, r: &Report) -> Json {
-    Json::Object(vec![
-        ("name", Json::str(name)),
-        ("status", Json::str(r.status().name())),
-        ("loaded", Json::Int(r.tasks)),
-        ("processed", Json::Int(r.processed)),
-        ("failed", Json::Int(r.failed)),
-        (
-            "elapsed_ms",
-            Json::Int(u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX)),
-        ),
-        (
-            "elapsed_us",
-            Json::Int(u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX)),
-        ),
-        ("tasks_per_sec", Json::Float(r.tasks_per_sec())),
-        ("load_errors", Json::Int(r.load_errors)),
-        ("reduce_errors", Json::Int(r.reduce_errors)),
-        ("threads", Json::Int(r.threads as u64)),
-        ("result_len", Json::Int(r.result.len() as u64)),
-        ("result", printable(&r.result).map_or(Json::Null, Json::str)),
-        (
-            "errors",
-            Json::Array(
-                r.errors
-                    .kept
-                    .iter()
-                    .map(|e| Json::str(e.to_string()))
-                    .collect(),
-            ),
-        ),
-    ])
+/// The embedded run's summary with the keys of a cluster job's JSON (and
+/// `elapsed_us` and `threads`, which only it has).
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    name: &'a str,
+    status: &'static str,
+    loaded: u64,
+    processed: u64,
+    failed: u64,
+    elapsed_ms: u64,
+    elapsed_us: u64,
+    #[serde(serialize_with = "crate::report::number")]
+    tasks_per_sec: f64,
+    load_errors: u64,
+    reduce_errors: u64,
+    threads: usize,
+    result_len: usize,
+    result: Option<&'a str>,
+    errors: Vec<String>,
+}
+
+impl<'a> ReportJson<'a> {
+    fn new(name: &'a str, r: &'a Report) -> ReportJson<'a> {
+        ReportJson {
+            name,
+            status: r.status().name(),
+            loaded: r.tasks,
+            processed: r.processed,
+            failed: r.failed,
+            elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+            elapsed_us: u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX),
+            tasks_per_sec: r.tasks_per_sec(),
+            load_errors: r.load_errors,
+            reduce_errors: r.reduce_errors,
+            threads: r.threads,
+            result_len: r.result.len(),
+            result: printable(&r.result),
+            errors: r.errors.kept.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
@@ -186,7 +195,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let report = run_here(&plugin, opts, &name);
     let mut out = io::stdout().lock();
     let written = if args.json {
-        writeln!(out, "{}", report_json(&name, &report).render())
+        json_line(&mut out, &ReportJson::new(&name, &report))
     } else {
         summary(&mut out, &name, &report)
     };
@@ -318,7 +327,7 @@ fn run_remote(
         if args.json {
             // The job as `redmap jobs stats --json` shows it: id, name, …
             let job = job_stats(&mut client, id, &target.addr)?;
-            quiet_broken_pipe(writeln!(io::stdout().lock(), "{}", job_json(&job).render()))?;
+            quiet_broken_pipe(json_line(&mut io::stdout().lock(), &JobJson::new(&job)))?;
         } else {
             println!("{id}");
             eprintln!(
@@ -341,7 +350,7 @@ fn run_remote(
 fn finish(json: bool, job: &JobSummary) -> Result<ExitCode, CliError> {
     let mut out = io::stdout().lock();
     let written = if json {
-        writeln!(out, "{}", job_json(job).render())
+        json_line(&mut out, &JobJson::new(job))
     } else {
         remote_summary(&mut out, job)
     };
