@@ -1,4 +1,4 @@
-//! `redmap jobs list|stats`, and the job summary shared with `redmap run`.
+//! `redmap jobs list|stats|cancel|watch`.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -105,22 +105,14 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
 
 /// Follows job `args.id` until it is over; Ctrl-C stops watching only.
 fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
-    use super::run::{remote_summary, wait, Waited};
+    use super::follow::{finish, wait, Waited};
     let manager = args.manager.resolve(args.addr.as_deref())?;
     let mut client = manager.connect(&args.net)?;
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
     match wait(&mut client, args.id, &manager.addr, &interrupted)? {
         Waited::Interrupted => Ok(ExitCode::from(130)),
-        Waited::Over(job) => {
-            quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
-            let clean = crate::report::job_clean(&job);
-            Ok(if clean {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Waited::Over(job) => finish(false, &job),
     }
 }
 

@@ -6,12 +6,14 @@
 //!
 //! - [`duration`]: human durations (`500ms`, `2m`) for the timeout flags;
 //! - [`output`]: aligned tables and `--json`;
+//! - [`follow`]: following a job: polling, the progress line, the summary;
 //! - [`run`](mod@run): `redmap run PATH`, embedded or on a manager;
 //! - [`manager`]: `redmap manager start|attach|detach|stats`;
-//! - [`jobs`]: `redmap jobs list|stats`;
+//! - [`jobs`]: `redmap jobs list|stats|cancel|watch`;
 //! - [`worker`]: `redmap worker start|status|info`.
 
 pub mod duration;
+pub mod follow;
 pub mod jobs;
 pub mod manager;
 pub mod output;

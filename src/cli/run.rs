@@ -1,29 +1,27 @@
 //! `redmap run PATH`: build the job and run it, here in this process.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-use clap::Args;
-
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
+use clap::Args;
+use serde::Serialize;
+
+use super::follow::{finish, job_stats, printable, wait, LiveLine, Waited, POLL};
 use super::jobs::{cancel_job, CancelOutcome};
-use super::output::{json_line, LiveLine};
+use super::output::json_line;
 use super::{
-    call, duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
+    duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
 };
 use crate::local::{self, Options, Report};
 use crate::net::{Client, ClientError};
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
-use crate::proto::msg::{Install, JobSummary, RunJob};
+use crate::proto::msg::{Install, RunJob};
 use crate::proto::{ErrorCode, Message};
-use crate::report::{throughput, JobJson};
-use serde::Serialize;
+use crate::report::JobJson;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -71,19 +69,6 @@ pub struct RunArgs {
     /// The cargo used for crate jobs (default: `cargo` from PATH).
     #[arg(long, value_name = "PATH")]
     pub cargo: Option<PathBuf>,
-}
-
-/// Results longer than this are not printed in the summary.
-const SHOWN_RESULT_MAX: usize = 200;
-
-/// The result as text, if it is short, printable UTF-8.
-fn printable(result: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(result).ok()?;
-    let ok = text.len() <= SHOWN_RESULT_MAX
-        && text
-            .chars()
-            .all(|c| !c.is_control() || c == '\n' || c == '\t');
-    ok.then(|| text.trim_end())
 }
 
 /// The embedded run's summary with the keys of a cluster job's JSON (and
@@ -345,31 +330,6 @@ fn run_remote(
     }
 }
 
-/// Prints an ended job's summary; returns its exit status (0 only for a
-/// clean job).
-fn finish(json: bool, job: &JobSummary) -> Result<ExitCode, CliError> {
-    let mut out = io::stdout().lock();
-    let written = if json {
-        json_line(&mut out, &JobJson::new(job))
-    } else {
-        remote_summary(&mut out, job)
-    };
-    quiet_broken_pipe(written)?;
-    Ok(if crate::report::job_clean(job) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// One look at job `id`.
-fn job_stats(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
-    call(client, addr, &Message::JobStatsRequest(id), |m| match m {
-        Message::JobStats(v) => Some(v),
-        _ => None,
-    })
-}
-
 /// After Ctrl-C: cancel the job (at once with --cancel-on-interrupt, else
 /// if the user says so on a terminal) or leave it running (exit 130). A job
 /// that ended meanwhile (while the prompt was open, or before the cancel
@@ -397,16 +357,6 @@ fn after_interrupt(
     }
     eprintln!("job {id} left running; follow it with `redmap jobs watch -m {addr} {id}`");
     Ok(ExitCode::from(130))
-}
-
-/// How often a waiting `redmap run` asks for the job's progress: soon at
-/// first, so a short job is not made to look slow, then every 100 ms.
-const FIRST_POLL: Duration = Duration::from_millis(2);
-const POLL: Duration = Duration::from_millis(100);
-
-pub(super) enum Waited {
-    Over(JobSummary),
-    Interrupted,
 }
 
 /// On a terminal, asks whether to cancel the job; elsewhere, does not.
@@ -442,87 +392,5 @@ fn ask_cancel(client: &mut Client, id: u64, addr: &str) -> bool {
             let note = if over { "  (ended: press Enter)" } else { "" };
             line.show_above(&job, note);
         }
-    }
-}
-
-/// Polls the job until it is over, showing progress on standard error.
-pub(super) fn wait(
-    client: &mut Client,
-    id: u64,
-    addr: &str,
-    interrupted: &AtomicBool,
-) -> Result<Waited, CliError> {
-    let mut line = LiveLine::new();
-    let mut pause = FIRST_POLL;
-    loop {
-        let job = call(client, addr, &Message::JobStatsRequest(id), |m| match m {
-            Message::JobStats(v) => Some(v),
-            _ => None,
-        })?;
-        if job.status.is_over() {
-            line.clear();
-            return Ok(Waited::Over(job));
-        }
-        if interrupted.load(Ordering::SeqCst) {
-            return Ok(Waited::Interrupted);
-        }
-        line.show(&job);
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL);
-    }
-}
-
-pub(super) fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
-    writeln!(
-        out,
-        "{}: {} — {} tasks, {} processed, {} failed, {} retried in {} ({:.0} tasks/s)",
-        j.name,
-        j.status.name(),
-        j.loaded,
-        j.processed,
-        j.failed,
-        j.retried,
-        duration::render(Duration::from_millis(j.elapsed_ms)),
-        throughput(j)
-    )?;
-    if j.load_errors > 0 {
-        writeln!(out, "load errors: {}", j.load_errors)?;
-    }
-    if j.reduce_errors > 0 {
-        writeln!(out, "reduce errors: {}", j.reduce_errors)?;
-    }
-    if j.backups > 0 || j.duplicates > 0 {
-        writeln!(
-            out,
-            "backup copies: {} sent, {} won; duplicate answers dropped: {}",
-            j.backups, j.backups_won, j.duplicates
-        )?;
-    }
-    let complete = j.result_len == j.result_preview.len() as u64;
-    match printable(&j.result_preview) {
-        Some(text) if complete && !text.is_empty() => writeln!(out, "result: {text}")?,
-        _ if j.result_len > 0 => writeln!(out, "result: {} bytes", j.result_len)?,
-        _ => {}
-    }
-    if !j.errors.is_empty() {
-        writeln!(out, "last errors:")?;
-        for e in &j.errors {
-            writeln!(out, "  {e}")?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_short_text_results_are_shown() {
-        assert_eq!(printable(b"65"), Some("65"));
-        assert_eq!(printable(b"a\tb\n"), Some("a\tb"));
-        assert_eq!(printable(&[0xFF, 0x00]), None);
-        assert_eq!(printable(&[b'x'; 300]), None);
-        assert_eq!(printable(b"\x1b[31m"), None);
     }
 }
