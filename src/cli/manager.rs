@@ -8,8 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::output::{json_line, table};
 use super::{
-    call, duration, quiet_broken_pipe, remote_err, serve_error, CliError, ManagerArg, NetArgs,
-    ServeArgs,
+    call, duration, quiet_broken_pipe, remote_err, serve_error, CliError, ErrorKind, ManagerArg,
+    NetArgs, ServeArgs,
 };
 use crate::manager::Settings;
 use crate::net::addr::listen_addr;
@@ -118,7 +118,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
             "--max-connections and --max-jobs must be at least 1",
         ));
     }
-    let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
+    let addr = listen_addr(&args.addr).map_err(|e| CliError::from_error(ErrorKind::Usage, e))?;
     let settings = Settings {
         max_connections: args.max_connections,
         max_retries: args.max_retries,

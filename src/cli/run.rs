@@ -14,7 +14,8 @@ use super::follow::{finish, job_stats, printable, wait, LiveLine, Waited, POLL};
 use super::jobs::{cancel_job, CancelOutcome};
 use super::output::json_line;
 use super::{
-    duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
+    duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, ErrorKind, Manager,
+    NetArgs,
 };
 use crate::local::{self, Options, Report};
 use crate::net::{Client, ClientError};
@@ -160,11 +161,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         );
     }
     let tools = Toolchain::new(args.rustc.clone(), args.cargo.clone());
-    let built = plugin::build(&args.path, &tools).map_err(|e| CliError::new(e.to_string()))?;
+    let built =
+        plugin::build(&args.path, &tools).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     if let Some(addr) = manager {
         return run_remote(&args, &built.library, Manager { addr });
     }
-    let plugin = Plugin::open(&built.library).map_err(|e| CliError::new(e.to_string()))?;
+    let plugin =
+        Plugin::open(&built.library).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.path
             .file_stem()
@@ -276,8 +279,10 @@ fn run_remote(
     library: &std::path::Path,
     target: Manager,
 ) -> Result<ExitCode, CliError> {
-    let bytes = std::fs::read(library)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
+    let bytes = std::fs::read(library).map_err(|e| CliError {
+        message: format!("cannot read {}: {e}", library.display()),
+        ..CliError::from(e)
+    })?;
     let mut client = target.connect(&args.net)?;
     // Chunks must fit the manager's --max-size, which may be below ours:
     // its INFO says (0 from a server before that field: the default).

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::output::{json_line, table};
-use super::{duration, quiet_broken_pipe, serve_error, CliError, NetArgs, ServeArgs};
+use super::{duration, quiet_broken_pipe, serve_error, CliError, ErrorKind, NetArgs, ServeArgs};
 use crate::net::addr::listen_addr;
 use crate::net::{Client, ClientError};
 use crate::proto::msg::Info;
@@ -70,7 +70,7 @@ pub fn run(cmd: WorkerCommand) -> Result<ExitCode, CliError> {
 }
 
 fn start(args: StartArgs) -> Result<ExitCode, CliError> {
-    let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
+    let addr = listen_addr(&args.addr).map_err(|e| CliError::from_error(ErrorKind::Usage, e))?;
     let threads = match args.threads {
         Some(0) => return Err(CliError::new("--threads must be at least 1")),
         Some(n) => n,
@@ -92,9 +92,10 @@ fn connect_and<T>(
     net: &NetArgs,
     f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
 ) -> Result<T, ClientError> {
+    // The secret's error stays whole (its hint too) as the cause.
     let secret = net
         .secret()
-        .map_err(|e| ClientError::Io(std::io::Error::other(e.message)))?;
+        .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
     let mut client = Client::connect_with(addr, net.timeouts(), net.max_size(), secret.as_deref())?;
     f(&mut client)
 }
@@ -176,6 +177,9 @@ fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
             any_down = true;
             if !args.json {
                 eprintln!("redmap: {addr}: {e}");
+                if let Some(hint) = super::client_hint(e) {
+                    eprintln!("hint: {hint}");
+                }
             }
         }
     }
