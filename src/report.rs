@@ -1,12 +1,18 @@
 //! Reports for scripts and monitors: the JSON the CLI prints with
 //! `--json` (and `/api/status` serves), and the Prometheus text exposition
 //! of `/metrics`. One place renders each, so the CLI, the web monitor and
-//! the metrics cannot disagree.
+//! the metrics cannot disagree. The JSON views are `#[derive(Serialize)]`
+//! structs, whose field order is the order of the keys; serde_json writes
+//! them. This module serves the servers and the CLI alike, and imports
+//! from neither.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use crate::cli::output::Json;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::value::RawValue;
+
 use crate::proto::msg::{Info, JobStatus, JobSummary, ManagerStats};
 
 /// A job that finished with every task done and no error of any kind:
@@ -95,106 +101,335 @@ impl fmt::Display for Progress {
     }
 }
 
-/// A job as JSON, for `--json`, `/api/status` and the monitor page.
-/// `done`, `total` and `percent` are its [`Progress`].
-pub fn job_json(j: &JobSummary) -> Json {
-    let p = progress(j);
-    let result = std::str::from_utf8(&j.result_preview)
-        .ok()
-        .filter(|_| j.result_len == j.result_preview.len() as u64);
-    Json::Object(vec![
-        ("id", Json::Int(j.id)),
-        ("name", Json::str(&j.name)),
-        ("status", Json::str(j.status.name())),
-        ("estimate", j.estimate.map_or(Json::Null, Json::Int)),
-        ("loaded", Json::Int(j.loaded)),
-        ("processed", Json::Int(j.processed)),
-        ("failed", Json::Int(j.failed)),
-        ("retried", Json::Int(j.retried)),
-        ("running", Json::Int(j.running)),
-        ("elapsed_ms", Json::Int(j.elapsed_ms)),
-        ("tasks_per_sec", Json::Float(throughput(j))),
-        ("load_errors", Json::Int(j.load_errors)),
-        ("reduce_errors", Json::Int(j.reduce_errors)),
-        ("result_len", Json::Int(j.result_len)),
-        ("result", result.map_or(Json::Null, Json::str)),
-        (
-            "errors",
-            Json::Array(j.errors.iter().map(Json::str).collect()),
-        ),
-        ("backups", Json::Int(j.backups)),
-        ("backups_won", Json::Int(j.backups_won)),
-        ("duplicates", Json::Int(j.duplicates)),
-        ("waiting_for_workers", Json::Bool(j.waiting_for_workers)),
-        ("done", Json::Int(p.done)),
-        ("total", p.total.map_or(Json::Null, Json::Int)),
-        ("percent", p.percent.map_or(Json::Null, Json::Float)),
-    ])
+/// Writes a float as the JSON has always shown it (Rust's `Display`):
+/// `90` for a whole number, `0.5` otherwise, `null` when not finite.
+/// Scripts and tests read `"percent":90`, which serde_json alone would
+/// write `90.0`.
+pub(crate) fn number<S: Serializer>(x: &f64, s: S) -> Result<S::Ok, S::Error> {
+    // Below 2^53 every whole f64 is an exact i64, written alike.
+    if x.is_finite() && x.fract() == 0.0 && x.abs() < 9.0e15 {
+        s.serialize_i64(*x as i64)
+    } else {
+        // serde_json writes a non-finite float as null.
+        s.serialize_f64(*x)
+    }
 }
 
-pub fn stats_json(s: &ManagerStats) -> Json {
-    Json::Object(vec![
-        ("address", Json::str(&s.address)),
-        (
-            "workers",
-            Json::Object(vec![
-                ("active", Json::Int(s.workers_active.into())),
-                ("failing", Json::Int(s.workers_failing.into())),
-                ("terminated", Json::Int(s.workers_terminated.into())),
-                ("total", Json::Int(s.workers_total.into())),
-            ]),
-        ),
-        (
-            "jobs",
-            Json::Object(vec![
-                ("waiting", Json::Int(s.jobs_waiting.into())),
-                ("running", Json::Int(s.jobs_running.into())),
-                ("failed", Json::Int(s.jobs_failed.into())),
-                ("completed", Json::Int(s.jobs_completed.into())),
-                ("cancelled", Json::Int(s.jobs_cancelled.into())),
-            ]),
-        ),
-        (
-            "tasks_per_sec",
-            Json::Float(s.tasks_per_sec_milli as f64 / 1000.0),
-        ),
-        ("tasks_processed", Json::Int(s.tasks_processed)),
-        ("bytes_in", Json::Int(s.bytes_in)),
-        ("bytes_out", Json::Int(s.bytes_out)),
-        ("uptime_ms", Json::Int(s.uptime_ms)),
-        ("duplicates", Json::Int(s.duplicates)),
-        ("backups", Json::Int(s.backups)),
-        ("backups_won", Json::Int(s.backups_won)),
-    ])
+/// [`number`] for a value that may be absent (`null`).
+pub(crate) fn maybe_number<S: Serializer>(x: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match x {
+        Some(x) => number(x, s),
+        None => s.serialize_none(),
+    }
 }
 
-/// One worker as the manager sees it, for `/api/status`.
-#[derive(Debug, Clone)]
+/// [`number`] for each value of a sequence.
+fn numbers<S: Serializer>(xs: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Number(#[serde(serialize_with = "number")] f64);
+    s.collect_seq(xs.iter().map(|&x| Number(x)))
+}
+
+/// One line of JSON (no spaces, no newline): what every `--json` prints.
+/// Serializing these views cannot fail (every map key is a string); were
+/// it to, the line says so as JSON rather than ending the command.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|e| {
+        log::error!("cannot render JSON: {e}");
+        "null".to_owned()
+    })
+}
+
+/// A job as JSON, for `--json`, `/api/status` and the monitor page, in
+/// this order of keys. `done`, `total` and `percent` are its [`Progress`].
+#[derive(Debug, Serialize)]
+pub struct JobJson<'a> {
+    id: u64,
+    name: &'a str,
+    status: &'static str,
+    estimate: Option<u64>,
+    loaded: u64,
+    processed: u64,
+    failed: u64,
+    retried: u64,
+    running: u64,
+    elapsed_ms: u64,
+    #[serde(serialize_with = "number")]
+    tasks_per_sec: f64,
+    load_errors: u64,
+    reduce_errors: u64,
+    result_len: u64,
+    /// The result as text when the preview holds all of it, else `null`.
+    result: Option<&'a str>,
+    errors: &'a [String],
+    backups: u64,
+    backups_won: u64,
+    duplicates: u64,
+    waiting_for_workers: bool,
+    done: u64,
+    total: Option<u64>,
+    #[serde(serialize_with = "maybe_number")]
+    percent: Option<f64>,
+}
+
+impl<'a> JobJson<'a> {
+    /// The view of `j`.
+    pub fn new(j: &'a JobSummary) -> JobJson<'a> {
+        let p = progress(j);
+        let result = std::str::from_utf8(&j.result_preview)
+            .ok()
+            .filter(|_| j.result_len == j.result_preview.len() as u64);
+        JobJson {
+            id: j.id,
+            name: &j.name,
+            status: j.status.name(),
+            estimate: j.estimate,
+            loaded: j.loaded,
+            processed: j.processed,
+            failed: j.failed,
+            retried: j.retried,
+            running: j.running,
+            elapsed_ms: j.elapsed_ms,
+            tasks_per_sec: throughput(j),
+            load_errors: j.load_errors,
+            reduce_errors: j.reduce_errors,
+            result_len: j.result_len,
+            result,
+            errors: &j.errors,
+            backups: j.backups,
+            backups_won: j.backups_won,
+            duplicates: j.duplicates,
+            waiting_for_workers: j.waiting_for_workers,
+            done: p.done,
+            total: p.total,
+            percent: p.percent,
+        }
+    }
+}
+
+/// A manager's stats as JSON, for `manager stats --json` and the
+/// `manager` part of `/api/status`.
+#[derive(Debug, Serialize)]
+pub struct StatsJson<'a> {
+    address: &'a str,
+    workers: WorkerCounts,
+    jobs: JobCounts,
+    #[serde(serialize_with = "number")]
+    tasks_per_sec: f64,
+    tasks_processed: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    uptime_ms: u64,
+    duplicates: u64,
+    backups: u64,
+    backups_won: u64,
+}
+
+/// The `workers` object of [`StatsJson`].
+#[derive(Debug, Serialize)]
+struct WorkerCounts {
+    active: u32,
+    failing: u32,
+    terminated: u32,
+    total: u32,
+}
+
+/// The `jobs` object of [`StatsJson`].
+#[derive(Debug, Serialize)]
+struct JobCounts {
+    waiting: u32,
+    running: u32,
+    failed: u32,
+    completed: u32,
+    cancelled: u32,
+}
+
+impl<'a> StatsJson<'a> {
+    /// The view of `s`.
+    pub fn new(s: &'a ManagerStats) -> StatsJson<'a> {
+        StatsJson {
+            address: &s.address,
+            workers: WorkerCounts {
+                active: s.workers_active,
+                failing: s.workers_failing,
+                terminated: s.workers_terminated,
+                total: s.workers_total,
+            },
+            jobs: JobCounts {
+                waiting: s.jobs_waiting,
+                running: s.jobs_running,
+                failed: s.jobs_failed,
+                completed: s.jobs_completed,
+                cancelled: s.jobs_cancelled,
+            },
+            tasks_per_sec: s.tasks_per_sec_milli as f64 / 1000.0,
+            tasks_processed: s.tasks_processed,
+            bytes_in: s.bytes_in,
+            bytes_out: s.bytes_out,
+            uptime_ms: s.uptime_ms,
+            duplicates: s.duplicates,
+            backups: s.backups,
+            backups_won: s.backups_won,
+        }
+    }
+}
+
+/// One worker as the manager sees it, for `/api/status`; serialized with
+/// these keys in this order (`in_flight` as `batches_in_flight`).
+#[derive(Debug, Clone, Serialize)]
 pub struct WorkerView {
+    /// The address it was attached under.
     pub address: String,
+    /// Its state's name (`active`, `failing`, …).
     pub state: &'static str,
+    /// Connections open to it.
     pub connections: usize,
+    /// Batches sent to it and not answered yet.
+    #[serde(rename = "batches_in_flight")]
     pub in_flight: usize,
+    /// Job libraries installed on it.
     pub installed_jobs: usize,
+    /// Tasks it has mapped for this manager.
     pub tasks_processed: u64,
+    /// Its recent rate.
+    #[serde(serialize_with = "number")]
     pub tasks_per_sec: f64,
+    /// Why it last failed, if it did.
     pub last_error: Option<String>,
 }
 
+/// The body of a manager's `/api/status`: its stats, its workers, its live
+/// and newest ended jobs (each as `jobs list --json` shows it), and the
+/// throughput history of the monitor's sparkline, oldest first.
+pub fn status_body(
+    stats: &ManagerStats,
+    workers: &[WorkerView],
+    jobs: &[JobSummary],
+    history: impl IntoIterator<Item = f64>,
+) -> String {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        manager: StatsJson<'a>,
+        workers: &'a [WorkerView],
+        jobs: Vec<JobJson<'a>>,
+        #[serde(serialize_with = "numbers")]
+        throughput: Vec<f64>,
+    }
+    to_json(&Body {
+        manager: StatsJson::new(stats),
+        workers,
+        jobs: jobs.iter().map(JobJson::new).collect(),
+        throughput: history.into_iter().collect(),
+    })
+}
+
+/// A server's info, as `redmap worker info --json` prints it (and a
+/// worker's `/api/status` serves it).
+#[derive(Debug, Serialize)]
+pub struct InfoJson<'a> {
+    queried: &'a str,
+    /// Always true: an unreachable server has no info.
+    reachable: bool,
+    version: &'a str,
+    address: &'a str,
+    protocol: u8,
+    active_jobs: u32,
+    installed_jobs: u32,
+    uptime_ms: u64,
+    tasks_processed: u64,
+}
+
+impl InfoJson<'_> {
+    /// As one line of JSON.
+    pub fn render(&self) -> String {
+        to_json(self)
+    }
+}
+
+/// The view of `info`, from the server queried at `queried`.
+pub fn info_json<'a>(queried: &'a str, info: &'a Info) -> InfoJson<'a> {
+    InfoJson {
+        queried,
+        reachable: true,
+        version: &info.version,
+        address: &info.address,
+        protocol: info.protocol,
+        active_jobs: info.active_jobs,
+        installed_jobs: info.installed_jobs,
+        uptime_ms: info.uptime_ms,
+        tasks_processed: info.tasks_processed,
+    }
+}
+
+/// Transitional: a JSON tree the manager's `publish` still puts together
+/// itself (and `cli::output` re-exports under its old name). It goes, with
+/// [`job_json`], [`stats_json`] and [`worker_json`], when the manager
+/// calls [`status_body`] instead. Rendered by serde_json, so strings are
+/// escaped by the serializer, not by hand.
+#[derive(Debug, Clone)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Int(u64),
+    Float(f64),
+    Str(String),
+    Object(Vec<(&'static str, Json)>),
+    Array(Vec<Json>),
+    /// A value rendered already (one of the views above).
+    Raw(Box<RawValue>),
+}
+
+impl Json {
+    /// A string value.
+    pub fn str(s: impl Into<String>) -> Json {
+        Json::Str(s.into())
+    }
+
+    /// One line of JSON.
+    pub fn render(&self) -> String {
+        to_json(self)
+    }
+
+    /// A view, rendered once.
+    fn view<T: Serialize>(value: &T) -> Json {
+        serde_json::value::to_raw_value(value).map_or(Json::Null, Json::Raw)
+    }
+}
+
+impl Serialize for Json {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Null => s.serialize_unit(),
+            Json::Bool(b) => s.serialize_bool(*b),
+            Json::Int(n) => s.serialize_u64(*n),
+            Json::Float(x) => number(x, s),
+            Json::Str(text) => s.serialize_str(text),
+            Json::Object(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (k, v) in fields {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+            Json::Array(items) => s.collect_seq(items),
+            Json::Raw(raw) => raw.serialize(s),
+        }
+    }
+}
+
+/// Transitional (see [`Json`]): a job for the manager's `publish`.
+pub fn job_json(j: &JobSummary) -> Json {
+    Json::view(&JobJson::new(j))
+}
+
+/// Transitional (see [`Json`]): the stats for the manager's `publish`.
+pub fn stats_json(s: &ManagerStats) -> Json {
+    Json::view(&StatsJson::new(s))
+}
+
+/// Transitional (see [`Json`]): a worker for the manager's `publish`.
 pub fn worker_json(w: &WorkerView) -> Json {
-    Json::Object(vec![
-        ("address", Json::str(&w.address)),
-        ("state", Json::str(w.state)),
-        ("connections", Json::Int(w.connections as u64)),
-        ("batches_in_flight", Json::Int(w.in_flight as u64)),
-        ("installed_jobs", Json::Int(w.installed_jobs as u64)),
-        ("tasks_processed", Json::Int(w.tasks_processed)),
-        ("tasks_per_sec", Json::Float(w.tasks_per_sec)),
-        (
-            "last_error",
-            w.last_error.as_deref().map_or(Json::Null, Json::str),
-        ),
-    ])
+    Json::view(w)
 }
 
 /// Prometheus text exposition, built metric by metric.
@@ -317,22 +552,6 @@ impl RttHistogram {
     }
 }
 
-/// A server's info, as `redmap worker info --json` prints it (and a
-/// worker's `/api/status` serves it).
-pub fn info_json(queried: &str, info: &Info) -> Json {
-    Json::Object(vec![
-        ("queried", Json::str(queried)),
-        ("reachable", Json::Bool(true)),
-        ("version", Json::str(&info.version)),
-        ("address", Json::str(&info.address)),
-        ("protocol", Json::Int(info.protocol.into())),
-        ("active_jobs", Json::Int(info.active_jobs.into())),
-        ("installed_jobs", Json::Int(info.installed_jobs.into())),
-        ("uptime_ms", Json::Int(info.uptime_ms)),
-        ("tasks_processed", Json::Int(info.tasks_processed)),
-    ])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,16 +646,91 @@ mod tests {
 
     #[test]
     fn job_json_carries_the_progress() {
-        let text = job_json(&job(JobStatus::Running, Some(30), 30, 23, 4)).render();
+        let text = to_json(&JobJson::new(&job(JobStatus::Running, Some(30), 30, 23, 4)));
         assert!(text.contains(r#""processed":23"#), "{text}");
         assert!(
             text.contains(r#""done":27,"total":30,"percent":90"#),
             "{text}"
         );
-        let text = job_json(&job(JobStatus::Running, None, 3, 1, 0)).render();
+        let text = to_json(&JobJson::new(&job(JobStatus::Running, None, 3, 1, 0)));
         assert!(
             text.contains(r#""done":1,"total":null,"percent":null"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn json_escapes_what_it_is_given() {
+        let mut j = job(JobStatus::Running, None, 3, 1, 0);
+        j.name = "x\"y\n\u{1}".into();
+        j.errors = vec!["a\\b".into()];
+        let text = to_json(&JobJson::new(&j));
+        assert!(
+            text.starts_with(r#"{"id":1,"name":"x\"y\n\u0001","status":"running""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""errors":["a\\b"]"#), "{text}");
+    }
+
+    #[test]
+    fn status_body_has_the_shape_the_manager_published() {
+        // The same text as the transitional tree the manager builds today.
+        let stats = ManagerStats {
+            address: "127.0.0.1:1".into(),
+            tasks_per_sec_milli: 2500,
+            ..ManagerStats::default()
+        };
+        let workers = [WorkerView {
+            address: "127.0.0.1:2".into(),
+            state: "active",
+            connections: 1,
+            in_flight: 2,
+            installed_jobs: 1,
+            tasks_processed: 7,
+            tasks_per_sec: 3.0,
+            last_error: None,
+        }];
+        let jobs = [job(JobStatus::Running, Some(30), 30, 23, 4)];
+        let history = [1.0, 2.5, f64::NAN];
+        let body = status_body(&stats, &workers, &jobs, history);
+        assert!(
+            body.starts_with(r#"{"manager":{"address":"127.0.0.1:1","workers":{"active":0,"#),
+            "{body}"
+        );
+        assert!(body.contains(r#""tasks_per_sec":2.5,"#), "{body}");
+        assert!(body.contains(r#""batches_in_flight":2,"installed_jobs":1,"tasks_processed":7,"tasks_per_sec":3,"last_error":null}]"#), "{body}");
+        assert!(body.contains(r#"],"jobs":[{"id":1,"#), "{body}");
+        assert!(body.ends_with(r#""throughput":[1,2.5,null]}"#), "{body}");
+        // Goes with the transitional tree: the body the manager builds
+        // with it today, to the byte.
+        let tree = Json::Object(vec![
+            ("manager", stats_json(&stats)),
+            (
+                "workers",
+                Json::Array(workers.iter().map(worker_json).collect()),
+            ),
+            ("jobs", Json::Array(jobs.iter().map(job_json).collect())),
+            (
+                "throughput",
+                Json::Array(history.iter().map(|r| Json::Float(*r)).collect()),
+            ),
+        ]);
+        assert_eq!(body, tree.render());
+    }
+
+    #[test]
+    fn json_escapes_strings() {
+        let v = Json::Object(vec![
+            ("a", Json::str("x\"y\n\u{1}")),
+            (
+                "b",
+                Json::Array(vec![Json::Int(1), Json::Null, Json::Bool(true)]),
+            ),
+            ("c", Json::Float(0.5)),
+        ]);
+        assert_eq!(
+            v.render(),
+            r#"{"a":"x\"y\n\u0001","b":[1,null,true],"c":0.5}"#
         );
     }
 }

@@ -1,50 +1,36 @@
 //! Human durations for flags (`500ms`, `10s`, `2m`, `1h30m`, `1.5s`), in the
 //! syntax of Go's `time.ParseDuration` that the original's flags used, and
-//! the matching short rendering for output.
+//! the matching short rendering for output. humantime parses (it also takes
+//! spaces and longer unit names: `1h 30min`); the messages are ours.
 
 use std::time::Duration;
+
+use humantime::DurationError;
+
+/// The longest duration a flag takes (about 31 years): beyond it a
+/// deadline's arithmetic is no longer worth trusting.
+const LONGEST: Duration = Duration::from_secs(1_000_000_000);
 
 /// Parses a duration; used as a clap `value_parser`. Zero is refused: a
 /// timeout of nothing would fail every request.
 pub fn parse(input: &str) -> Result<Duration, String> {
-    let s = input.trim();
-    if s.is_empty() {
-        return Err("empty duration (try 10s, 500ms or 2m)".into());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("'{input}' has no unit (try {input}s or {input}ms)"))?;
-        let (num, tail) = rest.split_at(num_len);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("'{input}' is not a duration (try 10s, 500ms or 2m)"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => {
-                return Err(format!(
-                    "unknown unit '{unit}' in '{input}' (use ns, us, ms, s, m or h)"
-                ))
-            }
-        };
-        total += value * scale;
-        rest = next;
-    }
-    if !(total.is_finite() && total < 1e9) {
+    let not_a_duration = || format!("'{input}' is not a duration (try 10s, 500ms or 2m)");
+    let d = humantime::parse_duration(input.trim()).map_err(|e| match e {
+        DurationError::Empty => "empty duration (try 10s, 500ms or 2m)".to_owned(),
+        DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("'{input}' has no unit (try {input}s or {input}ms)")
+        }
+        DurationError::UnknownUnit { unit, .. } => {
+            format!("unknown unit '{unit}' in '{input}' (use ns, us, ms, s, m or h)")
+        }
+        DurationError::NumberOverflow => {
+            format!("'{input}' is too long a duration, or finer than a nanosecond")
+        }
+        DurationError::InvalidCharacter(_) | DurationError::NumberExpected(_) => not_a_duration(),
+    })?;
+    if d >= LONGEST {
         return Err(format!("'{input}' is too long a duration"));
     }
-    let d = Duration::from_secs_f64(total);
     if d.is_zero() {
         return Err("a timeout must be greater than zero".into());
     }

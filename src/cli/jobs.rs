@@ -1,4 +1,4 @@
-//! `redmap jobs list|stats`, and the job summary shared with `redmap run`.
+//! `redmap jobs list|stats|cancel|watch`.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::{table, Json};
+use super::output::{json_line, table};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::net::ClientError;
 use crate::proto::msg::manager::MAX_LIST_LIMIT;
 use crate::proto::msg::{JobSummary, JobsQuery};
 use crate::proto::{ErrorCode, Message};
+use crate::report::{progress, throughput, JobJson};
 
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
@@ -104,22 +105,14 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
 
 /// Follows job `args.id` until it is over; Ctrl-C stops watching only.
 fn watch(args: CancelArgs) -> Result<ExitCode, CliError> {
-    use super::run::{remote_summary, wait, Waited};
+    use super::follow::{finish, wait, Waited};
     let manager = args.manager.resolve(args.addr.as_deref())?;
     let mut client = manager.connect(&args.net)?;
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
     match wait(&mut client, args.id, &manager.addr, &interrupted)? {
         Waited::Interrupted => Ok(ExitCode::from(130)),
-        Waited::Over(job) => {
-            quiet_broken_pipe(remote_summary(&mut io::stdout().lock(), &job))?;
-            let clean = crate::report::job_clean(&job);
-            Ok(if clean {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Waited::Over(job) => finish(false, &job),
     }
 }
 
@@ -168,8 +161,6 @@ fn cancel(args: CancelArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub use crate::report::{job_json, progress, throughput};
-
 fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     let manager = args.manager.resolve(args.addr.as_deref())?;
     let mut client = manager.connect(&args.net)?;
@@ -203,11 +194,7 @@ fn list(args: ListArgs) -> Result<ExitCode, CliError> {
     };
     let mut out = io::stdout().lock();
     let written = if args.json {
-        writeln!(
-            out,
-            "{}",
-            Json::Array(jobs.iter().map(job_json).collect()).render()
-        )
+        json_line(&mut out, &jobs.iter().map(JobJson::new).collect::<Vec<_>>())
     } else {
         let rows: Vec<Vec<String>> = jobs
             .iter()
@@ -283,7 +270,7 @@ fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     )?;
     let mut out = io::stdout().lock();
     let written = if args.json {
-        writeln!(out, "{}", job_json(&job).render())
+        json_line(&mut out, &JobJson::new(&job))
     } else {
         render_stats(&mut out, &job)
     };

@@ -1,20 +1,21 @@
 //! `redmap manager start|attach|detach|stats`.
 
-use std::io::{self, Write};
+use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::table;
+use super::output::{json_line, table};
 use super::{
-    call, duration, quiet_broken_pipe, remote_err, serve_error, CliError, ManagerArg, NetArgs,
-    ServeArgs,
+    call, duration, quiet_broken_pipe, remote_err, serve_error, CliError, ErrorKind, ManagerArg,
+    NetArgs, ServeArgs,
 };
 use crate::manager::Settings;
 use crate::net::addr::listen_addr;
 use crate::proto::msg::AttachWorker;
 use crate::proto::Message;
+use crate::report::StatsJson;
 
 #[derive(Debug, Subcommand)]
 pub enum ManagerCommand {
@@ -117,7 +118,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
             "--max-connections and --max-jobs must be at least 1",
         ));
     }
-    let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
+    let addr = listen_addr(&args.addr).map_err(|e| CliError::from_error(ErrorKind::Usage, e))?;
     let settings = Settings {
         max_connections: args.max_connections,
         max_retries: args.max_retries,
@@ -171,8 +172,6 @@ fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliErro
     })
 }
 
-pub use crate::report::stats_json;
-
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     let manager = args.manager.resolve(args.addr.as_deref())?;
     let mut client = manager.connect(&args.net)?;
@@ -187,7 +186,7 @@ fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {
     )?;
     let mut out = io::stdout().lock();
     let written = if args.json {
-        writeln!(out, "{}", stats_json(&s).render())
+        json_line(&mut out, &StatsJson::new(&s))
     } else {
         table(
             &mut out,

@@ -6,12 +6,14 @@
 //!
 //! - [`duration`]: human durations (`500ms`, `2m`) for the timeout flags;
 //! - [`output`]: aligned tables and `--json`;
+//! - [`follow`]: following a job: polling, the progress line, the summary;
 //! - [`run`](mod@run): `redmap run PATH`, embedded or on a manager;
 //! - [`manager`]: `redmap manager start|attach|detach|stats`;
-//! - [`jobs`]: `redmap jobs list|stats`;
+//! - [`jobs`]: `redmap jobs list|stats|cancel|watch`;
 //! - [`worker`]: `redmap worker start|status|info`.
 
 pub mod duration;
+pub mod follow;
 pub mod jobs;
 pub mod manager;
 pub mod output;
@@ -154,17 +156,35 @@ impl Manager {
 /// A client error, worded for someone talking to a manager at `addr`.
 pub fn remote_err(addr: &str, e: ClientError) -> CliError {
     match e {
-        ClientError::Connect { .. } => CliError::new(format!("cannot reach the manager: {e}"))
-            .with_hint(format!(
+        ClientError::Connect { .. } => CliError {
+            message: format!("cannot reach the manager: {e}"),
+            ..CliError::from_error(ErrorKind::Remote, e)
+        }
+        .with_hint(format!(
                 "is `redmap manager start {addr}` running? (-m/--manager or REDMAP_MANAGER picks another)"
             )),
-        ClientError::Remote(r) if r.code == crate::proto::ErrorCode::AUTH_FAILED => {
-            CliError::new(format!("{addr}: {}", r.message)).with_hint(
-                "give every command and server the same secret (--secret-file PATH or REDMAP_SECRET)",
-            )
+        ClientError::Remote(ref r) if r.code == crate::proto::ErrorCode::AUTH_FAILED => {
+            let hint = client_hint(&e).unwrap_or_default();
+            CliError::new(format!("{addr}: {}", r.message))
+                .kind(ErrorKind::Remote)
+                .with_hint(hint)
         }
-        ClientError::Remote(r) => CliError::new(r.message),
-        other => CliError::new(format!("{addr}: {other}")),
+        ClientError::Remote(r) => CliError::new(r.message).kind(ErrorKind::Remote),
+        other => CliError {
+            message: format!("{addr}: {other}"),
+            ..CliError::from_error(ErrorKind::Remote, other)
+        },
+    }
+}
+
+/// The hint for a client error that has one whatever the server: a
+/// refused secret (else `worker info` printed the refusal alone).
+pub fn client_hint(e: &ClientError) -> Option<&'static str> {
+    match e {
+        ClientError::Remote(r) if r.code == crate::proto::ErrorCode::AUTH_FAILED => Some(
+            "give every command and server the same secret (--secret-file PATH or REDMAP_SECRET)",
+        ),
+        _ => None,
     }
 }
 
@@ -215,8 +235,8 @@ impl ServeArgs {
         let Some(typed) = &self.http else {
             return Ok(None);
         };
-        let addr =
-            crate::net::addr::listen_addr(typed).map_err(|e| CliError::new(e.to_string()))?;
+        let addr = crate::net::addr::listen_addr(typed)
+            .map_err(|e| CliError::from_error(ErrorKind::Usage, e))?;
         if net.secret()?.is_none() && !addr.ip().is_loopback() && !self.insecure {
             return Err(CliError::new(format!(
                 "refusing to serve HTTP on {typed} ({addr}, reachable from other machines) without a secret"
@@ -277,24 +297,107 @@ impl NetArgs {
     }
 }
 
-/// An error that ends a command, with an optional hint for the user.
+/// What kind of failure ended a command: it decides the exit status, in
+/// [`ErrorKind::exit_code`] alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad arguments or configuration (a flag out of range, two managers).
+    Usage,
+    /// A server could not be reached or refused the request.
+    Remote,
+    /// The job did not compile or load.
+    Job,
+    /// The system refused (cannot bind, cannot read a file).
+    Io,
+    /// Standard output was closed (`redmap … | head`): not a failure.
+    BrokenPipe,
+}
+
+impl ErrorKind {
+    /// The exit status for this kind (README: 2 for an error; a closed
+    /// pipe is a quiet success).
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            ErrorKind::Usage | ErrorKind::Remote | ErrorKind::Job | ErrorKind::Io => {
+                ExitCode::from(2)
+            }
+            ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        }
+    }
+}
+
+/// An error that ends a command: its kind, its message, the error that
+/// caused it (kept typed, for the chain printed at the end) and an
+/// optional hint for the user.
 #[derive(Debug)]
 pub struct CliError {
+    pub kind: ErrorKind,
     pub message: String,
     pub hint: Option<String>,
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl CliError {
+    /// An error of kind [`ErrorKind::Usage`] with this message.
     pub fn new(message: impl Into<String>) -> CliError {
         CliError {
+            kind: ErrorKind::Usage,
             message: message.into(),
             hint: None,
+            source: None,
         }
     }
 
+    /// An error of `kind` from a typed error: its text is the message, and
+    /// the error itself is kept as the cause.
+    pub fn from_error(
+        kind: ErrorKind,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> CliError {
+        CliError {
+            kind,
+            message: e.to_string(),
+            hint: None,
+            source: Some(Box::new(e)),
+        }
+    }
+
+    /// The same error, of another kind.
+    pub fn kind(mut self, kind: ErrorKind) -> CliError {
+        self.kind = kind;
+        self
+    }
+
+    /// The same error, with a hint for the user.
     pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
         self.hint = Some(hint.into());
         self
+    }
+
+    /// Prints the error, each cause its message does not already say, and
+    /// the hint, on standard error; returns the exit status of its kind.
+    /// The one place where a command's error becomes output and a status.
+    pub fn report(&self) -> ExitCode {
+        if self.kind == ErrorKind::BrokenPipe {
+            return self.kind.exit_code();
+        }
+        eprintln!("redmap: error: {}", self.message);
+        // The source's own text is the message (from_error); its causes
+        // follow, unless a message already quotes them.
+        let mut shown = self.message.clone();
+        let mut cause = self.source.as_deref().and_then(|e| e.source());
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !shown.contains(&text) {
+                eprintln!("caused by: {text}");
+                shown.push_str(&text);
+            }
+            cause = e.source();
+        }
+        if let Some(hint) = &self.hint {
+            eprintln!("hint: {hint}");
+        }
+        self.kind.exit_code()
     }
 }
 
@@ -304,9 +407,22 @@ impl fmt::Display for CliError {
     }
 }
 
+impl std::error::Error for CliError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
 impl From<io::Error> for CliError {
     fn from(e: io::Error) -> CliError {
-        CliError::new(e.to_string())
+        let kind = if e.kind() == io::ErrorKind::BrokenPipe {
+            ErrorKind::BrokenPipe
+        } else {
+            ErrorKind::Io
+        };
+        CliError::from_error(kind, e)
     }
 }
 
@@ -326,22 +442,17 @@ pub fn run(cli: Cli) -> ExitCode {
             quiet_broken_pipe(io::stdout().lock().write_all(&script)).map(|()| ExitCode::SUCCESS)
         }
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("redmap: error: {e}");
-            if let Some(hint) = &e.hint {
-                eprintln!("hint: {hint}");
-            }
-            ExitCode::from(2)
-        }
-    }
+    result.unwrap_or_else(|e| e.report())
 }
 
 /// The error for a server that could not start on `addr`.
 pub fn serve_error(addr: SocketAddr, e: io::Error) -> CliError {
-    let err = CliError::new(format!("cannot serve on {addr}: {e}"));
-    if e.kind() == io::ErrorKind::AddrInUse {
+    let in_use = e.kind() == io::ErrorKind::AddrInUse;
+    let err = CliError {
+        message: format!("cannot serve on {addr}: {e}"),
+        ..CliError::from_error(ErrorKind::Io, e)
+    };
+    if in_use {
         err.with_hint("another process listens on that port; pick another or stop it")
     } else {
         err

@@ -1,16 +1,13 @@
-//! Output for humans and scripts: aligned tables, JSON for `--json`, and
-//! the live progress line of `redmap run` and `redmap jobs watch`.
+//! Output for humans and scripts: aligned tables and JSON for `--json`
+//! (the progress line is [`super::follow`]'s).
 //!
-//! JSON is written by hand: the CLI only ever emits flat objects of strings,
-//! numbers, booleans and nulls, which does not warrant a serialization crate.
+//! JSON is serde_json's, through the views of [`crate::report`] and
+//! [`json_line`].
 
 use std::fmt::Write as _;
-use std::io::{self, IsTerminal, Write};
-use std::time::{Duration, Instant};
+use std::io::{self, Write};
 
-use super::duration;
-use crate::proto::msg::JobSummary;
-use crate::report::progress;
+use serde::Serialize;
 
 /// Prints rows under a header, each column padded to its widest cell.
 pub fn table<W: Write>(out: &mut W, header: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
@@ -38,352 +35,19 @@ pub fn table<W: Write>(out: &mut W, header: &[&str], rows: &[Vec<String>]) -> io
     Ok(())
 }
 
-/// One JSON value of the kinds the CLI emits.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Int(u64),
-    Float(f64),
-    Str(String),
-    Object(Vec<(&'static str, Json)>),
-    Array(Vec<Json>),
-}
+/// Transitional: `src/manager/handler.rs` still imports the JSON tree from
+/// here to build `/api/status`. The CLI itself no longer uses it; this
+/// re-export goes when the manager calls [`crate::report::status_body`].
+pub use crate::report::Json;
 
-impl Json {
-    pub fn str(s: impl Into<String>) -> Json {
-        Json::Str(s.into())
-    }
-
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        self.write(&mut out);
-        out
-    }
-
-    fn write(&self, out: &mut String) {
-        match self {
-            Json::Null => out.push_str("null"),
-            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Json::Float(x) if x.is_finite() => {
-                let _ = write!(out, "{x}");
-            }
-            Json::Float(_) => out.push_str("null"),
-            Json::Str(s) => write_str(out, s),
-            Json::Object(fields) => {
-                out.push('{');
-                for (i, (k, v)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_str(out, k);
-                    out.push(':');
-                    v.write(out);
-                }
-                out.push('}');
-            }
-            Json::Array(items) => {
-                out.push('[');
-                for (i, v) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    v.write(out);
-                }
-                out.push(']');
-            }
-        }
-    }
-}
-
-fn write_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Columns of the terminal standard error writes to: the kernel's window
-/// size (so a resized window is followed), else `$COLUMNS`, else 80.
-pub fn terminal_width() -> usize {
-    window_columns()
-        .or_else(|| {
-            std::env::var("COLUMNS")
-                .ok()
-                .and_then(|c| c.trim().parse().ok())
-        })
-        .filter(|&c| c > 0)
-        .unwrap_or(80)
-}
-
-#[cfg(unix)]
-fn window_columns() -> Option<usize> {
-    use std::os::fd::AsRawFd;
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ only writes a `winsize` into the struct we pass,
-    // and standard error's descriptor stays open for the call.
-    let rc = unsafe { libc::ioctl(io::stderr().as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
-    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
-}
-
-#[cfg(not(unix))]
-fn window_columns() -> Option<usize> {
-    None
-}
-
-/// Width of the progress bar, in cells between its brackets.
-const BAR: u64 = 20;
-
-/// The progress line of a job, at most `width` characters: the bar, then
-/// what [`progress`] says (done/total, percent, rate, ETA), the time so far
-/// and the status. What does not fit goes, least useful first (the bar,
-/// then the elapsed time), and the rest is cut at `width`.
-pub fn progress_line(j: &JobSummary, width: usize) -> String {
-    let p = progress(j);
-    let bar = p.percent.map(|pct| {
-        let filled = ((pct / 100.0 * BAR as f64) as u64).min(BAR) as usize;
-        format!(
-            "[{}{}] ",
-            "#".repeat(filled),
-            ".".repeat(BAR as usize - filled)
-        )
-    });
-    // Waiting, the newest error says why if it can (a worker that refused
-    // the job's library, say); the line is cut to the width anyway.
-    let status = match (j.waiting_for_workers, j.errors.last()) {
-        (true, Some(e)) => format!("waiting for workers ({e})"),
-        (true, None) => "waiting for workers".to_owned(),
-        (false, _) => j.status.name().to_owned(),
-    };
-    let rate = p
-        .rate
-        .map(|r| format!("  {r:.0} tasks/s"))
-        .unwrap_or_default();
-    let eta = p
-        .eta
-        .map(|e| format!("  ETA {}", eta_text(e)))
-        .unwrap_or_default();
-    let elapsed = duration::render(Duration::from_millis(j.elapsed_ms));
-    let bar = bar.unwrap_or_default();
-    let candidates = [
-        format!("{bar}{p} tasks{rate}{eta}  {elapsed}  {status}"),
-        format!("{p} tasks{rate}{eta}  {elapsed}  {status}"),
-        format!("{p} tasks{rate}{eta}  {status}"),
-        format!("{p} tasks{eta}  {status}"),
-        format!("{p}{eta}  {status}"),
-    ];
-    let last = &candidates[candidates.len() - 1];
-    let fits = candidates
-        .iter()
-        .find(|c| c.chars().count() <= width)
-        .unwrap_or(last);
-    fits.chars().take(width).collect()
-}
-
-/// A time left, to the second (an ETA finer than that only flickers).
-fn eta_text(eta: Duration) -> String {
-    let secs = eta.as_secs_f64().ceil() as u64;
-    if eta < Duration::from_secs(1) {
-        "<1s".to_owned()
-    } else if secs < 60 {
-        format!("{secs}s")
-    } else {
-        duration::render(Duration::from_secs(secs))
-    }
-}
-
-/// Without a terminal, a progress line when the job's state changes (it
-/// starts, waits for workers, says why), and at least this often: a log
-/// that shows the job is alive, not a line every few seconds.
-const PLAIN_EVERY: Duration = Duration::from_secs(60);
-
-/// The progress line on standard error: on a terminal, one line redrawn in
-/// place (`\r`, then clear to the end of the line, so a shorter line leaves
-/// nothing behind, and never wider than the terminal, so it cannot wrap
-/// and scroll); elsewhere, optionally, a plain line every few seconds.
-pub struct LiveLine {
-    tty: bool,
-    plain: bool,
-    last_plain: Instant,
-    /// What the last plain line said of the job's state.
-    last_state: Option<String>,
-    drawn: bool,
-}
-
-impl LiveLine {
-    /// A line for a job followed over the network: on a terminal redrawn,
-    /// elsewhere logged when its state changes and every minute (a script's
-    /// log shows that it waits, and why).
-    pub fn new() -> LiveLine {
-        LiveLine {
-            tty: io::stderr().is_terminal(),
-            plain: true,
-            last_plain: Instant::now(),
-            last_state: None,
-            drawn: false,
-        }
-    }
-
-    /// A line shown only on a terminal (the embedded `redmap run`, whose
-    /// output elsewhere is its summary alone).
-    pub fn terminal_only() -> LiveLine {
-        LiveLine {
-            plain: false,
-            ..LiveLine::new()
-        }
-    }
-
-    /// True when standard error is a terminal.
-    pub fn is_tty(&self) -> bool {
-        self.tty
-    }
-
-    /// Shows `j`'s progress.
-    pub fn show(&mut self, j: &JobSummary) {
-        if self.tty {
-            // One width short: some terminals wrap on the last column.
-            let line = progress_line(j, terminal_width().saturating_sub(1));
-            self.draw(&format!("\r\x1b[2K{line}"));
-            self.drawn = true;
-        } else if self.plain {
-            let state = format!(
-                "{:?} {} {:?}",
-                j.status,
-                j.waiting_for_workers,
-                j.errors.last()
-            );
-            // A job that simply runs says nothing until a minute has
-            // passed; one that waits says so, and why, at once.
-            let changed = match &self.last_state {
-                None => j.waiting_for_workers,
-                Some(last) => *last != state,
-            };
-            if self.last_state.is_none() {
-                self.last_state = Some(state.clone());
-            }
-            if changed || self.last_plain.elapsed() >= PLAIN_EVERY {
-                self.draw(&format!("{}\n", progress_line(j, usize::MAX)));
-                self.last_plain = Instant::now();
-                self.last_state = Some(state);
-            }
-        }
-    }
-
-    /// Redraws the line above the cursor, leaving the cursor (and what was
-    /// typed after a prompt on its line) where it is. `note` follows the
-    /// progress, e.g. to say the job ended.
-    pub fn show_above(&mut self, j: &JobSummary, note: &str) {
-        if self.tty {
-            let width = terminal_width().saturating_sub(1);
-            let line: String = format!("{}{note}", progress_line(j, width))
-                .chars()
-                .take(width)
-                .collect();
-            // Save the cursor, go up a line, redraw, restore the cursor.
-            self.draw(&format!("\x1b7\x1b[1A\r\x1b[2K{line}\x1b8"));
-        }
-    }
-
-    /// Leaves the line as it is and moves below it (before a prompt).
-    pub fn keep(&mut self) {
-        if self.tty && self.drawn {
-            self.draw("\n");
-            self.drawn = false;
-        }
-    }
-
-    /// Erases the line (before the summary, which says it all).
-    pub fn clear(&mut self) {
-        if self.tty && self.drawn {
-            self.draw("\r\x1b[2K");
-            self.drawn = false;
-        }
-    }
-
-    fn draw(&self, text: &str) {
-        // One write, so nothing else on standard error lands mid-line.
-        let mut err = io::stderr().lock();
-        let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
-    }
-}
-
-impl Default for LiveLine {
-    fn default() -> LiveLine {
-        LiveLine::new()
-    }
+/// Writes `value` as one line of JSON: what every `--json` prints.
+pub fn json_line<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) -> io::Result<()> {
+    writeln!(out, "{}", crate::report::to_json(value))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::msg::JobStatus;
-
-    fn running(estimate: Option<u64>, done: u64) -> JobSummary {
-        JobSummary {
-            id: 3,
-            name: "j".into(),
-            status: JobStatus::Running,
-            estimate,
-            loaded: done,
-            processed: done,
-            failed: 0,
-            elapsed_ms: 4000,
-            ..JobSummary::default()
-        }
-    }
-
-    #[test]
-    fn the_progress_line_has_bar_rate_and_eta() {
-        let line = progress_line(&running(Some(30_000_000), 7_500_000), 200);
-        assert_eq!(
-            line,
-            "[#####...............] 7500000/30000000 (25%) tasks  1875000 tasks/s  ETA 12s  4.0s  running"
-        );
-    }
-
-    #[test]
-    fn the_progress_line_fits_the_width() {
-        let j = running(Some(30_000_000), 7_500_000);
-        for width in [0, 10, 40, 60, 79, 80, 120] {
-            let line = progress_line(&j, width);
-            assert!(line.chars().count() <= width, "{width}: {line:?}");
-        }
-        // Narrow: the rate goes before the status is cut.
-        assert_eq!(
-            progress_line(&j, 50),
-            "7500000/30000000 (25%) tasks  ETA 12s  running"
-        );
-        // The bar goes first, the counts stay.
-        let line = progress_line(&j, 79);
-        assert!(!line.contains('['), "{line}");
-        assert!(line.starts_with("7500000/30000000 (25%)"), "{line}");
-    }
-
-    #[test]
-    fn the_progress_line_without_estimate_has_no_bar_or_eta() {
-        let line = progress_line(&running(None, 42), 200);
-        assert_eq!(line, "42/? tasks  10 tasks/s  4.0s  running");
-    }
-
     #[test]
     fn tables_align_columns() {
         let mut out = Vec::new();
@@ -399,22 +63,6 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "A    LONGER\nxyz  1\nq    22\n"
-        );
-    }
-
-    #[test]
-    fn json_escapes_strings() {
-        let v = Json::Object(vec![
-            ("a", Json::str("x\"y\n\u{1}")),
-            (
-                "b",
-                Json::Array(vec![Json::Int(1), Json::Null, Json::Bool(true)]),
-            ),
-            ("c", Json::Float(0.5)),
-        ]);
-        assert_eq!(
-            v.render(),
-            r#"{"a":"x\"y\n\u0001","b":[1,null,true],"c":0.5}"#
         );
     }
 }

@@ -1,27 +1,28 @@
 //! `redmap run PATH`: build the job and run it, here in this process.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-
-use clap::Args;
-
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use super::jobs::{cancel_job, job_json, throughput, CancelOutcome};
-use super::output::{Json, LiveLine};
+use clap::Args;
+use serde::Serialize;
+
+use super::follow::{finish, job_stats, printable, wait, LiveLine, Waited, POLL};
+use super::jobs::{cancel_job, CancelOutcome};
+use super::output::json_line;
 use super::{
-    call, duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, Manager, NetArgs,
+    duration, manager_from_env, quiet_broken_pipe, remote_err, CliError, ErrorKind, Manager,
+    NetArgs,
 };
 use crate::local::{self, Options, Report};
 use crate::net::{Client, ClientError};
 use crate::plugin::{self, Plugin, PluginHash, Toolchain};
-use crate::proto::msg::{Install, JobSummary, RunJob};
+use crate::proto::msg::{Install, RunJob};
 use crate::proto::{ErrorCode, Message};
+use crate::report::JobJson;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -71,52 +72,46 @@ pub struct RunArgs {
     pub cargo: Option<PathBuf>,
 }
 
-/// Results longer than this are not printed in the summary.
-const SHOWN_RESULT_MAX: usize = 200;
-
-/// The result as text, if it is short, printable UTF-8.
-fn printable(result: &[u8]) -> Option<&str> {
-    let text = std::str::from_utf8(result).ok()?;
-    let ok = text.len() <= SHOWN_RESULT_MAX
-        && text
-            .chars()
-            .all(|c| !c.is_control() || c == '\n' || c == '\t');
-    ok.then(|| text.trim_end())
+/// The embedded run's summary with the keys of a cluster job's JSON (and
+/// `elapsed_us` and `threads`, which only it has).
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    name: &'a str,
+    status: &'static str,
+    loaded: u64,
+    processed: u64,
+    failed: u64,
+    elapsed_ms: u64,
+    elapsed_us: u64,
+    #[serde(serialize_with = "crate::report::number")]
+    tasks_per_sec: f64,
+    load_errors: u64,
+    reduce_errors: u64,
+    threads: usize,
+    result_len: usize,
+    result: Option<&'a str>,
+    errors: Vec<String>,
 }
 
-/// The embedded run's summary with the keys of a cluster job's JSON.
-fn report_json(name: &str, r: &Report) -> Json {
-    Json::Object(vec![
-        ("name", Json::str(name)),
-        ("status", Json::str(r.status().name())),
-        ("loaded", Json::Int(r.tasks)),
-        ("processed", Json::Int(r.processed)),
-        ("failed", Json::Int(r.failed)),
-        (
-            "elapsed_ms",
-            Json::Int(u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX)),
-        ),
-        (
-            "elapsed_us",
-            Json::Int(u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX)),
-        ),
-        ("tasks_per_sec", Json::Float(r.tasks_per_sec())),
-        ("load_errors", Json::Int(r.load_errors)),
-        ("reduce_errors", Json::Int(r.reduce_errors)),
-        ("threads", Json::Int(r.threads as u64)),
-        ("result_len", Json::Int(r.result.len() as u64)),
-        ("result", printable(&r.result).map_or(Json::Null, Json::str)),
-        (
-            "errors",
-            Json::Array(
-                r.errors
-                    .kept
-                    .iter()
-                    .map(|e| Json::str(e.to_string()))
-                    .collect(),
-            ),
-        ),
-    ])
+impl<'a> ReportJson<'a> {
+    fn new(name: &'a str, r: &'a Report) -> ReportJson<'a> {
+        ReportJson {
+            name,
+            status: r.status().name(),
+            loaded: r.tasks,
+            processed: r.processed,
+            failed: r.failed,
+            elapsed_ms: u64::try_from(r.elapsed.as_millis()).unwrap_or(u64::MAX),
+            elapsed_us: u64::try_from(r.elapsed.as_micros()).unwrap_or(u64::MAX),
+            tasks_per_sec: r.tasks_per_sec(),
+            load_errors: r.load_errors,
+            reduce_errors: r.reduce_errors,
+            threads: r.threads,
+            result_len: r.result.len(),
+            result: printable(&r.result),
+            errors: r.errors.kept.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
@@ -166,11 +161,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         );
     }
     let tools = Toolchain::new(args.rustc.clone(), args.cargo.clone());
-    let built = plugin::build(&args.path, &tools).map_err(|e| CliError::new(e.to_string()))?;
+    let built =
+        plugin::build(&args.path, &tools).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     if let Some(addr) = manager {
         return run_remote(&args, &built.library, Manager { addr });
     }
-    let plugin = Plugin::open(&built.library).map_err(|e| CliError::new(e.to_string()))?;
+    let plugin =
+        Plugin::open(&built.library).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.path
             .file_stem()
@@ -186,7 +183,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let report = run_here(&plugin, opts, &name);
     let mut out = io::stdout().lock();
     let written = if args.json {
-        writeln!(out, "{}", report_json(&name, &report).render())
+        json_line(&mut out, &ReportJson::new(&name, &report))
     } else {
         summary(&mut out, &name, &report)
     };
@@ -282,8 +279,10 @@ fn run_remote(
     library: &std::path::Path,
     target: Manager,
 ) -> Result<ExitCode, CliError> {
-    let bytes = std::fs::read(library)
-        .map_err(|e| CliError::new(format!("cannot read {}: {e}", library.display())))?;
+    let bytes = std::fs::read(library).map_err(|e| CliError {
+        message: format!("cannot read {}: {e}", library.display()),
+        ..CliError::from(e)
+    })?;
     let mut client = target.connect(&args.net)?;
     // Chunks must fit the manager's --max-size, which may be below ours:
     // its INFO says (0 from a server before that field: the default).
@@ -318,7 +317,7 @@ fn run_remote(
         if args.json {
             // The job as `redmap jobs stats --json` shows it: id, name, …
             let job = job_stats(&mut client, id, &target.addr)?;
-            quiet_broken_pipe(writeln!(io::stdout().lock(), "{}", job_json(&job).render()))?;
+            quiet_broken_pipe(json_line(&mut io::stdout().lock(), &JobJson::new(&job)))?;
         } else {
             println!("{id}");
             eprintln!(
@@ -334,31 +333,6 @@ fn run_remote(
         Waited::Over(job) => finish(args.json, &job),
         Waited::Interrupted => after_interrupt(args, &mut client, id, &target.addr),
     }
-}
-
-/// Prints an ended job's summary; returns its exit status (0 only for a
-/// clean job).
-fn finish(json: bool, job: &JobSummary) -> Result<ExitCode, CliError> {
-    let mut out = io::stdout().lock();
-    let written = if json {
-        writeln!(out, "{}", job_json(job).render())
-    } else {
-        remote_summary(&mut out, job)
-    };
-    quiet_broken_pipe(written)?;
-    Ok(if crate::report::job_clean(job) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// One look at job `id`.
-fn job_stats(client: &mut Client, id: u64, addr: &str) -> Result<JobSummary, CliError> {
-    call(client, addr, &Message::JobStatsRequest(id), |m| match m {
-        Message::JobStats(v) => Some(v),
-        _ => None,
-    })
 }
 
 /// After Ctrl-C: cancel the job (at once with --cancel-on-interrupt, else
@@ -388,16 +362,6 @@ fn after_interrupt(
     }
     eprintln!("job {id} left running; follow it with `redmap jobs watch -m {addr} {id}`");
     Ok(ExitCode::from(130))
-}
-
-/// How often a waiting `redmap run` asks for the job's progress: soon at
-/// first, so a short job is not made to look slow, then every 100 ms.
-const FIRST_POLL: Duration = Duration::from_millis(2);
-const POLL: Duration = Duration::from_millis(100);
-
-pub(super) enum Waited {
-    Over(JobSummary),
-    Interrupted,
 }
 
 /// On a terminal, asks whether to cancel the job; elsewhere, does not.
@@ -433,87 +397,5 @@ fn ask_cancel(client: &mut Client, id: u64, addr: &str) -> bool {
             let note = if over { "  (ended: press Enter)" } else { "" };
             line.show_above(&job, note);
         }
-    }
-}
-
-/// Polls the job until it is over, showing progress on standard error.
-pub(super) fn wait(
-    client: &mut Client,
-    id: u64,
-    addr: &str,
-    interrupted: &AtomicBool,
-) -> Result<Waited, CliError> {
-    let mut line = LiveLine::new();
-    let mut pause = FIRST_POLL;
-    loop {
-        let job = call(client, addr, &Message::JobStatsRequest(id), |m| match m {
-            Message::JobStats(v) => Some(v),
-            _ => None,
-        })?;
-        if job.status.is_over() {
-            line.clear();
-            return Ok(Waited::Over(job));
-        }
-        if interrupted.load(Ordering::SeqCst) {
-            return Ok(Waited::Interrupted);
-        }
-        line.show(&job);
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(POLL);
-    }
-}
-
-pub(super) fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
-    writeln!(
-        out,
-        "{}: {} — {} tasks, {} processed, {} failed, {} retried in {} ({:.0} tasks/s)",
-        j.name,
-        j.status.name(),
-        j.loaded,
-        j.processed,
-        j.failed,
-        j.retried,
-        duration::render(Duration::from_millis(j.elapsed_ms)),
-        throughput(j)
-    )?;
-    if j.load_errors > 0 {
-        writeln!(out, "load errors: {}", j.load_errors)?;
-    }
-    if j.reduce_errors > 0 {
-        writeln!(out, "reduce errors: {}", j.reduce_errors)?;
-    }
-    if j.backups > 0 || j.duplicates > 0 {
-        writeln!(
-            out,
-            "backup copies: {} sent, {} won; duplicate answers dropped: {}",
-            j.backups, j.backups_won, j.duplicates
-        )?;
-    }
-    let complete = j.result_len == j.result_preview.len() as u64;
-    match printable(&j.result_preview) {
-        Some(text) if complete && !text.is_empty() => writeln!(out, "result: {text}")?,
-        _ if j.result_len > 0 => writeln!(out, "result: {} bytes", j.result_len)?,
-        _ => {}
-    }
-    if !j.errors.is_empty() {
-        writeln!(out, "last errors:")?;
-        for e in &j.errors {
-            writeln!(out, "  {e}")?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_short_text_results_are_shown() {
-        assert_eq!(printable(b"65"), Some("65"));
-        assert_eq!(printable(b"a\tb\n"), Some("a\tb"));
-        assert_eq!(printable(&[0xFF, 0x00]), None);
-        assert_eq!(printable(&[b'x'; 300]), None);
-        assert_eq!(printable(b"\x1b[31m"), None);
     }
 }

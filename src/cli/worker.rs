@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::{table, Json};
-use super::{duration, quiet_broken_pipe, serve_error, CliError, NetArgs, ServeArgs};
+use super::output::{json_line, table};
+use super::{duration, quiet_broken_pipe, serve_error, CliError, ErrorKind, NetArgs, ServeArgs};
 use crate::net::addr::listen_addr;
 use crate::net::{Client, ClientError};
 use crate::proto::msg::Info;
+use crate::report::{info_json, InfoJson};
+use serde::Serialize;
 
 #[derive(Debug, Subcommand)]
 pub enum WorkerCommand {
@@ -68,7 +70,7 @@ pub fn run(cmd: WorkerCommand) -> Result<ExitCode, CliError> {
 }
 
 fn start(args: StartArgs) -> Result<ExitCode, CliError> {
-    let addr = listen_addr(&args.addr).map_err(|e| CliError::new(e.to_string()))?;
+    let addr = listen_addr(&args.addr).map_err(|e| CliError::from_error(ErrorKind::Usage, e))?;
     let threads = match args.threads {
         Some(0) => return Err(CliError::new("--threads must be at least 1")),
         Some(n) => n,
@@ -90,11 +92,35 @@ fn connect_and<T>(
     net: &NetArgs,
     f: impl FnOnce(&mut Client) -> Result<T, ClientError>,
 ) -> Result<T, ClientError> {
+    // The secret's error stays whole (its hint too) as the cause.
     let secret = net
         .secret()
-        .map_err(|e| ClientError::Io(std::io::Error::other(e.message)))?;
+        .map_err(|e| ClientError::Io(std::io::Error::other(e)))?;
     let mut client = Client::connect_with(addr, net.timeouts(), net.max_size(), secret.as_deref())?;
     f(&mut client)
+}
+
+/// One worker's line of `worker status --json`.
+#[derive(Serialize)]
+struct StatusJson<'a> {
+    address: &'a str,
+    reachable: bool,
+    #[serde(serialize_with = "crate::report::maybe_number")]
+    rtt_ms: Option<f64>,
+    error: Option<String>,
+}
+
+/// One worker's object in `worker info --json`: its info, or why there
+/// is none.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum InfoItem<'a> {
+    Reached(InfoJson<'a>),
+    Unreachable {
+        queried: &'a str,
+        reachable: bool,
+        error: String,
+    },
 }
 
 fn status(args: QueryArgs) -> Result<ExitCode, CliError> {
@@ -106,30 +132,20 @@ fn status(args: QueryArgs) -> Result<ExitCode, CliError> {
     let any_down = results.iter().any(|(_, r)| r.is_err());
     let mut out = io::stdout().lock();
     let written = if args.json {
-        let items = results
+        let items: Vec<StatusJson> = results
             .iter()
-            .map(|(addr, r)| {
-                Json::Object(vec![
-                    ("address", Json::str(addr)),
-                    ("reachable", Json::Bool(r.is_ok())),
-                    (
-                        "rtt_ms",
-                        r.as_ref()
-                            // Microsecond resolution: no float noise.
-                            .map_or(Json::Null, |d| {
-                                Json::Float((d.as_secs_f64() * 1e6).round() / 1e3)
-                            }),
-                    ),
-                    (
-                        "error",
-                        r.as_ref()
-                            .err()
-                            .map_or(Json::Null, |e| Json::str(e.to_string())),
-                    ),
-                ])
+            .map(|(addr, r)| StatusJson {
+                address: addr,
+                reachable: r.is_ok(),
+                // Microsecond resolution: no float noise.
+                rtt_ms: r
+                    .as_ref()
+                    .ok()
+                    .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
+                error: r.as_ref().err().map(ToString::to_string),
             })
             .collect();
-        writeln!(out, "{}", Json::Array(items).render())
+        json_line(&mut out, &items)
     } else {
         let width = results.iter().map(|(a, _)| a.len()).max().unwrap_or(0);
         results.iter().try_for_each(|(addr, r)| match r {
@@ -161,23 +177,26 @@ fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
             any_down = true;
             if !args.json {
                 eprintln!("redmap: {addr}: {e}");
+                if let Some(hint) = super::client_hint(e) {
+                    eprintln!("hint: {hint}");
+                }
             }
         }
     }
     let mut out = io::stdout().lock();
     let written = if args.json {
-        let items = results
+        let items: Vec<InfoItem> = results
             .iter()
             .map(|(addr, r)| match r {
-                Ok(info) => crate::report::info_json(addr, info),
-                Err(e) => Json::Object(vec![
-                    ("queried", Json::str(addr)),
-                    ("reachable", Json::Bool(false)),
-                    ("error", Json::str(e.to_string())),
-                ]),
+                Ok(info) => InfoItem::Reached(info_json(addr, info)),
+                Err(e) => InfoItem::Unreachable {
+                    queried: addr,
+                    reachable: false,
+                    error: e.to_string(),
+                },
             })
             .collect();
-        writeln!(out, "{}", Json::Array(items).render())
+        json_line(&mut out, &items)
     } else {
         let rows: Vec<Vec<String>> = results
             .iter()

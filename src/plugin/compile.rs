@@ -100,7 +100,14 @@ impl fmt::Display for CompileError {
     }
 }
 
-impl std::error::Error for CompileError {}
+impl std::error::Error for CompileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CompileError::Tool { source, .. } | CompileError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// A job library ready to load.
 #[derive(Debug, Clone)]

@@ -108,7 +108,14 @@ impl fmt::Display for LoadError {
     }
 }
 
-impl std::error::Error for LoadError {}
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// A failed call into the job: its error message, or its panic message.
 #[derive(Debug, Clone, PartialEq, Eq)]
