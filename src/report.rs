@@ -9,9 +9,7 @@
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use serde_json::value::RawValue;
 
 use crate::proto::msg::{Info, JobStatus, JobSummary, ManagerStats};
 
@@ -361,77 +359,6 @@ pub fn info_json<'a>(queried: &'a str, info: &'a Info) -> InfoJson<'a> {
     }
 }
 
-/// Transitional: a JSON tree the manager's `publish` still puts together
-/// itself (and `cli::output` re-exports under its old name). It goes, with
-/// [`job_json`], [`stats_json`] and [`worker_json`], when the manager
-/// calls [`status_body`] instead. Rendered by serde_json, so strings are
-/// escaped by the serializer, not by hand.
-#[derive(Debug, Clone)]
-pub enum Json {
-    Null,
-    Bool(bool),
-    Int(u64),
-    Float(f64),
-    Str(String),
-    Object(Vec<(&'static str, Json)>),
-    Array(Vec<Json>),
-    /// A value rendered already (one of the views above).
-    Raw(Box<RawValue>),
-}
-
-impl Json {
-    /// A string value.
-    pub fn str(s: impl Into<String>) -> Json {
-        Json::Str(s.into())
-    }
-
-    /// One line of JSON.
-    pub fn render(&self) -> String {
-        to_json(self)
-    }
-
-    /// A view, rendered once.
-    fn view<T: Serialize>(value: &T) -> Json {
-        serde_json::value::to_raw_value(value).map_or(Json::Null, Json::Raw)
-    }
-}
-
-impl Serialize for Json {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Json::Null => s.serialize_unit(),
-            Json::Bool(b) => s.serialize_bool(*b),
-            Json::Int(n) => s.serialize_u64(*n),
-            Json::Float(x) => number(x, s),
-            Json::Str(text) => s.serialize_str(text),
-            Json::Object(fields) => {
-                let mut map = s.serialize_map(Some(fields.len()))?;
-                for (k, v) in fields {
-                    map.serialize_entry(k, v)?;
-                }
-                map.end()
-            }
-            Json::Array(items) => s.collect_seq(items),
-            Json::Raw(raw) => raw.serialize(s),
-        }
-    }
-}
-
-/// Transitional (see [`Json`]): a job for the manager's `publish`.
-pub fn job_json(j: &JobSummary) -> Json {
-    Json::view(&JobJson::new(j))
-}
-
-/// Transitional (see [`Json`]): the stats for the manager's `publish`.
-pub fn stats_json(s: &ManagerStats) -> Json {
-    Json::view(&StatsJson::new(s))
-}
-
-/// Transitional (see [`Json`]): a worker for the manager's `publish`.
-pub fn worker_json(w: &WorkerView) -> Json {
-    Json::view(w)
-}
-
 /// Prometheus text exposition, built metric by metric.
 #[derive(Default)]
 pub struct Metrics {
@@ -674,7 +601,7 @@ mod tests {
 
     #[test]
     fn status_body_has_the_shape_the_manager_published() {
-        // The same text as the transitional tree the manager builds today.
+        // The body /api/status serves: its keys, in order, and its numbers.
         let stats = ManagerStats {
             address: "127.0.0.1:1".into(),
             tasks_per_sec_milli: 2500,
@@ -701,36 +628,5 @@ mod tests {
         assert!(body.contains(r#""batches_in_flight":2,"installed_jobs":1,"tasks_processed":7,"tasks_per_sec":3,"last_error":null}]"#), "{body}");
         assert!(body.contains(r#"],"jobs":[{"id":1,"#), "{body}");
         assert!(body.ends_with(r#""throughput":[1,2.5,null]}"#), "{body}");
-        // Goes with the transitional tree: the body the manager builds
-        // with it today, to the byte.
-        let tree = Json::Object(vec![
-            ("manager", stats_json(&stats)),
-            (
-                "workers",
-                Json::Array(workers.iter().map(worker_json).collect()),
-            ),
-            ("jobs", Json::Array(jobs.iter().map(job_json).collect())),
-            (
-                "throughput",
-                Json::Array(history.iter().map(|r| Json::Float(*r)).collect()),
-            ),
-        ]);
-        assert_eq!(body, tree.render());
-    }
-
-    #[test]
-    fn json_escapes_strings() {
-        let v = Json::Object(vec![
-            ("a", Json::str("x\"y\n\u{1}")),
-            (
-                "b",
-                Json::Array(vec![Json::Int(1), Json::Null, Json::Bool(true)]),
-            ),
-            ("c", Json::Float(0.5)),
-        ]);
-        assert_eq!(
-            v.render(),
-            r#"{"a":"x\"y\n\u0001","b":[1,null,true],"c":0.5}"#
-        );
     }
 }

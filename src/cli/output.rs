@@ -35,11 +35,6 @@ pub fn table<W: Write>(out: &mut W, header: &[&str], rows: &[Vec<String>]) -> io
     Ok(())
 }
 
-/// Transitional: `src/manager/handler.rs` still imports the JSON tree from
-/// here to build `/api/status`. The CLI itself no longer uses it; this
-/// re-export goes when the manager calls [`crate::report::status_body`].
-pub use crate::report::Json;
-
 /// Writes `value` as one line of JSON: what every `--json` prints.
 pub fn json_line<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) -> io::Result<()> {
     writeln!(out, "{}", crate::report::to_json(value))

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use super::handler::Manager;
 use super::job::Job;
 use super::workers::{Install, WorkerState, Workers};
-use crate::cli::output::Json;
 use crate::http::{Published, Shared};
 use crate::net::{ConnId, Io};
 use crate::proto::msg::{self, JobStatus, JobSummary, JobsQuery, ManagerStats};
@@ -198,29 +197,10 @@ impl Manager {
         // not grow with the ended jobs kept.
         let mut jobs: Vec<JobSummary> = self.jobs.live().map(|j| self.summary(j)).collect();
         jobs.extend(self.jobs.newest_ended(MONITOR_ENDED_JOBS).cloned());
-        let status = Json::Object(vec![
-            ("manager", report::stats_json(&stats)),
-            (
-                "workers",
-                Json::Array(workers.iter().map(report::worker_json).collect()),
-            ),
-            (
-                "jobs",
-                Json::Array(jobs.iter().map(report::job_json).collect()),
-            ),
-            (
-                "throughput",
-                Json::Array(
-                    self.monitor
-                        .history
-                        .iter()
-                        .map(|r| Json::Float(*r))
-                        .collect(),
-                ),
-            ),
-        ]);
+        let history = self.monitor.history.iter().copied();
+        let status = report::status_body(&stats, &workers, &jobs, history);
         let fresh = Published {
-            status_json: status.render(),
+            status_json: status,
             metrics: self.metrics(io, &stats),
         };
         if let Ok(mut p) = shared.lock() {
