@@ -9,6 +9,7 @@ mod codec;
 mod faults;
 mod field;
 mod httpfaults;
+mod layering;
 mod monitor;
 mod netfaults;
 mod plugin;
