@@ -115,3 +115,44 @@ fn the_proto_modules_import_each_other_without_a_cycle() {
         panic!("import cycle in src/proto: {}", cycle.join(" → "));
     }
 }
+
+/// The `unsafe {}` blocks in `source` (by line number, from 1) that the
+/// comment lines right above them do not justify with a `// SAFETY:` line.
+fn unjustified_unsafe_blocks(source: &str) -> Vec<usize> {
+    let lines: Vec<&str> = source.lines().map(str::trim).collect();
+    let mut missing = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("//") || !line.contains("unsafe {") {
+            continue;
+        }
+        let justified = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with("//"))
+            .any(|l| l.starts_with("// SAFETY:"));
+        if !justified {
+            missing.push(i + 1);
+        }
+    }
+    missing
+}
+
+/// Issue 11: the job API's `extern "C"` shims (src/job.rs, compiled alone
+/// into every Rust job) state why each unsafe operation is sound, and the
+/// compiler holds them to it inside `unsafe fn`s too.
+#[test]
+fn every_unsafe_block_of_the_job_api_says_why_it_is_sound() {
+    let source = std::fs::read_to_string(repo().join("src/job.rs")).expect("src/job.rs");
+    assert!(
+        source
+            .lines()
+            .any(|l| l.trim() == "#![deny(unsafe_op_in_unsafe_fn)]"),
+        "src/job.rs must deny unsafe_op_in_unsafe_fn"
+    );
+    assert!(source.contains("unsafe {"), "the check sees the blocks");
+    let missing = unjustified_unsafe_blocks(&source);
+    assert!(
+        missing.is_empty(),
+        "src/job.rs: unsafe blocks without a `// SAFETY:` comment at lines {missing:?}"
+    );
+}
