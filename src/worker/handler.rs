@@ -259,10 +259,15 @@ impl Handler for WorkerHandler {
 
     fn next_timer(&self) -> Option<Instant> {
         let publish = self.published.as_ref().map(|_| self.next_publish);
-        [self.recheck_at, publish, self.claims.deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.recheck_at,
+            publish,
+            self.claims.deadline(),
+            self.store.next_upload_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
@@ -273,6 +278,8 @@ impl Handler for WorkerHandler {
                  uninstalled its {removed} job libraries"
             );
         }
+        // Each upload dropped is logged by the store.
+        self.store.expire_uploads(now);
         self.refresh_counts(io);
         if self.published.is_some() && self.next_publish <= now {
             self.next_publish = now + Duration::from_secs(1);
