@@ -26,6 +26,16 @@ use crate::report::{self, Metrics};
 /// without end (each batch may be up to --max-size).
 pub const MAX_BATCHES_PER_CONN: usize = 16;
 
+/// Most batches this worker holds (queued or running) from all connections
+/// together: beyond it a `MAP_BATCH` is answered `BUSY`, as past
+/// [`MAX_BATCHES_PER_CONN`]. Without it, the per-connection cap alone lets
+/// `--max-clients` connections queue 16 batches of up to `--max-size` each
+/// (1,024 × 16 × 200 MiB). A manager with default settings keeps 8 here (4
+/// connections × 2 in flight); 64 is the per-connection cap times those 4
+/// connections, so only a manager with over 32 connections to one worker
+/// meets it, and it queues the batch again (protocol.md).
+pub const MAX_BATCHES_HELD: usize = 64;
+
 pub struct WorkerHandler {
     pub stats: Stats,
     /// The manager this worker belongs to.
@@ -191,6 +201,12 @@ impl WorkerHandler {
                 Some(Message::error(&ProtoError::refused(
                     ErrorCode::BUSY,
                     format!("{MAX_BATCHES_PER_CONN} batches from this connection are already here"),
+                )))
+            }
+            Message::MapBatch(_) if self.held.values().sum::<usize>() >= MAX_BATCHES_HELD => {
+                Some(Message::error(&ProtoError::refused(
+                    ErrorCode::BUSY,
+                    format!("this worker already holds {MAX_BATCHES_HELD} batches, its most"),
                 )))
             }
             Message::MapBatch(batch) => match self.store.get(&PluginHash(batch.hash)) {
