@@ -38,6 +38,10 @@
 //! Every call into the job runs under `catch_unwind`: a panic becomes an
 //! error carrying the panic message, never an abort of the host.
 
+// Every unsafe operation in the shims below sits in its own `unsafe {}`
+// block with the reason it is sound, even inside an `unsafe fn`.
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use std::fmt;
 
 /// The tasks a job's `load` yields, pulled lazily one at a time: a job of
@@ -246,6 +250,10 @@ pub mod __private {
     }
 
     /// Runs `f` under catch_unwind and writes its value or error to `out`.
+    ///
+    /// # Safety
+    /// `out` is null or valid for a write of one `Buf` (the ABI's rule for
+    /// every out-pointer the host passes).
     unsafe fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, Error>) -> i32 {
         quiet_guarded_panics();
         let was = GUARDED.with(|g| g.replace(true));
@@ -257,27 +265,40 @@ pub mod __private {
             Err(p) => (abi::STATUS_PANIC, panic_message(&*p).into_bytes()),
         };
         if !out.is_null() {
-            *out = into_buf(bytes);
+            // SAFETY: not null, so valid for a write of one `Buf` (see above);
+            // the host's `Buf::EMPTY` there owns nothing, so nothing leaks.
+            unsafe { *out = into_buf(bytes) };
         }
         status
     }
 
+    /// The `len` bytes at `ptr`; empty for a null pointer or a zero length.
+    ///
+    /// # Safety
+    /// Unless null, `ptr` points to `len` initialised bytes that stay
+    /// unchanged for `'a` (the ABI: the host's buffers live for the call).
     unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
         if ptr.is_null() || len == 0 {
             &[]
         } else {
-            std::slice::from_raw_parts(ptr, len)
+            // SAFETY: not null and not empty, so valid as the caller promised.
+            unsafe { std::slice::from_raw_parts(ptr, len) }
         }
     }
 
     unsafe extern "C" fn load_open<P: Provider>(iter: *mut *mut c_void, err: *mut Buf) -> i32 {
         let mut tasks: Option<Tasks> = None;
-        let status = guard(err, || {
-            tasks = Some(P::job().load());
-            Ok(Vec::new())
-        });
+        // SAFETY: the host passes `err` null or valid for a write (the ABI).
+        let status = unsafe {
+            guard(err, || {
+                tasks = Some(P::job().load());
+                Ok(Vec::new())
+            })
+        };
         if status == abi::STATUS_OK && !iter.is_null() {
-            *iter = Box::into_raw(Box::new(tasks)) as *mut c_void;
+            // SAFETY: not null, and the ABI makes `iter` valid for a write;
+            // the box is freed by `load_close`, once.
+            unsafe { *iter = Box::into_raw(Box::new(tasks)) as *mut c_void };
         }
         status
     }
@@ -286,15 +307,20 @@ pub mod __private {
         if iter.is_null() {
             return abi::STATUS_END;
         }
-        let tasks = &mut *(iter as *mut Option<Tasks>);
+        // SAFETY: a non-null `iter` is the box `load_open` made, not closed
+        // yet, and the host calls `load_*` from one thread at a time.
+        let tasks = unsafe { &mut *(iter as *mut Option<Tasks>) };
         let mut end = false;
-        let status = guard(out, || match tasks.as_mut().and_then(Iterator::next) {
-            Some(item) => item,
-            None => {
-                end = true;
-                Ok(Vec::new())
-            }
-        });
+        // SAFETY: the host passes `out` null or valid for a write (the ABI).
+        let status = unsafe {
+            guard(out, || match tasks.as_mut().and_then(Iterator::next) {
+                Some(item) => item,
+                None => {
+                    end = true;
+                    Ok(Vec::new())
+                }
+            })
+        };
         if end {
             abi::STATUS_END
         } else {
@@ -304,15 +330,21 @@ pub mod __private {
 
     unsafe extern "C" fn load_close(iter: *mut c_void) {
         if !iter.is_null() {
-            let tasks = Box::from_raw(iter as *mut Option<Tasks>);
+            // SAFETY: `iter` is the box `load_open` made; the host closes it
+            // once and uses it no more.
+            let tasks = unsafe { Box::from_raw(iter as *mut Option<Tasks>) };
             // A panic in the iterator's destructor must not cross the boundary.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(tasks)));
         }
     }
 
     unsafe extern "C" fn map<P: Provider>(task: *const u8, len: usize, out: *mut Buf) -> i32 {
-        let task = slice(task, len);
-        guard(out, || P::job().map(task))
+        // SAFETY: the host passes `len` readable bytes at `task` for the
+        // call, and `out` null or valid for a write (the ABI).
+        unsafe {
+            let task = slice(task, len);
+            guard(out, || P::job().map(task))
+        }
     }
 
     unsafe extern "C" fn reduce<P: Provider>(
@@ -322,20 +354,27 @@ pub mod __private {
         cur_len: usize,
         out: *mut Buf,
     ) -> i32 {
-        let (acc, cur) = (slice(acc, acc_len), slice(cur, cur_len));
-        guard(out, || P::job().reduce(acc, cur))
+        // SAFETY: as for `map`, with two input buffers.
+        unsafe {
+            let (acc, cur) = (slice(acc, acc_len), slice(cur, cur_len));
+            guard(out, || P::job().reduce(acc, cur))
+        }
     }
 
     unsafe extern "C" fn done<P: Provider>(result: *const u8, len: usize, err: *mut Buf) -> i32 {
-        let result = slice(result, len);
-        guard(err, || P::job().done(result).map(|()| Vec::new()))
+        // SAFETY: as for `map`.
+        unsafe {
+            let result = slice(result, len);
+            guard(err, || P::job().done(result).map(|()| Vec::new()))
+        }
     }
 
     unsafe extern "C" fn count<P: Provider>(out: *mut u64) -> i32 {
         match catch_unwind(|| P::job().count()) {
             Ok(Some(n)) => {
                 if !out.is_null() {
-                    *out = n;
+                    // SAFETY: not null, and the ABI makes `out` valid for a write.
+                    unsafe { *out = n };
                 }
                 abi::STATUS_OK
             }
@@ -347,7 +386,10 @@ pub mod __private {
     unsafe extern "C" fn free(buf: Buf) {
         if !buf.ptr.is_null() {
             let slice = std::ptr::slice_from_raw_parts_mut(buf.ptr, buf.len);
-            drop(Box::from_raw(slice));
+            // SAFETY: every non-null `Buf` this library hands out comes from
+            // `into_buf` (a boxed slice of exactly `len` bytes), and the host
+            // frees each once.
+            drop(unsafe { Box::from_raw(slice) });
         }
     }
 

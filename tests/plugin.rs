@@ -250,6 +250,21 @@ fn a_library_with_a_wrong_abi_version_is_refused() {
     assert!(err.contains("loads versions 1 to 1"), "{err}");
 }
 
+/// Issue 11: a table shorter than version 1 is refused from its first two
+/// fields alone. tests/jobs/short_table.c puts its 8 bytes just before an
+/// unreadable page, so a loader that read (or referenced) a whole table
+/// before checking `struct_size` would crash instead.
+#[test]
+fn a_library_with_a_short_table_is_refused_without_reading_past_it() {
+    let dir = TempDir::new("short");
+    let lib = cc_shared(&dir, &repo().join("tests/jobs/short_table.c"), "short.so");
+    let err = load_error(&dir, &lib);
+    assert!(
+        err.contains("struct_size: the table is shorter than version 1"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_missing_path_or_unknown_kind_is_a_clear_error() {
     let dir = TempDir::new("kinds");

@@ -9,6 +9,7 @@ mod codec;
 mod faults;
 mod field;
 mod httpfaults;
+mod layering;
 mod manager;
 mod monitor;
 mod netfaults;

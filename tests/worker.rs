@@ -397,3 +397,57 @@ fn blank_lines_are_not_a_request_and_buy_no_stay() {
     assert!(out.is_empty(), "{out:?}");
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
+
+/// Issue 11: the worker caps the batches it holds from all connections
+/// together, not only per connection: past MAX_BATCHES_HELD, a batch on a
+/// fresh connection is told BUSY at once, and the connection stays.
+#[test]
+fn batches_past_the_workers_total_cap_are_busy_whatever_the_connection() {
+    use redmap::proto::msg::{MapBatch, TaskList};
+    use redmap::worker::handler::{MAX_BATCHES_HELD, MAX_BATCHES_PER_CONN};
+    let dir = util::TempDir::new("held");
+    // One map thread, 5 s a task: nothing the test sends ends during it.
+    let lib = crate::field::sized_job(&dir, "slow.so", &["-DSLOW_MS=5000"]);
+    let library = std::fs::read(lib).unwrap();
+    let hash = redmap::plugin::PluginHash::of(&library).0;
+    let worker = start_worker(&["--threads", "1"]);
+    let batch = |id: u32| {
+        let mut tasks = TaskList::new();
+        tasks.push(b"1");
+        Message::MapBatch(MapBatch {
+            hash,
+            batch_id: u64::from(id),
+            tasks,
+            reply_limit: 0,
+        })
+    };
+    // Each connection sends as many batches as it may, then a PING: its
+    // PONG says the worker has read (and counted) every batch before it.
+    let mut conns = Vec::new();
+    for c in 0..MAX_BATCHES_HELD / MAX_BATCHES_PER_CONN {
+        let mut s = connect(worker.addr);
+        if c == 0 {
+            send(&mut s, 1, &util::install_whole(&library));
+            assert!(matches!(read_message(&mut s), (1, Message::InstallReply(r)) if r.complete));
+        }
+        let mut bytes = Vec::new();
+        for i in 0..MAX_BATCHES_PER_CONN as u32 {
+            bytes.extend(util::frame_bytes(100 + i, &batch(i)));
+        }
+        bytes.extend(util::frame_bytes(2, &Message::Ping));
+        std::io::Write::write_all(&mut s, &bytes).unwrap();
+        assert_eq!(read_message(&mut s), (2, Message::Pong), "connection {c}");
+        conns.push(s);
+    }
+    let mut s = connect(worker.addr);
+    send(&mut s, 3, &batch(1000));
+    match read_message(&mut s) {
+        (3, Message::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::BUSY, "{e:?}");
+            assert!(e.message.contains("already holds 64 batches"), "{e:?}");
+        }
+        other => panic!("expected BUSY, got {other:?}"),
+    }
+    send(&mut s, 4, &Message::Ping);
+    assert_eq!(read_message(&mut s), (4, Message::Pong));
+}

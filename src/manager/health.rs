@@ -7,7 +7,8 @@
 //! - [`Manager::ping_workers`]: one ping in flight on every connection;
 //! - [`Manager::reconnect_workers`]: lost workers are tried again, with
 //!   backoff;
-//! - libraries nothing uses are removed (`installs.rs`), and the monitor
+//! - libraries nothing uses, and uploads stopped half-way, are removed
+//!   (`installs.rs`, the store), and the monitor
 //!   samples the rates and publishes (`monitor.rs`).
 
 use std::time::Instant;
@@ -29,6 +30,8 @@ impl Manager {
         self.expire_batches(io, now);
         self.ping_workers(io);
         self.remove_unused_libraries(now);
+        // Uploads stopped half-way (each dropped is logged by the store).
+        self.store.expire_uploads(now);
         self.publish(io);
         self.reconnect_workers(io, now);
     }

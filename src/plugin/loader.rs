@@ -222,23 +222,40 @@ impl Plugin {
         if table.is_null() {
             return Err(LoadError::NullEntry { path });
         }
+        // Until `struct_size` says the whole table is there, only its first
+        // two fields may be read, one at a time, through the raw pointer: a
+        // `&JobEntry` to a shorter table would be undefined behaviour
+        // (the compiler may read any of its bytes). Unaligned reads, as a
+        // C compiler need not align a hand-made table of two `uint32_t`s
+        // for pointers.
         // SAFETY: `abi_version` is the first field in every version, so it is
-        // readable whatever the rest of the table looks like.
-        let version = unsafe { std::ptr::addr_of!((*table).abi_version).read() };
+        // readable whatever the rest of the table looks like; `addr_of!`
+        // makes no reference.
+        let version = unsafe { std::ptr::addr_of!((*table).abi_version).read_unaligned() };
         if !(abi::MIN_ABI_VERSION..=abi::ABI_VERSION).contains(&version) {
             return Err(LoadError::AbiVersion {
                 path,
                 found: version,
             });
         }
-        // SAFETY: a version we speak guarantees the v1 layout behind the pointer.
-        let table: &JobEntry = unsafe { &*table };
-        if (table.struct_size as usize) < std::mem::size_of::<JobEntry>() {
+        // SAFETY: every version we speak has `struct_size` second, right
+        // after `abi_version`; as above, no reference is made.
+        let size = unsafe { std::ptr::addr_of!((*table).struct_size).read_unaligned() };
+        if (size as usize) < std::mem::size_of::<JobEntry>() {
             return Err(LoadError::Incomplete {
                 path,
                 what: "struct_size: the table is shorter than version 1",
             });
         }
+        if !table.is_aligned() {
+            return Err(LoadError::Incomplete {
+                path,
+                what: "alignment: the table is not aligned for its function pointers",
+            });
+        }
+        // SAFETY: the table is aligned and, by `struct_size`, holds at
+        // least the v1 layout, which a version we speak guarantees.
+        let table: &JobEntry = unsafe { &*table };
         fn need<T>(f: Option<T>, path: &Path, what: &'static str) -> Result<T, LoadError> {
             f.ok_or_else(|| LoadError::Incomplete {
                 path: path.to_owned(),

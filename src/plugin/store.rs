@@ -8,6 +8,14 @@
 //! event loop. The last chunk's reply waits for that outcome; whoever sends
 //! chunks of the same library meanwhile waits for it too. The directory is
 //! removed when the store is dropped.
+//!
+//! Uploads under way are bounded: at most [`MAX_UPLOADS`] at once, whose
+//! announced sizes add up to at most [`MAX_UPLOAD_BYTES`] (a new one past
+//! either is refused with `BUSY`), and one that gets no chunk for
+//! [`UPLOAD_IDLE`] is dropped by [`PluginStore::expire_uploads`], which the
+//! server calls from its timer. So a sender that stops half-way (a `redmap
+//! run` interrupted during its install) costs memory for a minute, not for
+//! the life of the server.
 
 use std::collections::HashMap;
 use std::fs;
@@ -17,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use log::info;
 
@@ -27,9 +36,31 @@ use crate::proto::{ErrorCode, Message, ProtoError};
 /// Largest job library accepted.
 pub const MAX_PLUGIN_SIZE: u64 = 1024 * 1024 * 1024;
 
+/// Most uploads (libraries whose chunks are arriving, not yet complete) a
+/// store takes at once. A client installs one library per `redmap run`
+/// and a manager one per job on each worker, so 16 is far above need.
+pub const MAX_UPLOADS: usize = 16;
+
+/// Most bytes the uploads under way may announce in total (the sum of
+/// their `total`s): two libraries of the largest size.
+pub const MAX_UPLOAD_BYTES: u64 = 2 * MAX_PLUGIN_SIZE;
+
+/// Bytes of job libraries a store that keeps bytes (a manager's) holds in
+/// memory at most, uploads under way included: a client that installs
+/// libraries and never runs them cannot pin more (an unused one goes after
+/// the manager's TTL).
+pub const MAX_KEPT_BYTES: u64 = 2 * MAX_PLUGIN_SIZE;
+
+/// An upload that receives no chunk for this long is dropped (by
+/// [`PluginStore::expire_uploads`]); its sender, if it comes back, is told
+/// to start again from offset 0.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(60);
+
 struct Upload {
     total: u64,
     bytes: Vec<u8>,
+    /// When its last chunk arrived.
+    touched: Instant,
 }
 
 /// A complete upload being checked and loaded, and who waits for it.
@@ -129,6 +160,12 @@ impl<W> PluginStore<W> {
     /// Takes one chunk and says where the sender stands. `None`: the
     /// library is complete and being loaded; `waiter` gets its reply from
     /// [`PluginStore::finished`].
+    ///
+    /// Errors: `PLUGIN_REJECTED` for a library over [`MAX_PLUGIN_SIZE`] or
+    /// chunks that contradict their upload; `BUSY` for a first chunk (offset
+    /// 0) while [`MAX_UPLOADS`] other uploads are under way or when its size
+    /// would take their total past [`MAX_UPLOAD_BYTES`] (nothing is stored:
+    /// send it again later); `INTERNAL` if the installer thread is gone.
     pub fn receive(
         &mut self,
         waiter: W,
@@ -155,12 +192,18 @@ impl<W> PluginStore<W> {
                 chunk.total
             )));
         }
+        let now = Instant::now();
         if chunk.offset == 0 {
+            // A restart replaces the upload of the same hash: it does not
+            // count against the limits twice.
+            self.uploads.remove(&hash);
+            self.admit(chunk.total)?;
             self.uploads.insert(
                 hash,
                 Upload {
                     total: chunk.total,
                     bytes: Vec::new(),
+                    touched: now,
                 },
             );
         }
@@ -170,6 +213,7 @@ impl<W> PluginStore<W> {
                 next_offset: 0,
             }));
         };
+        upload.touched = now;
         let have = upload.bytes.len() as u64;
         if upload.total != chunk.total {
             // One hash, one size: a sender that says otherwise is broken,
@@ -215,6 +259,81 @@ impl<W> PluginStore<W> {
             },
         );
         Ok(None)
+    }
+
+    /// Whether a new upload announcing `total` bytes fits beside those
+    /// under way, and (when the store keeps bytes) beside the libraries
+    /// kept in memory; `BUSY` if not.
+    fn admit(&self, total: u64) -> Result<(), ProtoError> {
+        let under_way = self.uploads.len();
+        let announced: u64 = self.uploads.values().map(|u| u.total).sum();
+        if under_way >= MAX_UPLOADS {
+            return Err(ProtoError::refused(
+                ErrorCode::BUSY,
+                format!(
+                    "{under_way} library uploads are under way here, the most taken at once; \
+                     send it again later"
+                ),
+            ));
+        }
+        let kept = self
+            .bytes
+            .as_ref()
+            .map(|b| b.values().map(|v| v.len() as u64).sum::<u64>());
+        if let Some(kept) = kept.filter(|k| k + announced + total > MAX_KEPT_BYTES) {
+            return Err(ProtoError::refused(
+                ErrorCode::BUSY,
+                format!(
+                    "job libraries of {} bytes are held here, and {total} more would pass \
+                     the limit of {MAX_KEPT_BYTES} bytes; send it again once jobs have ended",
+                    kept + announced
+                ),
+            ));
+        }
+        if announced + total > MAX_UPLOAD_BYTES {
+            return Err(ProtoError::refused(
+                ErrorCode::BUSY,
+                format!(
+                    "library uploads of {announced} bytes are under way here, and {total} more \
+                     would pass the limit of {MAX_UPLOAD_BYTES} bytes; send it again later"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Drops the uploads that have received no chunk for [`UPLOAD_IDLE`]
+    /// as of `now` (their senders stopped half-way), and returns how many
+    /// it dropped. A server calls it from its timer, at
+    /// [`PluginStore::next_upload_deadline`] or at any time: it is cheap
+    /// (one pass over at most [`MAX_UPLOADS`] entries) and drops nothing
+    /// early. A sender that comes back is answered `complete = 0, next
+    /// offset = 0` and starts again.
+    pub fn expire_uploads(&mut self, now: Instant) -> usize {
+        let before = self.uploads.len();
+        self.uploads.retain(|hash, upload| {
+            let idle = now.saturating_duration_since(upload.touched);
+            let keep = idle < UPLOAD_IDLE;
+            if !keep {
+                info!(
+                    "dropped the upload of job library {} after {} s without a chunk \
+                     ({} of {} bytes received)",
+                    hash.short(),
+                    idle.as_secs(),
+                    upload.bytes.len(),
+                    upload.total
+                );
+            }
+            keep
+        });
+        before - self.uploads.len()
+    }
+
+    /// When [`PluginStore::expire_uploads`] next has an upload to drop
+    /// (the earliest last chunk plus [`UPLOAD_IDLE`]), or `None` with no
+    /// upload under way: for a server's next timer.
+    pub fn next_upload_deadline(&self) -> Option<Instant> {
+        self.uploads.values().map(|u| u.touched + UPLOAD_IDLE).min()
     }
 
     /// Installs that ended since the last call: each waiter with its reply.
@@ -321,22 +440,19 @@ fn remove_orphans(ours: &Path, label: &str) {
 
 /// Whether a process with this id runs (signal 0 checks without sending).
 fn process_exists(pid: u32) -> bool {
-    extern "C" {
-        fn kill(pid: i32, sig: i32) -> i32;
-    }
-    let Ok(pid) = i32::try_from(pid) else {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
         return true; // no process has such an id: not a name we made
     };
     if pid <= 0 {
         return true; // not a single process: leave it alone
     }
-    // SAFETY: signal 0 only checks that the process exists.
-    if unsafe { kill(pid, 0) } == 0 {
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the
+    // process exists and may be signalled.
+    if unsafe { libc::kill(pid, 0) } == 0 {
         return true;
     }
     // EPERM: it exists, as another user's. Only ESRCH means gone.
-    const ESRCH: i32 = 3;
-    std::io::Error::last_os_error().raw_os_error() != Some(ESRCH)
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// The reply to an install's last chunk, once the library is loaded.
@@ -388,5 +504,110 @@ fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, Pr
 impl<W> Drop for PluginStore<W> {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(label: &str) -> PluginStore<u32> {
+        PluginStore::new(&format!("test-{label}"), || {}).expect("a store")
+    }
+
+    /// A chunk of the library named `n` (its hash is `[n; 32]`).
+    fn chunk(n: u8, total: u64, offset: u64, bytes: &[u8]) -> Install {
+        Install {
+            hash: [n; 32],
+            total,
+            offset,
+            chunk: bytes.to_vec(),
+        }
+    }
+
+    fn busy(outcome: Result<Option<InstallReply>, ProtoError>) -> String {
+        match outcome {
+            Err(e) if e.code() == ErrorCode::BUSY => e.to_string(),
+            other => panic!("expected BUSY, got {other:?}"),
+        }
+    }
+
+    fn wants(outcome: Result<Option<InstallReply>, ProtoError>, next_offset: u64) {
+        let reply = outcome.expect("accepted").expect("a reply now");
+        assert_eq!((reply.complete, reply.next_offset), (false, next_offset));
+    }
+
+    #[test]
+    fn uploads_past_the_count_cap_are_busy_and_the_rest_go_on() {
+        let mut store = store("upload-count");
+        for n in 0..MAX_UPLOADS as u8 {
+            wants(store.receive(0, chunk(n, 10, 0, b"a")), 1);
+        }
+        let refused = busy(store.receive(0, chunk(200, 10, 0, b"a")));
+        assert!(refused.contains("16 library uploads"), "{refused}");
+        assert_eq!(store.uploads.len(), MAX_UPLOADS, "nothing stored");
+        // Those under way go on, and a restart does not count twice.
+        wants(store.receive(0, chunk(0, 10, 1, b"b")), 2);
+        wants(store.receive(0, chunk(1, 10, 0, b"a")), 1);
+        // Once one is dropped, there is room again.
+        store.remove(&PluginHash([2; 32]));
+        wants(store.receive(0, chunk(200, 10, 0, b"a")), 1);
+    }
+
+    #[test]
+    fn uploads_past_the_byte_cap_are_busy() {
+        let mut store = store("upload-bytes");
+        // Sizes are announced, not reserved: these cost a byte each.
+        wants(store.receive(0, chunk(1, MAX_PLUGIN_SIZE, 0, b"a")), 1);
+        wants(store.receive(0, chunk(2, MAX_PLUGIN_SIZE, 0, b"a")), 1);
+        let refused = busy(store.receive(0, chunk(3, 1, 0, b"a")));
+        assert!(refused.contains("limit of 2147483648 bytes"), "{refused}");
+        // Restarting one of them with the same size fits in its own room.
+        wants(store.receive(0, chunk(2, MAX_PLUGIN_SIZE, 0, b"a")), 1);
+    }
+
+    #[test]
+    fn a_manager_store_counts_the_libraries_it_keeps_against_its_memory_cap() {
+        let mut manager = store("kept-bytes").keep_bytes();
+        let big = Arc::new(vec![0u8; 1 << 20]);
+        let held = MAX_KEPT_BYTES / (1 << 20) - 1;
+        for n in 0..held {
+            let mut hash = [0u8; 32];
+            hash[..8].copy_from_slice(&n.to_le_bytes());
+            // Shared bytes count by length; what matters is the sum.
+            if let Some(kept) = &mut manager.bytes {
+                kept.insert(PluginHash(hash), Arc::clone(&big));
+            }
+        }
+        wants(manager.receive(0, chunk(1, 1 << 20, 0, b"a")), 1);
+        let refused = busy(manager.receive(0, chunk(2, 1, 0, b"a")));
+        assert!(refused.contains("job libraries of"), "{refused}");
+        // A worker's store keeps no bytes, and has no such limit.
+        let mut worker = store("kept-none");
+        assert!(worker.bytes(&PluginHash([1; 32])).is_none());
+        wants(worker.receive(0, chunk(1, 1 << 20, 0, b"a")), 1);
+    }
+
+    #[test]
+    fn an_idle_upload_is_dropped_and_its_sender_starts_again() {
+        let mut store = store("upload-idle");
+        assert_eq!(store.next_upload_deadline(), None);
+        let before = Instant::now();
+        wants(store.receive(0, chunk(1, 10, 0, b"abc")), 3);
+        let deadline = store.next_upload_deadline().expect("a deadline");
+        assert!(deadline >= before + UPLOAD_IDLE);
+        assert!(deadline <= Instant::now() + UPLOAD_IDLE);
+        // Not yet idle long enough: kept.
+        assert_eq!(store.expire_uploads(Instant::now()), 0);
+        // A chunk moves the deadline on.
+        std::thread::sleep(Duration::from_millis(5));
+        wants(store.receive(0, chunk(1, 10, 3, b"de")), 5);
+        assert!(store.next_upload_deadline().unwrap() > deadline);
+        // Idle for UPLOAD_IDLE: dropped, and the sender is told to restart.
+        assert_eq!(store.expire_uploads(Instant::now() + UPLOAD_IDLE), 1);
+        assert_eq!(store.next_upload_deadline(), None);
+        assert!(store.uploads.is_empty());
+        wants(store.receive(0, chunk(1, 10, 5, b"fg")), 0);
+        assert!(store.uploads.is_empty(), "a chunk not at 0 starts nothing");
     }
 }

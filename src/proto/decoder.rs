@@ -9,17 +9,9 @@
 
 use super::buf::ReadBuf;
 use super::error::{FrameError, ProtoError};
+use super::frame::Frame;
 use super::header::Header;
 use super::HEADER_LEN;
-
-/// One complete frame whose CRC has been checked; the opcode is still a raw
-/// byte, since an unknown opcode is the message layer's error to report.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub opcode: u8,
-    pub request_id: u32,
-    pub payload: Vec<u8>,
-}
 
 #[derive(Debug, Clone, Copy)]
 enum State {

@@ -154,7 +154,7 @@ impl ErrorCode {
             name: "BUSY",
             retriable: true,
             closes: false,
-            description: "the connection already has as many requests of this kind waiting as the server takes; send it later or elsewhere",
+            description: "the connection, or the server as a whole, already has as many requests of this kind waiting as the server takes; send it later or elsewhere",
         },
         ErrorInfo {
             code: ErrorCode::WRONG_PEER,

@@ -1,4 +1,4 @@
-//! The fixed 16-byte frame header, and writing whole frames.
+//! The fixed 16-byte frame header (a whole frame is `frame.rs`'s).
 //!
 //! ```text
 //! offset  size  field
@@ -13,7 +13,6 @@
 use byteorder::{BigEndian, ByteOrder};
 
 use super::error::ProtoError;
-use super::msg::Message;
 use super::{HEADER_LEN, MAGIC, PROTOCOL_VERSION};
 
 /// A parsed header whose magic and version have been checked.
@@ -56,25 +55,6 @@ impl Header {
         BigEndian::write_u32(&mut out[8..12], self.length);
         BigEndian::write_u32(&mut out[12..16], self.crc);
     }
-}
-
-/// Appends one whole frame carrying `msg` to `out`.
-///
-/// The payload is encoded in place after a placeholder header, which is then
-/// filled in with the length and CRC: no intermediate buffer, so a batch of
-/// frames costs one growing `Vec` and nothing else.
-pub fn encode_frame(out: &mut Vec<u8>, request_id: u32, msg: &Message) {
-    let start = out.len();
-    out.resize(start + HEADER_LEN, 0);
-    msg.encode_payload(out);
-    let payload = &out[start + HEADER_LEN..];
-    let header = Header {
-        opcode: msg.opcode().as_u8(),
-        request_id,
-        length: u32::try_from(payload.len()).expect("payload over 4 GiB"),
-        crc: crc32fast::hash(payload),
-    };
-    header.write(&mut out[start..start + HEADER_LEN]);
 }
 
 #[cfg(test)]

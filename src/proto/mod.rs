@@ -12,6 +12,7 @@
 //!
 //! All integers are big-endian. The modules below own one piece each:
 //! - [`header`]: the fixed 16-byte header and the CRC of the payload;
+//! - [`frame`]: a whole frame (header + payload) and [`encode_frame`];
 //! - [`opcode`]: the opcode byte and the table of known opcodes;
 //! - [`error`]: typed protocol errors and their stable wire codes;
 //! - [`buf`]: the read buffer a connection fills from its socket;
@@ -22,15 +23,17 @@
 pub mod buf;
 pub mod decoder;
 pub mod error;
+pub mod frame;
 pub mod header;
 pub mod msg;
 pub mod opcode;
 pub mod text;
 
 pub use buf::ReadBuf;
-pub use decoder::{Decoder, Frame};
+pub use decoder::Decoder;
 pub use error::{ErrorCode, FrameError, ProtoError};
-pub use header::{encode_frame, Header};
+pub use frame::{encode_frame, Frame};
+pub use header::Header;
 pub use msg::Message;
 pub use opcode::Opcode;
 

@@ -26,6 +26,16 @@ use crate::report::{self, Metrics};
 /// without end (each batch may be up to --max-size).
 pub const MAX_BATCHES_PER_CONN: usize = 16;
 
+/// Most batches this worker holds (queued or running) from all connections
+/// together: beyond it a `MAP_BATCH` is answered `BUSY`, as past
+/// [`MAX_BATCHES_PER_CONN`]. Without it, the per-connection cap alone lets
+/// `--max-clients` connections queue 16 batches of up to `--max-size` each
+/// (1,024 × 16 × 200 MiB). A manager with default settings keeps 8 here (4
+/// connections × 2 in flight); 64 is the per-connection cap times those 4
+/// connections, so only a manager with over 32 connections to one worker
+/// meets it, and it queues the batch again (protocol.md).
+pub const MAX_BATCHES_HELD: usize = 64;
+
 pub struct WorkerHandler {
     pub stats: Stats,
     /// The manager this worker belongs to.
@@ -64,23 +74,7 @@ impl WorkerHandler {
             "Tasks mapped by this worker.",
             info.tasks_processed,
         );
-        let (bytes_in, bytes_out) = io.traffic();
-        m.counter(
-            "redmap_bytes_in_total",
-            "Bytes received on all connections.",
-            bytes_in,
-        );
-        m.counter(
-            "redmap_bytes_out_total",
-            "Bytes sent on all connections.",
-            bytes_out,
-        );
-        m.counter(
-            "redmap_auth_failures_total",
-            "Failed authentication handshakes.",
-            io.auth_failures(),
-        );
-        m.frames_by_opcode(&io.frames_in());
+        m.server(io);
         m.gauge(
             "redmap_active_jobs",
             "Jobs with batches queued or running here.",
@@ -193,6 +187,12 @@ impl WorkerHandler {
                     format!("{MAX_BATCHES_PER_CONN} batches from this connection are already here"),
                 )))
             }
+            Message::MapBatch(_) if self.held.values().sum::<usize>() >= MAX_BATCHES_HELD => {
+                Some(Message::error(&ProtoError::refused(
+                    ErrorCode::BUSY,
+                    format!("this worker already holds {MAX_BATCHES_HELD} batches, its most"),
+                )))
+            }
             Message::MapBatch(batch) => match self.store.get(&PluginHash(batch.hash)) {
                 Some(plugin) => {
                     *self.active.entry(batch.hash).or_default() += 1;
@@ -259,10 +259,15 @@ impl Handler for WorkerHandler {
 
     fn next_timer(&self) -> Option<Instant> {
         let publish = self.published.as_ref().map(|_| self.next_publish);
-        [self.recheck_at, publish, self.claims.deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.recheck_at,
+            publish,
+            self.claims.deadline(),
+            self.store.next_upload_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
@@ -273,6 +278,8 @@ impl Handler for WorkerHandler {
                  uninstalled its {removed} job libraries"
             );
         }
+        // Each upload dropped is logged by the store.
+        self.store.expire_uploads(now);
         self.refresh_counts(io);
         if self.published.is_some() && self.next_publish <= now {
             self.next_publish = now + Duration::from_secs(1);

@@ -24,7 +24,6 @@ pub use plugin::{Install, InstallReply};
 
 use wire::{put_str, put_u64};
 
-use super::decoder::Frame;
 use super::error::ProtoError;
 use super::opcode::Opcode;
 
@@ -110,11 +109,12 @@ impl Message {
         Message::Error(ErrorReply::from(err))
     }
 
-    /// Decodes the payload of a checked frame by its opcode.
-    pub fn decode(frame: &Frame) -> Result<Message, ProtoError> {
-        Message::decode_payload(Opcode::try_from(frame.opcode)?, &frame.payload)
-    }
-
+    /// Decodes a payload of the message `opcode` names (the frame's
+    /// header already checked and removed). Bytes after the last field this
+    /// build knows are ignored (see the compatibility rule above).
+    ///
+    /// Errors: [`ProtoError::Malformed`] for a payload too short or
+    /// otherwise not of the opcode's layout.
     pub fn decode_payload(opcode: Opcode, payload: &[u8]) -> Result<Message, ProtoError> {
         Ok(match opcode {
             Opcode::Ping => Message::Ping,
