@@ -1,7 +1,7 @@
 //! The one pipeline every run goes through: load → batch → map → fold →
-//! done. The worker's map threads ([`crate::worker::exec`]) are an
-//! arrangement of these parts over channels and threads; the parts
-//! themselves, and the rules they keep, exist once:
+//! done. The embedded run ([`crate::local`]) and the worker's map threads
+//! ([`crate::worker::exec`]) are arrangements of these parts over channels
+//! and threads; the parts themselves, and the rules they keep, exist once:
 //!
 //! - [`batch`]: cutting tasks into batches (at N tasks or B bytes, and at
 //!   each load error, so tasks keep the numbers the user counts);

@@ -1,7 +1,4 @@
-//! Mapping and folding a batch, and error wording, now owned by
-//! [`crate::pipeline`]; kept at this path for their callers.
+//! Error wording used by the manager, now owned by [`crate::pipeline`]
+//! (which also maps and folds batches); kept at this path for its callers.
 
-pub use crate::pipeline::{
-    cap_error, map_batch as fold_batch, task_label, thousands, FailedIn, ValueLimit,
-    MAX_ERROR_BYTES,
-};
+pub use crate::pipeline::{cap_error, task_label, thousands, MAX_ERROR_BYTES};
