@@ -9,11 +9,12 @@
 //!
 //! The reducer thread folds the workers' partial results with `reduce` in
 //! arrival order, then calls `done`. Both report back to the event loop
-//! through channels and the waker; neither ever runs on it.
+//! through channels and the waker; neither ever runs on it. Both are parts
+//! of the one pipeline ([`crate::pipeline::cluster`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -21,14 +22,18 @@ use std::time::Instant;
 use mio::Waker;
 
 use super::sizing::{spread_cap, BatchSizer};
-use crate::plugin::fold::cap_error;
+use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
 use crate::plugin::{Plugin, PluginHash};
-use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::{JobStatus, JobSummary, TaskList};
+
+pub use crate::pipeline::cluster::{LoaderMsg, ReducerMsg};
 
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
-/// Most recent errors a job keeps with their messages.
+/// Errors a job keeps with their messages: its first 5 and its latest 5,
+/// by the pipeline's one rule ([`ErrorLog`]). Fewer than the embedded run
+/// keeps, since a summary is kept for each of the last
+/// [`KEPT_ENDED_JOBS`] jobs and travels in every `jobs list`.
 pub const KEPT_ERRORS: usize = 10;
 /// Ended jobs whose summaries the manager keeps; older ones are forgotten.
 pub const KEPT_ENDED_JOBS: usize = 1000;
@@ -36,33 +41,6 @@ pub const KEPT_ENDED_JOBS: usize = 1000;
 /// [`crate::plugin::fold::MAX_ERROR_BYTES`] a summary is at most about 11 KiB, so this keeps
 /// at least a few hundred jobs and bounds the manager whatever jobs say.
 pub const KEPT_ENDED_BYTES: usize = 4 * 1024 * 1024;
-
-/// What the loader thread tells the event loop.
-pub enum LoaderMsg {
-    Estimate(Option<u64>),
-    Batch { tasks: TaskList, first_index: u64 },
-    Error(String),
-    End,
-}
-
-/// What the reducer thread tells the event loop.
-pub enum ReducerMsg {
-    /// A partial of `tasks` tasks was folded into the result.
-    Folded { job: u64, tasks: u64 },
-    /// A partial could not be folded; its tasks are lost.
-    Failed {
-        job: u64,
-        tasks: u64,
-        message: String,
-    },
-    /// `done` ran.
-    Done {
-        job: u64,
-        result_len: u64,
-        preview: Vec<u8>,
-        error: Option<String>,
-    },
-}
 
 /// Tasks waiting to be sent to a worker.
 pub struct Pending {
@@ -110,7 +88,7 @@ pub struct Job {
     pub retried: u64,
     pub load_errors: u64,
     pub reduce_errors: u64,
-    pub errors: VecDeque<String>,
+    pub errors: ErrorLog<String>,
     pub result_len: u64,
     pub result_preview: Vec<u8>,
     /// Failed tasks to try again, before new ones.
@@ -155,7 +133,7 @@ impl Job {
             retried: 0,
             load_errors: 0,
             reduce_errors: 0,
-            errors: VecDeque::new(),
+            errors: ErrorLog::new(KEPT_ERRORS),
             result_len: 0,
             result_preview: Vec::new(),
             retry: VecDeque::new(),
@@ -175,10 +153,7 @@ impl Job {
     }
 
     pub fn record_error(&mut self, message: String) {
-        if self.errors.len() == KEPT_ERRORS {
-            self.errors.pop_front();
-        }
-        self.errors.push_back(cap_error(message));
+        self.errors.push(cap_error(message));
     }
 
     /// Starts the loader and reducer threads. `spread` is the number of
@@ -197,12 +172,16 @@ impl Job {
         self.loader = Some(load_rx);
         let (plugin, w) = (Arc::clone(&self.plugin), Arc::clone(&waker));
         let target = self.sizer.shared();
+        let limits = move |estimate| BatchLimits {
+            tasks: target
+                .load(Ordering::Relaxed)
+                .min(spread_cap(estimate, spread))
+                .min(max_batch_tasks.max(1)),
+            bytes: max_batch_bytes,
+        };
         thread::Builder::new()
             .name(format!("load-{}", self.id))
-            .spawn(move || {
-                let limits = (max_batch_bytes, max_batch_tasks);
-                load(&plugin, &load_tx, &w, spread, &target, limits)
-            })
+            .spawn(move || cluster::loader(&plugin, &load_tx, &w, limits))
             .expect("spawn loader thread");
         let (partial_tx, partial_rx) = mpsc::channel();
         self.partials = Some(partial_tx);
@@ -210,7 +189,9 @@ impl Job {
         let cancelled = Arc::clone(&self.cancelled);
         thread::Builder::new()
             .name(format!("reduce-{}", self.id))
-            .spawn(move || reduce(&plugin, id, partial_rx, &reducer_tx, &waker, &cancelled))
+            .spawn(move || {
+                cluster::reducer(&plugin, id, partial_rx, &reducer_tx, &waker, &cancelled)
+            })
             .expect("spawn reducer thread");
     }
 
@@ -329,137 +310,11 @@ impl Job {
             reduce_errors: self.reduce_errors,
             result_len: self.result_len,
             result_preview: self.result_preview.clone(),
-            errors: self.errors.iter().cloned().collect(),
+            errors: self.errors.kept.iter().cloned().collect(),
             backups: self.backups,
             backups_won: self.backups_won,
             duplicates: self.duplicates,
             waiting_for_workers: waiting,
         }
     }
-}
-
-fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> bool {
-    let sent = tx.send(msg).is_ok();
-    let _ = waker.wake();
-    sent
-}
-
-/// The loader thread's body.
-fn load(
-    plugin: &Arc<Plugin>,
-    tx: &SyncSender<LoaderMsg>,
-    waker: &Waker,
-    spread: usize,
-    target: &AtomicUsize,
-    (max_bytes, max_tasks): (usize, usize),
-) {
-    let estimate = plugin.count();
-    let cap = spread_cap(estimate, spread).min(max_tasks.max(1));
-    if !send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)) {
-        return;
-    }
-    let tasks = match plugin.tasks() {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            send_and_wake(tx, waker, LoaderMsg::Error(e.message));
-            send_and_wake(tx, waker, LoaderMsg::End);
-            return;
-        }
-    };
-    let mut size = target.load(Ordering::Relaxed).min(cap);
-    let mut list = TaskList::new();
-    // `first_index` counts every item `load` yielded before the batch,
-    // errors included, so first_index + i + 1 is the task's number as the
-    // user counts it; a batch is therefore cut at each load error.
-    let mut first_index = 0u64;
-    let mut index = 0u64;
-    for item in tasks {
-        index += 1;
-        match item {
-            Ok(task) => {
-                list.push(&task);
-                if list.len() >= size || list.byte_len() >= max_bytes {
-                    let batch = std::mem::take(&mut list);
-                    let msg = LoaderMsg::Batch {
-                        tasks: batch,
-                        first_index,
-                    };
-                    if !send_and_wake(tx, waker, msg) {
-                        return; // the job was dropped
-                    }
-                    first_index = index;
-                    size = target.load(Ordering::Relaxed).min(cap);
-                }
-            }
-            Err(e) => {
-                if !list.is_empty() {
-                    let batch = std::mem::take(&mut list);
-                    let msg = LoaderMsg::Batch {
-                        tasks: batch,
-                        first_index,
-                    };
-                    if !send_and_wake(tx, waker, msg) {
-                        return;
-                    }
-                }
-                first_index = index;
-                let msg = LoaderMsg::Error(format!("task {index}: {}", e.message));
-                if !send_and_wake(tx, waker, msg) {
-                    return;
-                }
-            }
-        }
-    }
-    if !list.is_empty() {
-        send_and_wake(
-            tx,
-            waker,
-            LoaderMsg::Batch {
-                tasks: list,
-                first_index,
-            },
-        );
-    }
-    send_and_wake(tx, waker, LoaderMsg::End);
-}
-
-/// The reducer thread's body.
-fn reduce(
-    plugin: &Plugin,
-    job: u64,
-    partials: Receiver<(Vec<u8>, u64)>,
-    tx: &Sender<ReducerMsg>,
-    waker: &Waker,
-    cancelled: &AtomicBool,
-) {
-    let mut acc = Vec::new();
-    for (partial, tasks) in partials {
-        if cancelled.load(Ordering::SeqCst) {
-            return;
-        }
-        let msg = match plugin.reduce(&acc, &partial) {
-            Ok(next) => {
-                acc = next;
-                ReducerMsg::Folded { job, tasks }
-            }
-            Err(e) => ReducerMsg::Failed {
-                job,
-                tasks,
-                message: e.message,
-            },
-        };
-        let _ = tx.send(msg);
-        let _ = waker.wake();
-    }
-    if cancelled.load(Ordering::SeqCst) {
-        return;
-    }
-    let error = plugin.done(&acc).err().map(|e| e.message);
-    let _ = tx.send(ReducerMsg::Done {
-        job,
-        result_len: acc.len() as u64,
-        preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
-        error,
-    });
-    let _ = waker.wake();
 }

@@ -1,7 +1,8 @@
 //! The one pipeline every run goes through: load → batch → map → fold →
-//! done. The embedded run ([`crate::local`]) and the worker's map threads
-//! ([`crate::worker::exec`]) are arrangements of these parts over channels
-//! and threads; the parts themselves, and the rules they keep, exist once:
+//! done. The embedded run ([`crate::local`]), the worker's map threads
+//! ([`crate::worker::exec`]) and the manager's loader and reducer threads
+//! are arrangements of these parts over channels, threads and sockets; the
+//! parts themselves, and the rules they keep, exist once:
 //!
 //! - [`batch`]: cutting tasks into batches (at N tasks or B bytes, and at
 //!   each load error, so tasks keep the numbers the user counts);
@@ -10,13 +11,16 @@
 //!   accumulator within a size limit, and the map threads that do it;
 //! - [`reduce`]: folding the partials into the result, then `done`;
 //! - [`errors`]: keeping a run's errors (the first ones and the latest
-//!   ones, with a count of the rest) and wording them.
+//!   ones, with a count of the rest) and wording them;
+//! - [`cluster`]: the manager's loader and reducer threads, which report
+//!   to its event loop.
 //!
 //! The parts call the job through [`JobCode`], which [`Plugin`] implements
 //! with direct calls (no dynamic dispatch on the hot path), so their rules
 //! are unit-tested with a job written in plain Rust.
 
 pub mod batch;
+pub mod cluster;
 pub mod errors;
 pub mod load;
 pub mod map;
