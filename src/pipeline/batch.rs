@@ -23,6 +23,7 @@ pub struct BatchLimits {
 /// Tasks that `load` yielded one after the other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
+    /// The tasks, as they travel in a `MAP_BATCH`.
     pub tasks: TaskList,
     /// Items `load` yielded before this batch's first task, errors
     /// included: task `i` of the batch is the user's task number
@@ -45,6 +46,7 @@ pub struct Batcher {
 }
 
 impl Batcher {
+    /// A batcher with no task seen yet, cutting at `limits`.
     pub fn new(limits: BatchLimits) -> Batcher {
         Batcher {
             open: TaskList::new(),

@@ -4,7 +4,29 @@
 use std::ops::ControlFlow;
 
 use super::batch::{Batch, BatchLimits, Batcher};
-use crate::plugin::CallError;
+use crate::plugin::{CallError, TaskIter};
+
+/// Where [`load`] pulls tasks from: the job's `load` ([`TaskIter`]), or a
+/// list of items (tests).
+pub trait TaskSource {
+    /// The next item: a task, lent to `f` (which copies what it keeps), or
+    /// a load error; `None` at the end.
+    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>>;
+}
+
+/// Tasks go from the job's buffer straight into the batch: one copy and
+/// no allocation of their own.
+impl TaskSource for TaskIter {
+    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
+        TaskIter::next_with(self, f)
+    }
+}
+
+impl TaskSource for std::vec::IntoIter<Result<Vec<u8>, CallError>> {
+    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
+        self.next().map(|item| item.map(|task| f(&task)))
+    }
+}
 
 /// What [`load`] hands on, in the order `load` yielded it.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,22 +46,19 @@ pub enum Loaded {
 ///
 /// Returns `Break` as soon as `sink` does (nobody wants the rest: loading
 /// stops), else `Continue` once `load` is exhausted.
-pub fn load<I>(
-    tasks: Result<I, CallError>,
+pub fn load<S: TaskSource>(
+    tasks: Result<S, CallError>,
     mut limits: impl FnMut() -> BatchLimits,
     mut sink: impl FnMut(Loaded) -> ControlFlow<()>,
-) -> ControlFlow<()>
-where
-    I: IntoIterator<Item = Result<Vec<u8>, CallError>>,
-{
-    let tasks = match tasks {
+) -> ControlFlow<()> {
+    let mut tasks = match tasks {
         Ok(tasks) => tasks,
         Err(e) => return sink(Loaded::Error(e.message)),
     };
     let mut batcher = Batcher::new(limits());
-    for item in tasks {
+    while let Some(item) = tasks.next_with(|task| batcher.push(task)) {
         let (closed, error) = match item {
-            Ok(task) => (batcher.push(&task), None),
+            Ok(closed) => (closed, None),
             Err(e) => {
                 let (closed, number) = batcher.error();
                 (closed, Some(format!("task {number}: {}", e.message)))
@@ -82,7 +101,7 @@ mod tests {
     ) -> (ControlFlow<()>, Vec<String>) {
         let mut seen = Vec::new();
         let flow = load(
-            Ok(items),
+            Ok(items.into_iter()),
             || BatchLimits {
                 tasks,
                 bytes: usize::MAX,
@@ -128,7 +147,7 @@ mod tests {
     #[test]
     fn a_load_that_cannot_start_is_one_error() {
         let mut seen = Vec::new();
-        let failed: Result<Vec<Result<Vec<u8>, CallError>>, _> = Err(CallError {
+        let failed: Result<std::vec::IntoIter<_>, _> = Err(CallError {
             panicked: false,
             message: "no such file".into(),
         });

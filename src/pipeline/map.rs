@@ -15,6 +15,7 @@ use crate::plugin::CallError;
 /// Where a task failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailedIn {
+    /// Its map returned an error or panicked.
     Map,
     /// Its value could not be folded into the batch's accumulator.
     Reduce,
@@ -60,6 +61,7 @@ pub struct Folded {
 /// that limit is, for the error that names it.
 #[derive(Debug, Clone)]
 pub struct ValueLimit {
+    /// The limit, in bytes (`usize::MAX`: none).
     pub bytes: usize,
     /// Says whose limit it is, e.g. "the manager's --max-size of 1,000,000".
     pub whose: String,

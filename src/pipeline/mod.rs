@@ -28,7 +28,7 @@ pub mod reduce;
 
 pub use batch::{Batch, BatchLimits, Batcher};
 pub use errors::{cap_error, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
-pub use load::{load, Loaded};
+pub use load::{load, Loaded, TaskSource};
 pub use map::{map_batch, spawn_map_threads, FailedIn, Folded, TaskFailed, ValueLimit};
 pub use reduce::{fold_partials, Ended, Partial};
 
