@@ -92,7 +92,12 @@ impl Batcher {
     }
 
     fn close(&mut self) -> Batch {
-        let room = self.open.byte_len().min(self.limits.bytes);
+        // A batch closed at its byte limit is past it by up to one task:
+        // room for all of it, or the next one reallocates at its last task.
+        let room = self
+            .open
+            .byte_len()
+            .min(self.limits.bytes.saturating_mul(2));
         let tasks = std::mem::replace(&mut self.open, TaskList::with_capacity(room));
         let batch = Batch {
             tasks,
