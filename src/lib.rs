@@ -10,6 +10,8 @@
 //!   decoder, typed messages and the netcat text session;
 //! - [`net`]: the mio reactor servers run on, and the blocking CLI client;
 //! - [`plugin`]: compiling jobs, and loading job libraries through the C ABI;
+//! - [`pipeline`]: load → batch → map → fold → done, and the keeping of
+//!   errors: the parts every kind of run is made of;
 //! - [`local`]: running a job inside one process (the embedded mode);
 //! - [`manager`]: the manager server;
 //! - [`worker`]: the worker server;
@@ -31,6 +33,8 @@ pub mod local;
 pub mod manager;
 #[cfg(feature = "runtime")]
 pub mod net;
+#[cfg(feature = "runtime")]
+pub mod pipeline;
 #[cfg(feature = "runtime")]
 pub mod plugin;
 #[cfg(feature = "runtime")]

@@ -4,25 +4,31 @@
 //! each task and fold the batch with `reduce` into one partial accumulator,
 //! as workers will; one thread folds the partials as they arrive; then
 //! `done` gets the result. It is also the in-process baseline of the
-//! benchmarks.
+//! benchmarks: the same pipeline as a cluster run ([`crate::pipeline`]),
+//! without the network.
 //!
 //! Failures do not stop the job (the original's contract): a failed task, a
 //! load error or a failed reduce is counted and recorded, and `done` runs
 //! with the accumulator of everything that succeeded.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::plugin::fold::{fold_batch, task_label, FailedIn, ValueLimit};
-use crate::plugin::{CallError, Plugin};
+use crate::pipeline::{self, task_label, Batch, BatchLimits, FailedIn, Loaded, ValueLimit};
+use crate::plugin::Plugin;
 use crate::proto::msg::{JobStatus, JobSummary};
 
-/// At most this many errors are kept with their messages; the rest are counted.
+/// At most this many errors are kept with their messages (the first 10 and
+/// the latest 10, by the pipeline's rule); the rest are counted.
 pub const MAX_KEPT_ERRORS: usize = 20;
+
+/// A run's errors: see [`pipeline::ErrorLog`].
+pub type ErrorLog = pipeline::ErrorLog<JobError>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -30,7 +36,8 @@ pub struct Options {
     pub threads: usize,
     /// A batch closes at this many tasks…
     pub batch_tasks: usize,
-    /// …or this many bytes of task payload.
+    /// …or once it holds this many bytes of tasks (payloads and 4 bytes
+    /// per task, as [`pipeline::BatchLimits::bytes`] counts them).
     pub batch_bytes: usize,
 }
 
@@ -74,31 +81,6 @@ impl fmt::Display for JobError {
             Stage::Reduce => write!(f, "reduce: {}", self.message),
             Stage::Done => write!(f, "done: {}", self.message),
         }
-    }
-}
-
-/// Errors with a bound on how many are kept.
-#[derive(Debug, Default, Clone)]
-pub struct ErrorLog {
-    pub kept: Vec<JobError>,
-    pub total: u64,
-}
-
-impl ErrorLog {
-    pub fn push(&mut self, stage: Stage, err: &CallError) {
-        self.total += 1;
-        if self.kept.len() < MAX_KEPT_ERRORS {
-            self.kept.push(JobError {
-                stage,
-                message: err.message.clone(),
-            });
-        }
-    }
-
-    fn merge(&mut self, other: ErrorLog) {
-        self.total += other.total;
-        let room = MAX_KEPT_ERRORS.saturating_sub(self.kept.len());
-        self.kept.extend(other.kept.into_iter().take(room));
     }
 }
 
@@ -169,12 +151,7 @@ impl Counts {
     }
 }
 
-struct Batch {
-    first_index: u64,
-    tasks: Vec<Vec<u8>>,
-}
-
-/// One batch, mapped and folded.
+/// One batch, mapped and folded, on its way to the fold thread.
 struct Partial {
     value: Option<Vec<u8>>,
     processed: u64,
@@ -182,82 +159,81 @@ struct Partial {
     errors: ErrorLog,
 }
 
-/// Maps and folds one batch, as a worker does.
+impl pipeline::Partial for Partial {
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+}
+
+/// Maps and folds one batch, as a worker does, and names its failures.
 fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
     // In one process a value goes nowhere over the wire: no size limit.
-    let folded = fold_batch(
-        plugin,
-        batch.tasks.iter().map(Vec::as_slice),
-        &ValueLimit::none(),
-    );
-    let mut errors = ErrorLog::default();
-    for f in &folded.failures {
-        let task = batch
-            .tasks
-            .get(f.index as usize)
-            .map_or(&[][..], Vec::as_slice);
-        let label = task_label(batch.first_index + u64::from(f.index) + 1, task);
+    let folded = pipeline::map_batch(plugin, batch.tasks.iter(), &ValueLimit::none());
+    let failed = folded.failures.len() as u64;
+    let mut errors = ErrorLog::new(MAX_KEPT_ERRORS);
+    // Failures come by increasing index: one walk over the tasks names them.
+    let mut tasks = batch.tasks.iter().enumerate();
+    for f in folded.failures {
+        let index = f.index as usize;
+        let task = tasks.find(|(i, _)| *i == index).map_or(&[][..], |(_, t)| t);
+        let label = task_label(batch.first_index + index as u64 + 1, task);
         let stage = match f.stage {
             FailedIn::Map | FailedIn::TooLarge | FailedIn::Deferred => Stage::Map(label),
             FailedIn::Reduce => Stage::Fold(label),
         };
-        errors.push(stage, &f.error);
+        errors.push(JobError {
+            stage,
+            message: f.error.message,
+        });
     }
     Partial {
         value: folded.value,
         processed: u64::from(folded.processed),
-        failed: folded.failures.len() as u64,
+        failed,
         errors,
     }
 }
 
-fn map_thread(
-    plugin: Arc<Plugin>,
-    batches: Arc<std::sync::Mutex<Receiver<Batch>>>,
-    out: SyncSender<Partial>,
-) {
-    loop {
-        // Hold the lock only to take a batch, never while mapping.
-        let next = batches.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(batch) = next else {
-            return;
-        };
-        if out.send(map_batch(&plugin, &batch)).is_err() {
-            return;
-        }
-    }
+/// What the fold thread counted.
+struct Tally {
+    processed: u64,
+    failed: u64,
+    reduce_errors: u64,
+    errors: ErrorLog,
 }
 
-/// Folds partials as they arrive; returns the accumulator and the tallies.
+/// Folds partials as they arrive, then calls `done`.
 fn fold_thread(
-    plugin: Arc<Plugin>,
-    partials: Receiver<Partial>,
-    counts: Arc<Counts>,
-) -> (Vec<u8>, u64, u64, u64, ErrorLog) {
-    let mut acc: Vec<u8> = Vec::new();
-    let (mut processed, mut failed, mut reduce_errors) = (0, 0, 0);
-    let mut errors = ErrorLog::default();
-    for p in partials {
-        failed += p.failed;
-        errors.merge(p.errors);
-        if let Some(value) = p.value {
-            match plugin.reduce(&acc, &value) {
-                Ok(next) => {
-                    acc = next;
-                    processed += p.processed;
-                }
-                Err(e) => {
-                    // The batch's tasks were mapped but cannot be counted in.
-                    reduce_errors += 1;
-                    failed += p.processed;
-                    errors.push(Stage::Reduce, &e);
-                }
+    plugin: &Plugin,
+    partials: mpsc::Receiver<Partial>,
+    counts: &Counts,
+) -> (Tally, Option<pipeline::Ended>) {
+    let mut tally = Tally {
+        processed: 0,
+        failed: 0,
+        reduce_errors: 0,
+        errors: ErrorLog::new(MAX_KEPT_ERRORS),
+    };
+    let never = AtomicBool::new(false);
+    let ended = pipeline::fold_partials(plugin, partials, &never, |p, outcome| {
+        tally.failed += p.failed;
+        tally.errors.merge(p.errors);
+        match outcome {
+            Ok(()) => tally.processed += p.processed,
+            Err(e) => {
+                // The batch's tasks were mapped but cannot be counted in.
+                tally.reduce_errors += 1;
+                tally.failed += p.processed;
+                tally.errors.push(JobError {
+                    stage: Stage::Reduce,
+                    message: e.message,
+                });
             }
         }
-        counts.processed.store(processed, Ordering::Relaxed);
-        counts.failed.store(failed, Ordering::Relaxed);
-    }
-    (acc, processed, failed, reduce_errors, errors)
+        counts.processed.store(tally.processed, Ordering::Relaxed);
+        counts.failed.store(tally.failed, Ordering::Relaxed);
+    });
+    (tally, ended)
 }
 
 /// Runs `plugin` to completion in this process.
@@ -272,105 +248,83 @@ pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) ->
     // Bounded: load is pulled only as fast as the map threads drain it.
     let (batch_tx, batch_rx) = mpsc::sync_channel::<Batch>(threads * 2);
     let (partial_tx, partial_rx) = mpsc::sync_channel::<Partial>(threads * 2);
-    let batch_rx = Arc::new(std::sync::Mutex::new(batch_rx));
-    let mappers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (plugin, rx, tx) = (
-                Arc::clone(plugin),
-                Arc::clone(&batch_rx),
-                partial_tx.clone(),
-            );
-            thread::spawn(move || map_thread(plugin, rx, tx))
-        })
-        .collect();
-    drop(partial_tx);
+    let mappers = {
+        let plugin = Arc::clone(plugin);
+        let map = move |batch: Batch| match partial_tx.send(map_batch(&plugin, &batch)) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(()),
+        };
+        pipeline::spawn_map_threads(threads, "map", batch_rx, map).expect("spawn map thread")
+    };
     let folder = {
         let (plugin, counts) = (Arc::clone(plugin), Arc::clone(counts));
-        thread::spawn(move || fold_thread(plugin, partial_rx, counts))
+        thread::spawn(move || fold_thread(&plugin, partial_rx, &counts))
     };
 
-    let mut load_log = ErrorLog::default();
-    let mut tasks = 0u64;
-    let mut load_errors = 0u64;
-    match plugin.tasks() {
-        Err(e) => {
-            load_errors += 1;
-            load_log.push(Stage::Load, &e);
-        }
-        Ok(iter) => {
-            let mut batch = Batch {
-                first_index: 0,
-                tasks: Vec::new(),
-            };
-            let mut bytes = 0;
-            // Items `load` yielded so far, errors included: a batch's
-            // first_index + i + 1 is its task's number as the user counts
-            // it, so a batch is cut at each load error.
-            let mut yielded = 0u64;
-            for item in iter {
-                yielded += 1;
-                let full = match item {
-                    Ok(task) => {
-                        bytes += task.len();
-                        batch.tasks.push(task);
-                        tasks += 1;
-                        batch.tasks.len() >= opts.batch_tasks || bytes >= opts.batch_bytes
-                    }
-                    Err(e) => {
-                        load_errors += 1;
-                        let e = CallError {
-                            message: format!("task {yielded}: {}", e.message),
-                            ..e
-                        };
-                        load_log.push(Stage::Load, &e);
-                        !batch.tasks.is_empty()
-                    }
-                };
-                if full {
-                    let full = std::mem::replace(
-                        &mut batch,
-                        Batch {
-                            first_index: yielded,
-                            tasks: Vec::new(),
-                        },
-                    );
-                    bytes = 0;
-                    counts.loaded.store(tasks, Ordering::Relaxed);
-                    if batch_tx.send(full).is_err() {
-                        break;
-                    }
-                } else if batch.tasks.is_empty() {
-                    batch.first_index = yielded;
+    // Load on this thread.
+    let mut load_log = ErrorLog::new(MAX_KEPT_ERRORS);
+    let (mut tasks, mut load_errors) = (0u64, 0u64);
+    let limits = BatchLimits {
+        tasks: opts.batch_tasks,
+        bytes: opts.batch_bytes,
+    };
+    let _ = pipeline::load(
+        plugin.tasks(),
+        || limits,
+        |loaded| match loaded {
+            Loaded::Batch(batch) => {
+                tasks += batch.tasks.len() as u64;
+                counts.loaded.store(tasks, Ordering::Relaxed);
+                match batch_tx.send(batch) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(()),
                 }
             }
-            counts.loaded.store(tasks, Ordering::Relaxed);
-            if !batch.tasks.is_empty() {
-                let _ = batch_tx.send(batch);
+            Loaded::Error(message) => {
+                load_errors += 1;
+                load_log.push(JobError {
+                    stage: Stage::Load,
+                    message,
+                });
+                ControlFlow::Continue(())
             }
-        }
-    }
+        },
+    );
     drop(batch_tx);
     for m in mappers {
         let _ = m.join();
     }
-    let (result, processed, failed, reduce_errors, mut errors) = folder
-        .join()
-        .unwrap_or_else(|_| (Vec::new(), 0, tasks, 0, ErrorLog::default()));
-    load_log.merge(errors);
-    errors = load_log;
-    let done_failed = match plugin.done(&result) {
+    let (tally, ended) = folder.join().unwrap_or_else(|_| {
+        let tally = Tally {
+            processed: 0,
+            failed: tasks,
+            reduce_errors: 0,
+            errors: ErrorLog::new(MAX_KEPT_ERRORS),
+        };
+        (tally, None)
+    });
+    let (result, done) = match ended {
+        Some(ended) => (ended.result, ended.done),
+        None => (Vec::new(), plugin.done(&[])),
+    };
+    let mut errors = load_log;
+    errors.merge(tally.errors);
+    let done_failed = match done {
         Ok(()) => false,
         Err(e) => {
-            errors.push(Stage::Done, &e);
+            errors.push(JobError {
+                stage: Stage::Done,
+                message: e.message,
+            });
             true
         }
     };
     Report {
         tasks,
-        processed,
-        failed,
+        processed: tally.processed,
+        failed: tally.failed,
         load_errors,
-        reduce_errors,
+        reduce_errors: tally.reduce_errors,
         done_failed,
         errors,
         result,

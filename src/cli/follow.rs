@@ -130,7 +130,7 @@ pub(super) fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Resul
         _ => {}
     }
     if !j.errors.is_empty() {
-        writeln!(out, "last errors:")?;
+        writeln!(out, "errors (the first and the latest):")?;
         for e in &j.errors {
             writeln!(out, "  {e}")?;
         }

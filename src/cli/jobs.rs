@@ -18,7 +18,7 @@ use crate::report::{progress, throughput, JobJson};
 pub enum JobsCommand {
     /// List a manager's jobs: id, name, status, progress.
     List(ListArgs),
-    /// Show one job's counters and its last errors.
+    /// Show one job's counters and its errors (the first and the latest).
     Stats(StatsArgs),
     /// Cancel a job: stop its tasks, drop its work in flight, uninstall it from the workers.
     Cancel(CancelArgs),
@@ -248,7 +248,7 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
         writeln!(out, "eta: {}", duration::render(eta))?;
     }
     if !j.errors.is_empty() {
-        writeln!(out, "last errors:")?;
+        writeln!(out, "errors (the first and the latest):")?;
         for e in &j.errors {
             writeln!(out, "  {e}")?;
         }

@@ -13,7 +13,7 @@ use super::sched::{self, Fit};
 use super::sizing::MAX_BATCH_BYTES;
 use super::workers::WorkerId;
 use crate::net::{ConnId, Io};
-use crate::plugin::fold::thousands;
+use crate::pipeline::thousands;
 use crate::proto::msg::MapBatch;
 use crate::proto::Message;
 

@@ -14,12 +14,13 @@
 //!
 //! The reducer thread folds the workers' partial results with `reduce` in
 //! arrival order, then calls `done`. Both report back to the event loop
-//! through channels and the waker; neither ever runs on it.
+//! through channels and the waker; neither ever runs on it. Both are parts
+//! of the one pipeline ([`crate::pipeline::cluster`]).
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,42 +32,20 @@ use super::ledger::{InFlight, Requeue};
 use super::sched;
 use super::sizing::{spread_cap, BatchSizer};
 use super::workers::WorkerId;
-use crate::plugin::fold::{cap_error, task_label};
+use crate::pipeline::{cap_error, cluster, task_label, BatchLimits, ErrorLog};
 use crate::plugin::{Plugin, PluginHash};
-use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::{BatchResult, JobStatus, JobSummary, TaskList};
 
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
-/// Most recent errors a job keeps with their messages.
+/// Errors a job keeps with their messages: its first 5 and its latest 5,
+/// by the pipeline's one rule ([`ErrorLog`]). Fewer than the embedded run
+/// keeps, since a summary is kept for each of the last
+/// [`KEPT_ENDED_JOBS`](super::jobs::KEPT_ENDED_JOBS) jobs and travels in
+/// every `jobs list`.
 pub const KEPT_ERRORS: usize = 10;
 
-/// What the loader thread tells the event loop.
-pub enum LoaderMsg {
-    Estimate(Option<u64>),
-    Batch { tasks: TaskList, first_index: u64 },
-    Error(String),
-    End,
-}
-
-/// What the reducer thread tells the event loop.
-pub enum ReducerMsg {
-    /// A partial of `tasks` tasks was folded into the result.
-    Folded { job: u64, tasks: u64 },
-    /// A partial could not be folded; its tasks are lost.
-    Failed {
-        job: u64,
-        tasks: u64,
-        message: String,
-    },
-    /// `done` ran.
-    Done {
-        job: u64,
-        result_len: u64,
-        preview: Vec<u8>,
-        error: Option<String>,
-    },
-}
+pub use crate::pipeline::cluster::{LoaderMsg, ReducerMsg};
 
 /// Tasks waiting to be sent to a worker.
 #[derive(Debug, PartialEq)]
@@ -127,7 +106,7 @@ pub struct Job {
     retried: u64,
     load_errors: u64,
     reduce_errors: u64,
-    errors: VecDeque<String>,
+    errors: ErrorLog<String>,
     result_len: u64,
     result_preview: Vec<u8>,
     /// Failed tasks to try again, before new ones.
@@ -171,7 +150,7 @@ impl Job {
             retried: 0,
             load_errors: 0,
             reduce_errors: 0,
-            errors: VecDeque::new(),
+            errors: ErrorLog::new(KEPT_ERRORS),
             result_len: 0,
             result_preview: Vec::new(),
             retry: VecDeque::new(),
@@ -230,12 +209,9 @@ impl Job {
         self.partials_outstanding
     }
 
-    /// Keeps `message` among the job's errors (the newest KEPT_ERRORS).
+    /// Keeps `message` among the job's errors (see [`KEPT_ERRORS`]).
     pub fn record_error(&mut self, message: String) {
-        if self.errors.len() == KEPT_ERRORS {
-            self.errors.pop_front();
-        }
-        self.errors.push_back(cap_error(message));
+        self.errors.push(cap_error(message));
     }
 
     /// Starts the loader and reducer threads. `spread` is the number of
@@ -273,7 +249,7 @@ impl Job {
         let spawned = thread::Builder::new()
             .name(format!("reduce-{}", self.id))
             .spawn(move || {
-                reduce(
+                cluster::reducer(
                     &plugin,
                     id,
                     partial_rx,
@@ -289,12 +265,18 @@ impl Job {
         self.partials = Some(partial_tx);
         let plugin = Arc::clone(&self.plugin);
         let target = self.sizer.shared();
+        // The batches' size is the manager's: the sizer's target, capped to
+        // spread the job's estimate and to fit every worker's frames.
+        let limits = move |estimate| BatchLimits {
+            tasks: target
+                .load(Ordering::Relaxed)
+                .min(spread_cap(estimate, spread))
+                .min(max_batch_tasks.max(1)),
+            bytes: max_batch_bytes,
+        };
         let spawned = thread::Builder::new()
             .name(format!("load-{}", self.id))
-            .spawn(move || {
-                let limits = (max_batch_bytes, max_batch_tasks);
-                load(&plugin, &load_tx, &waker, spread, &target, limits)
-            });
+            .spawn(move || cluster::loader(&plugin, &load_tx, &waker, limits));
         if let Err(e) = spawned {
             self.fail(format!("cannot start the job's loader thread: {e}"));
             return Err(e);
@@ -572,137 +554,11 @@ impl Job {
             reduce_errors: self.reduce_errors,
             result_len: self.result_len,
             result_preview: self.result_preview.clone(),
-            errors: self.errors.iter().cloned().collect(),
+            errors: self.errors.kept.iter().cloned().collect(),
             backups: self.backups,
             backups_won: self.backups_won,
             duplicates: self.duplicates,
             waiting_for_workers: waiting,
         }
     }
-}
-
-fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> bool {
-    let sent = tx.send(msg).is_ok();
-    let _ = waker.wake();
-    sent
-}
-
-/// The loader thread's body.
-fn load(
-    plugin: &Arc<Plugin>,
-    tx: &SyncSender<LoaderMsg>,
-    waker: &Waker,
-    spread: usize,
-    target: &AtomicUsize,
-    (max_bytes, max_tasks): (usize, usize),
-) {
-    let estimate = plugin.count();
-    let cap = spread_cap(estimate, spread).min(max_tasks.max(1));
-    if !send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)) {
-        return;
-    }
-    let tasks = match plugin.tasks() {
-        Ok(tasks) => tasks,
-        Err(e) => {
-            send_and_wake(tx, waker, LoaderMsg::Error(e.message));
-            send_and_wake(tx, waker, LoaderMsg::End);
-            return;
-        }
-    };
-    let mut size = target.load(Ordering::Relaxed).min(cap);
-    let mut list = TaskList::new();
-    // `first_index` counts every item `load` yielded before the batch,
-    // errors included, so first_index + i + 1 is the task's number as the
-    // user counts it; a batch is therefore cut at each load error.
-    let mut first_index = 0u64;
-    let mut index = 0u64;
-    for item in tasks {
-        index += 1;
-        match item {
-            Ok(task) => {
-                list.push(&task);
-                if list.len() >= size || list.byte_len() >= max_bytes {
-                    let batch = std::mem::take(&mut list);
-                    let msg = LoaderMsg::Batch {
-                        tasks: batch,
-                        first_index,
-                    };
-                    if !send_and_wake(tx, waker, msg) {
-                        return; // the job was dropped
-                    }
-                    first_index = index;
-                    size = target.load(Ordering::Relaxed).min(cap);
-                }
-            }
-            Err(e) => {
-                if !list.is_empty() {
-                    let batch = std::mem::take(&mut list);
-                    let msg = LoaderMsg::Batch {
-                        tasks: batch,
-                        first_index,
-                    };
-                    if !send_and_wake(tx, waker, msg) {
-                        return;
-                    }
-                }
-                first_index = index;
-                let msg = LoaderMsg::Error(format!("task {index}: {}", e.message));
-                if !send_and_wake(tx, waker, msg) {
-                    return;
-                }
-            }
-        }
-    }
-    if !list.is_empty() {
-        send_and_wake(
-            tx,
-            waker,
-            LoaderMsg::Batch {
-                tasks: list,
-                first_index,
-            },
-        );
-    }
-    send_and_wake(tx, waker, LoaderMsg::End);
-}
-
-/// The reducer thread's body.
-fn reduce(
-    plugin: &Plugin,
-    job: u64,
-    partials: Receiver<(Vec<u8>, u64)>,
-    tx: &Sender<ReducerMsg>,
-    waker: &Waker,
-    cancelled: &AtomicBool,
-) {
-    let mut acc = Vec::new();
-    for (partial, tasks) in partials {
-        if cancelled.load(Ordering::SeqCst) {
-            return;
-        }
-        let msg = match plugin.reduce(&acc, &partial) {
-            Ok(next) => {
-                acc = next;
-                ReducerMsg::Folded { job, tasks }
-            }
-            Err(e) => ReducerMsg::Failed {
-                job,
-                tasks,
-                message: e.message,
-            },
-        };
-        let _ = tx.send(msg);
-        let _ = waker.wake();
-    }
-    if cancelled.load(Ordering::SeqCst) {
-        return;
-    }
-    let error = plugin.done(&acc).err().map(|e| e.message);
-    let _ = tx.send(ReducerMsg::Done {
-        job,
-        result_len: acc.len() as u64,
-        preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
-        error,
-    });
-    let _ = waker.wake();
 }

@@ -11,7 +11,7 @@ use crate::proto::msg::{JobStatus, JobSummary, JobsPage, JobsQuery};
 /// Ended jobs whose summaries the manager keeps; older ones are forgotten.
 pub const KEPT_ENDED_JOBS: usize = 1000;
 /// Wire bytes of ended jobs' summaries the manager keeps, in all: with
-/// [`crate::plugin::fold::MAX_ERROR_BYTES`] a summary is at most about 11
+/// [`crate::pipeline::MAX_ERROR_BYTES`] a summary is at most about 11
 /// KiB, so this keeps at least a few hundred jobs and bounds the manager
 /// whatever jobs say.
 pub const KEPT_ENDED_BYTES: usize = 4 * 1024 * 1024;

@@ -5,7 +5,6 @@
 //! `redmap_job.h` is the same ABI for C.
 
 pub mod compile;
-pub mod fold;
 pub mod loader;
 pub mod store;
 

@@ -1,18 +1,18 @@
 //! The worker's map thread pool. Batches arrive from the reactor through a
-//! channel; each thread maps and folds whole batches, and hands the result
-//! back through a channel and the reactor's waker. User code never runs on
-//! the event loop.
+//! channel; each of the pipeline's map threads maps and folds whole batches
+//! ([`pipeline::map_batch`]), and hands the result back through a channel
+//! and the reactor's waker. User code never runs on the event loop.
 
+use std::ops::ControlFlow;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
 use mio::Waker;
 
 use crate::net::ConnId;
-use crate::plugin::fold::{cap_error, fold_batch, thousands, FailedIn, ValueLimit};
+use crate::pipeline::{self, cap_error, thousands, FailedIn, ValueLimit};
 use crate::plugin::Plugin;
 use crate::proto::msg::{BatchResult, MapBatch, TaskFailure};
 
@@ -39,7 +39,7 @@ pub struct Pool {
 const RESULT_OVERHEAD: usize = 64;
 
 /// How a batch's reply is shared out within the manager's limit: failures
-/// (at most [`crate::plugin::fold::MAX_ERROR_BYTES`] of message each) get a quarter of it, up
+/// (at most [`crate::pipeline::MAX_ERROR_BYTES`] of message each) get a quarter of it, up
 /// to 1 MiB; the value gets the rest. So the reply always fits, and a value
 /// over the rest fails its task with a message naming the limit instead of
 /// costing the worker its connection.
@@ -60,30 +60,27 @@ fn run_batch(work: &Work) -> BatchResult {
             thousands(reply_limit as u64)
         ),
     };
-    let folded = fold_batch(&work.plugin, work.batch.tasks.iter(), &limit);
+    let folded = pipeline::map_batch(&*work.plugin, work.batch.tasks.iter(), &limit);
     let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let failures = folded
         .failures
         .into_iter()
         .map(|f| {
-            let message = match f.stage {
-                FailedIn::Map | FailedIn::TooLarge | FailedIn::Deferred => f.error.message,
-                FailedIn::Reduce => format!("reduce: {}", f.error.message),
-            };
             // Each failure costs 7 bytes besides its message; once the
             // budget is spent, messages are dropped, never the failures.
-            let mut message = cap_error(message);
+            let (index, panicked, stage) = (f.index, f.error.panicked, f.stage);
+            let mut message = cap_error(f.into_message());
             if message.len() + 7 > failure_budget {
                 message = String::new();
             }
             failure_budget = failure_budget.saturating_sub(message.len() + 7);
             TaskFailure {
-                index: f.index,
-                panicked: f.error.panicked,
+                index,
+                panicked,
                 // A value that reduce cannot fold fails the same way on any
                 // worker: only a map error is worth another attempt.
-                fatal: matches!(f.stage, FailedIn::TooLarge | FailedIn::Reduce),
-                deferred: f.stage == FailedIn::Deferred,
+                fatal: matches!(stage, FailedIn::TooLarge | FailedIn::Reduce),
+                deferred: stage == FailedIn::Deferred,
                 message,
             }
         })
@@ -101,32 +98,23 @@ impl Pool {
     pub fn new(threads: usize, waker: Arc<Waker>) -> Pool {
         let (work_tx, work_rx) = mpsc::channel::<Work>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
-        let work_rx = Arc::new(Mutex::new(work_rx));
-        for i in 0..threads.max(1) {
-            let (rx, tx, waker) = (Arc::clone(&work_rx), done_tx.clone(), Arc::clone(&waker));
-            thread::Builder::new()
-                .name(format!("map-{i}"))
-                .spawn(move || loop {
-                    let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                    let Ok(work) = next else {
-                        return;
-                    };
-                    let result = run_batch(&work);
-                    let done = Done {
-                        conn: work.conn,
-                        request_id: work.request_id,
-                        hash: work.batch.hash,
-                        result,
-                    };
-                    if tx.send(done).is_err() {
-                        return;
-                    }
-                    if let Err(e) = waker.wake() {
-                        warn!("cannot wake the event loop: {e}");
-                    }
-                })
-                .expect("spawn map thread");
-        }
+        let map = move |work: Work| {
+            let result = run_batch(&work);
+            let done = Done {
+                conn: work.conn,
+                request_id: work.request_id,
+                hash: work.batch.hash,
+                result,
+            };
+            if done_tx.send(done).is_err() {
+                return ControlFlow::Break(());
+            }
+            if let Err(e) = waker.wake() {
+                warn!("cannot wake the event loop: {e}");
+            }
+            ControlFlow::Continue(())
+        };
+        pipeline::spawn_map_threads(threads, "map", work_rx, map).expect("spawn map thread");
         Pool {
             work: work_tx,
             done: done_rx,

@@ -24,7 +24,7 @@ use log::error;
 use super::job::Pending;
 use super::workers::WorkerId;
 use crate::net::ConnId;
-use crate::plugin::fold::task_label;
+use crate::pipeline::task_label;
 use crate::plugin::PluginHash;
 use crate::proto::msg::TaskList;
 

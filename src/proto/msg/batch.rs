@@ -52,6 +52,17 @@ impl TaskList {
         }
     }
 
+    /// An empty list with room for `bytes` encoded bytes (see
+    /// [`TaskList::byte_len`]) before it grows.
+    pub fn with_capacity(bytes: usize) -> TaskList {
+        let mut list = Vec::with_capacity(bytes.max(4));
+        list.extend_from_slice(&[0; 4]);
+        TaskList {
+            bytes: list,
+            len: 0,
+        }
+    }
+
     pub fn push(&mut self, task: &[u8]) {
         put_bytes(&mut self.bytes, task);
         self.len += 1;

@@ -1,0 +1,130 @@
+//! The manager's side of the pipeline: its loader and reducer threads, one
+//! of each per running job. They run the job's own code off the event
+//! loop and report to it through channels and its waker.
+//!
+//! The loader sends through a bounded channel: it blocks when the channel
+//! is full, so tasks are loaded only as fast as workers take them and the
+//! manager's memory does not grow with the job.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::Arc;
+
+use mio::Waker;
+
+use super::batch::BatchLimits;
+use super::load::{load, Loaded};
+use super::reduce::fold_partials;
+use crate::plugin::Plugin;
+use crate::proto::msg::manager::RESULT_PREVIEW;
+use crate::proto::msg::TaskList;
+
+/// What the loader thread tells the event loop.
+pub enum LoaderMsg {
+    /// The job's estimate of its tasks (`count`), sent first.
+    Estimate(Option<u64>),
+    /// A batch; `first_index` as in [`super::Batch`].
+    Batch { tasks: TaskList, first_index: u64 },
+    /// A load error, worded as in [`Loaded::Error`].
+    Error(String),
+    /// `load` is exhausted. Not sent when loading stopped because the
+    /// event loop dropped its receiver.
+    End,
+}
+
+/// What the reducer thread tells the event loop.
+pub enum ReducerMsg {
+    /// A partial of `tasks` tasks was folded into the result.
+    Folded { job: u64, tasks: u64 },
+    /// A partial could not be folded; its tasks are lost.
+    Failed {
+        job: u64,
+        tasks: u64,
+        message: String,
+    },
+    /// `done` ran.
+    Done {
+        job: u64,
+        /// The result's length in bytes.
+        result_len: u64,
+        /// Its first [`RESULT_PREVIEW`] bytes.
+        preview: Vec<u8>,
+        error: Option<String>,
+    },
+}
+
+fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> ControlFlow<()> {
+    let sent = tx.send(msg);
+    let _ = waker.wake();
+    match sent {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(_) => ControlFlow::Break(()), // the job was dropped
+    }
+}
+
+/// The loader thread's body: sends the estimate, then the batches and
+/// load errors, then `End`. `limits` gives the limits of the next batch
+/// from the job's estimate; it is asked again after each batch.
+pub fn loader(
+    plugin: &Arc<Plugin>,
+    tx: &SyncSender<LoaderMsg>,
+    waker: &Waker,
+    limits: impl Fn(Option<u64>) -> BatchLimits,
+) {
+    let estimate = plugin.count();
+    if send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)).is_break() {
+        return;
+    }
+    let msg = |loaded| match loaded {
+        Loaded::Batch(b) => LoaderMsg::Batch {
+            tasks: b.tasks,
+            first_index: b.first_index,
+        },
+        Loaded::Error(e) => LoaderMsg::Error(e),
+    };
+    let flow = load(
+        plugin.tasks(),
+        || limits(estimate),
+        |loaded| send_and_wake(tx, waker, msg(loaded)),
+    );
+    if flow.is_continue() {
+        let _ = send_and_wake(tx, waker, LoaderMsg::End);
+    }
+}
+
+/// The reducer thread's body: folds the partials of job `job` as they
+/// arrive, reporting each, then calls `done` and reports it; stops early,
+/// without `done`, once `cancelled` is set.
+pub fn reducer(
+    plugin: &Plugin,
+    job: u64,
+    partials: Receiver<(Vec<u8>, u64)>,
+    tx: &Sender<ReducerMsg>,
+    waker: &Waker,
+    cancelled: &AtomicBool,
+) {
+    let ended = fold_partials(plugin, partials, cancelled, |(_, tasks), outcome| {
+        let msg = match outcome {
+            Ok(()) => ReducerMsg::Folded { job, tasks },
+            Err(e) => ReducerMsg::Failed {
+                job,
+                tasks,
+                message: e.message,
+            },
+        };
+        let _ = tx.send(msg);
+        let _ = waker.wake();
+    });
+    let Some(ended) = ended else {
+        return;
+    };
+    let acc = ended.result;
+    let _ = tx.send(ReducerMsg::Done {
+        job,
+        result_len: acc.len() as u64,
+        preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
+        error: ended.done.err().map(|e| e.message),
+    });
+    let _ = waker.wake();
+}

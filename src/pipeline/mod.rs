@@ -1,0 +1,110 @@
+//! The one pipeline every run goes through: load → batch → map → fold →
+//! done. The embedded run ([`crate::local`]), the worker's map threads
+//! ([`crate::worker::exec`]) and the manager's loader and reducer threads
+//! are arrangements of these parts over channels, threads and sockets; the
+//! parts themselves, and the rules they keep, exist once:
+//!
+//! - [`batch`]: cutting tasks into batches (at N tasks or B bytes, and at
+//!   each load error, so tasks keep the numbers the user counts);
+//! - [`load`]: pulling the job's `load` through a batcher;
+//! - [`map`]: mapping one batch and folding its values into one partial
+//!   accumulator within a size limit, and the map threads that do it;
+//! - [`reduce`]: folding the partials into the result, then `done`;
+//! - [`errors`]: keeping a run's errors (the first ones and the latest
+//!   ones, with a count of the rest) and wording them;
+//! - [`cluster`]: the manager's loader and reducer threads, which report
+//!   to its event loop.
+//!
+//! The parts call the job through [`JobCode`], which [`Plugin`] implements
+//! with direct calls (no dynamic dispatch on the hot path), so their rules
+//! are unit-tested with a job written in plain Rust.
+
+pub mod batch;
+pub mod cluster;
+pub mod errors;
+pub mod load;
+pub mod map;
+pub mod reduce;
+
+pub use batch::{Batch, BatchLimits, Batcher};
+pub use errors::{cap_error, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
+pub use load::{load, Loaded, TaskSource};
+pub use map::{map_batch, spawn_map_threads, FailedIn, Folded, TaskFailed, ValueLimit};
+pub use reduce::{fold_partials, Ended, Partial};
+
+use crate::plugin::{CallError, Plugin};
+
+/// The job's own code, as the pipeline calls it. Each call may fail (an
+/// error or a caught panic, as a [`CallError`]); none may unwind.
+pub trait JobCode {
+    /// The job's `map` of one task.
+    fn map(&self, task: &[u8]) -> Result<Vec<u8>, CallError>;
+    /// The job's `reduce`: `current` folded into `acc` (either may be a
+    /// partial accumulator; `acc` is empty at first).
+    fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError>;
+    /// The job's `done`, with the result.
+    fn done(&self, result: &[u8]) -> Result<(), CallError>;
+}
+
+impl JobCode for Plugin {
+    fn map(&self, task: &[u8]) -> Result<Vec<u8>, CallError> {
+        Plugin::map(self, task)
+    }
+
+    fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError> {
+        Plugin::reduce(self, acc, current)
+    }
+
+    fn done(&self, result: &[u8]) -> Result<(), CallError> {
+        Plugin::done(self, result)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A job for the parts' tests: tasks are decimal numbers, map keeps
+    /// them, reduce sums them; `x…` fails map, a value `bad` fails reduce
+    /// (the task `bad-reduce` maps to it), and `done` fails on nothing.
+    pub struct Sums;
+
+    fn error(message: impl Into<String>) -> CallError {
+        CallError {
+            panicked: false,
+            message: message.into(),
+        }
+    }
+
+    fn number(b: &[u8]) -> Result<u64, CallError> {
+        let text = std::str::from_utf8(b).map_err(|_| error("not text"))?;
+        if text.is_empty() {
+            return Ok(0);
+        }
+        text.parse()
+            .map_err(|_| error(format!("not a number: {text}")))
+    }
+
+    impl JobCode for Sums {
+        fn map(&self, task: &[u8]) -> Result<Vec<u8>, CallError> {
+            if task == b"bad-reduce" {
+                return Ok(b"bad".to_vec());
+            }
+            Ok(number(task)?.to_string().into_bytes())
+        }
+
+        fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError> {
+            if current == b"bad" {
+                return Err(error("will not fold"));
+            }
+            Ok((number(acc)? + number(current)?).to_string().into_bytes())
+        }
+
+        fn done(&self, result: &[u8]) -> Result<(), CallError> {
+            if result.is_empty() {
+                return Err(error("nothing to do"));
+            }
+            Ok(())
+        }
+    }
+}
