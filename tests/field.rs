@@ -25,7 +25,7 @@ pub fn sized_job(dir: &TempDir, out: &str, defines: &[&str]) -> PathBuf {
     lib
 }
 
-fn client(addr: &str) -> Client {
+pub fn client(addr: &str) -> Client {
     Client::connect(
         addr,
         Timeouts::new(Duration::from_secs(10), Duration::from_secs(10)),

@@ -1,23 +1,12 @@
 //! The manager's own bounds (issue 11): what a queue of jobs, and the
 //! libraries they hold, may cost it.
 
-use std::time::Duration;
-
-use redmap::net::{Client, ClientError, Timeouts};
+use redmap::net::{Client, ClientError};
 use redmap::proto::msg::RunJob;
 use redmap::proto::{ErrorCode, Message};
 
-use crate::field::sized_job;
+use crate::field::{client, sized_job};
 use crate::util::{self, start_manager, TempDir};
-
-fn client(addr: &str) -> Client {
-    Client::connect(
-        addr,
-        Timeouts::new(Duration::from_secs(10), Duration::from_secs(10)),
-        200 << 20,
-    )
-    .expect("connect to the manager")
-}
 
 /// A user queues jobs of one 4 MiB library on a manager with no worker
 /// yet. Each waiting job used to read its own copy of the library on the
