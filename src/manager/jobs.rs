@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::invariant::decrement;
 use super::job::Job;
 use crate::proto::msg::manager::MAX_LIST_BYTES;
 use crate::proto::msg::{JobStatus, JobSummary, JobsPage, JobsQuery};
@@ -117,9 +118,13 @@ impl Jobs {
             let Some((_, old)) = self.ended.pop_first() else {
                 break;
             };
-            self.ended_bytes = self.ended_bytes.saturating_sub(old.encoded_len());
+            decrement(
+                &mut self.ended_bytes,
+                old.encoded_len(),
+                "kept summary bytes",
+            );
             let n = &mut self.ended_by_status[old.status as usize];
-            *n = n.saturating_sub(1);
+            decrement(n, 1, "kept jobs of a status");
         }
         Some(job)
     }

@@ -22,6 +22,7 @@ mod dispatch;
 pub mod handler;
 mod health;
 mod installs;
+mod invariant;
 pub mod job;
 pub mod jobs;
 pub mod ledger;

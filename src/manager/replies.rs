@@ -6,6 +6,7 @@
 use log::{debug, warn};
 
 use super::handler::{Cause, Manager};
+use super::invariant::decrement;
 use super::ledger::{Loss, Outstanding, Request};
 use super::workers::{Event, WorkerId, WorkerState};
 use crate::net::{ConnId, Io};
@@ -199,9 +200,9 @@ impl Manager {
     /// past the task timeout).
     fn release_slot(&mut self, conn: ConnId, w: WorkerId, stuck: bool) {
         if let Some(c) = self.workers.get_mut(w).and_then(|wk| wk.conn_mut(conn)) {
-            c.in_flight = c.in_flight.saturating_sub(1);
+            decrement(&mut c.in_flight, 1, "a connection's batches in flight");
             if stuck {
-                c.stuck = c.stuck.saturating_sub(1);
+                decrement(&mut c.stuck, 1, "a connection's batches past the timeout");
             }
         }
     }

@@ -262,11 +262,14 @@ impl<W> PluginStore<W> {
     }
 
     /// Whether a new upload announcing `total` bytes fits beside those
-    /// under way, and (when the store keeps bytes) beside the libraries
+    /// under way (receiving chunks, or complete and waiting to be checked
+    /// and loaded), and (when the store keeps bytes) beside the libraries
     /// kept in memory; `BUSY` if not.
     fn admit(&self, total: u64) -> Result<(), ProtoError> {
-        let under_way = self.uploads.len();
-        let announced: u64 = self.uploads.values().map(|u| u.total).sum();
+        // Complete uploads waiting for the installer still hold their bytes.
+        let under_way = self.uploads.len() + self.loading.len();
+        let announced: u64 = self.uploads.values().map(|u| u.total).sum::<u64>()
+            + self.loading.values().map(|l| l.total).sum::<u64>();
         if under_way >= MAX_UPLOADS {
             return Err(ProtoError::refused(
                 ErrorCode::BUSY,
@@ -586,6 +589,20 @@ mod tests {
         let mut worker = store("kept-none");
         assert!(worker.bytes(&PluginHash([1; 32])).is_none());
         wants(worker.receive(0, chunk(1, 1 << 20, 0, b"a")), 1);
+    }
+
+    #[test]
+    fn a_complete_upload_waiting_for_the_installer_still_counts() {
+        let mut store = store("upload-loading");
+        for n in 0..MAX_UPLOADS as u8 - 1 {
+            wants(store.receive(0, chunk(n, 10, 0, b"a")), 1);
+        }
+        // Complete: it leaves the uploads for the installer's queue, where
+        // its bytes still are until its outcome is taken.
+        let queued = store.receive(0, chunk(100, 1, 0, b"a"));
+        assert!(matches!(queued, Ok(None)), "{queued:?}");
+        let refused = busy(store.receive(0, chunk(200, 10, 0, b"a")));
+        assert!(refused.contains("16 library uploads"), "{refused}");
     }
 
     #[test]

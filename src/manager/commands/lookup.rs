@@ -6,6 +6,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
 use crate::manager::handler::{refused, Manager};
+use crate::manager::invariant::decrement;
 use crate::net::addr::{dial_addrs, needs_lookup, AddrError};
 use crate::net::{ConnId, Io};
 use crate::proto::{ErrorCode, Message};
@@ -103,7 +104,7 @@ impl Manager {
     /// Answers the ATTACH and DETACH requests whose lookups are back.
     pub(in crate::manager) fn lookups_done(&mut self, io: &mut Io<'_>) {
         while let Ok(l) = self.lookups.rx.try_recv() {
-            self.lookups.running = self.lookups.running.saturating_sub(1);
+            decrement(&mut self.lookups.running, 1, "name lookups running");
             let (conn, request_id) = (l.conn, l.request_id);
             if let Some(reply) = self.resolved(io, l) {
                 io.send(conn, request_id, &reply);

@@ -25,9 +25,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use log::error;
 use mio::Waker;
 
+use super::invariant::decrement;
 use super::sizing::{spread_cap, BatchSizer};
 use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
 use crate::plugin::{Plugin, PluginHash};
@@ -46,18 +46,6 @@ pub use crate::pipeline::cluster::{LoaderMsg, ReducerMsg};
 pub use work::Pending;
 
 mod work;
-
-/// Subtracts `n` from a counter whose correctness rests on invariants kept
-/// elsewhere: a break is logged, never wrapped.
-fn checked_sub(counter: &mut u64, n: u64, what: &str) {
-    match counter.checked_sub(n) {
-        Some(v) => *counter = v,
-        None => {
-            error!("invariant broken: {what} would go below zero ({counter} - {n})");
-            *counter = 0;
-        }
-    }
-}
 
 pub struct Job {
     id: u64,
@@ -333,15 +321,15 @@ impl Job {
 
     /// The reducer folded a partial.
     pub fn folded(&mut self) {
-        checked_sub(&mut self.partials_outstanding, 1, "partials outstanding");
+        decrement(&mut self.partials_outstanding, 1, "partials outstanding");
     }
 
     /// The reducer could not fold a partial of `tasks` tasks: they count
     /// as failed, not processed.
     pub fn fold_failed(&mut self, tasks: u64, message: &str) {
-        checked_sub(&mut self.partials_outstanding, 1, "partials outstanding");
+        decrement(&mut self.partials_outstanding, 1, "partials outstanding");
         self.reduce_errors += 1;
-        checked_sub(&mut self.processed, tasks, "processed tasks");
+        decrement(&mut self.processed, tasks, "processed tasks");
         self.failed += tasks;
         self.record_error(format!("reduce: {message}"));
     }
