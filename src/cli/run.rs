@@ -139,12 +139,13 @@ fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
     }
     if r.errors.total > 0 {
         writeln!(out, "errors ({} in all):", r.errors.total)?;
-        for e in &r.errors.kept {
+        // The first ones, then what was dropped between, then the latest.
+        let first = r.errors.first_kept();
+        for (i, e) in r.errors.kept.iter().enumerate() {
+            if i == first {
+                writeln!(out, "  … {} more …", r.errors.dropped())?;
+            }
             writeln!(out, "  {e}")?;
-        }
-        let hidden = r.errors.total - r.errors.kept.len() as u64;
-        if hidden > 0 {
-            writeln!(out, "  … and {hidden} more")?;
         }
     }
     Ok(())

@@ -48,6 +48,16 @@ impl<E> ErrorLog<E> {
         self.bound
     }
 
+    /// How many of [`ErrorLog::kept`] are the first errors; the rest are the
+    /// latest, and any dropped ones came between the two.
+    pub fn first_kept(&self) -> usize {
+        if self.dropped() == 0 {
+            self.kept.len()
+        } else {
+            self.bound.div_ceil(2)
+        }
+    }
+
     /// Errors pushed but not kept: the ones between the first and the latest.
     pub fn dropped(&self) -> u64 {
         self.total - self.kept.len() as u64
@@ -163,6 +173,12 @@ mod tests {
         let log = log_of(10, 1..=1000);
         assert_eq!(kept(&log), [1, 2, 3, 4, 5, 996, 997, 998, 999, 1000]);
         assert_eq!((log.total, log.dropped()), (1000, 990));
+        assert_eq!(log.first_kept(), 5, "the dropped ones come after the fifth");
+        assert_eq!(
+            log_of(10, 1..=7).first_kept(),
+            7,
+            "none dropped: all are first"
+        );
         // An odd bound keeps one more of the first.
         assert_eq!(kept(&log_of(3, 1..=7)), [1, 2, 7]);
         assert_eq!(kept(&log_of(1, 1..=7)), [1]);
