@@ -258,7 +258,12 @@ pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) ->
     };
     let folder = {
         let (plugin, counts) = (Arc::clone(plugin), Arc::clone(counts));
-        thread::spawn(move || fold_thread(&plugin, partial_rx, &counts))
+        // `done` runs here, on a stack like the main thread's.
+        thread::Builder::new()
+            .name("fold".into())
+            .stack_size(pipeline::JOB_THREAD_STACK)
+            .spawn(move || fold_thread(&plugin, partial_rx, &counts))
+            .expect("spawn the fold thread")
     };
 
     // Load on this thread.

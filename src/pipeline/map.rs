@@ -175,6 +175,7 @@ where
             let (queue, work) = (Arc::clone(&queue), Arc::clone(&work));
             thread::Builder::new()
                 .name(format!("{name}-{i}"))
+                .stack_size(super::JOB_THREAD_STACK)
                 .spawn(move || loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(item) = next else {

@@ -26,6 +26,12 @@ pub mod load;
 pub mod map;
 pub mod reduce;
 
+/// Stack size of every thread that runs job code (map, reduce, `load`,
+/// `done`), in bytes: a program's main thread's usual 8 MiB, so a job's
+/// recursion depth does not depend on which process or thread runs it
+/// (Rust's spawned threads default to 2 MiB). Address space only until used.
+pub const JOB_THREAD_STACK: usize = 8 << 20;
+
 pub use batch::{Batch, BatchLimits, Batcher};
 pub use errors::{cap_error, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
 pub use load::{load, Loaded, TaskSource};

@@ -205,6 +205,7 @@ impl Job {
         // `partials` ends it at once, with no `done` (cancelled is set).
         let spawned = thread::Builder::new()
             .name(format!("reduce-{}", self.id))
+            .stack_size(crate::pipeline::JOB_THREAD_STACK)
             .spawn(move || {
                 cluster::reducer(
                     &plugin,
@@ -233,6 +234,7 @@ impl Job {
         };
         let spawned = thread::Builder::new()
             .name(format!("load-{}", self.id))
+            .stack_size(crate::pipeline::JOB_THREAD_STACK)
             .spawn(move || cluster::loader(&plugin, &load_tx, &waker, limits));
         if let Err(e) = spawned {
             self.fail(format!("cannot start the job's loader thread: {e}"));
