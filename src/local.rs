@@ -19,7 +19,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::pipeline::{self, task_label, Batch, BatchLimits, FailedIn, Loaded, ValueLimit};
+use crate::pipeline::{
+    self, spread_cap, task_label, Batch, BatchLimits, FailedIn, Loaded, ValueLimit,
+};
 use crate::plugin::Plugin;
 use crate::proto::msg::{JobStatus, JobSummary};
 
@@ -269,8 +271,10 @@ pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) ->
     // Load on this thread.
     let mut load_log = ErrorLog::new(MAX_KEPT_ERRORS);
     let (mut tasks, mut load_errors) = (0u64, 0u64);
+    // A small job is cut so every map thread gets some of it (four
+    // batches each or more), as a cluster's is over its connections.
     let limits = BatchLimits {
-        tasks: opts.batch_tasks,
+        tasks: spread_cap(plugin.count(), threads).min(opts.batch_tasks.max(1)),
         bytes: opts.batch_bytes,
     };
     let _ = pipeline::load(

@@ -464,3 +464,20 @@ fn a_connection_that_never_sends_hello_is_closed_without_a_frame() {
         "closed after {waited:?}"
     );
 }
+
+#[test]
+fn worker_status_without_the_secret_says_how_to_get_in() {
+    let (dir, _manager, workers) = secured();
+    let out = cli(&dir, None, &["worker", "status", &workers[0].addr_arg()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        util::stdout(&out).contains("unreachable"),
+        "{}",
+        util::stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("hint: give every command and server the same secret"),
+        "{err}"
+    );
+}

@@ -505,3 +505,23 @@ fn run_sends_a_library_in_chunks_that_fit_the_managers_max_size() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "1\n");
 }
+
+/// Without a terminal, the progress line is written when the job's state
+/// changes and once a minute. A job whose tasks all fail changes its newest
+/// error at every poll: that used to write a line each time (27 lines for a
+/// 3 s job); a failing task is not a change of state.
+#[test]
+fn failing_tasks_do_not_flood_a_log_with_progress_lines() {
+    let cluster = util::Cluster::start(1, &["--max-retries", "0"], &[]);
+    let lib = crate::field::sized_job(
+        &cluster.dir,
+        "failing.so",
+        &["-DTASKS=150", "-DSLOW_MS=20", "-DFAIL_LEN=30"],
+    );
+    let out = util::run(cluster.cli(&["run", lib.to_str().unwrap()]));
+    let err = stderr(&out);
+    let summary = stdout(&out);
+    assert!(summary.contains("150 failed"), "{summary}\n{err}");
+    let lines = err.lines().filter(|l| l.contains("/150 (")).count();
+    assert!(lines <= 1, "{lines} progress lines:\n{err}");
+}

@@ -14,7 +14,7 @@ use indicatif::{
     ProgressBar, ProgressDrawTarget, ProgressFinish, ProgressState, ProgressStyle, TermLike,
 };
 
-use super::output::json_line;
+use super::output::{json_line, write_errors};
 use super::{call, duration, quiet_broken_pipe, CliError};
 use crate::net::Client;
 use crate::proto::msg::JobSummary;
@@ -129,13 +129,7 @@ pub(super) fn remote_summary<W: Write>(out: &mut W, j: &JobSummary) -> io::Resul
         _ if j.result_len > 0 => writeln!(out, "result: {} bytes", j.result_len)?,
         _ => {}
     }
-    if !j.errors.is_empty() {
-        writeln!(out, "errors (the first and the latest):")?;
-        for e in &j.errors {
-            writeln!(out, "  {e}")?;
-        }
-    }
-    Ok(())
+    write_errors(out, &j.errors)
 }
 
 /// Columns of the terminal standard error writes to: the kernel's window
@@ -477,12 +471,11 @@ impl LiveLine {
         if self.tty {
             self.show_bar(j);
         } else if self.plain {
-            let state = format!(
-                "{:?} {} {:?}",
-                j.status,
-                j.waiting_for_workers,
-                j.errors.last()
-            );
+            // Why a job waits is part of its state; a running job's newest
+            // error is not (a job whose tasks fail would print at every
+            // poll).
+            let why = j.errors.last().filter(|_| j.waiting_for_workers);
+            let state = format!("{:?} {} {why:?}", j.status, j.waiting_for_workers);
             // A job that simply runs says nothing until a minute has
             // passed; one that waits says so, and why, at once.
             let changed = match &self.last_state {

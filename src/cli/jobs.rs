@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::output::{json_line, table};
+use super::output::{json_line, table, write_errors};
 use super::{call, duration, quiet_broken_pipe, remote_err, CliError, ManagerArg, NetArgs};
 use crate::net::ClientError;
 use crate::proto::msg::manager::MAX_LIST_LIMIT;
@@ -18,7 +18,7 @@ use crate::report::{progress, throughput, JobJson};
 pub enum JobsCommand {
     /// List a manager's jobs: id, name, status, progress.
     List(ListArgs),
-    /// Show one job's counters and its errors (the first and the latest).
+    /// Show one job's counters and its errors (its first and latest ones).
     Stats(StatsArgs),
     /// Cancel a job: stop its tasks, drop its work in flight, uninstall it from the workers.
     Cancel(CancelArgs),
@@ -247,13 +247,7 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     if let Some(eta) = progress(j).eta {
         writeln!(out, "eta: {}", duration::render(eta))?;
     }
-    if !j.errors.is_empty() {
-        writeln!(out, "errors (the first and the latest):")?;
-        for e in &j.errors {
-            writeln!(out, "  {e}")?;
-        }
-    }
-    Ok(())
+    write_errors(out, &j.errors)
 }
 
 fn stats(args: StatsArgs) -> Result<ExitCode, CliError> {

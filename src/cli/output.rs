@@ -40,6 +40,34 @@ pub fn json_line<W: Write, T: Serialize + ?Sized>(out: &mut W, value: &T) -> io:
     writeln!(out, "{}", crate::report::to_json(value))
 }
 
+/// A job summary's errors, as `jobs stats` and `redmap run` print them. A
+/// manager keeps a job's first and latest errors
+/// ([`KEPT_ERRORS`](crate::manager::job::KEPT_ERRORS) in all); a full list
+/// may have dropped some between the two halves, which a `…` line marks.
+pub fn write_errors<W: Write>(out: &mut W, errors: &[String]) -> io::Result<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let kept = crate::manager::job::KEPT_ERRORS;
+    if errors.len() < kept {
+        writeln!(out, "errors:")?;
+    } else {
+        let first = kept.div_ceil(2);
+        writeln!(
+            out,
+            "errors (the first {first} and the latest {}; any between are not kept):",
+            kept - first
+        )?;
+    }
+    for (i, e) in errors.iter().enumerate() {
+        if errors.len() >= kept && i == kept.div_ceil(2) {
+            writeln!(out, "  …")?;
+        }
+        writeln!(out, "  {e}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +87,23 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "A    LONGER\nxyz  1\nq    22\n"
         );
+    }
+
+    #[test]
+    fn a_full_error_list_marks_where_errors_were_dropped() {
+        let text = |errors: &[String]| {
+            let mut out = Vec::new();
+            super::write_errors(&mut out, errors).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text(&[]), "");
+        assert_eq!(text(&["a".to_owned()]), "errors:\n  a\n");
+        let ten: Vec<String> = (1..=10).map(|n| n.to_string()).collect();
+        let full = text(&ten);
+        assert!(
+            full.starts_with("errors (the first 5 and the latest 5"),
+            "{full}"
+        );
+        assert!(full.contains("  5\n  …\n  6\n"), "{full}");
     }
 }

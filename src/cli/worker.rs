@@ -158,6 +158,17 @@ fn status(args: QueryArgs) -> Result<ExitCode, CliError> {
         })
     };
     quiet_broken_pipe(written)?;
+    if !args.json {
+        // As `worker info` says it: once per kind of failure.
+        let mut hints: Vec<&str> = results
+            .iter()
+            .filter_map(|(_, r)| r.as_ref().err().and_then(super::client_hint))
+            .collect();
+        hints.dedup();
+        for hint in hints {
+            eprintln!("hint: {hint}");
+        }
+    }
     Ok(if any_down {
         ExitCode::from(1)
     } else {

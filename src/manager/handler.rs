@@ -484,7 +484,8 @@ impl Handler for Manager {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        Some(self.next_tick)
+        let stale = self.monitor.stale_until();
+        Some(stale.map_or(self.next_tick, |t| t.min(self.next_tick)))
     }
 
     fn should_stop(&self) -> bool {
@@ -492,7 +493,10 @@ impl Handler for Manager {
     }
 
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
-        self.tick(io, now);
+        // The timer may be for stale pages only (settle renders them).
+        if now >= self.next_tick {
+            self.tick(io, now);
+        }
         self.settle(io);
     }
 }

@@ -47,6 +47,9 @@ pub struct Monitor {
     /// Where the `--http` thread reads its pages, if there is one.
     published: Option<Shared>,
     last_published: Option<Instant>,
+    /// Something happened since the last rendering, too soon after it to
+    /// render again: the pages are rendered once PUBLISH_EVERY has passed.
+    stale: bool,
 }
 
 impl Monitor {
@@ -86,11 +89,27 @@ impl Monitor {
     }
 
     /// Pages are served and were last rendered PUBLISH_EVERY ago or more.
-    pub fn publish_due(&self, now: Instant) -> bool {
-        self.published.is_some()
-            && self
-                .last_published
-                .is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY)
+    /// After an event at `now`: whether to render the pages now (they are
+    /// served and were last rendered PUBLISH_EVERY ago or more). If not,
+    /// they are marked stale, for [`Monitor::stale_until`].
+    pub fn publish_due(&mut self, now: Instant) -> bool {
+        if self.published.is_none() {
+            return false;
+        }
+        let due = self
+            .last_published
+            .is_none_or(|t| now.duration_since(t) >= PUBLISH_EVERY);
+        self.stale = !due;
+        due
+    }
+
+    /// When stale pages may be rendered again: a job that ends just after
+    /// a rendering shows on the pages PUBLISH_EVERY later, not at the next
+    /// tick.
+    pub fn stale_until(&self) -> Option<Instant> {
+        self.last_published
+            .filter(|_| self.stale)
+            .map(|t| t + PUBLISH_EVERY)
     }
 }
 
@@ -191,6 +210,7 @@ impl Manager {
             return;
         };
         self.monitor.last_published = Some(io.now());
+        self.monitor.stale = false;
         let stats = self.stats();
         let workers = self.worker_views();
         // Live jobs and the newest ended ones: the page's cost per tick does

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Most tasks in one batch.
-pub const MAX_BATCH_TASKS: usize = 8192;
+pub use crate::pipeline::{spread_cap, MAX_BATCH_TASKS};
+
 /// Batches are cut at this many bytes of task payload.
 pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 /// Map time one batch should take on a worker thread.
@@ -29,15 +29,6 @@ pub const TARGET_BATCH_TIME: Duration = Duration::from_millis(50);
 const FIRST_BATCH_TASKS: usize = 1;
 /// Weight of the newest answer in the moving average of map time per task.
 const NEWEST_WEIGHT: f64 = 0.3;
-
-/// The largest batch that still spreads a job of `estimate` tasks over
-/// `slots` batches in flight, several each.
-pub fn spread_cap(estimate: Option<u64>, slots: usize) -> usize {
-    estimate.map_or(MAX_BATCH_TASKS, |n| {
-        let per_slot = n / (slots.max(1) as u64 * 4);
-        usize::try_from(per_slot).map_or(MAX_BATCH_TASKS, |n| n.clamp(1, MAX_BATCH_TASKS))
-    })
-}
 
 /// The event loop's side: learns from answers and sets the target that the
 /// loader thread reads when it cuts the next batch.

@@ -9,6 +9,20 @@
 
 use crate::proto::msg::TaskList;
 
+/// Most tasks in one batch.
+pub const MAX_BATCH_TASKS: usize = 8192;
+
+/// The largest batch that still spreads a job of `estimate` tasks over
+/// `slots` batches in flight (a cluster's connections, or an embedded
+/// run's map threads), four or more each; [`MAX_BATCH_TASKS`] when the job
+/// gives no estimate.
+pub fn spread_cap(estimate: Option<u64>, slots: usize) -> usize {
+    estimate.map_or(MAX_BATCH_TASKS, |n| {
+        let per_slot = n / (slots.max(1) as u64 * 4);
+        usize::try_from(per_slot).map_or(MAX_BATCH_TASKS, |n| n.clamp(1, MAX_BATCH_TASKS))
+    })
+}
+
 /// When a batch closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {

@@ -32,7 +32,7 @@ pub mod reduce;
 /// (Rust's spawned threads default to 2 MiB). Address space only until used.
 pub const JOB_THREAD_STACK: usize = 8 << 20;
 
-pub use batch::{Batch, BatchLimits, Batcher};
+pub use batch::{spread_cap, Batch, BatchLimits, Batcher, MAX_BATCH_TASKS};
 pub use errors::{cap_error, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
 pub use load::{load, Loaded, TaskSource};
 pub use map::{map_batch, spawn_map_threads, FailedIn, Folded, TaskFailed, ValueLimit};
