@@ -137,23 +137,23 @@ fn unjustified_unsafe_blocks(source: &str) -> Vec<usize> {
     missing
 }
 
-/// Issue 11: the job API's `extern "C"` shims (src/job.rs, compiled alone
+/// Issue 11: the job API's `extern "C"` shims (src/job/, compiled alone
 /// into every Rust job) state why each unsafe operation is sound, and the
 /// compiler holds them to it inside `unsafe fn`s too.
 #[test]
 fn every_unsafe_block_of_the_job_api_says_why_it_is_sound() {
-    let source = std::fs::read_to_string(repo().join("src/job.rs")).expect("src/job.rs");
+    let source = std::fs::read_to_string(repo().join("src/job/mod.rs")).expect("src/job/mod.rs");
     assert!(
         source
             .lines()
             .any(|l| l.trim() == "#![deny(unsafe_op_in_unsafe_fn)]"),
-        "src/job.rs must deny unsafe_op_in_unsafe_fn"
+        "src/job/mod.rs must deny unsafe_op_in_unsafe_fn"
     );
     assert!(source.contains("unsafe {"), "the check sees the blocks");
     let missing = unjustified_unsafe_blocks(&source);
     assert!(
         missing.is_empty(),
-        "src/job.rs: unsafe blocks without a `// SAFETY:` comment at lines {missing:?}"
+        "src/job/mod.rs: unsafe blocks without a `// SAFETY:` comment at lines {missing:?}"
     );
 }
 

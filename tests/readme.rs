@@ -4,7 +4,7 @@
 //! or a long-running server: each `redmap` command parses with clap, the
 //! test command is the one CI runs, the fuzz command names what `fuzz/`
 //! holds, and `fuzz/Cargo.lock` follows the crate. The job section's trait
-//! is src/job.rs's.
+//! is src/job/mod.rs's.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -289,12 +289,12 @@ fn the_fuzz_lock_file_follows_the_crates_dependencies() {
     );
 }
 
-/// The trait in the README's job section is the one in src/job.rs: each
+/// The trait in the README's job section is the one in src/job/mod.rs: each
 /// line of it, from `pub trait` to its end, is a line of the real trait
 /// (so the signatures are copied, not paraphrased).
 #[test]
 fn the_readme_shows_the_job_traits_real_signatures() {
-    let source = include_str!("../src/job.rs");
+    let source = include_str!("../src/job/mod.rs");
     let real: BTreeSet<&str> = source.lines().map(str::trim).collect();
     let shown: Vec<&str> = blocks("rust")
         .into_iter()
@@ -307,6 +307,6 @@ fn the_readme_shows_the_job_traits_real_signatures() {
     let fns = shown.iter().filter(|l| l.starts_with("fn ")).count();
     assert_eq!(fns, 5, "load, map, reduce, done and count: {shown:?}");
     for line in shown {
-        assert!(real.contains(line), "not in src/job.rs: {line}");
+        assert!(real.contains(line), "not in src/job/mod.rs: {line}");
     }
 }

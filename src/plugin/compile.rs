@@ -19,8 +19,12 @@ use std::time::Instant;
 use log::{debug, info};
 use sha2::{Digest, Sha256};
 
-/// The job API, compiled into single-file jobs as a crate named `redmap`.
-pub const JOB_API_SOURCE: &str = include_str!("../job.rs");
+/// The job API, compiled into single-file jobs as a crate named `redmap`:
+/// each file of `src/job/` (tests aside) as (path in the crate, source).
+pub const JOB_API_SOURCES: &[(&str, &str)] = &[
+    ("job/mod.rs", include_str!("../job/mod.rs")),
+    ("job/codec.rs", include_str!("../job/codec.rs")),
+];
 
 /// The C header for jobs written in C (`redmap_job.h`).
 pub const C_HEADER: &str = include_str!("redmap_job.h");
@@ -213,7 +217,11 @@ fn build_into(
 /// The job API as an rlib named `redmap`, built once per compiler.
 fn job_api(tools: &Toolchain, version: &str) -> Result<(PathBuf, String), CompileError> {
     let key = hex(&Sha256::digest(
-        [JOB_API_SOURCE, "\0", version, "\0edition 2021 -O"].concat(),
+        JOB_API_SOURCES
+            .iter()
+            .flat_map(|(path, source)| [*path, "\0", *source, "\0"])
+            .chain([version, "\0edition 2021 -O"])
+            .collect::<String>(),
     ));
     let dir = tools.cache_dir.join(format!("api-{}", &key[..16]));
     let rlib = dir.join("libredmap.rlib");
@@ -223,9 +231,13 @@ fn job_api(tools: &Toolchain, version: &str) -> Result<(PathBuf, String), Compil
             version.lines().next().unwrap_or("rustc")
         );
         build_into(&dir, |tmp| {
-            std::fs::write(tmp.join("job.rs"), JOB_API_SOURCE).map_err(io_err(tmp))?;
+            let api = tmp.join("job");
+            std::fs::create_dir_all(&api).map_err(io_err(&api))?;
+            for (path, source) in JOB_API_SOURCES {
+                std::fs::write(tmp.join(path), source).map_err(io_err(tmp))?;
+            }
             let lib = tmp.join("lib.rs");
-            std::fs::write(&lib, "#[path = \"job.rs\"]\npub mod job;\n").map_err(io_err(tmp))?;
+            std::fs::write(&lib, "pub mod job;\n").map_err(io_err(tmp))?;
             run_tool(
                 Command::new(&tools.rustc)
                     .args([
@@ -406,5 +418,28 @@ mod tests {
             cdylibs_in(msg, Path::new("/x/Cargo.toml")),
             vec![PathBuf::from("/x/target/release/libjob.so")]
         );
+    }
+
+    #[test]
+    fn the_job_api_shipped_to_single_file_jobs_is_every_file_of_src_job() {
+        // Test modules aside (a `tests.rs`, or a directory of them).
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut on_disk: Vec<String> = Vec::new();
+        let mut pending = vec![dir.join("job")];
+        while let Some(d) = pending.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if !path.ends_with("tests.rs") {
+                    let rel = path.strip_prefix(&dir).unwrap();
+                    on_disk.push(rel.to_string_lossy().into_owned());
+                }
+            }
+        }
+        on_disk.sort();
+        let mut shipped: Vec<String> = JOB_API_SOURCES.iter().map(|(p, _)| p.to_string()).collect();
+        shipped.sort();
+        assert_eq!(shipped, on_disk);
     }
 }

@@ -44,6 +44,10 @@
 
 use std::fmt;
 
+pub mod codec;
+
+pub use codec::{Codec, DecodeError};
+
 /// The tasks a job's `load` yields, pulled lazily one at a time: a job of
 /// millions of tasks is never held in memory at once. An `Err` item is
 /// recorded as a load error and does not stop the job.
