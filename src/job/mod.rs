@@ -45,8 +45,10 @@
 use std::fmt;
 
 pub mod codec;
+pub mod keyed;
 
 pub use codec::{Codec, DecodeError};
+pub use keyed::{Emit, KeyedJob, TypedTasks};
 
 /// The tasks a job's `load` yields, pulled lazily one at a time: a job of
 /// millions of tasks is never held in memory at once. An `Err` item is

@@ -1,0 +1,312 @@
+//! Keyed, typed jobs: MapReduce's model (Dean & Ghemawat 2004, §2), with
+//! Spark's `reduceByKey` as the combiner.
+//!
+//! `load` yields typed tasks; `map` takes one and emits any number of
+//! `(key, value)` pairs; the values of one key are combined by `reduce`,
+//! in place on an accumulator of the value's type, wherever they meet: in
+//! a per-batch hash table right after `map` (the paper's combiner, §4.3),
+//! then across batches. The job's output is one `(key, value)` per key,
+//! sorted by key ([`Codec`]'s order, which is the key type's own). A unit
+//! key `()` makes a global fold, so this model covers the byte-level
+//! [`Job`](super::Job)'s too.
+//!
+//! This file holds the model and the code that runs it on the job's side
+//! of the plugin boundary, where the types are known: [`map_batch`] maps a
+//! batch and combines it into one sorted run of encoded pairs, and
+//! [`Reducer`] combines runs. Both work on bytes at the edges, so the host
+//! never needs the job's types.
+//!
+//! ```ignore
+//! use redmap::job::{Emit, Error, KeyedJob, TypedTasks};
+//!
+//! struct WordCount;
+//!
+//! impl KeyedJob for WordCount {
+//!     type Task = String;
+//!     type Key = String;
+//!     type Value = u64;
+//!     fn load(&self) -> TypedTasks<String> {
+//!         Box::new(["a b", "b c"].map(|l| Ok(l.to_string())).into_iter())
+//!     }
+//!     fn map(&self, line: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
+//!         for word in line.split_whitespace() {
+//!             out.emit(word.to_string(), 1);
+//!         }
+//!         Ok(())
+//!     }
+//!     fn reduce(&self, count: &mut u64, more: u64) {
+//!         *count += more;
+//!     }
+//! }
+//! ```
+
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+
+use super::codec::{Codec, DecodeError};
+use super::Error;
+
+/// The tasks a keyed job's `load` yields, pulled lazily (an `Err` item is a
+/// load error and does not stop the job).
+pub type TypedTasks<T> = Box<dyn Iterator<Item = Result<T, Error>> + Send>;
+
+/// A keyed job. `map` and `reduce` are called from many threads at once
+/// (and on many machines), so a job is `Sync` and keeps no per-call state
+/// in `self`.
+pub trait KeyedJob: Sized + Send + Sync + 'static {
+    /// What `load` yields and `map` takes.
+    type Task: Codec;
+    /// What values are grouped by. Sorted by its [`Codec`] encoding.
+    type Key: Codec + Hash + Eq;
+    /// What `map` emits with each key, and what `reduce` combines.
+    type Value: Codec;
+
+    /// Yields every task. Runs where the job is loaded (the manager, or
+    /// the embedded run).
+    fn load(&self) -> TypedTasks<Self::Task>;
+
+    /// Emits the pairs of one task through `out`. Runs on workers. An
+    /// `Err` fails this task alone (its pairs are dropped with it).
+    fn map(&self, task: Self::Task, out: &mut Emit<'_, Self>) -> Result<(), Error>;
+
+    /// Combines `value` into `acc`, in place. It must be associative and
+    /// commutative: values meet in whatever order and grouping the
+    /// batches and machines give them.
+    fn reduce(&self, acc: &mut Self::Value, value: Self::Value);
+
+    /// How many tasks `load` will yield, if known (for progress, and to
+    /// cut a small job into enough batches).
+    fn count(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A fast hasher for the combiner's tables (FxHash's multiply-rotate, as in
+/// rustc): keys come from the job's own data, not from the network, so
+/// SipHash's defence against chosen collisions buys nothing here and costs
+/// a third of a word count.
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in chunks.by_ref() {
+            let word = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.add(word);
+        }
+        let mut tail = [0u8; 8];
+        let rest = chunks.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(tail) ^ (rest.len() as u64) << 56);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl FastHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+/// The combiner's table: one accumulator per distinct key.
+pub type Table<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// Where `map` emits its pairs: straight into the batch's combiner table,
+/// so a batch holds (and sends) each distinct key once, and an emit costs
+/// no allocation of its own beyond the key and value themselves.
+pub struct Emit<'a, J: KeyedJob> {
+    job: &'a J,
+    table: &'a mut Table<J::Key, J::Value>,
+    emitted: u64,
+}
+
+impl<J: KeyedJob> Emit<'_, J> {
+    /// Emits one pair: combined at once with what this task emitted for
+    /// the same key.
+    pub fn emit(&mut self, key: J::Key, value: J::Value) {
+        self.emitted += 1;
+        combine(self.job, self.table, key, value);
+    }
+}
+
+/// A task of a batch that failed: its index in the batch and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskFailure {
+    pub index: u32,
+    pub message: String,
+}
+
+/// What [`map_batch`] made of a batch.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Mapped {
+    /// The batch's combined pairs, one per distinct key, sorted by key:
+    /// each key's encoding then its value's (both self-delimiting).
+    pub pairs: Vec<u8>,
+    /// Distinct keys in `pairs`.
+    pub keys: u64,
+    /// Pairs `map` emitted, before combining.
+    pub emitted: u64,
+    /// Tasks mapped without error.
+    pub processed: u32,
+    /// Tasks that failed (their pairs are not in `pairs`).
+    pub failures: Vec<TaskFailure>,
+}
+
+/// Maps a batch of encoded tasks and combines what they emit: the job's
+/// side of a batch-level plugin call. `tasks` yields each task's encoding
+/// (a [`Codec`] encoding of `J::Task`). A task that does not decode, or
+/// whose `map` fails, is a failure of its own: what it emitted before
+/// failing is dropped with it, so a retried task never counts twice.
+pub fn map_batch<'t, J: KeyedJob>(job: &J, tasks: impl IntoIterator<Item = &'t [u8]>) -> Mapped {
+    let mut table: Table<J::Key, J::Value> = Table::default();
+    let mut scratch: Table<J::Key, J::Value> = Table::default();
+    let mut mapped = Mapped::default();
+    for (index, bytes) in tasks.into_iter().enumerate() {
+        let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let task = match super::codec::from_bytes::<J::Task>(bytes) {
+            Ok(task) => task,
+            Err(e) => {
+                mapped.failures.push(TaskFailure {
+                    index,
+                    message: e.to_string(),
+                });
+                continue;
+            }
+        };
+        // A task's pairs go to a table of their own first, merged once it
+        // succeeds (most tasks emit few distinct keys, so this is cheap).
+        let mut out = Emit {
+            job,
+            table: &mut scratch,
+            emitted: 0,
+        };
+        match job.map(task, &mut out) {
+            Ok(()) => {
+                mapped.emitted += out.emitted;
+                mapped.processed += 1;
+                for (key, value) in scratch.drain() {
+                    combine(job, &mut table, key, value);
+                }
+            }
+            Err(e) => {
+                scratch.clear();
+                mapped.failures.push(TaskFailure {
+                    index,
+                    message: e.message().to_owned(),
+                });
+            }
+        }
+    }
+    mapped.keys = table.len() as u64;
+    mapped.pairs = sorted_run(table);
+    mapped
+}
+
+/// Combines one pair into `table`.
+fn combine<J: KeyedJob>(
+    job: &J,
+    table: &mut Table<J::Key, J::Value>,
+    key: J::Key,
+    value: J::Value,
+) {
+    match table.entry(key) {
+        Entry::Occupied(mut acc) => job.reduce(acc.get_mut(), value),
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+        }
+    }
+}
+
+/// Encodes a table as one run of pairs sorted by key bytes.
+fn sorted_run<K: Codec, V: Codec>(table: Table<K, V>) -> Vec<u8> {
+    // Keys are encoded once into one buffer, sorted as byte slices, and
+    // the pairs then written in that order.
+    let mut keys = Vec::new();
+    let mut entries: Vec<(usize, usize, V)> = Vec::with_capacity(table.len());
+    for (key, value) in table {
+        let start = keys.len();
+        key.encode(&mut keys);
+        entries.push((start, keys.len(), value));
+    }
+    entries.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]));
+    let mut out = Vec::with_capacity(keys.len() + entries.len() * 8);
+    for (start, end, value) in entries {
+        out.extend_from_slice(&keys[start..end]);
+        value.encode(&mut out);
+    }
+    out
+}
+
+/// Reads a run of encoded pairs, in order.
+pub fn decode_pairs<'a, K: Codec, V: Codec>(
+    mut run: &'a [u8],
+) -> impl Iterator<Item = Result<(K, V), DecodeError>> + 'a {
+    std::iter::from_fn(move || {
+        if run.is_empty() {
+            return None;
+        }
+        let pair = K::decode(&mut run).and_then(|k| V::decode(&mut run).map(|v| (k, v)));
+        if pair.is_err() {
+            run = &[]; // nothing after a bad pair can be trusted
+        }
+        Some(pair)
+    })
+}
+
+/// Combines runs of pairs (each batch's, or other reducers') into one
+/// accumulator per key: the job's side of the reduce.
+pub struct Reducer<J: KeyedJob> {
+    table: Table<J::Key, J::Value>,
+}
+
+impl<J: KeyedJob> Default for Reducer<J> {
+    fn default() -> Self {
+        Reducer {
+            table: Table::default(),
+        }
+    }
+}
+
+impl<J: KeyedJob> Reducer<J> {
+    /// Combines every pair of `run` into the table; returns how many pairs
+    /// it held. A run that does not decode is refused whole, before any of
+    /// it is combined, so a bad run never counts in part.
+    pub fn add(&mut self, job: &J, run: &[u8]) -> Result<u64, DecodeError> {
+        let pairs: Vec<(J::Key, J::Value)> = decode_pairs(run).collect::<Result<_, _>>()?;
+        let n = pairs.len() as u64;
+        for (key, value) in pairs {
+            combine(job, &mut self.table, key, value);
+        }
+        Ok(n)
+    }
+
+    /// Distinct keys so far.
+    pub fn keys(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The output: one pair per key, sorted by key, as one run.
+    pub fn finish(self) -> Vec<u8> {
+        sorted_run(self.table)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,148 @@
+//! The job side of keyed jobs: a batch is mapped and combined into one
+//! sorted run, runs combine into the output, and failures stay per task.
+
+use super::*;
+use crate::job::codec::to_bytes;
+
+/// Word count, with a task that fails on purpose ("boom") after emitting.
+struct WordCount;
+
+impl KeyedJob for WordCount {
+    type Task = String;
+    type Key = String;
+    type Value = u64;
+    fn load(&self) -> TypedTasks<String> {
+        Box::new(std::iter::empty())
+    }
+    fn map(&self, line: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
+        for word in line.split_whitespace() {
+            out.emit(word.to_owned(), 1);
+        }
+        if line.contains("boom") {
+            return Err(Error::msg("boom"));
+        }
+        Ok(())
+    }
+    fn reduce(&self, count: &mut u64, more: u64) {
+        *count += more;
+    }
+}
+
+fn tasks(lines: &[&str]) -> Vec<Vec<u8>> {
+    lines.iter().map(|l| to_bytes(&l.to_string())).collect()
+}
+
+fn pairs(run: &[u8]) -> Vec<(String, u64)> {
+    decode_pairs(run)
+        .collect::<Result<_, _>>()
+        .expect("a run of pairs")
+}
+
+#[test]
+fn a_batch_sends_each_distinct_key_once_sorted_by_key() {
+    let batch = tasks(&["b a b", "c b", "a"]);
+    let mapped = map_batch(&WordCount, batch.iter().map(Vec::as_slice));
+    assert_eq!(
+        pairs(&mapped.pairs),
+        [("a".into(), 2), ("b".into(), 3), ("c".into(), 1)]
+    );
+    assert_eq!((mapped.keys, mapped.emitted, mapped.processed), (3, 6, 3));
+    assert!(mapped.failures.is_empty());
+}
+
+#[test]
+fn a_failing_task_fails_alone_and_leaves_nothing_behind() {
+    let mut batch = tasks(&["a", "a boom", "b"]);
+    batch.push(vec![0xFF, 0, 1]); // not UTF-8: not a String
+    let mapped = map_batch(&WordCount, batch.iter().map(Vec::as_slice));
+    assert_eq!(pairs(&mapped.pairs), [("a".into(), 1), ("b".into(), 1)]);
+    assert_eq!(mapped.processed, 2);
+    assert_eq!(
+        mapped.failures,
+        [
+            TaskFailure {
+                index: 1,
+                message: "boom".into()
+            },
+            TaskFailure {
+                index: 3,
+                message: "cannot decode a String: it is not UTF-8".into()
+            },
+        ]
+    );
+}
+
+#[test]
+fn runs_combine_into_one_output_whatever_their_order() {
+    let first = map_batch(&WordCount, tasks(&["x y", "y"]).iter().map(Vec::as_slice));
+    let second = map_batch(&WordCount, tasks(&["y z", "a"]).iter().map(Vec::as_slice));
+    let mut forward = Reducer::default();
+    assert_eq!(forward.add(&WordCount, &first.pairs), Ok(2));
+    assert_eq!(forward.add(&WordCount, &second.pairs), Ok(3));
+    assert_eq!(forward.keys(), 4);
+    let mut backward = Reducer::default();
+    backward.add(&WordCount, &second.pairs).unwrap();
+    backward.add(&WordCount, &first.pairs).unwrap();
+    let (a, b) = (forward.finish(), backward.finish());
+    assert_eq!(a, b, "the same bytes, whatever the order runs arrive in");
+    assert_eq!(
+        pairs(&a),
+        [
+            ("a".into(), 1),
+            ("x".into(), 1),
+            ("y".into(), 3),
+            ("z".into(), 1)
+        ]
+    );
+}
+
+#[test]
+fn a_run_that_does_not_decode_is_refused_whole() {
+    let good = map_batch(&WordCount, tasks(&["k"]).iter().map(Vec::as_slice));
+    let mut run = good.pairs.clone();
+    run.extend_from_slice(&[b'x', 0, 1, 0, 0]); // a key, then a value cut short
+    let mut reducer = Reducer::default();
+    let err = reducer.add(&WordCount, &run).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot decode a u64: the input ends inside it"
+    );
+    assert_eq!(reducer.keys(), 0, "none of it counted");
+}
+
+#[test]
+fn a_unit_key_is_a_global_fold() {
+    struct Sum;
+    impl KeyedJob for Sum {
+        type Task = u64;
+        type Key = ();
+        type Value = u64;
+        fn load(&self) -> TypedTasks<u64> {
+            Box::new(std::iter::empty())
+        }
+        fn map(&self, n: u64, out: &mut Emit<'_, Self>) -> Result<(), Error> {
+            out.emit((), n);
+            Ok(())
+        }
+        fn reduce(&self, acc: &mut u64, n: u64) {
+            *acc += n;
+        }
+    }
+    let batch: Vec<Vec<u8>> = (1..=10u64).map(|n| to_bytes(&n)).collect();
+    let mapped = map_batch(&Sum, batch.iter().map(Vec::as_slice));
+    let total: Vec<((), u64)> = decode_pairs(&mapped.pairs)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(total, [((), 55)]);
+}
+
+#[test]
+fn the_fast_hasher_spreads_short_keys() {
+    use std::collections::HashSet;
+    use std::hash::BuildHasher;
+    let build = BuildHasherDefault::<FastHasher>::default();
+    let hashes: HashSet<u64> = (0..10_000u32)
+        .map(|n| build.hash_one(format!("w{n}")))
+        .collect();
+    assert_eq!(hashes.len(), 10_000, "no collisions among 10,000 words");
+}
