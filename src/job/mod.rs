@@ -45,6 +45,7 @@
 use std::fmt;
 
 pub mod codec;
+pub mod input;
 pub mod keyed;
 
 pub use codec::{Codec, DecodeError};

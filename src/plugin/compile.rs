@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 pub const JOB_API_SOURCES: &[(&str, &str)] = &[
     ("job/mod.rs", include_str!("../job/mod.rs")),
     ("job/codec.rs", include_str!("../job/codec.rs")),
+    ("job/input.rs", include_str!("../job/input.rs")),
     ("job/keyed.rs", include_str!("../job/keyed.rs")),
 ];
 
