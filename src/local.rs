@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use crate::pipeline::{
     self, spread_cap, task_label, Batch, BatchLimits, FailedIn, Loaded, ValueLimit,
 };
-use crate::plugin::Plugin;
+use crate::plugin::loader::JobKind;
+use crate::plugin::{CallError, Plugin};
 use crate::proto::msg::{JobStatus, JobSummary};
 
 /// At most this many errors are kept with their messages (the first 10 and
@@ -167,8 +168,53 @@ impl pipeline::Partial for Partial {
     }
 }
 
+/// Maps and combines one batch of a keyed job in one call into the job,
+/// and names its failures. If the call itself fails (the job panicked
+/// while combining), every task of the batch fails with its error.
+fn map_keyed_batch(plugin: &Plugin, batch: &Batch) -> Partial {
+    let mut errors = ErrorLog::new(MAX_KEPT_ERRORS);
+    let label = |index: usize| {
+        let task = batch.tasks.iter().nth(index).unwrap_or_default();
+        task_label(batch.first_index + index as u64 + 1, task)
+    };
+    match plugin.map_batch(batch.tasks.as_bytes()) {
+        Ok(mapped) => {
+            let failed = mapped.failures.len() as u64;
+            for (index, message) in mapped.failures {
+                errors.push(JobError {
+                    stage: Stage::Map(label(index as usize)),
+                    message,
+                });
+            }
+            Partial {
+                value: Some(mapped.pairs),
+                processed: u64::from(mapped.processed),
+                failed,
+                errors,
+            }
+        }
+        Err(e) => {
+            for index in 0..batch.tasks.len() {
+                errors.push(JobError {
+                    stage: Stage::Map(label(index)),
+                    message: e.message.clone(),
+                });
+            }
+            Partial {
+                value: None,
+                processed: 0,
+                failed: batch.tasks.len() as u64,
+                errors,
+            }
+        }
+    }
+}
+
 /// Maps and folds one batch, as a worker does, and names its failures.
 fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
+    if plugin.kind() == JobKind::Keyed {
+        return map_keyed_batch(plugin, batch);
+    }
     // In one process a value goes nowhere over the wire: no size limit.
     let folded = pipeline::map_batch(plugin, batch.tasks.iter(), &ValueLimit::none());
     let failed = folded.failures.len() as u64;
@@ -217,7 +263,7 @@ fn fold_thread(
         errors: ErrorLog::new(MAX_KEPT_ERRORS),
     };
     let never = AtomicBool::new(false);
-    let ended = pipeline::fold_partials(plugin, partials, &never, |p, outcome| {
+    let fold = |p: Partial, outcome: Result<(), CallError>| {
         tally.failed += p.failed;
         tally.errors.merge(p.errors);
         match outcome {
@@ -234,7 +280,11 @@ fn fold_thread(
         }
         counts.processed.store(tally.processed, Ordering::Relaxed);
         counts.failed.store(tally.failed, Ordering::Relaxed);
-    });
+    };
+    let ended = match plugin.kind() {
+        JobKind::Bytes => pipeline::fold_partials(plugin, partials, &never, fold),
+        JobKind::Keyed => pipeline::fold_runs(plugin, partials, &never, fold),
+    };
     (tally, ended)
 }
 
@@ -314,7 +364,10 @@ pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) ->
     });
     let (result, done) = match ended {
         Some(ended) => (ended.result, ended.done),
-        None => (Vec::new(), plugin.done(&[])),
+        None => match plugin.kind() {
+            JobKind::Bytes => (Vec::new(), plugin.done(&[])),
+            JobKind::Keyed => (Vec::new(), plugin.done_output(&[])),
+        },
     };
     let mut errors = load_log;
     errors.merge(tally.errors);

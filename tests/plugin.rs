@@ -247,7 +247,7 @@ fn a_library_with_a_wrong_abi_version_is_refused() {
     let lib = cc_shared(&dir, &src, "future.so");
     let err = load_error(&dir, &lib);
     assert!(err.contains("job ABI version 99"), "{err}");
-    assert!(err.contains("loads versions 1 to 1"), "{err}");
+    assert!(err.contains("loads versions 1 to 2"), "{err}");
 }
 
 /// Issue 11: a table shorter than version 1 is refused from its first two
@@ -304,4 +304,21 @@ fn running_an_unchanged_job_again_does_not_recompile() {
     std::fs::write(dir.join("sum.rs"), src).unwrap();
     let third = run_job(&dir, &["-v", "sum.rs"], &[]);
     assert!(stderr(&third).contains("compiling sum.rs"));
+}
+
+/// Issue 12: the job ABI is at version 2, and a library built for version 1
+/// (its table says 1, and is version 1's size) runs as it did.
+#[test]
+fn a_c_job_built_for_abi_version_1_still_runs() {
+    let dir = TempDir::new("abi-v1");
+    let source = std::fs::read_to_string(repo().join("examples/sum.c")).unwrap();
+    assert!(
+        source.contains("REDMAP_ABI_VERSION"),
+        "sum.c names its version"
+    );
+    let v1 = dir.write("sum_v1.c", &source.replace("REDMAP_ABI_VERSION", "1"));
+    let lib = cc_shared(&dir, &v1, "sum_v1.so");
+    let out = run_job(&dir, &[lib.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(result_file(&dir), "65");
 }

@@ -227,7 +227,8 @@ fn the_plugin_abi_section_matches_the_abi() {
     }
     let size = std::mem::size_of::<abi::JobEntry>();
     if cfg!(target_pointer_width = "64") {
-        assert!(DOC.contains(&format!("({size} on 64-bit platforms)")));
+        let v1 = abi::V1_ENTRY_SIZE;
+        assert!(DOC.contains(&format!("({v1} and {size} on 64-bit platforms")));
     }
     // The C header declares the same fields, in the same order, as the doc's table.
     let header = redmap::plugin::compile::C_HEADER;
@@ -242,6 +243,14 @@ fn the_plugin_abi_section_matches_the_abi() {
         "done",
         "count",
         "free",
+        "kind",
+        "flags",
+        "map_batch",
+        "reducer_new",
+        "reducer_add",
+        "reducer_finish",
+        "reducer_free",
+        "done_output",
     ];
     let mut last_doc = 0;
     let mut last_header = 0;

@@ -9,6 +9,7 @@ mod codec;
 mod faults;
 mod field;
 mod httpfaults;
+mod keyed;
 mod layering;
 mod manager;
 mod monitor;

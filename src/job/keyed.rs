@@ -14,7 +14,8 @@
 //! of the plugin boundary, where the types are known: [`map_batch`] maps a
 //! batch and combines it into one sorted run of encoded pairs, and
 //! [`Reducer`] combines runs. Both work on bytes at the edges, so the host
-//! never needs the job's types.
+//! never needs the job's types; `ffi` exports them as ABI version 2's
+//! keyed entries (protocol.md, "Keyed jobs").
 //!
 //! ```ignore
 //! use redmap::job::{Emit, Error, KeyedJob, TypedTasks};
@@ -37,7 +38,15 @@
 //!     fn reduce(&self, count: &mut u64, more: u64) {
 //!         *count += more;
 //!     }
+//!     fn done(&self, output: Vec<(String, u64)>) -> Result<(), Error> {
+//!         for (word, n) in output {
+//!             println!("{word}\t{n}");
+//!         }
+//!         Ok(())
+//!     }
 //! }
+//!
+//! redmap::export_keyed_job!(WordCount, WordCount);
 //! ```
 
 use std::collections::hash_map::{Entry, HashMap};
@@ -73,6 +82,10 @@ pub trait KeyedJob: Sized + Send + Sync + 'static {
     /// commutative: values meet in whatever order and grouping the
     /// batches and machines give them.
     fn reduce(&self, acc: &mut Self::Value, value: Self::Value);
+
+    /// Receives the job's output: one pair per key, sorted by key. Runs
+    /// where the job was started (the embedded run's process).
+    fn done(&self, output: Vec<(Self::Key, Self::Value)>) -> Result<(), Error>;
 
     /// How many tasks `load` will yield, if known (for progress, and to
     /// cut a small job into enough batches).
@@ -167,6 +180,47 @@ pub struct Mapped {
     pub processed: u32,
     /// Tasks that failed (their pairs are not in `pairs`).
     pub failures: Vec<TaskFailure>,
+}
+
+impl Mapped {
+    /// The form the host reads (big-endian; see protocol.md, "Keyed
+    /// jobs"): `u32` processed, `u64` emitted, `u64` keys, `u32` failures,
+    /// each as `u32` index, `u32` length and a UTF-8 message; then the
+    /// pairs to the end.
+    pub fn encode(&self) -> Vec<u8> {
+        let messages: usize = self.failures.iter().map(|f| 8 + f.message.len()).sum();
+        let mut out = Vec::with_capacity(24 + messages + self.pairs.len());
+        out.extend_from_slice(&self.processed.to_be_bytes());
+        out.extend_from_slice(&self.emitted.to_be_bytes());
+        out.extend_from_slice(&self.keys.to_be_bytes());
+        out.extend_from_slice(&(self.failures.len() as u32).to_be_bytes());
+        for f in &self.failures {
+            out.extend_from_slice(&f.index.to_be_bytes());
+            out.extend_from_slice(&(f.message.len() as u32).to_be_bytes());
+            out.extend_from_slice(f.message.as_bytes());
+        }
+        out.extend_from_slice(&self.pairs);
+        out
+    }
+}
+
+/// The tasks of a task list as `MAP_BATCH` carries it: `u32` count, then
+/// each task as a `u32` length and its bytes (big-endian).
+pub fn task_list(bytes: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
+    let short = || DecodeError::new("task list", "the input ends inside it");
+    let (count, mut rest) = bytes.split_first_chunk::<4>().ok_or_else(short)?;
+    let n = u32::from_be_bytes(*count) as usize;
+    let mut tasks = Vec::with_capacity(n.min(rest.len() / 4));
+    for _ in 0..n {
+        let (len, after) = rest.split_first_chunk::<4>().ok_or_else(short)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        if after.len() < len {
+            return Err(short());
+        }
+        tasks.push(&after[..len]);
+        rest = &after[len..];
+    }
+    Ok(tasks)
 }
 
 /// Maps a batch of encoded tasks and combines what they emit: the job's
@@ -307,6 +361,9 @@ impl<J: KeyedJob> Reducer<J> {
         sorted_run(self.table)
     }
 }
+
+#[doc(hidden)]
+pub mod ffi;
 
 #[cfg(test)]
 mod tests;

@@ -123,7 +123,8 @@ pub mod abi {
     use std::ffi::c_void;
 
     /// The version of [`JobEntry`] this build exports and understands.
-    pub const ABI_VERSION: u32 = 1;
+    /// Version 2 appends `kind` and the keyed entries to version 1's table.
+    pub const ABI_VERSION: u32 = 2;
     /// Oldest entry version a host of this build can load.
     pub const MIN_ABI_VERSION: u32 = 1;
 
@@ -171,6 +172,52 @@ pub mod abi {
     pub type DoneFn = unsafe extern "C" fn(result: *const u8, len: usize, err: *mut Buf) -> i32;
     pub type CountFn = unsafe extern "C" fn(out: *mut u64) -> i32;
     pub type FreeFn = unsafe extern "C" fn(buf: Buf);
+    /// Maps a batch: `tasks` is a task list as `MAP_BATCH` carries it (`u32`
+    /// count, then each task as `u32` length and bytes, big-endian); `out`
+    /// gets the mapped batch (see protocol.md, "Keyed jobs").
+    pub type MapBatchFn = unsafe extern "C" fn(tasks: *const u8, len: usize, out: *mut Buf) -> i32;
+    /// A new reducer: an opaque handle, or null if the job panicked.
+    pub type ReducerNewFn = unsafe extern "C" fn() -> *mut c_void;
+    /// Combines a run of pairs into the reducer; `err` gets why it failed.
+    pub type ReducerAddFn = unsafe extern "C" fn(
+        reducer: *mut c_void,
+        run: *const u8,
+        len: usize,
+        err: *mut Buf,
+    ) -> i32;
+    /// The reducer's output, one run of pairs sorted by key, in `out`. The
+    /// reducer is consumed (freed), whatever the status.
+    pub type ReducerFinishFn = unsafe extern "C" fn(reducer: *mut c_void, out: *mut Buf) -> i32;
+    /// Frees a reducer that is not finished.
+    pub type ReducerFreeFn = unsafe extern "C" fn(reducer: *mut c_void);
+
+    /// `JobEntry::kind` of a byte-level job (`Job`; every version-1 table).
+    pub const KIND_BYTES: u32 = 0;
+    /// `JobEntry::kind` of a keyed job (`KeyedJob`).
+    pub const KIND_KEYED: u32 = 1;
+
+    /// A version-1 table: [`JobEntry`]'s fields up to `free`, which every
+    /// later version starts with (a host reads a table through this until
+    /// its version and size say more is there).
+    #[repr(C)]
+    pub struct JobEntryV1 {
+        pub abi_version: u32,
+        pub struct_size: u32,
+        pub load_open: Option<LoadOpenFn>,
+        pub load_next: Option<LoadNextFn>,
+        pub load_close: Option<LoadCloseFn>,
+        pub map: Option<MapFn>,
+        pub reduce: Option<ReduceFn>,
+        pub done: Option<DoneFn>,
+        pub count: Option<CountFn>,
+        pub free: Option<FreeFn>,
+    }
+
+    /// The size of a version-1 table.
+    pub const V1_ENTRY_SIZE: usize = std::mem::size_of::<JobEntryV1>();
+
+    // Version 2 appends to version 1's fields, and moves none of them.
+    const _: () = assert!(std::mem::offset_of!(JobEntry, kind) == V1_ENTRY_SIZE);
 
     /// The table of entry points. Append-only: a later version adds fields
     /// at the end and raises `abi_version`; `struct_size` lets a host see
@@ -188,6 +235,21 @@ pub mod abi {
         pub done: Option<DoneFn>,
         pub count: Option<CountFn>,
         pub free: Option<FreeFn>,
+        // Version 2.
+        /// [`KIND_BYTES`] or [`KIND_KEYED`].
+        pub kind: u32,
+        /// Zero (reserved for flags).
+        pub flags: u32,
+        /// Keyed jobs: `map` and `reduce` above fail; the host maps batches
+        /// with this, reduces with the reducer entries, and hands the
+        /// sorted output to `done_output`. Null for a byte-level job.
+        pub map_batch: Option<MapBatchFn>,
+        pub reducer_new: Option<ReducerNewFn>,
+        pub reducer_add: Option<ReducerAddFn>,
+        pub reducer_finish: Option<ReducerFinishFn>,
+        pub reducer_free: Option<ReducerFreeFn>,
+        /// `done` of a keyed job: the output, one run of pairs sorted by key.
+        pub done_output: Option<DoneFn>,
     }
 }
 
@@ -261,7 +323,7 @@ pub mod __private {
     /// # Safety
     /// `out` is null or valid for a write of one `Buf` (the ABI's rule for
     /// every out-pointer the host passes).
-    unsafe fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, Error>) -> i32 {
+    pub(crate) unsafe fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, Error>) -> i32 {
         quiet_guarded_panics();
         let was = GUARDED.with(|g| g.replace(true));
         let outcome = catch_unwind(AssertUnwindSafe(f));
@@ -284,7 +346,7 @@ pub mod __private {
     /// # Safety
     /// Unless null, `ptr` points to `len` initialised bytes that stay
     /// unchanged for `'a` (the ABI: the host's buffers live for the call).
-    unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    pub(crate) unsafe fn slice<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
         if ptr.is_null() || len == 0 {
             &[]
         } else {
@@ -310,7 +372,7 @@ pub mod __private {
         status
     }
 
-    unsafe extern "C" fn load_next(iter: *mut c_void, out: *mut Buf) -> i32 {
+    pub(crate) unsafe extern "C" fn load_next(iter: *mut c_void, out: *mut Buf) -> i32 {
         if iter.is_null() {
             return abi::STATUS_END;
         }
@@ -335,7 +397,7 @@ pub mod __private {
         }
     }
 
-    unsafe extern "C" fn load_close(iter: *mut c_void) {
+    pub(crate) unsafe extern "C" fn load_close(iter: *mut c_void) {
         if !iter.is_null() {
             // SAFETY: `iter` is the box `load_open` made; the host closes it
             // once and uses it no more.
@@ -390,7 +452,7 @@ pub mod __private {
         }
     }
 
-    unsafe extern "C" fn free(buf: Buf) {
+    pub(crate) unsafe extern "C" fn free(buf: Buf) {
         if !buf.ptr.is_null() {
             let slice = std::ptr::slice_from_raw_parts_mut(buf.ptr, buf.len);
             // SAFETY: every non-null `Buf` this library hands out comes from
@@ -413,6 +475,14 @@ pub mod __private {
             done: Some(done::<P>),
             count: Some(count::<P>),
             free: Some(free),
+            kind: abi::KIND_BYTES,
+            flags: 0,
+            map_batch: None,
+            reducer_new: None,
+            reducer_add: None,
+            reducer_finish: None,
+            reducer_free: None,
+            done_output: None,
         }
     }
 }
@@ -436,6 +506,39 @@ macro_rules! export_job {
         #[doc(hidden)]
         static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
             $crate::job::__private::entry::<__RedmapJobProvider>();
+
+        /// The job library's entry point (see redmap's protocol.md).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn redmap_job_entry() -> *const $crate::job::abi::JobEntry {
+            &__REDMAP_JOB_ENTRY
+        }
+    };
+}
+
+/// Exports a keyed job from a `cdylib`: `redmap::export_keyed_job!(MyJob);`
+/// for a type that implements [`KeyedJob`] and `Default`, or
+/// `redmap::export_keyed_job!(MyJob, MyJob::new());` with the expression
+/// that builds it (called once, on first use).
+#[macro_export]
+macro_rules! export_keyed_job {
+    ($ty:ty) => {
+        $crate::export_keyed_job!($ty, <$ty as ::std::default::Default>::default());
+    };
+    ($ty:ty, $job:expr) => {
+        #[doc(hidden)]
+        struct __RedmapJobProvider;
+
+        impl $crate::job::keyed::ffi::KeyedProvider for __RedmapJobProvider {
+            type Job = $ty;
+            fn job() -> &'static $ty {
+                static JOB: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
+                JOB.get_or_init(|| $job)
+            }
+        }
+
+        #[doc(hidden)]
+        static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
+            $crate::job::keyed::ffi::entry::<__RedmapJobProvider>();
 
         /// The job library's entry point (see redmap's protocol.md).
         #[unsafe(no_mangle)]

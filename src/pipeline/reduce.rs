@@ -68,6 +68,57 @@ where
     Some(Ended { result: acc, done })
 }
 
+/// [`fold_partials`] for a keyed job: each partial's value is a run of
+/// pairs, combined by key in the job's reducer; at the end the reducer's
+/// output (one run, sorted by key) goes to the job's `done` and is the
+/// result. A run the reducer refuses is reported to `folded` and left out.
+pub fn fold_runs<P: Partial>(
+    plugin: &crate::plugin::Plugin,
+    partials: impl IntoIterator<Item = P>,
+    cancelled: &AtomicBool,
+    mut folded: impl FnMut(P, Result<(), CallError>),
+) -> Option<Ended> {
+    let mut reducer = match plugin.reducer() {
+        Ok(r) => r,
+        Err(e) => {
+            // No reducer, no output: every partial is refused with why.
+            for partial in partials {
+                folded(partial, Err(e.clone()));
+            }
+            return Some(Ended {
+                result: Vec::new(),
+                done: Err(e),
+            });
+        }
+    };
+    for partial in partials {
+        if cancelled.load(Ordering::SeqCst) {
+            return None;
+        }
+        let outcome = match partial.value() {
+            None => Ok(()),
+            Some(run) => reducer.add(run),
+        };
+        folded(partial, outcome);
+    }
+    if cancelled.load(Ordering::SeqCst) {
+        return None;
+    }
+    match reducer.finish() {
+        Ok(output) => {
+            let done = plugin.done_output(&output);
+            Some(Ended {
+                result: output,
+                done,
+            })
+        }
+        Err(e) => Some(Ended {
+            result: Vec::new(),
+            done: Err(e),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::Sums;

@@ -26,6 +26,7 @@ pub const JOB_API_SOURCES: &[(&str, &str)] = &[
     ("job/codec.rs", include_str!("../job/codec.rs")),
     ("job/input.rs", include_str!("../job/input.rs")),
     ("job/keyed.rs", include_str!("../job/keyed.rs")),
+    ("job/keyed/ffi.rs", include_str!("../job/keyed/ffi.rs")),
 ];
 
 /// The C header for jobs written in C (`redmap_job.h`).
@@ -233,10 +234,12 @@ fn job_api(tools: &Toolchain, version: &str) -> Result<(PathBuf, String), Compil
             version.lines().next().unwrap_or("rustc")
         );
         build_into(&dir, |tmp| {
-            let api = tmp.join("job");
-            std::fs::create_dir_all(&api).map_err(io_err(&api))?;
             for (path, source) in JOB_API_SOURCES {
-                std::fs::write(tmp.join(path), source).map_err(io_err(tmp))?;
+                let file = tmp.join(path);
+                if let Some(dir) = file.parent() {
+                    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+                }
+                std::fs::write(&file, source).map_err(io_err(tmp))?;
             }
             let lib = tmp.join("lib.rs");
             std::fs::write(&lib, "pub mod job;\n").map_err(io_err(tmp))?;

@@ -142,6 +142,25 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// What kind of job a library holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// The byte-level `Job` (every version-1 library).
+    Bytes,
+    /// A `KeyedJob`: mapped by batches, reduced by key.
+    Keyed,
+}
+
+/// The keyed entries of a version-2 keyed library, all present.
+struct KeyedEntries {
+    map_batch: abi::MapBatchFn,
+    reducer_new: abi::ReducerNewFn,
+    reducer_add: abi::ReducerAddFn,
+    reducer_finish: abi::ReducerFinishFn,
+    reducer_free: abi::ReducerFreeFn,
+    done_output: DoneFn,
+}
+
 /// The checked, non-null entry points of one job library.
 struct Entries {
     load_open: LoadOpenFn,
@@ -152,6 +171,7 @@ struct Entries {
     done: DoneFn,
     count: Option<CountFn>,
     free: FreeFn,
+    keyed: Option<KeyedEntries>,
 }
 
 pub struct Plugin {
@@ -241,7 +261,7 @@ impl Plugin {
         // SAFETY: every version we speak has `struct_size` second, right
         // after `abi_version`; as above, no reference is made.
         let size = unsafe { std::ptr::addr_of!((*table).struct_size).read_unaligned() };
-        if (size as usize) < std::mem::size_of::<JobEntry>() {
+        if (size as usize) < abi::V1_ENTRY_SIZE {
             return Err(LoadError::Incomplete {
                 path,
                 what: "struct_size: the table is shorter than version 1",
@@ -254,23 +274,52 @@ impl Plugin {
             });
         }
         // SAFETY: the table is aligned and, by `struct_size`, holds at
-        // least the v1 layout, which a version we speak guarantees.
-        let table: &JobEntry = unsafe { &*table };
+        // least the v1 layout, which every version we speak starts with.
+        let v1: &abi::JobEntryV1 = unsafe { &*(table as *const abi::JobEntryV1) };
         fn need<T>(f: Option<T>, path: &Path, what: &'static str) -> Result<T, LoadError> {
             f.ok_or_else(|| LoadError::Incomplete {
                 path: path.to_owned(),
                 what,
             })
         }
+        // Fields are appended, version by version, and a table has those
+        // its `struct_size` covers: a version-2 table as short as version
+        // 1's (a C job that fills in the v1 struct) is a byte-level job.
+        let v2_size = std::mem::size_of::<JobEntry>();
+        let keyed = if version >= 2 && size as usize >= v2_size {
+            // SAFETY: version 2, and `struct_size` covers the whole
+            // version-2 table.
+            let v2: &JobEntry = unsafe { &*table };
+            match v2.kind {
+                abi::KIND_BYTES => None,
+                abi::KIND_KEYED => Some(KeyedEntries {
+                    map_batch: need(v2.map_batch, &path, "map_batch")?,
+                    reducer_new: need(v2.reducer_new, &path, "reducer_new")?,
+                    reducer_add: need(v2.reducer_add, &path, "reducer_add")?,
+                    reducer_finish: need(v2.reducer_finish, &path, "reducer_finish")?,
+                    reducer_free: need(v2.reducer_free, &path, "reducer_free")?,
+                    done_output: need(v2.done_output, &path, "done_output")?,
+                }),
+                _ => {
+                    return Err(LoadError::Incomplete {
+                        path,
+                        what: "kind: neither a byte-level nor a keyed job",
+                    })
+                }
+            }
+        } else {
+            None
+        };
         let entries = Entries {
-            load_open: need(table.load_open, &path, "load_open")?,
-            load_next: need(table.load_next, &path, "load_next")?,
-            load_close: need(table.load_close, &path, "load_close")?,
-            map: need(table.map, &path, "map")?,
-            reduce: need(table.reduce, &path, "reduce")?,
-            done: need(table.done, &path, "done")?,
-            count: table.count,
-            free: need(table.free, &path, "free")?,
+            load_open: need(v1.load_open, &path, "load_open")?,
+            load_next: need(v1.load_next, &path, "load_next")?,
+            load_close: need(v1.load_close, &path, "load_close")?,
+            map: need(v1.map, &path, "map")?,
+            reduce: need(v1.reduce, &path, "reduce")?,
+            done: need(v1.done, &path, "done")?,
+            count: v1.count,
+            free: need(v1.free, &path, "free")?,
+            keyed,
         };
         Ok(Plugin {
             _library: ManuallyDrop::new(library),
@@ -368,6 +417,63 @@ impl Plugin {
         self.outcome(status, err).map(drop)
     }
 
+    /// What kind of job this library holds.
+    pub fn kind(&self) -> JobKind {
+        match self.entries.keyed {
+            Some(_) => JobKind::Keyed,
+            None => JobKind::Bytes,
+        }
+    }
+
+    fn keyed(&self) -> Result<&KeyedEntries, CallError> {
+        self.entries.keyed.as_ref().ok_or_else(|| CallError {
+            panicked: false,
+            message: "not a keyed job".into(),
+        })
+    }
+
+    /// Maps a batch of a keyed job and combines it (one call for the whole
+    /// batch): `tasks` is the batch's task list in its wire form.
+    pub fn map_batch(&self, tasks: &[u8]) -> Result<KeyedBatch, CallError> {
+        let entries = self.keyed()?;
+        let mut out = Buf::EMPTY;
+        // SAFETY: as for `map`.
+        let status = unsafe { (entries.map_batch)(tasks.as_ptr(), tasks.len(), &mut out) };
+        if status != abi::STATUS_OK {
+            return Err(self.failure(status, out));
+        }
+        self.lend(out, KeyedBatch::decode).map_err(|why| CallError {
+            panicked: false,
+            message: format!("the job's mapped batch does not decode: {why}"),
+        })
+    }
+
+    /// A reducer of a keyed job, to combine runs of pairs into its output.
+    pub fn reducer(&self) -> Result<KeyedReducer<'_>, CallError> {
+        let entries = self.keyed()?;
+        // SAFETY: no arguments; a null result is the job's panic.
+        let handle = unsafe { (entries.reducer_new)() };
+        if handle.is_null() {
+            return Err(CallError {
+                panicked: true,
+                message: "panic: the job's reducer could not be made".into(),
+            });
+        }
+        Ok(KeyedReducer {
+            plugin: self,
+            handle,
+        })
+    }
+
+    /// A keyed job's `done`, with its output (one run of pairs, sorted).
+    pub fn done_output(&self, run: &[u8]) -> Result<(), CallError> {
+        let entries = self.keyed()?;
+        let mut err = Buf::EMPTY;
+        // SAFETY: as for `map`.
+        let status = unsafe { (entries.done_output)(run.as_ptr(), run.len(), &mut err) };
+        self.outcome(status, err).map(drop)
+    }
+
     /// The job's estimate of its number of tasks, if it gives one.
     pub fn count(&self) -> Option<u64> {
         let count = self.entries.count?;
@@ -394,6 +500,102 @@ impl Plugin {
 impl fmt::Debug for Plugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Plugin({} {})", self.hash.short(), self.path.display())
+    }
+}
+
+/// A keyed job's mapped batch (see protocol.md, "Keyed jobs").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyedBatch {
+    /// Tasks mapped without error.
+    pub processed: u32,
+    /// Pairs `map` emitted, before combining.
+    pub emitted: u64,
+    /// Distinct keys in `pairs`.
+    pub keys: u64,
+    /// The batch's failed tasks: index in the batch, and why.
+    pub failures: Vec<(u32, String)>,
+    /// One run of pairs, sorted by key.
+    pub pairs: Vec<u8>,
+}
+
+impl KeyedBatch {
+    /// Reads the job's encoding of a mapped batch, checking every length.
+    fn decode(bytes: &[u8]) -> Result<KeyedBatch, &'static str> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+            if b.len() < n {
+                return Err("it is cut short");
+            }
+            let (head, rest) = b.split_at(n);
+            *b = rest;
+            Ok(head)
+        }
+        let mut b = bytes;
+        let u32_of = |s: &[u8]| u32::from_be_bytes([s[0], s[1], s[2], s[3]]);
+        let u64_of =
+            |s: &[u8]| u64::from_be_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]);
+        let processed = u32_of(take(&mut b, 4)?);
+        let emitted = u64_of(take(&mut b, 8)?);
+        let keys = u64_of(take(&mut b, 8)?);
+        let n = u32_of(take(&mut b, 4)?) as usize;
+        // Each failure takes 8 bytes at least: a count past that is a lie.
+        if n > b.len() / 8 {
+            return Err("its failure count is larger than its bytes");
+        }
+        let mut failures = Vec::with_capacity(n);
+        for _ in 0..n {
+            let index = u32_of(take(&mut b, 4)?);
+            let len = u32_of(take(&mut b, 4)?) as usize;
+            let message = String::from_utf8_lossy(take(&mut b, len)?).into_owned();
+            failures.push((index, message));
+        }
+        Ok(KeyedBatch {
+            processed,
+            emitted,
+            keys,
+            failures,
+            pairs: b.to_vec(),
+        })
+    }
+}
+
+/// A keyed job's reducer in the job library: runs of pairs go in, the
+/// output comes out once. Freed in the library when dropped unfinished.
+pub struct KeyedReducer<'a> {
+    plugin: &'a Plugin,
+    handle: *mut c_void,
+}
+
+impl KeyedReducer<'_> {
+    /// Combines one run of pairs; a run that does not decode is refused
+    /// whole.
+    pub fn add(&mut self, run: &[u8]) -> Result<(), CallError> {
+        let entries = self.plugin.keyed()?;
+        let mut err = Buf::EMPTY;
+        // SAFETY: the handle is live (not finished: `finish` takes self),
+        // and the buffers are valid for the call.
+        let status =
+            unsafe { (entries.reducer_add)(self.handle, run.as_ptr(), run.len(), &mut err) };
+        self.plugin.outcome(status, err).map(drop)
+    }
+
+    /// The output: one run of pairs, one per key, sorted by key.
+    pub fn finish(mut self) -> Result<Vec<u8>, CallError> {
+        let entries = self.plugin.keyed()?;
+        let handle = std::mem::replace(&mut self.handle, std::ptr::null_mut());
+        let mut out = Buf::EMPTY;
+        // SAFETY: the live handle, consumed by this call (the library frees
+        // it); it is nulled above so `drop` does not free it again.
+        let status = unsafe { (entries.reducer_finish)(handle, &mut out) };
+        self.plugin.outcome(status, out)
+    }
+}
+
+impl Drop for KeyedReducer<'_> {
+    fn drop(&mut self) {
+        if let (false, Ok(entries)) = (self.handle.is_null(), self.plugin.keyed()) {
+            // SAFETY: a live handle, not finished, freed once.
+            unsafe { (entries.reducer_free)(self.handle) };
+        }
     }
 }
 
@@ -449,5 +651,56 @@ impl Drop for TaskIter {
     fn drop(&mut self) {
         // SAFETY: closes the handle from `load_open`, once.
         unsafe { (self.plugin.entries.load_close)(self.handle) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyedBatch;
+    use crate::job::keyed::{Mapped, TaskFailure};
+
+    #[test]
+    fn a_mapped_batch_reads_back_as_the_job_wrote_it() {
+        let mapped = Mapped {
+            pairs: vec![b'a', 0, 1, 0, 0, 0, 0, 0, 0, 0, 2],
+            keys: 1,
+            emitted: 2,
+            processed: 3,
+            failures: vec![TaskFailure {
+                index: 1,
+                message: "boom".into(),
+            }],
+        };
+        let read = KeyedBatch::decode(&mapped.encode()).unwrap();
+        assert_eq!(
+            read,
+            KeyedBatch {
+                processed: 3,
+                emitted: 2,
+                keys: 1,
+                failures: vec![(1, "boom".into())],
+                pairs: mapped.pairs.clone(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_mapped_batch_that_lies_about_its_lengths_is_refused() {
+        let mut bytes = Mapped::default().encode();
+        assert!(KeyedBatch::decode(&bytes[..10]).is_err(), "cut short");
+        // A failure count far past the bytes that follow.
+        bytes[20..24].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(KeyedBatch::decode(&bytes).is_err());
+        // A message longer than what is left.
+        let mut one = Mapped {
+            failures: vec![TaskFailure {
+                index: 0,
+                message: "x".into(),
+            }],
+            ..Mapped::default()
+        }
+        .encode();
+        one[28..32].copy_from_slice(&100u32.to_be_bytes());
+        assert!(KeyedBatch::decode(&one).is_err());
     }
 }

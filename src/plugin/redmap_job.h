@@ -1,5 +1,5 @@
 /*
- * redmap_job.h - the C ABI of a redmap job library, version 1.
+ * redmap_job.h - the C ABI of a redmap job library, version 2.
  *
  * A job library exports one function, redmap_job_entry, returning a pointer
  * to a static table of entry points. The host reads abi_version first and
@@ -22,7 +22,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REDMAP_ABI_VERSION 1
+#define REDMAP_ABI_VERSION 2
+
+/* redmap_job_entry_v2's kind. */
+#define REDMAP_KIND_BYTES 0 /* the byte-level job: map, reduce, done */
+#define REDMAP_KIND_KEYED 1 /* a keyed job: map_batch, the reducer, done_output */
 
 /* Status codes returned by the entries. */
 #define REDMAP_OK 0    /* success; an output buffer holds the value        */
@@ -63,7 +67,40 @@ typedef struct redmap_job_entry_v1 {
     void (*free)(redmap_buf buf);
 } redmap_job_entry_v1;
 
-/* The one exported symbol. */
+/* Version 2: version 1's fields, then these. A table whose struct_size is
+ * version 1's is a byte-level job whatever its abi_version. */
+typedef struct redmap_job_entry_v2 {
+    uint32_t abi_version; /* REDMAP_ABI_VERSION */
+    uint32_t struct_size; /* sizeof(redmap_job_entry_v2) */
+    int32_t (*load_open)(void **iter, redmap_buf *err);
+    int32_t (*load_next)(void *iter, redmap_buf *out);
+    void (*load_close)(void *iter);
+    int32_t (*map)(const uint8_t *task, size_t len, redmap_buf *out);
+    int32_t (*reduce)(const uint8_t *acc, size_t acc_len, const uint8_t *cur, size_t cur_len,
+                      redmap_buf *out);
+    int32_t (*done)(const uint8_t *result, size_t len, redmap_buf *err);
+    int32_t (*count)(uint64_t *out);
+    void (*free)(redmap_buf buf);
+
+    uint32_t kind;  /* REDMAP_KIND_BYTES or REDMAP_KIND_KEYED */
+    uint32_t flags; /* 0 */
+    /* Keyed jobs (NULL for a byte-level one). Maps a task list (u32 count,
+     * then u32 length and bytes each, big-endian) and combines its pairs:
+     * REDMAP_OK with the mapped batch in *out (protocol.md, "Keyed jobs"). */
+    int32_t (*map_batch)(const uint8_t *tasks, size_t len, redmap_buf *out);
+    /* A new reducer handle, or NULL on a crash. */
+    void *(*reducer_new)(void);
+    /* Combines a run of pairs into the reducer. */
+    int32_t (*reducer_add)(void *reducer, const uint8_t *run, size_t len, redmap_buf *err);
+    /* The output, one run sorted by key, in *out; frees the reducer. */
+    int32_t (*reducer_finish)(void *reducer, redmap_buf *out);
+    /* Frees a reducer that is not finished. */
+    void (*reducer_free)(void *reducer);
+    /* Receives the output (one run of pairs, sorted by key) once. */
+    int32_t (*done_output)(const uint8_t *run, size_t len, redmap_buf *err);
+} redmap_job_entry_v2;
+
+/* The one exported symbol (a redmap_job_entry_v2 for a keyed job). */
 const redmap_job_entry_v1 *redmap_job_entry(void);
 
 #endif /* REDMAP_JOB_H */

@@ -26,6 +26,9 @@ impl KeyedJob for WordCount {
     fn reduce(&self, count: &mut u64, more: u64) {
         *count += more;
     }
+    fn done(&self, _output: Vec<(String, u64)>) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 fn tasks(lines: &[&str]) -> Vec<Vec<u8>> {
@@ -127,6 +130,9 @@ fn a_unit_key_is_a_global_fold() {
         fn reduce(&self, acc: &mut u64, n: u64) {
             *acc += n;
         }
+        fn done(&self, _output: Vec<((), u64)>) -> Result<(), Error> {
+            Ok(())
+        }
     }
     let batch: Vec<Vec<u8>> = (1..=10u64).map(|n| to_bytes(&n)).collect();
     let mapped = map_batch(&Sum, batch.iter().map(Vec::as_slice));
@@ -145,4 +151,16 @@ fn the_fast_hasher_spreads_short_keys() {
         .map(|n| build.hash_one(format!("w{n}")))
         .collect();
     assert_eq!(hashes.len(), 10_000, "no collisions among 10,000 words");
+}
+
+#[test]
+fn a_task_list_is_read_as_map_batch_carries_it() {
+    let mut list = 2u32.to_be_bytes().to_vec();
+    for task in [&b"ab"[..], b""] {
+        list.extend_from_slice(&(task.len() as u32).to_be_bytes());
+        list.extend_from_slice(task);
+    }
+    assert_eq!(task_list(&list), Ok(vec![&b"ab"[..], &b""[..]]));
+    assert!(task_list(&list[..list.len() - 1]).is_err());
+    assert!(task_list(&[0, 0]).is_err());
 }

@@ -82,6 +82,12 @@ impl TaskList {
         self.bytes.len()
     }
 
+    /// The list in its wire form (`u32 n`, then n `bytes`), as a keyed
+    /// job's `map_batch` takes it.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The first `at` tasks and the rest, as two lists.
     pub fn split_at(&self, at: usize) -> (TaskList, TaskList) {
         let (mut head, mut tail) = (TaskList::new(), TaskList::new());

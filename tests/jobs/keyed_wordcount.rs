@@ -1,0 +1,37 @@
+// A keyed word count (issue 12): the lines of `corpus.txt` in this
+// directory, counted by word; `done` writes one `word<TAB>count` line per
+// word, in the keys' order, to `result`.
+use redmap::job::input::text_chunks;
+use redmap::job::{Emit, Error, KeyedJob, TypedTasks};
+use std::fmt::Write;
+
+#[derive(Default)]
+struct WordCount;
+
+impl KeyedJob for WordCount {
+    type Task = String;
+    type Key = String;
+    type Value = u64;
+    fn load(&self) -> TypedTasks<String> {
+        text_chunks("corpus.txt", 4096)
+    }
+    fn map(&self, lines: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
+        for word in lines.split_whitespace() {
+            out.emit(word.to_owned(), 1);
+        }
+        Ok(())
+    }
+    fn reduce(&self, count: &mut u64, more: u64) {
+        *count += more;
+    }
+    fn done(&self, output: Vec<(String, u64)>) -> Result<(), Error> {
+        let mut text = String::new();
+        for (word, n) in output {
+            let _ = writeln!(text, "{word}\t{n}");
+        }
+        std::fs::write("result", text)?;
+        Ok(())
+    }
+}
+
+redmap::export_keyed_job!(WordCount);

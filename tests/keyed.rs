@@ -1,0 +1,83 @@
+//! Keyed jobs (issue 12), as a user meets them: a word count written as a
+//! `KeyedJob` gives exactly what a plain count gives.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::util::{self, repo, run_job, stderr, stdout, Rng, TempDir};
+
+/// A seeded corpus of `lines` lines over a vocabulary of ~300 words (some
+/// with non-ASCII letters), with empty lines and runs of spaces.
+fn corpus(seed: u64, lines: usize) -> String {
+    let mut rng = Rng(seed);
+    let vocabulary: Vec<String> = (0..300)
+        .map(|i| match i % 10 {
+            0 => format!("wörd{i}"),
+            1 => format!("Word{i}"),
+            _ => format!("w{}", i * 7919 % 1000),
+        })
+        .collect();
+    let mut text = String::new();
+    for _ in 0..lines {
+        let n = rng.below(12);
+        for j in 0..n {
+            if j > 0 {
+                text.push_str(if rng.below(5) == 0 { "   " } else { " " });
+            }
+            text.push_str(&vocabulary[rng.below(vocabulary.len())]);
+        }
+        text.push('\n');
+    }
+    text
+}
+
+/// What the job must write: one `word<TAB>count` line per word, in the
+/// words' order.
+fn plain_count(text: &str) -> String {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for word in text.split_whitespace() {
+        *counts.entry(word).or_default() += 1;
+    }
+    let mut out = String::new();
+    for (word, n) in counts {
+        let _ = writeln!(out, "{word}\t{n}");
+    }
+    out
+}
+
+fn job(dir: &TempDir) -> String {
+    let path = dir.join("wc.rs");
+    std::fs::copy(repo().join("tests/jobs/keyed_wordcount.rs"), &path).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_keyed_word_count_run_embedded_equals_a_plain_count() {
+    let dir = TempDir::new("keyed-wc");
+    let text = corpus(42, 20_000);
+    std::fs::write(dir.join("corpus.txt"), &text).unwrap();
+    let job = job(&dir);
+    for threads in ["1", "2", "3"] {
+        let _ = std::fs::remove_file(dir.join("result"));
+        let out = run_job(&dir, &[&job, "--threads", threads], &[]);
+        assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+        let result = std::fs::read_to_string(dir.join("result")).expect("done wrote result");
+        assert!(
+            result == plain_count(&text),
+            "{threads} threads: the counts differ"
+        );
+        let summary = stdout(&out);
+        assert!(summary.contains("0 failed"), "{summary}");
+    }
+}
+
+#[test]
+fn a_keyed_job_on_a_cluster_is_refused_with_why() {
+    let cluster = util::Cluster::start(1, &[], &[]);
+    std::fs::write(cluster.dir.join("corpus.txt"), "a b\n").unwrap();
+    let job = job(&cluster.dir);
+    let out = util::run(cluster.cli(&["run", &job]));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("a keyed job runs embedded"), "{err}");
+}
