@@ -72,12 +72,60 @@ fn a_keyed_word_count_run_embedded_equals_a_plain_count() {
 }
 
 #[test]
-fn a_keyed_job_on_a_cluster_is_refused_with_why() {
+fn a_keyed_word_count_on_a_cluster_equals_a_plain_count() {
+    for workers in [1, 2] {
+        let cluster = util::Cluster::start(workers, &[], &[]);
+        // `load` and `done` run on the manager, in its directory.
+        let text = corpus(7 + workers as u64, 20_000);
+        std::fs::write(cluster.dir.join("corpus.txt"), &text).unwrap();
+        let job = job(&cluster.dir);
+        let out = util::run(cluster.cli(&["run", &job]));
+        assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+        assert!(
+            cluster.result() == plain_count(&text),
+            "{workers} workers: the counts differ"
+        );
+    }
+}
+
+/// `kill -9` of a worker while a keyed job runs, at seeded moments: the
+/// runs it held are mapped again elsewhere, and no pair counts twice.
+#[test]
+fn killing_a_worker_mid_job_leaves_a_keyed_count_exact() {
     let cluster = util::Cluster::start(1, &[], &[]);
-    std::fs::write(cluster.dir.join("corpus.txt"), "a b\n").unwrap();
+    let text = corpus(99, 400_000);
+    std::fs::write(cluster.dir.join("corpus.txt"), &text).unwrap();
+    let expected = plain_count(&text);
     let job = job(&cluster.dir);
-    let out = util::run(cluster.cli(&["run", &job]));
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("a keyed job runs embedded"), "{err}");
+    let manager = cluster.manager.addr_arg();
+    let victim_addr = format!("127.0.0.1:{}", util::free_low_port());
+    let mut rng = Rng(0x6b_6579_6564);
+    for round in 1..=3u64 {
+        let victim = util::start_worker_at(&victim_addr, &[]);
+        let out = util::run(cluster.cli(&["manager", "attach", &victim_addr]));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let child = cluster
+            .cli(&["run", "-m", &manager, &job])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn redmap run");
+        // Somewhere in the first half of the job's ~3,700 tasks.
+        let moment = 1 + rng.below(1800) as u64;
+        util::eventually(util::WAIT, || {
+            util::job_summary(&manager, round)
+                .is_some_and(|j| j.processed >= moment || j.status.is_over())
+        });
+        let mut victim = victim;
+        let _ = victim.child.kill();
+        let _ = victim.child.wait();
+        let out = child.wait_with_output().expect("redmap run");
+        assert!(out.status.success(), "round {round}: {}", stderr(&out));
+        assert!(
+            cluster.result() == expected,
+            "round {round}: the counts differ"
+        );
+        let out = util::run(cluster.cli(&["manager", "detach", &victim_addr]));
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
 }

@@ -16,7 +16,8 @@ use mio::Waker;
 use super::batch::BatchLimits;
 use super::load::{load, Loaded};
 use super::reduce::fold_partials;
-use crate::plugin::Plugin;
+use crate::plugin::loader::JobKind;
+use crate::plugin::{CallError, Plugin};
 use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::TaskList;
 
@@ -104,7 +105,7 @@ pub fn reducer(
     waker: &Waker,
     cancelled: &AtomicBool,
 ) {
-    let ended = fold_partials(plugin, partials, cancelled, |(_, tasks), outcome| {
+    let report = |(_, tasks): (Vec<u8>, u64), outcome: Result<(), CallError>| {
         let msg = match outcome {
             Ok(()) => ReducerMsg::Folded { job, tasks },
             Err(e) => ReducerMsg::Failed {
@@ -115,7 +116,12 @@ pub fn reducer(
         };
         let _ = tx.send(msg);
         let _ = waker.wake();
-    });
+    };
+    // A keyed job's partials are runs of pairs, reduced by key.
+    let ended = match plugin.kind() {
+        JobKind::Bytes => fold_partials(plugin, partials, cancelled, report),
+        JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, report),
+    };
     let Some(ended) = ended else {
         return;
     };

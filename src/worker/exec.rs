@@ -13,6 +13,7 @@ use mio::Waker;
 
 use crate::net::ConnId;
 use crate::pipeline::{self, cap_error, thousands, FailedIn, ValueLimit};
+use crate::plugin::loader::JobKind;
 use crate::plugin::Plugin;
 use crate::proto::msg::{BatchResult, MapBatch, TaskFailure};
 
@@ -49,8 +50,72 @@ fn budgets(reply_limit: usize) -> (usize, usize) {
     (value, failures)
 }
 
+/// A keyed job's batch: mapped and combined in one call into the job. Its
+/// value is the batch's run of pairs; a run over the reply's budget (a
+/// batch with too many distinct keys for one frame) fails its tasks, not
+/// fatally, so they are retried in smaller batches.
+fn run_keyed_batch(work: &Work, started: Instant) -> BatchResult {
+    let reply_limit = work.batch.reply_limit();
+    let (value_budget, mut failure_budget) = budgets(reply_limit);
+    let tasks = work.batch.tasks.len();
+    let all_failed = |message: String, panicked: bool, fatal: bool| {
+        let message = cap_error(message);
+        (0..tasks as u32)
+            .map(|index| TaskFailure {
+                index,
+                panicked,
+                fatal,
+                deferred: false,
+                message: message.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let (processed, value, failures) = match work.plugin.map_batch(work.batch.tasks.as_bytes()) {
+        Err(e) => (0, None, all_failed(e.message, e.panicked, false)),
+        Ok(mapped) if mapped.pairs.len() > value_budget => {
+            let why = format!(
+                "the batch's combined pairs are {} bytes, over the manager's --max-size of {}",
+                thousands(mapped.pairs.len() as u64),
+                thousands(reply_limit as u64)
+            );
+            (0, None, all_failed(why, false, tasks <= 1))
+        }
+        Ok(mapped) => {
+            let failures = mapped
+                .failures
+                .into_iter()
+                .map(|(index, message)| {
+                    let mut message = cap_error(message);
+                    if message.len() + 7 > failure_budget {
+                        message = String::new();
+                    }
+                    failure_budget = failure_budget.saturating_sub(message.len() + 7);
+                    TaskFailure {
+                        index,
+                        panicked: false,
+                        fatal: false,
+                        deferred: false,
+                        message,
+                    }
+                })
+                .collect();
+            (mapped.processed, Some(mapped.pairs), failures)
+        }
+    };
+    BatchResult {
+        busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        batch_id: work.batch.batch_id,
+        processed,
+        value,
+        failures,
+    }
+}
+
 fn run_batch(work: &Work) -> BatchResult {
     let started = Instant::now();
+    if work.plugin.kind() == JobKind::Keyed {
+        return run_keyed_batch(work, started);
+    }
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
     let limit = ValueLimit {

@@ -6,7 +6,6 @@ use log::info;
 use crate::manager::handler::{refused, Manager};
 use crate::manager::job::Job;
 use crate::manager::jobs::MAX_WAITING_JOBS;
-use crate::plugin::loader::JobKind;
 use crate::plugin::PluginHash;
 use crate::proto::msg::RunJob;
 use crate::proto::{ErrorCode, Message, ProtoError};
@@ -40,14 +39,6 @@ impl Manager {
                 ),
             );
         };
-        if plugin.kind() == JobKind::Keyed {
-            return refused(
-                ErrorCode::PLUGIN_REJECTED,
-                "a keyed job runs embedded (redmap run without a manager) in this version; \
-                 keyed jobs on a cluster come with the next"
-                    .into(),
-            );
-        }
         // The store's copy, shared: no read on the event loop, and one copy
         // for every job of the library.
         let Some(library) = self.store.bytes(&hash) else {
