@@ -33,31 +33,41 @@ use super::Error;
 pub fn text_chunks(path: impl AsRef<Path>, chunk_bytes: usize) -> TypedTasks<String> {
     let path = path.as_ref().to_owned();
     let shown = path.display().to_string();
-    let mut lines = match File::open(&path) {
-        Ok(f) => BufReader::new(f).lines(),
+    let mut reader = match File::open(&path) {
+        Ok(f) => BufReader::with_capacity(1 << 16, f),
         Err(e) => {
             let e = Error::msg(format!("cannot open {shown}: {e}"));
             return Box::new(std::iter::once(Err(e)));
         }
     };
     let mut failed = false;
+    // The next chunk starts with room for the last one's size.
+    let mut room = chunk_bytes.min(1 << 20) + 256;
     Box::new(std::iter::from_fn(move || {
         if failed {
             return None;
         }
-        let mut chunk = String::new();
+        // Lines are read straight into the chunk: no allocation per line.
+        let mut chunk = String::with_capacity(room);
         loop {
-            match lines.next() {
-                None => return (!chunk.is_empty()).then_some(Ok(chunk)),
-                Some(Ok(line)) => {
-                    chunk.push_str(&line);
-                    chunk.push('\n');
+            let start = chunk.len();
+            match reader.read_line(&mut chunk) {
+                Ok(0) => return (!chunk.is_empty()).then_some(Ok(chunk)),
+                Ok(_) => {
+                    if chunk.ends_with("\r\n") {
+                        chunk.truncate(chunk.len() - 2);
+                        chunk.push('\n');
+                    } else if !chunk.ends_with('\n') {
+                        chunk.push('\n'); // the last line, unterminated
+                    }
                     if chunk.len() >= chunk_bytes {
+                        room = room.max(chunk.len());
                         return Some(Ok(chunk));
                     }
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     failed = true;
+                    chunk.truncate(start);
                     return Some(Err(Error::msg(format!("cannot read {shown}: {e}"))));
                 }
             }

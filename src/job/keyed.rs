@@ -49,6 +49,7 @@
 //! redmap::export_keyed_job!(WordCount, WordCount);
 //! ```
 
+use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
@@ -157,6 +158,23 @@ impl<J: KeyedJob> Emit<'_, J> {
         self.emitted += 1;
         combine(self.job, self.table, key, value);
     }
+
+    /// Emits one pair by a borrowed key (`&str` for a `String` key): the
+    /// key is copied only the first time the batch sees it, so a key that
+    /// repeats costs a lookup and no allocation.
+    pub fn emit_borrowed<Q>(&mut self, key: &Q, value: J::Value)
+    where
+        J::Key: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = J::Key> + ?Sized,
+    {
+        self.emitted += 1;
+        match self.table.get_mut(key) {
+            Some(acc) => self.job.reduce(acc, value),
+            None => {
+                self.table.insert(key.to_owned(), value);
+            }
+        }
+    }
 }
 
 /// A task of a batch that failed: its index in the batch and why.
@@ -230,47 +248,78 @@ pub fn task_list(bytes: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
 /// failing is dropped with it, so a retried task never counts twice.
 pub fn map_batch<'t, J: KeyedJob>(job: &J, tasks: impl IntoIterator<Item = &'t [u8]>) -> Mapped {
     let mut table: Table<J::Key, J::Value> = Table::default();
-    let mut scratch: Table<J::Key, J::Value> = Table::default();
+    // Until a task fails, pairs go straight into the batch's table (one
+    // hash per pair). A failed task's pairs cannot be taken back out of
+    // accumulators, so at the first failure the table is rebuilt from the
+    // batch's good tasks (mapped again: map is deterministic, as MapReduce
+    // requires for re-execution), and from then on each task's pairs go to
+    // a table of their own, merged once the task succeeds.
+    let mut scratch: Option<Table<J::Key, J::Value>> = None;
+    let mut good: Vec<&'t [u8]> = Vec::new();
     let mut mapped = Mapped::default();
     for (index, bytes) in tasks.into_iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
+        let failure = |message: String| TaskFailure { index, message };
         let task = match super::codec::from_bytes::<J::Task>(bytes) {
             Ok(task) => task,
             Err(e) => {
-                mapped.failures.push(TaskFailure {
-                    index,
-                    message: e.to_string(),
-                });
+                mapped.failures.push(failure(e.to_string()));
                 continue;
             }
         };
-        // A task's pairs go to a table of their own first, merged once it
-        // succeeds (most tasks emit few distinct keys, so this is cheap).
+        let target = scratch.as_mut().unwrap_or(&mut table);
         let mut out = Emit {
             job,
-            table: &mut scratch,
+            table: target,
             emitted: 0,
         };
-        match job.map(task, &mut out) {
-            Ok(()) => {
-                mapped.emitted += out.emitted;
+        let outcome = job.map(task, &mut out);
+        let emitted = out.emitted;
+        match (outcome, scratch.as_mut()) {
+            (Ok(()), None) => {
+                mapped.emitted += emitted;
                 mapped.processed += 1;
-                for (key, value) in scratch.drain() {
+                good.push(bytes);
+            }
+            (Ok(()), Some(own)) => {
+                mapped.emitted += emitted;
+                mapped.processed += 1;
+                for (key, value) in own.drain() {
                     combine(job, &mut table, key, value);
                 }
             }
-            Err(e) => {
-                scratch.clear();
-                mapped.failures.push(TaskFailure {
-                    index,
-                    message: e.message().to_owned(),
-                });
+            (Err(e), None) => {
+                mapped.failures.push(failure(e.message().to_owned()));
+                table = rebuild(job, &good);
+                scratch = Some(Table::default());
+            }
+            (Err(e), Some(own)) => {
+                own.clear();
+                mapped.failures.push(failure(e.message().to_owned()));
             }
         }
     }
     mapped.keys = table.len() as u64;
     mapped.pairs = sorted_run(table);
     mapped
+}
+
+/// The table of `tasks`, all of which mapped without error before.
+fn rebuild<J: KeyedJob>(job: &J, tasks: &[&[u8]]) -> Table<J::Key, J::Value> {
+    let mut table = Table::default();
+    for bytes in tasks {
+        if let Ok(task) = super::codec::from_bytes::<J::Task>(bytes) {
+            let mut out = Emit {
+                job,
+                table: &mut table,
+                emitted: 0,
+            };
+            // It succeeded once: a map that fails now is not deterministic,
+            // which the model excludes.
+            let _ = job.map(task, &mut out);
+        }
+    }
+    table
 }
 
 /// Combines one pair into `table`.

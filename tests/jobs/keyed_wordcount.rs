@@ -17,7 +17,7 @@ impl KeyedJob for WordCount {
     }
     fn map(&self, lines: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
         for word in lines.split_whitespace() {
-            out.emit(word.to_owned(), 1);
+            out.emit_borrowed(word, 1);
         }
         Ok(())
     }

@@ -15,8 +15,13 @@ impl KeyedJob for WordCount {
         Box::new(std::iter::empty())
     }
     fn map(&self, line: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
-        for word in line.split_whitespace() {
-            out.emit(word.to_owned(), 1);
+        for (i, word) in line.split_whitespace().enumerate() {
+            // Both ways of emitting, which must agree.
+            if i % 2 == 0 {
+                out.emit(word.to_owned(), 1);
+            } else {
+                out.emit_borrowed(word, 1);
+            }
         }
         if line.contains("boom") {
             return Err(Error::msg("boom"));
@@ -73,6 +78,19 @@ fn a_failing_task_fails_alone_and_leaves_nothing_behind() {
             },
         ]
     );
+}
+
+#[test]
+fn failures_after_good_tasks_take_back_exactly_their_own_pairs() {
+    let batch = tasks(&["x y", "x", "y boom", "x boom", "z", "boom"]);
+    let mapped = map_batch(&WordCount, batch.iter().map(Vec::as_slice));
+    assert_eq!(
+        pairs(&mapped.pairs),
+        [("x".into(), 2), ("y".into(), 1), ("z".into(), 1)]
+    );
+    let failed: Vec<u32> = mapped.failures.iter().map(|f| f.index).collect();
+    assert_eq!((mapped.processed, failed), (3, vec![2, 3, 5]));
+    assert_eq!(mapped.emitted, 4, "the good tasks' pairs only");
 }
 
 #[test]
