@@ -310,3 +310,23 @@ fn the_readme_shows_the_job_traits_real_signatures() {
         assert!(real.contains(line), "not in src/job/mod.rs: {line}");
     }
 }
+
+/// The same for the keyed job's trait and src/job/keyed.rs.
+#[test]
+fn the_readme_shows_the_keyed_job_traits_real_signatures() {
+    let source = include_str!("../src/job/keyed.rs");
+    let real: BTreeSet<&str> = source.lines().map(str::trim).collect();
+    let shown: Vec<&str> = blocks("rust")
+        .into_iter()
+        .flatten()
+        .skip_while(|l| !l.starts_with("pub trait KeyedJob"))
+        .take_while(|l| *l != "}")
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let fns = shown.iter().filter(|l| l.starts_with("fn ")).count();
+    assert_eq!(fns, 5, "load, map, reduce, done and count: {shown:?}");
+    for line in shown {
+        assert!(real.contains(line), "not in src/job/keyed.rs: {line}");
+    }
+}

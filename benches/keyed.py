@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Keyed word count against its limit: a plain Rust 2-thread count
+(benches/native/wordcount.rs), the keyed job run embedded, and the same job
+on a manager with two workers, all on one seeded corpus, interleaved, as
+medians and ratios.
+
+    python3 benches/keyed.py [--mb 200] [--runs 5]
+
+It builds the release binary and the native program, writes the corpus
+(seeded: the same bytes every time) into a temporary directory, checks that
+every run's output equals the native one, and removes everything at the
+end. Times are wall times of whole commands (process start included); the
+keyed job is tests/jobs/keyed_wordcount.rs, which counts `corpus.txt` in
+the directory its `load` runs in.
+"""
+
+import argparse
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+BIN = os.path.join(TARGET, "release", "redmap")
+
+
+def make_corpus(path, megabytes):
+    """Lines of 12 words drawn from 2,000 with a Pareto (Zipf-like) spread."""
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(2000)]
+    with open(path, "w") as f:
+        size = 0
+        while size < megabytes * 1024 * 1024:
+            line = " ".join(words[int(rng.paretovariate(1.2)) % len(words)] for _ in range(12)) + "\n"
+            f.write(line)
+            size += len(line)
+
+
+def start(args, env, cwd):
+    proc = subprocess.Popen(
+        [BIN] + args + ["127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=cwd,
+        text=True,
+    )
+    match = re.search(r"listening on (\S+)", proc.stdout.readline())
+    if not match:
+        proc.kill()
+        sys.exit("a server did not start")
+    return proc, match.group(1)
+
+
+def timed(cmd, cwd, env):
+    began = time.monotonic()
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    took = time.monotonic() - began
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return took
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=int, default=200, help="corpus size in MiB")
+    parser.add_argument("--runs", type=int, default=5)
+    opts = parser.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
+    tmp = tempfile.mkdtemp(prefix="redmap-keyed-")
+    procs = []
+    try:
+        native = os.path.join(tmp, "native-wordcount")
+        subprocess.run(
+            ["rustc", "-O", "--edition", "2021", "-o", native,
+             os.path.join(REPO, "benches", "native", "wordcount.rs")],
+            check=True,
+        )
+        # One directory per way of running: each gets the corpus (a hard
+        # link) and writes its own `result`.
+        dirs = {k: os.path.join(tmp, k) for k in ("native", "embedded", "cluster")}
+        for d in dirs.values():
+            os.mkdir(d)
+        corpus = os.path.join(dirs["native"], "corpus.txt")
+        make_corpus(corpus, opts.mb)
+        for k in ("embedded", "cluster"):
+            os.link(corpus, os.path.join(dirs[k], "corpus.txt"))
+            shutil.copy(os.path.join(REPO, "tests", "jobs", "keyed_wordcount.rs"),
+                        os.path.join(dirs[k], "wc.rs"))
+        env = dict(os.environ, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"), RUST_LOG="warn")
+        env.pop("REDMAP_MANAGER", None)
+        # The manager runs `load` and `done` in its own directory.
+        manager, maddr = start(["manager", "start"], env, dirs["cluster"])
+        procs.append(manager)
+        waddrs = []
+        for _ in range(2):
+            w, waddr = start(["worker", "start"], env, tmp)
+            procs.append(w)
+            waddrs.append(waddr)
+        subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,
+                       stdout=subprocess.DEVNULL, env=env)
+        ways = {
+            "native": ([native, "corpus.txt"], dirs["native"]),
+            "embedded": ([BIN, "run", "wc.rs"], dirs["embedded"]),
+            "cluster": ([BIN, "run", "-m", maddr, "wc.rs"], dirs["embedded"]),
+        }
+        for cmd, cwd in ways.values():  # warm up: build cache, installs
+            timed(cmd, cwd, env)
+        times = {k: [] for k in ways}
+        for _ in range(opts.runs):
+            for k, (cmd, cwd) in ways.items():
+                times[k].append(timed(cmd, cwd, env))
+        expected = open(os.path.join(dirs["native"], "result")).read()
+        for k in ("embedded", "cluster"):
+            if open(os.path.join(dirs[k], "result")).read() != expected:
+                sys.exit(f"the {k} run's counts differ from the native count")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        mb = opts.mb * 1.048576
+        cores = os.cpu_count()
+        print(f"keyed word count, {opts.mb} MiB, {cores} cores, medians of {opts.runs} (wall)")
+        for k, label in [("native", "native Rust, 2 threads"), ("embedded", "redmap embedded"),
+                         ("cluster", "manager + 2 workers")]:
+            print(f"{label:<26}{med[k]:8.2f} s  {mb / med[k]:7.0f} MB/s")
+        print(f"embedded / native         {med['native'] / med['embedded']:8.2f}x  (target >= 0.5x)")
+        print(f"cluster / embedded        {med['embedded'] / med['cluster']:8.2f}x  (target >= 0.8x)")
+        print("outputs: identical to the native count")
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
