@@ -173,14 +173,15 @@ impl pipeline::Partial for Partial {
 /// while combining), every task of the batch fails with its error.
 fn map_keyed_batch(plugin: &Plugin, batch: &Batch) -> Partial {
     let mut errors = ErrorLog::new(MAX_KEPT_ERRORS);
+    let tasks: Vec<&[u8]> = batch.tasks.iter().collect();
     let label = |index: usize| {
-        let task = batch.tasks.iter().nth(index).unwrap_or_default();
+        let task = tasks.get(index).copied().unwrap_or_default();
         task_label(batch.first_index + index as u64 + 1, task)
     };
     match plugin.map_batch(batch.tasks.as_bytes()) {
         Ok(mapped) => {
             let failed = mapped.failures.len() as u64;
-            for (index, message) in mapped.failures {
+            for (index, _panicked, message) in mapped.failures {
                 errors.push(JobError {
                     stage: Stage::Map(label(index as usize)),
                     message,

@@ -129,3 +129,87 @@ fn killing_a_worker_mid_job_leaves_a_keyed_count_exact() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }
+
+/// A keyed job with `TASKS` tasks, each emitting `KEYS` distinct keys of
+/// its own (`task * KEYS + i`, value 1); `reduce` panics once a sum passes
+/// `PANIC_AT`. `done` writes `<keys> <sum of values>` to `result`.
+fn many_keys_job(dir: &TempDir, tasks: u64, keys: u64, panic_at: u64) -> String {
+    let source = format!(
+        r#"
+use redmap::job::{{Emit, Error, KeyedJob, TypedTasks}};
+
+#[derive(Default)]
+struct ManyKeys;
+
+impl KeyedJob for ManyKeys {{
+    type Task = u64;
+    type Key = u64;
+    type Value = u64;
+    fn load(&self) -> TypedTasks<u64> {{
+        Box::new((0..{tasks}u64).map(Ok))
+    }}
+    fn map(&self, task: u64, out: &mut Emit<'_, Self>) -> Result<(), Error> {{
+        for i in 0..{keys}u64 {{
+            out.emit(task * {keys} + i, 1);
+            out.emit(u64::MAX, 1);
+        }}
+        Ok(())
+    }}
+    fn reduce(&self, acc: &mut u64, more: u64) {{
+        *acc += more;
+        assert!(*acc <= {panic_at}, "a sum passed {panic_at}");
+    }}
+    fn done(&self, output: Vec<(u64, u64)>) -> Result<(), Error> {{
+        let sum: u64 = output.iter().map(|(_, v)| v).sum();
+        std::fs::write("result", format!("{{}} {{}}", output.len(), sum))?;
+        Ok(())
+    }}
+    fn count(&self) -> Option<u64> {{
+        Some({tasks})
+    }}
+}}
+
+redmap::export_keyed_job!(ManyKeys);
+"#
+    );
+    let path = dir.join("many.rs");
+    std::fs::write(&path, source).unwrap();
+    path.display().to_string()
+}
+
+/// Batches whose combined pairs pass the manager's --max-size are cut on
+/// the worker (their tail deferred, no attempt counted): with retries off,
+/// not one task fails, and the output is exact.
+#[test]
+fn a_batch_with_too_many_keys_for_a_frame_is_cut_not_failed() {
+    let cluster = util::Cluster::start(1, &["--max-size", "65536", "--max-retries", "0"], &[]);
+    let job = many_keys_job(&cluster.dir, 600, 100, u64::MAX);
+    let out = util::run(cluster.cli(&["run", &job]));
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let summary = stdout(&out);
+    assert!(
+        summary.contains("600 processed, 0 failed, 0 retried"),
+        "{summary}"
+    );
+    // 60,000 keys of their own, and u64::MAX counted once per pair.
+    assert_eq!(cluster.result(), "60001 120000");
+}
+
+/// A `reduce` that panics while the output is combined: the reducer is
+/// poisoned, so the job fails with why instead of writing an output that
+/// counts a failed batch in part.
+#[test]
+fn a_reduce_that_panics_across_batches_fails_the_job_with_why() {
+    let dir = TempDir::new("poisoned");
+    // u64::MAX is emitted by every task: its sum passes 50 only when
+    // batches are combined (a batch here holds at most 32 tasks' pairs).
+    let job = many_keys_job(&dir, 200, 1, 50);
+    let out = run_job(&dir, &[&job, "--threads", "2"], &[]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("a sum passed 50"), "{text}");
+    assert!(
+        !dir.join("result").exists(),
+        "no output from a poisoned reducer"
+    );
+}

@@ -313,10 +313,10 @@ fn a_c_job_built_for_abi_version_1_still_runs() {
     let dir = TempDir::new("abi-v1");
     let source = std::fs::read_to_string(repo().join("examples/sum.c")).unwrap();
     assert!(
-        source.contains("REDMAP_ABI_VERSION"),
+        source.contains("REDMAP_ABI_VERSION_1,"),
         "sum.c names its version"
     );
-    let v1 = dir.write("sum_v1.c", &source.replace("REDMAP_ABI_VERSION", "1"));
+    let v1 = dir.write("sum_v1.c", &source.replace("REDMAP_ABI_VERSION_1,", "1,"));
     let lib = cc_shared(&dir, &v1, "sum_v1.so");
     let out = run_job(&dir, &[lib.to_str().unwrap()], &[]);
     assert!(out.status.success(), "{}", stderr(&out));

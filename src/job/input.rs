@@ -41,9 +41,13 @@ pub fn text_chunks(path: impl AsRef<Path>, chunk_bytes: usize) -> TypedTasks<Str
         }
     };
     let mut failed = false;
+    let mut pending: Option<Error> = None;
     // The next chunk starts with room for the last one's size.
     let mut room = chunk_bytes.min(1 << 20) + 256;
     Box::new(std::iter::from_fn(move || {
+        if let Some(e) = pending.take() {
+            return Some(Err(e));
+        }
         if failed {
             return None;
         }
@@ -68,7 +72,14 @@ pub fn text_chunks(path: impl AsRef<Path>, chunk_bytes: usize) -> TypedTasks<Str
                 Err(e) => {
                     failed = true;
                     chunk.truncate(start);
-                    return Some(Err(Error::msg(format!("cannot read {shown}: {e}"))));
+                    let e = Error::msg(format!("cannot read {shown}: {e}"));
+                    if chunk.is_empty() {
+                        return Some(Err(e));
+                    }
+                    // The whole lines read before the error are a task;
+                    // the error comes next.
+                    pending = Some(e);
+                    return Some(Ok(chunk));
                 }
             }
         }

@@ -181,6 +181,9 @@ impl<J: KeyedJob> Emit<'_, J> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskFailure {
     pub index: u32,
+    /// It panicked (in `map`, or in a `reduce` its pairs called), rather
+    /// than returning an error.
+    pub panicked: bool,
     pub message: String,
 }
 
@@ -203,10 +206,10 @@ pub struct Mapped {
 impl Mapped {
     /// The form the host reads (big-endian; see protocol.md, "Keyed
     /// jobs"): `u32` processed, `u64` emitted, `u64` keys, `u32` failures,
-    /// each as `u32` index, `u32` length and a UTF-8 message; then the
-    /// pairs to the end.
+    /// each as `u32` index, `u8` flags (1: panicked), `u32` length and a
+    /// UTF-8 message; then the pairs to the end.
     pub fn encode(&self) -> Vec<u8> {
-        let messages: usize = self.failures.iter().map(|f| 8 + f.message.len()).sum();
+        let messages: usize = self.failures.iter().map(|f| 9 + f.message.len()).sum();
         let mut out = Vec::with_capacity(24 + messages + self.pairs.len());
         out.extend_from_slice(&self.processed.to_be_bytes());
         out.extend_from_slice(&self.emitted.to_be_bytes());
@@ -214,6 +217,7 @@ impl Mapped {
         out.extend_from_slice(&(self.failures.len() as u32).to_be_bytes());
         for f in &self.failures {
             out.extend_from_slice(&f.index.to_be_bytes());
+            out.push(u8::from(f.panicked));
             out.extend_from_slice(&(f.message.len() as u32).to_be_bytes());
             out.extend_from_slice(f.message.as_bytes());
         }
@@ -247,78 +251,144 @@ pub fn task_list(bytes: &[u8]) -> Result<Vec<&[u8]>, DecodeError> {
 /// whose `map` fails, is a failure of its own: what it emitted before
 /// failing is dropped with it, so a retried task never counts twice.
 pub fn map_batch<'t, J: KeyedJob>(job: &J, tasks: impl IntoIterator<Item = &'t [u8]>) -> Mapped {
-    let mut table: Table<J::Key, J::Value> = Table::default();
     // Until a task fails, pairs go straight into the batch's table (one
     // hash per pair). A failed task's pairs cannot be taken back out of
     // accumulators, so at the first failure the table is rebuilt from the
     // batch's good tasks (mapped again: map is deterministic, as MapReduce
     // requires for re-execution), and from then on each task's pairs go to
     // a table of their own, merged once the task succeeds.
-    let mut scratch: Option<Table<J::Key, J::Value>> = None;
-    let mut good: Vec<&'t [u8]> = Vec::new();
+    let mut table: Table<J::Key, J::Value> = Table::default();
+    let mut direct = true;
+    // The good tasks so far: index, encoding, pairs emitted.
+    let mut good: Vec<(u32, &'t [u8], u64)> = Vec::new();
     let mut mapped = Mapped::default();
     for (index, bytes) in tasks.into_iter().enumerate() {
         let index = u32::try_from(index).unwrap_or(u32::MAX);
-        let failure = |message: String| TaskFailure { index, message };
-        let task = match super::codec::from_bytes::<J::Task>(bytes) {
+        // A task that does not decode touches no table.
+        let task = match decode_task::<J>(bytes) {
             Ok(task) => task,
-            Err(e) => {
-                mapped.failures.push(failure(e.to_string()));
+            Err(failure) => {
+                mapped.failures.push(TaskFailure { index, ..failure });
                 continue;
             }
         };
-        let target = scratch.as_mut().unwrap_or(&mut table);
-        let mut out = Emit {
-            job,
-            table: target,
-            emitted: 0,
+        let outcome = if direct {
+            map_into(job, task, &mut table)
+        } else {
+            let mut own = Table::default();
+            // The merge runs `reduce` too: a panic there is this task's.
+            map_into(job, task, &mut own).and_then(|n| {
+                guarded(|| {
+                    for (key, value) in own {
+                        combine(job, &mut table, key, value);
+                    }
+                })
+                .map(|()| n)
+            })
         };
-        let outcome = job.map(task, &mut out);
-        let emitted = out.emitted;
-        match (outcome, scratch.as_mut()) {
-            (Ok(()), None) => {
+        match outcome {
+            Ok(emitted) => {
                 mapped.emitted += emitted;
                 mapped.processed += 1;
-                good.push(bytes);
+                good.push((index, bytes, emitted));
             }
-            (Ok(()), Some(own)) => {
-                mapped.emitted += emitted;
-                mapped.processed += 1;
-                for (key, value) in own.drain() {
-                    combine(job, &mut table, key, value);
+            Err(failure) => {
+                // In the shared table (direct), or in a merge cut short by a
+                // panic, the task may have left pairs behind.
+                if direct || failure.panicked {
+                    table = rebuild(job, &mut good, &mut mapped);
                 }
-            }
-            (Err(e), None) => {
-                mapped.failures.push(failure(e.message().to_owned()));
-                table = rebuild(job, &good);
-                scratch = Some(Table::default());
-            }
-            (Err(e), Some(own)) => {
-                own.clear();
-                mapped.failures.push(failure(e.message().to_owned()));
+                mapped.failures.push(TaskFailure { index, ..failure });
+                direct = false;
             }
         }
     }
+    mapped.failures.sort_by_key(|f| f.index);
     mapped.keys = table.len() as u64;
     mapped.pairs = sorted_run(table);
     mapped
 }
 
-/// The table of `tasks`, all of which mapped without error before.
-fn rebuild<J: KeyedJob>(job: &J, tasks: &[&[u8]]) -> Table<J::Key, J::Value> {
-    let mut table = Table::default();
-    for bytes in tasks {
-        if let Ok(task) = super::codec::from_bytes::<J::Task>(bytes) {
-            let mut out = Emit {
-                job,
-                table: &mut table,
-                emitted: 0,
-            };
-            // It succeeded once: a map that fails now is not deterministic,
-            // which the model excludes.
-            let _ = job.map(task, &mut out);
-        }
+/// Runs `f` (job code) under `catch_unwind`: a panic becomes a failure
+/// with its message.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, TaskFailure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| TaskFailure {
+        index: 0,
+        panicked: true,
+        message: super::__private::panic_message(&*payload),
+    })
+}
+
+/// The task that `bytes` encode, or why not (its index left to the caller).
+fn decode_task<J: KeyedJob>(bytes: &[u8]) -> Result<J::Task, TaskFailure> {
+    super::codec::from_bytes::<J::Task>(bytes).map_err(|e| TaskFailure {
+        index: 0,
+        panicked: false,
+        message: e.to_string(),
+    })
+}
+
+/// Maps `task` into `table`; the pairs it emitted, or why it failed (its
+/// index left to the caller).
+fn map_into<J: KeyedJob>(
+    job: &J,
+    task: J::Task,
+    table: &mut Table<J::Key, J::Value>,
+) -> Result<u64, TaskFailure> {
+    let mut out = Emit {
+        job,
+        table,
+        emitted: 0,
+    };
+    match guarded(|| job.map(task, &mut out)) {
+        Ok(Ok(())) => Ok(out.emitted),
+        Ok(Err(e)) => Err(TaskFailure {
+            index: 0,
+            panicked: false,
+            message: e.message().to_owned(),
+        }),
+        Err(panic) => Err(panic),
     }
+}
+
+/// The table of the `good` tasks, each mapped again into a table of its
+/// own and merged on success. A task that fails now (its input changed, a
+/// shared file could not be read again) becomes a failure, and its counts
+/// are taken back from `mapped`.
+fn rebuild<J: KeyedJob>(
+    job: &J,
+    good: &mut Vec<(u32, &[u8], u64)>,
+    mapped: &mut Mapped,
+) -> Table<J::Key, J::Value> {
+    let mut table = Table::default();
+    good.retain(|&(index, bytes, emitted)| {
+        let mut own = Table::default();
+        let outcome = decode_task::<J>(bytes)
+            .and_then(|task| map_into(job, task, &mut own))
+            .and_then(|_| {
+                guarded(|| {
+                    for (key, value) in own {
+                        combine(job, &mut table, key, value);
+                    }
+                })
+            });
+        match outcome {
+            Ok(()) => true,
+            Err(failure) => {
+                mapped.processed -= 1;
+                mapped.emitted -= emitted;
+                mapped.failures.push(TaskFailure {
+                    index,
+                    message: format!(
+                        "mapped again (another task of its batch failed): {}",
+                        failure.message
+                    ),
+                    ..failure
+                });
+                false
+            }
+        }
+    });
     table
 }
 

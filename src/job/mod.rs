@@ -276,7 +276,7 @@ pub mod __private {
         }
     }
 
-    fn panic_message(payload: &(dyn Any + Send)) -> String {
+    pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         let text = payload
             .downcast_ref::<&str>()
             .copied()
@@ -465,8 +465,12 @@ pub mod __private {
     /// The entry table for the job `P` provides.
     pub const fn entry<P: Provider>() -> JobEntry {
         JobEntry {
-            abi_version: abi::ABI_VERSION,
-            struct_size: std::mem::size_of::<JobEntry>() as u32,
+            // A byte-level job uses nothing of version 2, and says so: its
+            // table reads as version 1's (the fields after `free` are not
+            // covered by `struct_size`), so a host that speaks only version
+            // 1 loads it too.
+            abi_version: 1,
+            struct_size: abi::V1_ENTRY_SIZE as u32,
             load_open: Some(load_open::<P>),
             load_next: Some(load_next),
             load_close: Some(load_close),

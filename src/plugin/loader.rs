@@ -286,6 +286,14 @@ impl Plugin {
         // its `struct_size` covers: a version-2 table as short as version
         // 1's (a C job that fills in the v1 struct) is a byte-level job.
         let v2_size = std::mem::size_of::<JobEntry>();
+        if version >= 2 && size as usize > abi::V1_ENTRY_SIZE && (size as usize) < v2_size {
+            // Neither version 1's table nor version 2's: a C job that mixed
+            // the two structs. Reading it as either could misread `kind`.
+            return Err(LoadError::Incomplete {
+                path,
+                what: "struct_size: between version 1's and version 2's",
+            });
+        }
         let keyed = if version >= 2 && size as usize >= v2_size {
             // SAFETY: version 2, and `struct_size` covers the whole
             // version-2 table.
@@ -512,8 +520,9 @@ pub struct KeyedBatch {
     pub emitted: u64,
     /// Distinct keys in `pairs`.
     pub keys: u64,
-    /// The batch's failed tasks: index in the batch, and why.
-    pub failures: Vec<(u32, String)>,
+    /// The batch's failed tasks: index in the batch, whether it panicked,
+    /// and why.
+    pub failures: Vec<(u32, bool, String)>,
     /// One run of pairs, sorted by key.
     pub pairs: Vec<u8>,
 }
@@ -537,16 +546,17 @@ impl KeyedBatch {
         let emitted = u64_of(take(&mut b, 8)?);
         let keys = u64_of(take(&mut b, 8)?);
         let n = u32_of(take(&mut b, 4)?) as usize;
-        // Each failure takes 8 bytes at least: a count past that is a lie.
-        if n > b.len() / 8 {
+        // Each failure takes 9 bytes at least: a count past that is a lie.
+        if n > b.len() / 9 {
             return Err("its failure count is larger than its bytes");
         }
         let mut failures = Vec::with_capacity(n);
         for _ in 0..n {
             let index = u32_of(take(&mut b, 4)?);
+            let panicked = take(&mut b, 1)?[0] & 1 != 0;
             let len = u32_of(take(&mut b, 4)?) as usize;
             let message = String::from_utf8_lossy(take(&mut b, len)?).into_owned();
-            failures.push((index, message));
+            failures.push((index, panicked, message));
         }
         Ok(KeyedBatch {
             processed,
@@ -668,6 +678,7 @@ mod tests {
             processed: 3,
             failures: vec![TaskFailure {
                 index: 1,
+                panicked: true,
                 message: "boom".into(),
             }],
         };
@@ -678,7 +689,7 @@ mod tests {
                 processed: 3,
                 emitted: 2,
                 keys: 1,
-                failures: vec![(1, "boom".into())],
+                failures: vec![(1, true, "boom".into())],
                 pairs: mapped.pairs.clone(),
             }
         );
@@ -695,12 +706,13 @@ mod tests {
         let mut one = Mapped {
             failures: vec![TaskFailure {
                 index: 0,
+                panicked: false,
                 message: "x".into(),
             }],
             ..Mapped::default()
         }
         .encode();
-        one[28..32].copy_from_slice(&100u32.to_be_bytes());
+        one[29..33].copy_from_slice(&100u32.to_be_bytes());
         assert!(KeyedBatch::decode(&one).is_err());
     }
 }

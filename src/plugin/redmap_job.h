@@ -23,6 +23,9 @@
 #include <stdint.h>
 
 #define REDMAP_ABI_VERSION 2
+/* What a byte-level job's table (redmap_job_entry_v1) says: version 1,
+ * so hosts that speak only version 1 load it too. */
+#define REDMAP_ABI_VERSION_1 1
 
 /* redmap_job_entry_v2's kind. */
 #define REDMAP_KIND_BYTES 0 /* the byte-level job: map, reduce, done */
@@ -40,7 +43,7 @@ typedef struct redmap_buf {
 } redmap_buf;
 
 typedef struct redmap_job_entry_v1 {
-    uint32_t abi_version; /* REDMAP_ABI_VERSION; always the first field */
+    uint32_t abi_version; /* REDMAP_ABI_VERSION_1; always the first field */
     uint32_t struct_size; /* sizeof(redmap_job_entry_v1) */
 
     /* Starts loading: stores an iterator handle in *iter (may be NULL if the
@@ -68,7 +71,10 @@ typedef struct redmap_job_entry_v1 {
 } redmap_job_entry_v1;
 
 /* Version 2: version 1's fields, then these. A table whose struct_size is
- * version 1's is a byte-level job whatever its abi_version. */
+ * version 1's is a byte-level job whatever its abi_version; a size between
+ * version 1's and version 2's is refused. A keyed job still fills in map,
+ * reduce and done (the host requires them): with functions that return
+ * REDMAP_ERROR. */
 typedef struct redmap_job_entry_v2 {
     uint32_t abi_version; /* REDMAP_ABI_VERSION */
     uint32_t struct_size; /* sizeof(redmap_job_entry_v2) */

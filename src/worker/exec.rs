@@ -15,7 +15,7 @@ use crate::net::ConnId;
 use crate::pipeline::{self, cap_error, thousands, FailedIn, ValueLimit};
 use crate::plugin::loader::JobKind;
 use crate::plugin::Plugin;
-use crate::proto::msg::{BatchResult, MapBatch, TaskFailure};
+use crate::proto::msg::{BatchResult, MapBatch, TaskFailure, TaskList};
 
 pub struct Work {
     pub conn: ConnId,
@@ -51,57 +51,75 @@ fn budgets(reply_limit: usize) -> (usize, usize) {
 }
 
 /// A keyed job's batch: mapped and combined in one call into the job. Its
-/// value is the batch's run of pairs; a run over the reply's budget (a
-/// batch with too many distinct keys for one frame) fails its tasks, not
-/// fatally, so they are retried in smaller batches.
+/// value is the batch's run of pairs. A run over the reply's value budget
+/// (too many distinct keys for one frame) is cut: the batch's first half is
+/// mapped again alone, and so on, until a prefix's run fits; the tasks
+/// after it are deferred (not run, no attempt counted), so the manager
+/// sends them again as a batch of their own. A single task whose run alone
+/// is over the budget fails for good: it would on any worker.
 fn run_keyed_batch(work: &Work, started: Instant) -> BatchResult {
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
     let tasks = work.batch.tasks.len();
-    let all_failed = |message: String, panicked: bool, fatal: bool| {
-        let message = cap_error(message);
-        (0..tasks as u32)
-            .map(|index| TaskFailure {
-                index,
-                panicked,
-                fatal,
-                deferred: false,
-                message: message.clone(),
-            })
-            .collect::<Vec<_>>()
-    };
-    let (processed, value, failures) = match work.plugin.map_batch(work.batch.tasks.as_bytes()) {
-        Err(e) => (0, None, all_failed(e.message, e.panicked, false)),
-        Ok(mapped) if mapped.pairs.len() > value_budget => {
-            let why = format!(
-                "the batch's combined pairs are {} bytes, over the manager's --max-size of {}",
-                thousands(mapped.pairs.len() as u64),
-                thousands(reply_limit as u64)
-            );
-            (0, None, all_failed(why, false, tasks <= 1))
+    let mut failure = |index: u32, panicked: bool, fatal: bool, message: String| {
+        // As for byte-level jobs: once the budget is spent, messages are
+        // dropped, never the failures.
+        let mut message = cap_error(message);
+        if message.len() + 7 > failure_budget {
+            message = String::new();
         }
-        Ok(mapped) => {
-            let failures = mapped
-                .failures
-                .into_iter()
-                .map(|(index, message)| {
-                    let mut message = cap_error(message);
-                    if message.len() + 7 > failure_budget {
-                        message = String::new();
-                    }
-                    failure_budget = failure_budget.saturating_sub(message.len() + 7);
-                    TaskFailure {
-                        index,
-                        panicked: false,
-                        fatal: false,
-                        deferred: false,
-                        message,
-                    }
-                })
-                .collect();
-            (mapped.processed, Some(mapped.pairs), failures)
+        failure_budget = failure_budget.saturating_sub(message.len() + 7);
+        TaskFailure {
+            index,
+            panicked,
+            fatal,
+            deferred: false,
+            message,
         }
     };
+    let mut prefix = tasks;
+    let mut list = None;
+    let (processed, value, mut failures) = loop {
+        let bytes = list
+            .as_ref()
+            .map_or(work.batch.tasks.as_bytes(), |l: &TaskList| l.as_bytes());
+        match work.plugin.map_batch(bytes) {
+            Err(e) => {
+                // The call itself failed: every task of the prefix with it.
+                let all = (0..prefix as u32)
+                    .map(|i| failure(i, e.panicked, false, e.message.clone()))
+                    .collect();
+                break (0, None, all);
+            }
+            Ok(mapped) if mapped.pairs.len() > value_budget && prefix > 1 => {
+                prefix /= 2;
+                list = Some(work.batch.tasks.split_at(prefix).0);
+            }
+            Ok(mapped) if mapped.pairs.len() > value_budget => {
+                let why = format!(
+                    "its pairs are {} bytes, over the manager's --max-size of {}",
+                    thousands(mapped.pairs.len() as u64),
+                    thousands(reply_limit as u64)
+                );
+                break (0, None, vec![failure(0, false, true, why)]);
+            }
+            Ok(mapped) => {
+                let failed = mapped
+                    .failures
+                    .into_iter()
+                    .map(|(i, panicked, message)| failure(i, panicked, false, message))
+                    .collect();
+                break (mapped.processed, Some(mapped.pairs), failed);
+            }
+        }
+    };
+    failures.extend((prefix as u32..tasks as u32).map(|index| TaskFailure {
+        index,
+        panicked: false,
+        fatal: false,
+        deferred: true,
+        message: String::new(),
+    }));
     BatchResult {
         busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         batch_id: work.batch.batch_id,

@@ -176,7 +176,7 @@ static int32_t count(uint64_t *out) {
 static void release(redmap_buf buf) { free(buf.ptr); }
 
 static const redmap_job_entry_v1 ENTRY = {
-    REDMAP_ABI_VERSION, sizeof(redmap_job_entry_v1), load_open, load_next, load_close, map, reduce,
+    REDMAP_ABI_VERSION_1, sizeof(redmap_job_entry_v1), load_open, load_next, load_close, map, reduce,
     done, count, release,
 };
 

@@ -15,6 +15,15 @@ use crate::job::abi::{self, Buf, JobEntry};
 use crate::job::codec::to_bytes;
 use crate::job::{Error, Tasks};
 
+/// A reducer behind its handle. A panic in the job's `reduce` while a run
+/// is combined leaves some of that run's pairs in the table: the reducer is
+/// then poisoned, and refuses every later call with why, so a job never
+/// reports an output that counts a failed run in part.
+struct Handle<J: KeyedJob> {
+    reducer: Reducer<J>,
+    poisoned: Option<String>,
+}
+
 /// Implemented by the type `export_keyed_job!` generates: gives the one job
 /// instance.
 pub trait KeyedProvider {
@@ -94,9 +103,22 @@ unsafe extern "C" fn map_batch_entry<P: KeyedProvider>(
 
 unsafe extern "C" fn reducer_new<P: KeyedProvider>() -> *mut c_void {
     match catch_unwind(Reducer::<P::Job>::default) {
-        Ok(r) => Box::into_raw(Box::new(r)) as *mut c_void,
+        Ok(reducer) => {
+            let handle = Handle {
+                reducer,
+                poisoned: None,
+            };
+            Box::into_raw(Box::new(handle)) as *mut c_void
+        }
         Err(_) => std::ptr::null_mut(),
     }
+}
+
+/// Why a poisoned reducer refuses a call.
+fn poisoned(why: &str) -> Error {
+    Error::msg(format!(
+        "the reducer is unusable: a reduce panicked while a run was combined ({why})"
+    ))
 }
 
 unsafe extern "C" fn reducer_add<P: KeyedProvider>(
@@ -113,12 +135,26 @@ unsafe extern "C" fn reducer_add<P: KeyedProvider>(
     // finished or freed, used by one thread at a time (the ABI); `run` and
     // `err` as for `map_batch`.
     unsafe {
-        let r = &mut *(reducer as *mut Reducer<P::Job>);
+        let h = &mut *(reducer as *mut Handle<P::Job>);
         let run = slice(run, len);
-        guard(err, || {
-            r.add(P::job(), run)?;
+        let mut message = Buf::EMPTY;
+        let status = guard(&mut message, || {
+            if let Some(why) = &h.poisoned {
+                return Err(poisoned(why));
+            }
+            h.reducer.add(P::job(), run)?;
             Ok(Vec::new())
-        })
+        });
+        if status == abi::STATUS_PANIC {
+            let why = String::from_utf8_lossy(slice(message.ptr, message.len)).into_owned();
+            h.poisoned = Some(why);
+        }
+        if err.is_null() {
+            free(message);
+        } else {
+            *err = message;
+        }
+        status
     }
 }
 
@@ -129,15 +165,20 @@ unsafe extern "C" fn reducer_finish<P: KeyedProvider>(reducer: *mut c_void, out:
     }
     // SAFETY: `reducer` is the box `reducer_new` made; finishing consumes
     // it, and the host uses it no more.
-    let r = unsafe { Box::from_raw(reducer as *mut Reducer<P::Job>) };
+    let h = unsafe { Box::from_raw(reducer as *mut Handle<P::Job>) };
     // SAFETY: the host passes `out` null or valid for a write.
-    unsafe { guard(out, move || Ok(r.finish())) }
+    unsafe {
+        guard(out, move || match &h.poisoned {
+            Some(why) => Err(poisoned(why)),
+            None => Ok(h.reducer.finish()),
+        })
+    }
 }
 
 unsafe extern "C" fn reducer_free<P: KeyedProvider>(reducer: *mut c_void) {
     if !reducer.is_null() {
         // SAFETY: the box `reducer_new` made, freed once, then unused.
-        let r = unsafe { Box::from_raw(reducer as *mut Reducer<P::Job>) };
+        let r = unsafe { Box::from_raw(reducer as *mut Handle<P::Job>) };
         // A panic in a key's or value's destructor must not cross the boundary.
         let _ = catch_unwind(AssertUnwindSafe(move || drop(r)));
     }

@@ -15,6 +15,10 @@ impl KeyedJob for WordCount {
         Box::new(std::iter::empty())
     }
     fn map(&self, line: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
+        if line.contains("panic") {
+            out.emit("emitted before the panic".into(), 1);
+            panic!("a task that panics");
+        }
         for (i, word) in line.split_whitespace().enumerate() {
             // Both ways of emitting, which must agree.
             if i % 2 == 0 {
@@ -70,10 +74,12 @@ fn a_failing_task_fails_alone_and_leaves_nothing_behind() {
         [
             TaskFailure {
                 index: 1,
+                panicked: false,
                 message: "boom".into()
             },
             TaskFailure {
                 index: 3,
+                panicked: false,
                 message: "cannot decode a String: it is not UTF-8".into()
             },
         ]
@@ -181,4 +187,26 @@ fn a_task_list_is_read_as_map_batch_carries_it() {
     assert_eq!(task_list(&list), Ok(vec![&b"ab"[..], &b""[..]]));
     assert!(task_list(&list[..list.len() - 1]).is_err());
     assert!(task_list(&[0, 0]).is_err());
+}
+
+#[test]
+fn a_panicking_task_fails_alone_like_a_failing_one() {
+    let batch = tasks(&["a b", "panic", "b", "panic too", "c"]);
+    let mapped = map_batch(&WordCount, batch.iter().map(Vec::as_slice));
+    assert_eq!(
+        pairs(&mapped.pairs),
+        [("a".into(), 1), ("b".into(), 2), ("c".into(), 1)]
+    );
+    assert_eq!(mapped.processed, 3);
+    let failed: Vec<(u32, bool)> = mapped
+        .failures
+        .iter()
+        .map(|f| (f.index, f.panicked))
+        .collect();
+    assert_eq!(failed, [(1, true), (3, true)]);
+    assert!(
+        mapped.failures[0].message.contains("a task that panics"),
+        "{:?}",
+        mapped.failures
+    );
 }
