@@ -322,3 +322,14 @@ fn a_c_job_built_for_abi_version_1_still_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(result_file(&dir), "65");
 }
+
+/// Issue 12: the C header's version-2 table has the host's layout (the
+/// source's static asserts), and a table sized between version 1's and
+/// version 2's is refused rather than read as either.
+#[test]
+fn the_c_headers_version_2_table_is_the_hosts_and_a_half_table_is_refused() {
+    let dir = TempDir::new("v2-layout");
+    let lib = cc_shared(&dir, &repo().join("tests/jobs/v2_layout.c"), "half.so");
+    let err = load_error(&dir, &lib);
+    assert!(err.contains("between version 1's and version 2's"), "{err}");
+}
