@@ -16,7 +16,6 @@ the directory its `load` runs in.
 
 import argparse
 import os
-import random
 import re
 import shutil
 import statistics
@@ -25,21 +24,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e import make_text as make_corpus  # noqa: E402  (the same seeded text)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
 BIN = os.path.join(TARGET, "release", "redmap")
-
-
-def make_corpus(path, megabytes):
-    """Lines of 12 words drawn from 2,000 with a Pareto (Zipf-like) spread."""
-    rng = random.Random(7)
-    words = [f"w{i}" for i in range(2000)]
-    with open(path, "w") as f:
-        size = 0
-        while size < megabytes * 1024 * 1024:
-            line = " ".join(words[int(rng.paretovariate(1.2)) % len(words)] for _ in range(12)) + "\n"
-            f.write(line)
-            size += len(line)
 
 
 def start(args, env, cwd):

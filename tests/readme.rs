@@ -289,44 +289,41 @@ fn the_fuzz_lock_file_follows_the_crates_dependencies() {
     );
 }
 
-/// The trait in the README's job section is the one in src/job/mod.rs: each
-/// line of it, from `pub trait` to its end, is a line of the real trait
-/// (so the signatures are copied, not paraphrased).
-#[test]
-fn the_readme_shows_the_job_traits_real_signatures() {
-    let source = include_str!("../src/job/mod.rs");
-    let real: BTreeSet<&str> = source.lines().map(str::trim).collect();
-    let shown: Vec<&str> = blocks("rust")
+/// The lines of the README's `pub trait NAME` block, from that line to
+/// its closing brace, trimmed, blank lines left out.
+fn shown_trait(name: &str) -> Vec<&'static str> {
+    let start = format!("pub trait {name}");
+    blocks("rust")
         .into_iter()
         .flatten()
-        .skip_while(|l| !l.starts_with("pub trait Job"))
+        .skip_while(|l| !l.starts_with(&start))
         .take_while(|l| *l != "}")
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .collect();
+        .collect()
+}
+
+/// Each line of the README's `NAME` trait is a line of `source` (so the
+/// signatures are copied, not paraphrased), and it shows its five methods.
+fn assert_trait_is_real(name: &str, source: &str, file: &str) {
+    let real: BTreeSet<&str> = source.lines().map(str::trim).collect();
+    let shown = shown_trait(name);
     let fns = shown.iter().filter(|l| l.starts_with("fn ")).count();
     assert_eq!(fns, 5, "load, map, reduce, done and count: {shown:?}");
     for line in shown {
-        assert!(real.contains(line), "not in src/job/mod.rs: {line}");
+        assert!(real.contains(line), "not in {file}: {line}");
     }
+}
+
+/// The trait in the README's job section is the one in src/job/mod.rs.
+#[test]
+fn the_readme_shows_the_job_traits_real_signatures() {
+    assert_trait_is_real("Job", include_str!("../src/job/mod.rs"), "src/job/mod.rs");
 }
 
 /// The same for the keyed job's trait and src/job/keyed.rs.
 #[test]
 fn the_readme_shows_the_keyed_job_traits_real_signatures() {
     let source = include_str!("../src/job/keyed.rs");
-    let real: BTreeSet<&str> = source.lines().map(str::trim).collect();
-    let shown: Vec<&str> = blocks("rust")
-        .into_iter()
-        .flatten()
-        .skip_while(|l| !l.starts_with("pub trait KeyedJob"))
-        .take_while(|l| *l != "}")
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let fns = shown.iter().filter(|l| l.starts_with("fn ")).count();
-    assert_eq!(fns, 5, "load, map, reduce, done and count: {shown:?}");
-    for line in shown {
-        assert!(real.contains(line), "not in src/job/keyed.rs: {line}");
-    }
+    assert_trait_is_real("KeyedJob", source, "src/job/keyed.rs");
 }

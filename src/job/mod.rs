@@ -225,16 +225,8 @@ pub mod abi {
     /// entry is required.
     #[repr(C)]
     pub struct JobEntry {
-        pub abi_version: u32,
-        pub struct_size: u32,
-        pub load_open: Option<LoadOpenFn>,
-        pub load_next: Option<LoadNextFn>,
-        pub load_close: Option<LoadCloseFn>,
-        pub map: Option<MapFn>,
-        pub reduce: Option<ReduceFn>,
-        pub done: Option<DoneFn>,
-        pub count: Option<CountFn>,
-        pub free: Option<FreeFn>,
+        /// Version 1's fields, in their places.
+        pub v1: JobEntryV1,
         // Version 2.
         /// [`KIND_BYTES`] or [`KIND_KEYED`].
         pub kind: u32,
@@ -256,7 +248,7 @@ pub mod abi {
 /// The plugin side of the ABI, used by [`export_job!`](crate::export_job). Not for direct use.
 #[doc(hidden)]
 pub mod __private {
-    use super::abi::{self, Buf, JobEntry};
+    use super::abi::{self, Buf};
     use super::{Error, Job, Tasks};
     use std::any::Any;
     use std::ffi::c_void;
@@ -439,10 +431,19 @@ pub mod __private {
     }
 
     unsafe extern "C" fn count<P: Provider>(out: *mut u64) -> i32 {
-        match catch_unwind(|| P::job().count()) {
+        // SAFETY: the host passes `out` null or valid for a write (the ABI).
+        unsafe { write_count(out, || P::job().count()) }
+    }
+
+    /// Runs a job's `count` under catch_unwind and writes its estimate.
+    ///
+    /// # Safety
+    /// `out` is null or valid for a write of one `u64`.
+    pub(crate) unsafe fn write_count(out: *mut u64, count: impl FnOnce() -> Option<u64>) -> i32 {
+        match catch_unwind(AssertUnwindSafe(count)) {
             Ok(Some(n)) => {
                 if !out.is_null() {
-                    // SAFETY: not null, and the ABI makes `out` valid for a write.
+                    // SAFETY: not null, so valid for a write (see above).
                     unsafe { *out = n };
                 }
                 abi::STATUS_OK
@@ -462,13 +463,11 @@ pub mod __private {
         }
     }
 
-    /// The entry table for the job `P` provides.
-    pub const fn entry<P: Provider>() -> JobEntry {
-        JobEntry {
-            // A byte-level job uses nothing of version 2, and says so: its
-            // table reads as version 1's (the fields after `free` are not
-            // covered by `struct_size`), so a host that speaks only version
-            // 1 loads it too.
+    /// The entry table for the job `P` provides: a version-1 table. A
+    /// byte-level job uses nothing of version 2, and says so, so a host
+    /// that speaks only version 1 loads it too.
+    pub const fn entry<P: Provider>() -> abi::JobEntryV1 {
+        abi::JobEntryV1 {
             abi_version: 1,
             struct_size: abi::V1_ENTRY_SIZE as u32,
             load_open: Some(load_open::<P>),
@@ -479,14 +478,6 @@ pub mod __private {
             done: Some(done::<P>),
             count: Some(count::<P>),
             free: Some(free),
-            kind: abi::KIND_BYTES,
-            flags: 0,
-            map_batch: None,
-            reducer_new: None,
-            reducer_add: None,
-            reducer_finish: None,
-            reducer_free: None,
-            done_output: None,
         }
     }
 }
@@ -508,12 +499,12 @@ macro_rules! export_job {
         }
 
         #[doc(hidden)]
-        static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
+        static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntryV1 =
             $crate::job::__private::entry::<__RedmapJobProvider>();
 
         /// The job library's entry point (see redmap's protocol.md).
         #[unsafe(no_mangle)]
-        pub extern "C" fn redmap_job_entry() -> *const $crate::job::abi::JobEntry {
+        pub extern "C" fn redmap_job_entry() -> *const $crate::job::abi::JobEntryV1 {
             &__REDMAP_JOB_ENTRY
         }
     };

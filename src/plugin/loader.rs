@@ -231,7 +231,9 @@ impl Plugin {
         })?;
         // SAFETY: the symbol's type is fixed by the ABI.
         let entry_fn = unsafe {
-            library.get::<unsafe extern "C" fn() -> *const JobEntry>(abi::ENTRY_SYMBOL.as_bytes())
+            library.get::<unsafe extern "C" fn() -> *const abi::JobEntryV1>(
+                abi::ENTRY_SYMBOL.as_bytes(),
+            )
         }
         .map_err(|_| LoadError::MissingSymbol {
             path: path.clone(),
@@ -244,7 +246,7 @@ impl Plugin {
         }
         // Until `struct_size` says the whole table is there, only its first
         // two fields may be read, one at a time, through the raw pointer: a
-        // `&JobEntry` to a shorter table would be undefined behaviour
+        // reference to a shorter table would be undefined behaviour
         // (the compiler may read any of its bytes). Unaligned reads, as a
         // C compiler need not align a hand-made table of two `uint32_t`s
         // for pointers.
@@ -275,7 +277,7 @@ impl Plugin {
         }
         // SAFETY: the table is aligned and, by `struct_size`, holds at
         // least the v1 layout, which every version we speak starts with.
-        let v1: &abi::JobEntryV1 = unsafe { &*(table as *const abi::JobEntryV1) };
+        let v1: &abi::JobEntryV1 = unsafe { &*table };
         fn need<T>(f: Option<T>, path: &Path, what: &'static str) -> Result<T, LoadError> {
             f.ok_or_else(|| LoadError::Incomplete {
                 path: path.to_owned(),
@@ -297,7 +299,7 @@ impl Plugin {
         let keyed = if version >= 2 && size as usize >= v2_size {
             // SAFETY: version 2, and `struct_size` covers the whole
             // version-2 table.
-            let v2: &JobEntry = unsafe { &*table };
+            let v2: &JobEntry = unsafe { &*(table as *const JobEntry) };
             match v2.kind {
                 abi::KIND_BYTES => None,
                 abi::KIND_KEYED => Some(KeyedEntries {

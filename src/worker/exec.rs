@@ -50,6 +50,18 @@ fn budgets(reply_limit: usize) -> (usize, usize) {
     (value, failures)
 }
 
+/// A failure's message, cut to size, taken from `budget`: each failure
+/// costs 7 bytes besides its message, and once the budget is spent,
+/// messages are dropped, never the failures.
+fn within(budget: &mut usize, message: String) -> String {
+    let mut message = cap_error(message);
+    if message.len() + 7 > *budget {
+        message = String::new();
+    }
+    *budget = budget.saturating_sub(message.len() + 7);
+    message
+}
+
 /// A keyed job's batch: mapped and combined in one call into the job. Its
 /// value is the batch's run of pairs. A run over the reply's value budget
 /// (too many distinct keys for one frame) is cut: the batch's first half is
@@ -61,21 +73,12 @@ fn run_keyed_batch(work: &Work, started: Instant) -> BatchResult {
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
     let tasks = work.batch.tasks.len();
-    let mut failure = |index: u32, panicked: bool, fatal: bool, message: String| {
-        // As for byte-level jobs: once the budget is spent, messages are
-        // dropped, never the failures.
-        let mut message = cap_error(message);
-        if message.len() + 7 > failure_budget {
-            message = String::new();
-        }
-        failure_budget = failure_budget.saturating_sub(message.len() + 7);
-        TaskFailure {
-            index,
-            panicked,
-            fatal,
-            deferred: false,
-            message,
-        }
+    let mut failure = |index: u32, panicked: bool, fatal: bool, message: String| TaskFailure {
+        index,
+        panicked,
+        fatal,
+        deferred: false,
+        message: within(&mut failure_budget, message),
     };
     let mut prefix = tasks;
     let mut list = None;
@@ -149,14 +152,8 @@ fn run_batch(work: &Work) -> BatchResult {
         .failures
         .into_iter()
         .map(|f| {
-            // Each failure costs 7 bytes besides its message; once the
-            // budget is spent, messages are dropped, never the failures.
             let (index, panicked, stage) = (f.index, f.error.panicked, f.stage);
-            let mut message = cap_error(f.into_message());
-            if message.len() + 7 > failure_budget {
-                message = String::new();
-            }
-            failure_budget = failure_budget.saturating_sub(message.len() + 7);
+            let message = within(&mut failure_budget, f.into_message());
             TaskFailure {
                 index,
                 panicked,

@@ -10,8 +10,8 @@ use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::{map_batch, task_list, KeyedJob, Reducer};
-use crate::job::__private::{free, guard, load_close, load_next, slice};
-use crate::job::abi::{self, Buf, JobEntry};
+use crate::job::__private::{free, guard, load_close, load_next, slice, write_count};
+use crate::job::abi::{self, Buf, JobEntry, JobEntryV1};
 use crate::job::codec::to_bytes;
 use crate::job::{Error, Tasks};
 
@@ -72,17 +72,8 @@ unsafe extern "C" fn per_pair(
 }
 
 unsafe extern "C" fn count<P: KeyedProvider>(out: *mut u64) -> i32 {
-    match catch_unwind(|| P::job().count()) {
-        Ok(Some(n)) => {
-            if !out.is_null() {
-                // SAFETY: not null, and the ABI makes `out` valid for a write.
-                unsafe { *out = n };
-            }
-            abi::STATUS_OK
-        }
-        Ok(None) => abi::STATUS_END,
-        Err(_) => abi::STATUS_PANIC,
-    }
+    // SAFETY: the host passes `out` null or valid for a write (the ABI).
+    unsafe { write_count(out, || P::job().count()) }
 }
 
 unsafe extern "C" fn map_batch_entry<P: KeyedProvider>(
@@ -202,16 +193,18 @@ unsafe extern "C" fn done_output<P: KeyedProvider>(
 /// The entry table for the keyed job `P` provides.
 pub const fn entry<P: KeyedProvider>() -> JobEntry {
     JobEntry {
-        abi_version: abi::ABI_VERSION,
-        struct_size: std::mem::size_of::<JobEntry>() as u32,
-        load_open: Some(load_open::<P>),
-        load_next: Some(load_next),
-        load_close: Some(load_close),
-        map: Some(per_task),
-        reduce: Some(per_pair),
-        done: Some(per_task),
-        count: Some(count::<P>),
-        free: Some(free),
+        v1: JobEntryV1 {
+            abi_version: abi::ABI_VERSION,
+            struct_size: std::mem::size_of::<JobEntry>() as u32,
+            load_open: Some(load_open::<P>),
+            load_next: Some(load_next),
+            load_close: Some(load_close),
+            map: Some(per_task),
+            reduce: Some(per_pair),
+            done: Some(per_task),
+            count: Some(count::<P>),
+            free: Some(free),
+        },
         kind: abi::KIND_KEYED,
         flags: 0,
         map_batch: Some(map_batch_entry::<P>),
