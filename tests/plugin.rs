@@ -248,6 +248,10 @@ fn a_library_with_a_wrong_abi_version_is_refused() {
     let err = load_error(&dir, &lib);
     assert!(err.contains("job ABI version 99"), "{err}");
     assert!(err.contains("loads versions 1 to 2"), "{err}");
+    assert!(
+        err.contains("newer than this redmap: upgrade redmap"),
+        "{err}"
+    );
 }
 
 /// Issue 11: a table shorter than version 1 is refused from its first two

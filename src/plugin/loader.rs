@@ -96,10 +96,15 @@ impl fmt::Display for LoadError {
             LoadError::AbiVersion { path, found } => write!(
                 f,
                 "{} was built for job ABI version {found}, but this redmap loads versions {} to {}; \
-                 rebuild the job against this redmap",
+                 {}",
                 path.display(),
                 abi::MIN_ABI_VERSION,
-                abi::ABI_VERSION
+                abi::ABI_VERSION,
+                if *found > abi::ABI_VERSION {
+                    "it is newer than this redmap: upgrade redmap, or build the job with this one"
+                } else {
+                    "rebuild the job against this redmap"
+                }
             ),
             LoadError::Incomplete { path, what } => {
                 write!(f, "{}: the job table lacks `{what}`", path.display())
