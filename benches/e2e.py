@@ -25,7 +25,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(REPO, "target", "release", "redmap")
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+BIN = os.path.join(TARGET, "release", "redmap")
 
 
 def start(args, env, cwd, extra=()):
@@ -43,6 +44,22 @@ def start(args, env, cwd, extra=()):
         proc.kill()
         sys.exit(f"server did not start: {line!r}")
     return proc, match.group(1)
+
+
+def start_cluster(env, manager_cwd, worker_cwd, procs, workers=2):
+    """A manager (in `manager_cwd`, where jobs' `load` and `done` run) and
+    `workers` workers, attached; their processes are added to `procs` for
+    the caller to kill. Returns the manager's address."""
+    manager, maddr = start(["manager", "start"], env, manager_cwd)
+    procs.append(manager)
+    waddrs = []
+    for _ in range(workers):
+        w, waddr = start(["worker", "start"], env, worker_cwd)
+        procs.append(w)
+        waddrs.append(waddr)
+    subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,
+                   stdout=subprocess.DEVNULL, env=env)
+    return maddr
 
 
 def run_job(args, env, cwd):
@@ -133,15 +150,7 @@ def main():
     )
     procs = []
     try:
-        manager, maddr = start(["manager", "start"], env, tmp)
-        procs.append(manager)
-        workers = []
-        for _ in range(2):
-            w, waddr = start(["worker", "start"], env, tmp)
-            procs.append(w)
-            workers.append(waddr)
-        subprocess.run([BIN, "manager", "attach", "-m", maddr] + workers, check=True,
-                       stdout=subprocess.DEVNULL, env=env)
+        maddr = start_cluster(env, tmp, tmp, procs)
         sum_rs = os.path.join(REPO, "examples", "sum.rs")
         wc_rs = os.path.join(REPO, "examples", "wordcount.rs")
         rows = []

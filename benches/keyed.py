@@ -16,7 +16,6 @@ the directory its `load` runs in.
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -25,27 +24,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import make_text as make_corpus  # noqa: E402  (the same seeded text)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-BIN = os.path.join(TARGET, "release", "redmap")
-
-
-def start(args, env, cwd):
-    proc = subprocess.Popen(
-        [BIN] + args + ["127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=cwd,
-        text=True,
-    )
-    match = re.search(r"listening on (\S+)", proc.stdout.readline())
-    if not match:
-        proc.kill()
-        sys.exit("a server did not start")
-    return proc, match.group(1)
+# The same seeded text, binary and servers as the end-to-end script.
+from e2e import BIN, REPO, start_cluster  # noqa: E402
+from e2e import make_text as make_corpus  # noqa: E402
 
 
 def timed(cmd, cwd, env):
@@ -87,15 +68,7 @@ def main():
         env = dict(os.environ, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"), RUST_LOG="warn")
         env.pop("REDMAP_MANAGER", None)
         # The manager runs `load` and `done` in its own directory.
-        manager, maddr = start(["manager", "start"], env, dirs["cluster"])
-        procs.append(manager)
-        waddrs = []
-        for _ in range(2):
-            w, waddr = start(["worker", "start"], env, tmp)
-            procs.append(w)
-            waddrs.append(waddr)
-        subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,
-                       stdout=subprocess.DEVNULL, env=env)
+        maddr = start_cluster(env, dirs["cluster"], tmp, procs)
         ways = {
             "native": ([native, "corpus.txt"], dirs["native"]),
             "embedded": ([BIN, "run", "wc.rs"], dirs["embedded"]),

@@ -173,8 +173,12 @@ impl pipeline::Partial for Partial {
 /// while combining), every task of the batch fails with its error.
 fn map_keyed_batch(plugin: &Plugin, batch: &Batch) -> Partial {
     let mut errors = ErrorLog::new(MAX_KEPT_ERRORS);
-    let tasks: Vec<&[u8]> = batch.tasks.iter().collect();
-    let label = |index: usize| {
+    // Tasks are listed for labels only when some failed.
+    let mut tasks: Vec<&[u8]> = Vec::new();
+    let mut label = |index: usize| {
+        if tasks.is_empty() {
+            tasks = batch.tasks.iter().collect();
+        }
         let task = tasks.get(index).copied().unwrap_or_default();
         task_label(batch.first_index + index as u64 + 1, task)
     };

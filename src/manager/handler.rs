@@ -25,7 +25,7 @@ use super::job::ReducerMsg;
 use super::jobs::Jobs;
 use super::ledger::{Ledger, Loss, Request};
 use super::monitor::Monitor;
-use super::workers::{Event, Intent, Worker, WorkerId, Workers};
+use super::workers::{Event, Intent, WorkerId, Workers};
 use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::proto::{msg, ErrorCode, Message, ProtoError};
@@ -320,11 +320,6 @@ impl Manager {
         if let Some((c, id)) = worker.waiting_reply {
             io.send(c, id, &refused(cause.code, msg));
         }
-    }
-
-    /// Adds a worker being attached; answered when it answers its CLAIM.
-    pub(super) fn add_worker(&mut self, worker: Worker) -> WorkerId {
-        self.workers.add(worker)
     }
 
     fn reducer_events(&mut self, io: &mut Io<'_>) {

@@ -27,13 +27,13 @@ impl Manager {
         self.next_tick = now + TICK;
         self.monitor.sample(now, &mut self.workers);
         self.expire_requests(io, now);
-        self.expire_batches(io, now);
+        self.expire_batches(now);
         self.ping_workers(io);
         self.remove_unused_libraries(now);
         // Uploads stopped half-way (each dropped is logged by the store).
         self.store.expire_uploads(now);
         self.publish(io);
-        self.reconnect_workers(io, now);
+        self.reconnect_workers(io);
     }
 
     /// A request unanswered for the read timeout means its worker is
@@ -68,7 +68,7 @@ impl Manager {
     /// A batch past --task-timeout: its copy is given up like a failed
     /// attempt (its worker may be stuck in a task that never ends). A late
     /// answer still counts if the batch is not done elsewhere by then.
-    fn expire_batches(&mut self, _io: &mut Io<'_>, now: Instant) {
+    fn expire_batches(&mut self, now: Instant) {
         let Some(limit) = self.settings.task_timeout else {
             return;
         };
@@ -107,7 +107,7 @@ impl Manager {
 
     /// Reconnects to lost workers (those with no connection left), each
     /// when its backoff is over (see `workers::step`).
-    fn reconnect_workers(&mut self, io: &mut Io<'_>, _now: Instant) {
+    fn reconnect_workers(&mut self, io: &mut Io<'_>) {
         let lost: Vec<WorkerId> = self
             .workers
             .iter()

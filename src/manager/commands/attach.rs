@@ -34,7 +34,7 @@ impl Manager {
         let mut worker = Worker::new(addr.clone(), sock);
         worker.force_claim = force;
         worker.waiting_reply = Some(waiting);
-        let w = self.add_worker(worker);
+        let w = self.workers.add(worker);
         if self.open_conn(io, w).is_none() {
             self.workers.remove(w, false);
             return Some(refused(
