@@ -23,7 +23,7 @@ use crate::pipeline::{
     self, spread_cap, task_label, Batch, BatchLimits, FailedIn, Loaded, ValueLimit,
 };
 use crate::plugin::loader::JobKind;
-use crate::plugin::{CallError, Plugin};
+use crate::plugin::{CallError, Instance};
 use crate::proto::msg::{JobStatus, JobSummary};
 
 /// At most this many errors are kept with their messages (the first 10 and
@@ -171,7 +171,7 @@ impl pipeline::Partial for Partial {
 /// Maps and combines one batch of a keyed job in one call into the job,
 /// and names its failures. If the call itself fails (the job panicked
 /// while combining), every task of the batch fails with its error.
-fn map_keyed_batch(plugin: &Plugin, batch: &Batch) -> Partial {
+fn map_keyed_batch(plugin: &Instance, batch: &Batch) -> Partial {
     let mut errors = ErrorLog::new(MAX_KEPT_ERRORS);
     // Tasks are listed for labels only when some failed.
     let mut tasks: Vec<&[u8]> = Vec::new();
@@ -216,7 +216,7 @@ fn map_keyed_batch(plugin: &Plugin, batch: &Batch) -> Partial {
 }
 
 /// Maps and folds one batch, as a worker does, and names its failures.
-fn map_batch(plugin: &Plugin, batch: &Batch) -> Partial {
+fn map_batch(plugin: &Instance, batch: &Batch) -> Partial {
     if plugin.kind() == JobKind::Keyed {
         return map_keyed_batch(plugin, batch);
     }
@@ -257,7 +257,7 @@ struct Tally {
 
 /// Folds partials as they arrive, then calls `done`.
 fn fold_thread(
-    plugin: &Plugin,
+    plugin: &Instance,
     partials: mpsc::Receiver<Partial>,
     counts: &Counts,
 ) -> (Tally, Option<pipeline::Ended>) {
@@ -294,12 +294,12 @@ fn fold_thread(
 }
 
 /// Runs `plugin` to completion in this process.
-pub fn run(plugin: &Arc<Plugin>, opts: Options) -> Report {
+pub fn run(plugin: &Arc<Instance>, opts: Options) -> Report {
     run_counted(plugin, opts, &Arc::new(Counts::default()))
 }
 
 /// [`run`], keeping `counts` up to date as it goes.
-pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) -> Report {
+pub fn run_counted(plugin: &Arc<Instance>, opts: Options, counts: &Arc<Counts>) -> Report {
     let started = Instant::now();
     let threads = opts.threads.max(1);
     // Bounded: load is pulled only as fast as the map threads drain it.
@@ -371,7 +371,7 @@ pub fn run_counted(plugin: &Arc<Plugin>, opts: Options, counts: &Arc<Counts>) ->
         Some(ended) => (ended.result, ended.done),
         None => match plugin.kind() {
             JobKind::Bytes => (Vec::new(), plugin.done(&[])),
-            JobKind::Keyed => (Vec::new(), plugin.done_output(&[])),
+            JobKind::Keyed => (Vec::new(), plugin.done(&[])),
         },
     };
     let mut errors = load_log;

@@ -165,6 +165,7 @@ fn a_client_that_skips_the_handshake_is_refused_and_nothing_is_written() {
             &Message::RunJob(RunJob {
                 hash: [0; 32],
                 name: "x".into(),
+                args: Default::default(),
             }),
         );
         let (id, msg) = read_message(&mut s);
@@ -346,6 +347,7 @@ fn job_names_from_the_network_are_validated() {
             &Message::RunJob(RunJob {
                 hash: [0; 32],
                 name,
+                args: Default::default(),
             }),
         );
         match read_message(&mut s) {

@@ -62,6 +62,7 @@ pub fn samples() -> Vec<Message> {
                 list
             },
             reply_limit: 1_000_000,
+            args: Default::default(),
         }),
         Message::BatchResult(BatchResult {
             batch_id: 77,
@@ -102,6 +103,7 @@ pub fn samples() -> Vec<Message> {
         Message::RunJob(RunJob {
             hash: [2; 32],
             name: "test-job".into(),
+            args: Default::default(),
         }),
         Message::JobAccepted(5),
         Message::JobStatsRequest(5),

@@ -47,6 +47,7 @@ fn submit(addr: &str, library: &[u8], n: usize) -> Vec<u64> {
             let run = RunJob {
                 hash,
                 name: format!("job-{i}"),
+                args: Default::default(),
             };
             match c.request(&Message::RunJob(run)) {
                 Ok(Message::JobAccepted(id)) => id,

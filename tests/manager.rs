@@ -31,6 +31,7 @@ fn queued_jobs_share_one_copy_of_their_library_and_the_queue_is_bounded() {
         let run = RunJob {
             hash,
             name: format!("job-{i}"),
+            args: Default::default(),
         };
         c.request(&Message::RunJob(run))
     };

@@ -2,7 +2,7 @@
 //! decoded and re-encoded by the codec, and every opcode, error code and
 //! text command the code knows is in its tables.
 
-use redmap::proto::msg::{ErrorReply, Info, JobsPage, JobsQuery};
+use redmap::proto::msg::{ErrorReply, Info, JobArgs, JobsPage, JobsQuery};
 use redmap::proto::text::TextCommand;
 use redmap::proto::{encode_frame, Decoder, ErrorCode, Message, Opcode, ProtoError, ReadBuf};
 
@@ -95,6 +95,25 @@ fn expected(name: &str) -> (u32, Message) {
                 max_size: 4096,
             }),
         ),
+        "run-job-args" => (
+            1,
+            Message::RunJob(redmap::proto::msg::RunJob {
+                hash: std::array::from_fn(|i| 0x10 + i as u8),
+                name: "wc".into(),
+                args: JobArgs::new(&["corpus.txt", "--top", "20"]).unwrap(),
+            }),
+        ),
+        "map-batch-args" => (9, {
+            let mut tasks = redmap::proto::msg::TaskList::new();
+            tasks.push(b"42");
+            Message::MapBatch(redmap::proto::msg::MapBatch {
+                hash: std::array::from_fn(|i| 0x10 + i as u8),
+                batch_id: 7,
+                tasks,
+                reply_limit: 4096,
+                args: JobArgs::new(&["corpus.txt"]).unwrap(),
+            })
+        }),
         other => panic!("protocol.md has a hex block '{other}' that no test checks"),
     }
 }
@@ -245,12 +264,19 @@ fn the_plugin_abi_section_matches_the_abi() {
         "free",
         "kind",
         "flags",
+        "instance_new",
+        "instance_drop",
+        "load_open_v2",
+        "count_v2",
+        "map_v2",
+        "reduce_v2",
+        "done_v2",
         "map_batch",
         "reducer_new",
         "reducer_add",
         "reducer_finish",
         "reducer_free",
-        "done_output",
+        "format",
     ];
     let mut last_doc = 0;
     let mut last_header = 0;

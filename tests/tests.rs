@@ -2,6 +2,7 @@
 
 mod util;
 
+mod args;
 mod auth;
 mod cli;
 mod cluster;

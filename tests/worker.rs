@@ -128,6 +128,7 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
             batch_id: u64::from(id),
             tasks,
             reply_limit: 0,
+            args: Default::default(),
         };
         bytes.extend(util::frame_bytes(100 + id, &Message::MapBatch(batch)));
     }
@@ -153,6 +154,7 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
         batch_id: 99,
         tasks,
         reply_limit: 0,
+        args: Default::default(),
     };
     send(&mut s, 7, &Message::MapBatch(batch));
     assert!(matches!(read_message(&mut s), (7, Message::BatchResult(_))));
@@ -419,6 +421,7 @@ fn batches_past_the_workers_total_cap_are_busy_whatever_the_connection() {
             batch_id: u64::from(id),
             tasks,
             reply_limit: 0,
+            args: Default::default(),
         })
     };
     // Each connection sends as many batches as it may, then a PING: its

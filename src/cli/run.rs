@@ -4,7 +4,7 @@ use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -19,8 +19,8 @@ use super::{
 };
 use crate::local::{self, Options, Report};
 use crate::net::{Client, ClientError};
-use crate::plugin::{self, Plugin, PluginHash, Toolchain};
-use crate::proto::msg::{Install, RunJob};
+use crate::plugin::{self, Instance, Plugin, PluginHash, Toolchain};
+use crate::proto::msg::{Install, JobArgs, RunJob};
 use crate::proto::{ErrorCode, Message};
 use crate::report::JobJson;
 
@@ -70,6 +70,43 @@ pub struct RunArgs {
     /// The cargo used for crate jobs (default: `cargo` from PATH).
     #[arg(long, value_name = "PATH")]
     pub cargo: Option<PathBuf>,
+
+    /// The job's arguments, after `--`: given as they are to the job's
+    /// constructor in every process that builds the job (here, the
+    /// manager, every worker).
+    #[arg(last = true, value_name = "JOB_ARGS")]
+    pub job_args: Vec<std::ffi::OsString>,
+}
+
+impl RunArgs {
+    /// The job's arguments, checked: UTF-8, and within the limits.
+    fn job_args(&self) -> Result<JobArgs, CliError> {
+        let words = self
+            .job_args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.to_str().map(str::to_owned).ok_or_else(|| {
+                    CliError::new(format!(
+                        "the job's argument {} ({}) is not UTF-8",
+                        i + 1,
+                        a.to_string_lossy()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<String>, CliError>>()?;
+        JobArgs::new(&words).map_err(|e| CliError::new(e.to_string()))
+    }
+}
+
+/// Builds the job from its arguments here, so a constructor that refuses
+/// them is shown before anything runs (here or on a manager).
+fn build_job(library: &std::path::Path, args: &JobArgs) -> Result<Arc<Instance>, CliError> {
+    let plugin = Plugin::open(library).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
+    plugin.instance(args).map_err(|e| CliError {
+        kind: ErrorKind::Job,
+        ..CliError::new(format!("the job refused its arguments: {}", e.message))
+    })
 }
 
 /// The embedded run's summary with the keys of a cluster job's JSON (and
@@ -161,14 +198,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 .with_hint("name the manager with -m/--manager ADDR or REDMAP_MANAGER"),
         );
     }
+    let job_args = args.job_args()?;
     let tools = Toolchain::new(args.rustc.clone(), args.cargo.clone());
     let built =
         plugin::build(&args.path, &tools).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
+    let job = build_job(&built.library, &job_args)?;
     if let Some(addr) = manager {
-        return run_remote(&args, &built.library, Manager { addr });
+        return run_remote(&args, &job, &built.library, Manager { addr });
     }
-    let plugin =
-        Plugin::open(&built.library).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.path
             .file_stem()
@@ -181,7 +218,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         opts.threads = threads;
     }
-    let report = run_here(&plugin, opts, &name);
+    let report = run_here(&job, opts, &name);
     let mut out = io::stdout().lock();
     let written = if args.json {
         json_line(&mut out, &ReportJson::new(&name, &report))
@@ -198,7 +235,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
 
 /// Runs the job in this process, with the progress line of a cluster job
 /// on a terminal (a long job would otherwise print nothing until its end).
-fn run_here(plugin: &std::sync::Arc<Plugin>, opts: Options, name: &str) -> Report {
+fn run_here(plugin: &Arc<Instance>, opts: Options, name: &str) -> Report {
     let counts = std::sync::Arc::new(local::Counts::default());
     let mut line = LiveLine::terminal_only();
     if !line.is_tty() {
@@ -277,6 +314,7 @@ fn chunk_size(ours: u32, theirs: u32) -> usize {
 
 fn run_remote(
     args: &RunArgs,
+    job: &Arc<Instance>,
     library: &std::path::Path,
     target: Manager,
 ) -> Result<ExitCode, CliError> {
@@ -292,6 +330,7 @@ fn run_remote(
     let run = RunJob {
         hash: PluginHash::of(&bytes).0,
         name: args.name.clone().unwrap_or_default(),
+        args: job.args().clone(),
     };
     // The manager removes a library once no job needs it: one that a job
     // ending just now took away between our install and our RUN_JOB is

@@ -23,6 +23,17 @@
 //! | `Option<T>` | 0x00 for `None`; 0x01 then the value for `Some` |
 //! | tuples (up to 6) | the fields in order |
 //!
+//! Each type also has a **text form**, for people and line tools: what
+//! `redmap run --output` writes, one `key<TAB>value` line per key. Numbers
+//! as Rust prints them (`42`, `-1.5`), `bool` as `true`/`false`, `()` as
+//! nothing, `char` and `String` as themselves with `\`, tab, newline and
+//! carriage return written `\\`, `\t`, `\n` and `\r`, `Vec<u8>` in
+//! lowercase hex, other `Vec`s as `[a, b]`, `Option` as its value or
+//! nothing, tuples as `(a, b)`; a job's own type, unless it says
+//! otherwise, as its encoding in hex. The text form is for reading: only
+//! the encoding (`--format binary`) is sure to read back as the same
+//! values.
+//!
 //! Every encoding is self-delimiting, so values can follow one another in
 //! a buffer without lengths, and a tuple or a `Vec` of them still sorts
 //! field by field.
@@ -75,6 +86,25 @@ pub trait Codec: Sized {
         out.push(0);
     }
 
+    /// Appends the value's text form (see the module's notes) to `out`.
+    /// The default is the value's encoding in lowercase hex.
+    fn text(&self, out: &mut String) {
+        hex(&to_bytes(self), out);
+    }
+
+    /// Appends the text form of a `Vec<Self>`: `[a, b]`, unless the type
+    /// says otherwise (`u8`: hex).
+    fn text_seq(items: &[Self], out: &mut String) {
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            item.text(out);
+        }
+        out.push(']');
+    }
+
     /// Reads what [`Codec::encode_seq`] wrote.
     fn decode_seq(input: &mut &[u8]) -> Result<Vec<Self>, DecodeError> {
         let mut items = Vec::new();
@@ -114,6 +144,46 @@ pub fn from_bytes<T: Codec>(mut bytes: &[u8]) -> Result<T, DecodeError> {
     }
 }
 
+/// The text form of any value, in a string of its own.
+pub fn to_text<T: Codec>(value: &T) -> String {
+    let mut out = String::new();
+    value.text(&mut out);
+    out
+}
+
+/// Appends `bytes` in lowercase hex.
+fn hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 15)] as char);
+    }
+}
+
+/// Appends `text` with the characters that would break a line apart (and
+/// the escape itself) escaped.
+fn escaped(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// The text form of a value that prints as Rust's `Display` prints it.
+macro_rules! display_text {
+    () => {
+        fn text(&self, out: &mut String) {
+            use std::fmt::Write;
+            let _ = write!(out, "{self}");
+        }
+    };
+}
+
 /// The first `N` bytes of `input`, which moves past them.
 fn take<const N: usize>(input: &mut &[u8], what: &'static str) -> Result<[u8; N], DecodeError> {
     let Some((head, rest)) = input.split_first_chunk::<N>() else {
@@ -132,6 +202,7 @@ macro_rules! unsigned {
             fn decode(input: &mut &[u8]) -> Result<$t, DecodeError> {
                 Ok(<$t>::from_be_bytes(take(input, stringify!($t))?))
             }
+            display_text!();
         }
     )*};
 }
@@ -149,6 +220,7 @@ macro_rules! signed {
                 let flipped = <$u>::from_be_bytes(take(input, stringify!($t))?);
                 Ok((flipped ^ (1 << (<$u>::BITS - 1))) as $t)
             }
+            display_text!();
         }
     )*};
 }
@@ -172,6 +244,7 @@ macro_rules! float {
                 let bits = if key & sign != 0 { key & !sign } else { !key };
                 Ok(<$t>::from_bits(bits))
             }
+            display_text!();
         }
     )*};
 }
@@ -191,6 +264,10 @@ impl Codec for u8 {
     fn decode_seq(input: &mut &[u8]) -> Result<Vec<u8>, DecodeError> {
         decode_bytes(input, "Vec<u8>")
     }
+    display_text!();
+    fn text_seq(items: &[u8], out: &mut String) {
+        hex(items, out);
+    }
 }
 
 impl Codec for usize {
@@ -201,6 +278,7 @@ impl Codec for usize {
         usize::try_from(u64::decode(input)?)
             .map_err(|_| DecodeError::new("usize", "it is too large for this machine"))
     }
+    display_text!();
 }
 
 impl Codec for isize {
@@ -211,6 +289,7 @@ impl Codec for isize {
         isize::try_from(i64::decode(input)?)
             .map_err(|_| DecodeError::new("isize", "it is too large for this machine"))
     }
+    display_text!();
 }
 
 impl Codec for bool {
@@ -224,6 +303,7 @@ impl Codec for bool {
             _ => Err(DecodeError::new("bool", "its byte is neither 0 nor 1")),
         }
     }
+    display_text!();
 }
 
 impl Codec for char {
@@ -234,6 +314,9 @@ impl Codec for char {
         char::from_u32(u32::decode(input)?)
             .ok_or(DecodeError::new("char", "it is not a Unicode scalar value"))
     }
+    fn text(&self, out: &mut String) {
+        escaped(self.encode_utf8(&mut [0; 4]), out);
+    }
 }
 
 impl Codec for () {
@@ -241,6 +324,7 @@ impl Codec for () {
     fn decode(_input: &mut &[u8]) -> Result<(), DecodeError> {
         Ok(())
     }
+    fn text(&self, _out: &mut String) {}
 }
 
 /// Writes `bytes` as an order-preserving byte string: each 0x00 as 0x00
@@ -290,6 +374,9 @@ impl Codec for String {
         String::from_utf8(decode_bytes(input, "String")?)
             .map_err(|_| DecodeError::new("String", "it is not UTF-8"))
     }
+    fn text(&self, out: &mut String) {
+        escaped(self, out);
+    }
 }
 
 impl<T: Codec> Codec for Vec<T> {
@@ -298,6 +385,9 @@ impl<T: Codec> Codec for Vec<T> {
     }
     fn decode(input: &mut &[u8]) -> Result<Vec<T>, DecodeError> {
         T::decode_seq(input)
+    }
+    fn text(&self, out: &mut String) {
+        T::text_seq(self, out);
     }
 }
 
@@ -318,6 +408,11 @@ impl<T: Codec> Codec for Option<T> {
             _ => Err(DecodeError::new("Option", "its tag is neither 0 nor 1")),
         }
     }
+    fn text(&self, out: &mut String) {
+        if let Some(v) = self {
+            v.text(out);
+        }
+    }
 }
 
 macro_rules! tuple {
@@ -330,6 +425,19 @@ macro_rules! tuple {
             }
             fn decode(input: &mut &[u8]) -> Result<Self, DecodeError> {
                 Ok(($($name::decode(input)?,)+))
+            }
+            #[allow(non_snake_case)]
+            fn text(&self, out: &mut String) {
+                let ($($name,)+) = self;
+                out.push('(');
+                let mut first = true;
+                $(
+                    if !std::mem::take(&mut first) {
+                        out.push_str(", ");
+                    }
+                    $name.text(out);
+                )+
+                out.push(')');
             }
         }
     };

@@ -20,6 +20,7 @@
 //! ```ignore
 //! use redmap::job::{Emit, Error, KeyedJob, TypedTasks};
 //!
+//! #[derive(Default)]
 //! struct WordCount;
 //!
 //! impl KeyedJob for WordCount {
@@ -46,7 +47,7 @@
 //!     }
 //! }
 //!
-//! redmap::export_keyed_job!(WordCount, WordCount);
+//! redmap::export_keyed_job!(WordCount);
 //! ```
 
 use std::borrow::Borrow;
@@ -85,8 +86,25 @@ pub trait KeyedJob: Sized + Send + Sync + 'static {
     fn reduce(&self, acc: &mut Self::Value, value: Self::Value);
 
     /// Receives the job's output: one pair per key, sorted by key. Runs
-    /// where the job was started (the embedded run's process).
-    fn done(&self, output: Vec<(Self::Key, Self::Value)>) -> Result<(), Error>;
+    /// where the user is: in `redmap run`'s process, embedded or on a
+    /// cluster (not when `--output` writes the output to a file instead).
+    /// The default prints one `key<TAB>value` line per key, in the text
+    /// form of [`Codec::text`], to standard output.
+    fn done(&self, output: Vec<(Self::Key, Self::Value)>) -> Result<(), Error> {
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let mut line = String::new();
+        for (key, value) in &output {
+            line.clear();
+            key.text(&mut line);
+            line.push('\t');
+            value.text(&mut line);
+            line.push('\n');
+            out.write_all(line.as_bytes())?;
+        }
+        out.flush()?;
+        Ok(())
+    }
 
     /// How many tasks `load` will yield, if known (for progress, and to
     /// cut a small job into enough batches).
@@ -441,6 +459,29 @@ pub fn decode_pairs<'a, K: Codec, V: Codec>(
         }
         Some(pair)
     })
+}
+
+/// The text form of the whole pairs at the front of `run`: one
+/// `key<TAB>value` line each (see [`Codec::text`]), and the number of
+/// `run`'s bytes they took. A pair cut short by the end of `run` (or one
+/// that does not decode) ends the text there: the caller hands its bytes
+/// back with the next piece, and an output whose last piece leaves bytes
+/// unused does not decode.
+pub fn format_pairs<K: Codec, V: Codec>(run: &[u8]) -> (String, usize) {
+    let mut text = String::new();
+    let mut rest = run;
+    while !rest.is_empty() {
+        let mut at = rest;
+        let Ok((key, value)) = K::decode(&mut at).and_then(|k| Ok((k, V::decode(&mut at)?))) else {
+            break;
+        };
+        key.text(&mut text);
+        text.push('\t');
+        value.text(&mut text);
+        text.push('\n');
+        rest = at;
+    }
+    (text, run.len() - rest.len())
 }
 
 /// Combines runs of pairs (each batch's, or other reducers') into one

@@ -123,7 +123,8 @@ pub mod abi {
     use std::ffi::c_void;
 
     /// The version of [`JobEntry`] this build exports and understands.
-    /// Version 2 appends `kind` and the keyed entries to version 1's table.
+    /// Version 2 appends `kind`, instances built from the job's arguments,
+    /// and the keyed entries to version 1's table.
     pub const ABI_VERSION: u32 = 2;
     /// Oldest entry version a host of this build can load.
     pub const MIN_ABI_VERSION: u32 = 1;
@@ -172,12 +173,48 @@ pub mod abi {
     pub type DoneFn = unsafe extern "C" fn(result: *const u8, len: usize, err: *mut Buf) -> i32;
     pub type CountFn = unsafe extern "C" fn(out: *mut u64) -> i32;
     pub type FreeFn = unsafe extern "C" fn(buf: Buf);
+    // Version 2: every entry below takes the job instance `new` made.
+
+    /// Builds a job instance from its arguments: `args` is an argument list
+    /// (`u32` count, then each argument as `u32` length and bytes,
+    /// big-endian), the words after `--` on `redmap run`'s command line.
+    /// On success `inst` gets the instance (opaque; freed with `drop`); on
+    /// failure `err` gets why, for the user.
+    pub type NewFn = unsafe extern "C" fn(
+        args: *const u8,
+        len: usize,
+        inst: *mut *mut c_void,
+        err: *mut Buf,
+    ) -> i32;
+    /// Frees an instance `new` made, once no call on it is running.
+    pub type DropFn = unsafe extern "C" fn(inst: *mut c_void);
+    pub type InstLoadOpenFn =
+        unsafe extern "C" fn(inst: *mut c_void, iter: *mut *mut c_void, err: *mut Buf) -> i32;
+    pub type InstCountFn = unsafe extern "C" fn(inst: *mut c_void, out: *mut u64) -> i32;
+    pub type InstMapFn =
+        unsafe extern "C" fn(inst: *mut c_void, task: *const u8, len: usize, out: *mut Buf) -> i32;
+    pub type InstReduceFn = unsafe extern "C" fn(
+        inst: *mut c_void,
+        acc: *const u8,
+        acc_len: usize,
+        cur: *const u8,
+        cur_len: usize,
+        out: *mut Buf,
+    ) -> i32;
+    pub type InstDoneFn = unsafe extern "C" fn(
+        inst: *mut c_void,
+        result: *const u8,
+        len: usize,
+        err: *mut Buf,
+    ) -> i32;
     /// Maps a batch: `tasks` is a task list as `MAP_BATCH` carries it (`u32`
     /// count, then each task as `u32` length and bytes, big-endian); `out`
     /// gets the mapped batch (see protocol.md, "Keyed jobs").
-    pub type MapBatchFn = unsafe extern "C" fn(tasks: *const u8, len: usize, out: *mut Buf) -> i32;
-    /// A new reducer: an opaque handle, or null if the job panicked.
-    pub type ReducerNewFn = unsafe extern "C" fn() -> *mut c_void;
+    pub type MapBatchFn =
+        unsafe extern "C" fn(inst: *mut c_void, tasks: *const u8, len: usize, out: *mut Buf) -> i32;
+    /// A new reducer of the instance's job: an opaque handle, or null if
+    /// the job panicked. The instance outlives its reducers.
+    pub type ReducerNewFn = unsafe extern "C" fn(inst: *mut c_void) -> *mut c_void;
     /// Combines a run of pairs into the reducer; `err` gets why it failed.
     pub type ReducerAddFn = unsafe extern "C" fn(
         reducer: *mut c_void,
@@ -190,6 +227,18 @@ pub mod abi {
     pub type ReducerFinishFn = unsafe extern "C" fn(reducer: *mut c_void, out: *mut Buf) -> i32;
     /// Frees a reducer that is not finished.
     pub type ReducerFreeFn = unsafe extern "C" fn(reducer: *mut c_void);
+    /// Writes the text form of the whole pairs at the front of a run (one
+    /// `key<TAB>value` line each, see protocol.md) to `out`, and the number
+    /// of the run's bytes those pairs took to `used`: a host streams an
+    /// output through it in pieces cut anywhere, and hands the unused tail
+    /// back with the next piece.
+    pub type FormatFn = unsafe extern "C" fn(
+        inst: *mut c_void,
+        run: *const u8,
+        len: usize,
+        used: *mut usize,
+        out: *mut Buf,
+    ) -> i32;
 
     /// `JobEntry::kind` of a byte-level job (`Job`; every version-1 table).
     pub const KIND_BYTES: u32 = 0;
@@ -227,21 +276,37 @@ pub mod abi {
     pub struct JobEntry {
         /// Version 1's fields, in their places.
         pub v1: JobEntryV1,
-        // Version 2.
+        // Version 2. A version-2 host calls none of version 1's fields but
+        // `load_next`, `load_close` and `free`; the others may be null.
         /// [`KIND_BYTES`] or [`KIND_KEYED`].
         pub kind: u32,
         /// Zero (reserved for flags).
         pub flags: u32,
-        /// Keyed jobs: `map` and `reduce` above fail; the host maps batches
-        /// with this, reduces with the reducer entries, and hands the
-        /// sorted output to `done_output`. Null for a byte-level job.
+        /// Builds an instance from the job's arguments (required).
+        pub instance_new: Option<NewFn>,
+        /// Frees an instance (required).
+        pub instance_drop: Option<DropFn>,
+        /// `load` (required).
+        pub load_open_v2: Option<InstLoadOpenFn>,
+        /// `count`; null: no estimate.
+        pub count_v2: Option<InstCountFn>,
+        /// A byte-level job's `map` and `reduce` (required for one; null for
+        /// a keyed job).
+        pub map_v2: Option<InstMapFn>,
+        pub reduce_v2: Option<InstReduceFn>,
+        /// `done`: a byte-level job's final accumulator, or a keyed job's
+        /// output, one run of pairs sorted by key (required).
+        pub done_v2: Option<InstDoneFn>,
+        /// A keyed job's batch call and reducer (required for one; null for a
+        /// byte-level job).
         pub map_batch: Option<MapBatchFn>,
         pub reducer_new: Option<ReducerNewFn>,
         pub reducer_add: Option<ReducerAddFn>,
         pub reducer_finish: Option<ReducerFinishFn>,
         pub reducer_free: Option<ReducerFreeFn>,
-        /// `done` of a keyed job: the output, one run of pairs sorted by key.
-        pub done_output: Option<DoneFn>,
+        /// A keyed job's text form of its pairs (required for one; null for
+        /// a byte-level job, whose output is its accumulator's bytes).
+        pub format: Option<FormatFn>,
     }
 }
 
@@ -348,11 +413,25 @@ pub mod __private {
     }
 
     unsafe extern "C" fn load_open<P: Provider>(iter: *mut *mut c_void, err: *mut Buf) -> i32 {
+        // SAFETY: the host's pointers, as `open_tasks` needs them (the ABI).
+        unsafe { open_tasks(iter, err, || Ok(P::job().load())) }
+    }
+
+    /// `load_open`: runs `load` under the guard, and on success writes the
+    /// iterator that `load_next` and `load_close` take to `iter`.
+    ///
+    /// # Safety
+    /// `iter` and `err` are null or valid for a write (the ABI).
+    pub(crate) unsafe fn open_tasks(
+        iter: *mut *mut c_void,
+        err: *mut Buf,
+        load: impl FnOnce() -> Result<Tasks, Error>,
+    ) -> i32 {
         let mut tasks: Option<Tasks> = None;
-        // SAFETY: the host passes `err` null or valid for a write (the ABI).
+        // SAFETY: `err` is null or valid for a write (see above).
         let status = unsafe {
             guard(err, || {
-                tasks = Some(P::job().load());
+                tasks = Some(load()?);
                 Ok(Vec::new())
             })
         };
@@ -362,6 +441,71 @@ pub mod __private {
             unsafe { *iter = Box::into_raw(Box::new(tasks)) as *mut c_void };
         }
         status
+    }
+
+    /// Reads an argument list (`u32` count, then each argument as `u32`
+    /// length and bytes) into the strings a constructor takes.
+    pub(crate) fn parse_args(bytes: &[u8]) -> Result<Vec<String>, Error> {
+        let list = super::keyed::task_list(bytes)
+            .map_err(|e| Error::msg(format!("the job's arguments do not decode: {e}")))?;
+        list.into_iter()
+            .enumerate()
+            .map(|(i, arg)| {
+                String::from_utf8(arg.to_vec())
+                    .map_err(|_| Error::msg(format!("argument {} is not UTF-8", i + 1)))
+            })
+            .collect()
+    }
+
+    /// `new`: parses the arguments and builds an instance with `ctor`, under
+    /// the guard; on success writes the boxed instance to `inst`.
+    ///
+    /// # Safety
+    /// `args` points to `len` readable bytes (or is null), and `inst` and
+    /// `err` are null or valid for a write (the ABI).
+    pub(crate) unsafe fn new_instance<J>(
+        args: *const u8,
+        len: usize,
+        inst: *mut *mut c_void,
+        err: *mut Buf,
+        ctor: impl FnOnce(&[String]) -> Result<J, Error>,
+    ) -> i32 {
+        let mut made = None;
+        // SAFETY: as the caller promised.
+        let status = unsafe {
+            let args = slice(args, len);
+            guard(err, || {
+                made = Some(ctor(&parse_args(args)?)?);
+                Ok(Vec::new())
+            })
+        };
+        if let (abi::STATUS_OK, Some(job), false) = (status, made, inst.is_null()) {
+            // SAFETY: not null, so valid for a write; the box is freed by
+            // `drop_instance`, once.
+            unsafe { *inst = Box::into_raw(Box::new(job)) as *mut c_void };
+        }
+        status
+    }
+
+    /// `drop`: frees an instance `new_instance::<J>` made.
+    pub(crate) unsafe extern "C" fn drop_instance<J>(inst: *mut c_void) {
+        if !inst.is_null() {
+            // SAFETY: the box `new_instance::<J>` made; the host drops it
+            // once, when no call on it runs, and uses it no more.
+            let job = unsafe { Box::from_raw(inst as *mut J) };
+            // A panic in the job's destructor must not cross the boundary.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(job)));
+        }
+    }
+
+    /// The instance behind a handle, or the error of a null one.
+    ///
+    /// # Safety
+    /// A non-null `inst` is an instance `new_instance::<J>` made, not yet
+    /// dropped (the ABI: the host drops it after its last call).
+    pub(crate) unsafe fn instance<'a, J>(inst: *mut c_void) -> Result<&'a J, Error> {
+        // SAFETY: as the caller promised.
+        unsafe { (inst as *const J).as_ref() }.ok_or_else(|| Error::msg("no job instance"))
     }
 
     pub(crate) unsafe extern "C" fn load_next(iter: *mut c_void, out: *mut Buf) -> i32 {
@@ -463,6 +607,138 @@ pub mod __private {
         }
     }
 
+    /// The constructor of a job built with `Default`: it takes no arguments.
+    pub fn no_args<J: Default>(args: &[String]) -> Result<J, Error> {
+        match args {
+            [] => Ok(J::default()),
+            _ => Err(Error::msg(format!(
+                "this job takes no arguments, but was given {}: {}",
+                args.len(),
+                args.join(" ")
+            ))),
+        }
+    }
+
+    /// Implemented by the type `export_job!(Type, constructor)` generates:
+    /// builds a job instance from its arguments.
+    pub trait JobProvider {
+        type Job: Job;
+        fn new(args: &[String]) -> Result<Self::Job, Error>;
+    }
+
+    unsafe extern "C" fn new_v2<P: JobProvider>(
+        args: *const u8,
+        len: usize,
+        inst: *mut *mut c_void,
+        err: *mut Buf,
+    ) -> i32 {
+        // SAFETY: the host's pointers (the ABI).
+        unsafe { new_instance(args, len, inst, err, P::new) }
+    }
+
+    unsafe extern "C" fn load_open_v2<J: Job>(
+        inst: *mut c_void,
+        iter: *mut *mut c_void,
+        err: *mut Buf,
+    ) -> i32 {
+        // SAFETY: the host passes a live instance and its pointers (the ABI).
+        unsafe { open_tasks(iter, err, || Ok(instance::<J>(inst)?.load())) }
+    }
+
+    unsafe extern "C" fn count_v2<J: Job>(inst: *mut c_void, out: *mut u64) -> i32 {
+        // SAFETY: as for `load_open_v2`.
+        unsafe {
+            match instance::<J>(inst) {
+                Ok(job) => write_count(out, || job.count()),
+                Err(_) => abi::STATUS_END,
+            }
+        }
+    }
+
+    unsafe extern "C" fn map_v2<J: Job>(
+        inst: *mut c_void,
+        task: *const u8,
+        len: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: as for `load_open_v2`, with `len` readable bytes at `task`.
+        unsafe {
+            let task = slice(task, len);
+            guard(out, || instance::<J>(inst)?.map(task))
+        }
+    }
+
+    unsafe extern "C" fn reduce_v2<J: Job>(
+        inst: *mut c_void,
+        acc: *const u8,
+        acc_len: usize,
+        cur: *const u8,
+        cur_len: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: as for `map_v2`, with two input buffers.
+        unsafe {
+            let (acc, cur) = (slice(acc, acc_len), slice(cur, cur_len));
+            guard(out, || instance::<J>(inst)?.reduce(acc, cur))
+        }
+    }
+
+    unsafe extern "C" fn done_v2<J: Job>(
+        inst: *mut c_void,
+        result: *const u8,
+        len: usize,
+        err: *mut Buf,
+    ) -> i32 {
+        // SAFETY: as for `map_v2`.
+        unsafe {
+            let result = slice(result, len);
+            guard(err, || {
+                instance::<J>(inst)?.done(result)?;
+                Ok(Vec::new())
+            })
+        }
+    }
+
+    /// Version 1's fields of a version-2 table: a version-2 host calls only
+    /// the three that take no instance.
+    pub const fn v1_of_v2() -> abi::JobEntryV1 {
+        abi::JobEntryV1 {
+            abi_version: abi::ABI_VERSION,
+            struct_size: std::mem::size_of::<abi::JobEntry>() as u32,
+            load_open: None,
+            load_next: Some(load_next),
+            load_close: Some(load_close),
+            map: None,
+            reduce: None,
+            done: None,
+            count: None,
+            free: Some(free),
+        }
+    }
+
+    /// The version-2 entry table of a byte-level job built from its
+    /// arguments by `P`.
+    pub const fn entry_v2<P: JobProvider>() -> abi::JobEntry {
+        abi::JobEntry {
+            v1: v1_of_v2(),
+            kind: abi::KIND_BYTES,
+            flags: 0,
+            instance_new: Some(new_v2::<P>),
+            instance_drop: Some(drop_instance::<P::Job>),
+            load_open_v2: Some(load_open_v2::<P::Job>),
+            count_v2: Some(count_v2::<P::Job>),
+            map_v2: Some(map_v2::<P::Job>),
+            reduce_v2: Some(reduce_v2::<P::Job>),
+            done_v2: Some(done_v2::<P::Job>),
+            map_batch: None,
+            reducer_new: None,
+            reducer_add: None,
+            reducer_finish: None,
+            reducer_free: None,
+            format: None,
+        }
+    }
+
     /// The entry table for the job `P` provides: a version-1 table. A
     /// byte-level job uses nothing of version 2, and says so, so a host
     /// that speaks only version 1 loads it too.
@@ -482,8 +758,18 @@ pub mod __private {
     }
 }
 
-/// Exports a job from a `cdylib`: `redmap::export_job!(MyJob);` where the
-/// argument is an expression that builds the job (called once, on first use).
+/// Exports a job from a `cdylib`, in one of two forms:
+///
+/// - `redmap::export_job!(MyJob);` where the argument is an expression
+///   that builds the job (called once, on first use). The library has a
+///   version-1 table, so every redmap since the first loads it; the job
+///   takes no arguments.
+/// - `redmap::export_job!(MyJob, MyJob::new);` where the second argument
+///   is a constructor, `fn(&[String]) -> Result<MyJob, Error>` (a function
+///   or a closure that captures nothing), called with the job's arguments
+///   (the words after `--` on `redmap run`'s command line) in every process
+///   that builds the job. An error is shown to the user before the job
+///   runs. Needs a redmap that loads job ABI version 2.
 #[macro_export]
 macro_rules! export_job {
     ($job:expr) => {
@@ -508,26 +794,62 @@ macro_rules! export_job {
             &__REDMAP_JOB_ENTRY
         }
     };
+    ($ty:ty, $new:expr) => {
+        #[doc(hidden)]
+        struct __RedmapJobProvider;
+
+        impl $crate::job::__private::JobProvider for __RedmapJobProvider {
+            type Job = $ty;
+            fn new(
+                args: &[::std::string::String],
+            ) -> ::std::result::Result<$ty, $crate::job::Error> {
+                let new: fn(
+                    &[::std::string::String],
+                ) -> ::std::result::Result<$ty, $crate::job::Error> = $new;
+                new(args)
+            }
+        }
+
+        #[doc(hidden)]
+        static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
+            $crate::job::__private::entry_v2::<__RedmapJobProvider>();
+
+        /// The job library's entry point (see redmap's protocol.md).
+        #[unsafe(no_mangle)]
+        pub extern "C" fn redmap_job_entry() -> *const $crate::job::abi::JobEntry {
+            &__REDMAP_JOB_ENTRY
+        }
+    };
 }
 
-/// Exports a keyed job from a `cdylib`: `redmap::export_keyed_job!(MyJob);`
-/// for a type that implements [`KeyedJob`] and `Default`, or
-/// `redmap::export_keyed_job!(MyJob, MyJob::new());` with the expression
-/// that builds it (called once, on first use).
+/// Exports a keyed job from a `cdylib`, in one of two forms:
+///
+/// - `redmap::export_keyed_job!(MyJob);` for a type that implements
+///   [`KeyedJob`] and `Default`: the job takes no arguments.
+/// - `redmap::export_keyed_job!(MyJob, MyJob::new);` where the second
+///   argument is a constructor, `fn(&[String]) -> Result<MyJob, Error>` (a
+///   function or a closure that captures nothing), called with the job's
+///   arguments (the words after `--` on `redmap run`'s command line) in
+///   every process that builds the job. An error is shown to the user
+///   before the job runs.
 #[macro_export]
 macro_rules! export_keyed_job {
     ($ty:ty) => {
-        $crate::export_keyed_job!($ty, <$ty as ::std::default::Default>::default());
+        $crate::export_keyed_job!($ty, $crate::job::__private::no_args::<$ty>);
     };
-    ($ty:ty, $job:expr) => {
+    ($ty:ty, $new:expr) => {
         #[doc(hidden)]
         struct __RedmapJobProvider;
 
         impl $crate::job::keyed::ffi::KeyedProvider for __RedmapJobProvider {
             type Job = $ty;
-            fn job() -> &'static $ty {
-                static JOB: ::std::sync::OnceLock<$ty> = ::std::sync::OnceLock::new();
-                JOB.get_or_init(|| $job)
+            fn new(
+                args: &[::std::string::String],
+            ) -> ::std::result::Result<$ty, $crate::job::Error> {
+                let new: fn(
+                    &[::std::string::String],
+                ) -> ::std::result::Result<$ty, $crate::job::Error> = $new;
+                new(args)
             }
         }
 

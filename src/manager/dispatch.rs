@@ -192,7 +192,7 @@ impl Manager {
         let Some(pending) = self.next_batch_for(w, job_id, elsewhere) else {
             return false;
         };
-        let Some(hash) = self.jobs.get(job_id).map(|j| j.hash()) else {
+        let Some((hash, args)) = self.jobs.get(job_id).map(|j| (j.hash(), j.args().clone())) else {
             return false;
         };
         let batch = match pending.batch {
@@ -204,6 +204,7 @@ impl Manager {
             batch_id: batch,
             tasks: pending.tasks,
             reply_limit: self.settings.max_size,
+            args,
         });
         let what = Request::Batch {
             batch,
@@ -260,7 +261,8 @@ impl Manager {
             .collect();
         let max_conns = self.settings.max_connections;
         for (batch, job_id) in stragglers {
-            let Some(hash) = self.jobs.get(job_id).map(|j| j.hash()) else {
+            let Some((hash, args)) = self.jobs.get(job_id).map(|j| (j.hash(), j.args().clone()))
+            else {
                 continue;
             };
             let holder = self
@@ -289,6 +291,7 @@ impl Manager {
                 batch_id: batch,
                 tasks,
                 reply_limit: self.settings.max_size,
+                args,
             });
             let what = Request::Batch {
                 batch,

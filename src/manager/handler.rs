@@ -325,6 +325,19 @@ impl Manager {
     fn reducer_events(&mut self, io: &mut Io<'_>) {
         while let Ok(msg) = self.reducer_rx.try_recv() {
             match msg {
+                ReducerMsg::Unbuilt { job, message } => {
+                    let Some(j) = self.jobs.get_mut(job) else {
+                        continue;
+                    };
+                    warn!(
+                        "job {job} ({}): its constructor failed: {message}",
+                        j.name()
+                    );
+                    j.fail(format!(
+                        "the job's constructor failed on the manager: {message}"
+                    ));
+                    self.job_ended(io, job);
+                }
                 ReducerMsg::Folded { job, .. } => {
                     if let Some(j) = self.jobs.get_mut(job) {
                         j.folded();

@@ -17,7 +17,7 @@ use super::batch::BatchLimits;
 use super::load::{load, Loaded};
 use super::reduce::fold_partials;
 use crate::plugin::loader::JobKind;
-use crate::plugin::{CallError, Plugin};
+use crate::plugin::{CallError, Instance};
 use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::TaskList;
 
@@ -36,6 +36,9 @@ pub enum LoaderMsg {
 
 /// What the reducer thread tells the event loop.
 pub enum ReducerMsg {
+    /// The job's constructor failed here: the job fails, and nothing of
+    /// it runs.
+    Unbuilt { job: u64, message: String },
     /// A partial of `tasks` tasks was folded into the result.
     Folded { job: u64, tasks: u64 },
     /// A partial could not be folded; its tasks are lost.
@@ -68,7 +71,7 @@ fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> C
 /// load errors, then `End`. `limits` gives the limits of the next batch
 /// from the job's estimate; it is asked again after each batch.
 pub fn loader(
-    plugin: &Arc<Plugin>,
+    plugin: &Arc<Instance>,
     tx: &SyncSender<LoaderMsg>,
     waker: &Waker,
     limits: impl Fn(Option<u64>) -> BatchLimits,
@@ -98,7 +101,7 @@ pub fn loader(
 /// arrive, reporting each, then calls `done` and reports it; stops early,
 /// without `done`, once `cancelled` is set.
 pub fn reducer(
-    plugin: &Plugin,
+    plugin: &Instance,
     job: u64,
     partials: Receiver<(Vec<u8>, u64)>,
     tx: &Sender<ReducerMsg>,

@@ -38,7 +38,7 @@ pub use load::{load, Loaded, TaskSource};
 pub use map::{map_batch, spawn_map_threads, FailedIn, Folded, TaskFailed, ValueLimit};
 pub use reduce::{fold_partials, fold_runs, Ended, Partial};
 
-use crate::plugin::{CallError, Plugin};
+use crate::plugin::{CallError, Instance};
 
 /// The job's own code, as the pipeline calls it. Each call may fail (an
 /// error or a caught panic, as a [`CallError`]); none may unwind.
@@ -52,17 +52,17 @@ pub trait JobCode {
     fn done(&self, result: &[u8]) -> Result<(), CallError>;
 }
 
-impl JobCode for Plugin {
+impl JobCode for Instance {
     fn map(&self, task: &[u8]) -> Result<Vec<u8>, CallError> {
-        Plugin::map(self, task)
+        Instance::map(self, task)
     }
 
     fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError> {
-        Plugin::reduce(self, acc, current)
+        Instance::reduce(self, acc, current)
     }
 
     fn done(&self, result: &[u8]) -> Result<(), CallError> {
-        Plugin::done(self, result)
+        Instance::done(self, result)
     }
 }
 

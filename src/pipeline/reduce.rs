@@ -73,7 +73,7 @@ where
 /// output (one run, sorted by key) goes to the job's `done` and is the
 /// result. A run the reducer refuses is reported to `folded` and left out.
 pub fn fold_runs<P: Partial>(
-    plugin: &crate::plugin::Plugin,
+    plugin: &crate::plugin::Instance,
     partials: impl IntoIterator<Item = P>,
     cancelled: &AtomicBool,
     mut folded: impl FnMut(P, Result<(), CallError>),
@@ -106,7 +106,7 @@ pub fn fold_runs<P: Partial>(
     }
     match reducer.finish() {
         Ok(output) => {
-            let done = plugin.done_output(&output);
+            let done = plugin.done(&output);
             Some(Ended {
                 result: output,
                 done,

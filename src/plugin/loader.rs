@@ -26,6 +26,7 @@ use crate::job::abi::{
     self, Buf, CountFn, DoneFn, FreeFn, JobEntry, LoadCloseFn, LoadNextFn, LoadOpenFn, MapFn,
     ReduceFn,
 };
+use crate::proto::msg::JobArgs;
 
 /// The SHA-256 of a plugin's bytes: its identity everywhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,20 +164,39 @@ struct KeyedEntries {
     reducer_add: abi::ReducerAddFn,
     reducer_finish: abi::ReducerFinishFn,
     reducer_free: abi::ReducerFreeFn,
-    done_output: DoneFn,
+    format: abi::FormatFn,
+}
+
+/// How a library's jobs are built and called.
+enum Table {
+    /// Version 1: the job is built once, with no arguments, by the library.
+    V1 {
+        load_open: LoadOpenFn,
+        done: DoneFn,
+        count: Option<CountFn>,
+        map: MapFn,
+        reduce: ReduceFn,
+    },
+    /// Version 2: each instance is built from its job's arguments.
+    V2 {
+        new: abi::NewFn,
+        drop: abi::DropFn,
+        load_open: abi::InstLoadOpenFn,
+        count: Option<abi::InstCountFn>,
+        done: abi::InstDoneFn,
+        /// Present for a byte-level job.
+        bytes: Option<(abi::InstMapFn, abi::InstReduceFn)>,
+        /// Present for a keyed job.
+        keyed: Option<KeyedEntries>,
+    },
 }
 
 /// The checked, non-null entry points of one job library.
 struct Entries {
-    load_open: LoadOpenFn,
     load_next: LoadNextFn,
     load_close: LoadCloseFn,
-    map: MapFn,
-    reduce: ReduceFn,
-    done: DoneFn,
-    count: Option<CountFn>,
     free: FreeFn,
-    keyed: Option<KeyedEntries>,
+    table: Table,
 }
 
 pub struct Plugin {
@@ -301,40 +321,59 @@ impl Plugin {
                 what: "struct_size: between version 1's and version 2's",
             });
         }
-        let keyed = if version >= 2 && size as usize >= v2_size {
+        let table = if version >= 2 && size as usize >= v2_size {
             // SAFETY: version 2, and `struct_size` covers the whole
             // version-2 table.
             let v2: &JobEntry = unsafe { &*(table as *const JobEntry) };
-            match v2.kind {
-                abi::KIND_BYTES => None,
-                abi::KIND_KEYED => Some(KeyedEntries {
-                    map_batch: need(v2.map_batch, &path, "map_batch")?,
-                    reducer_new: need(v2.reducer_new, &path, "reducer_new")?,
-                    reducer_add: need(v2.reducer_add, &path, "reducer_add")?,
-                    reducer_finish: need(v2.reducer_finish, &path, "reducer_finish")?,
-                    reducer_free: need(v2.reducer_free, &path, "reducer_free")?,
-                    done_output: need(v2.done_output, &path, "done_output")?,
-                }),
+            let (bytes, keyed) = match v2.kind {
+                abi::KIND_BYTES => (
+                    Some((
+                        need(v2.map_v2, &path, "map_v2")?,
+                        need(v2.reduce_v2, &path, "reduce_v2")?,
+                    )),
+                    None,
+                ),
+                abi::KIND_KEYED => (
+                    None,
+                    Some(KeyedEntries {
+                        map_batch: need(v2.map_batch, &path, "map_batch")?,
+                        reducer_new: need(v2.reducer_new, &path, "reducer_new")?,
+                        reducer_add: need(v2.reducer_add, &path, "reducer_add")?,
+                        reducer_finish: need(v2.reducer_finish, &path, "reducer_finish")?,
+                        reducer_free: need(v2.reducer_free, &path, "reducer_free")?,
+                        format: need(v2.format, &path, "format")?,
+                    }),
+                ),
                 _ => {
                     return Err(LoadError::Incomplete {
                         path,
                         what: "kind: neither a byte-level nor a keyed job",
                     })
                 }
+            };
+            Table::V2 {
+                new: need(v2.instance_new, &path, "instance_new")?,
+                drop: need(v2.instance_drop, &path, "instance_drop")?,
+                load_open: need(v2.load_open_v2, &path, "load_open_v2")?,
+                count: v2.count_v2,
+                done: need(v2.done_v2, &path, "done_v2")?,
+                bytes,
+                keyed,
             }
         } else {
-            None
+            Table::V1 {
+                load_open: need(v1.load_open, &path, "load_open")?,
+                map: need(v1.map, &path, "map")?,
+                reduce: need(v1.reduce, &path, "reduce")?,
+                done: need(v1.done, &path, "done")?,
+                count: v1.count,
+            }
         };
         let entries = Entries {
-            load_open: need(v1.load_open, &path, "load_open")?,
             load_next: need(v1.load_next, &path, "load_next")?,
             load_close: need(v1.load_close, &path, "load_close")?,
-            map: need(v1.map, &path, "map")?,
-            reduce: need(v1.reduce, &path, "reduce")?,
-            done: need(v1.done, &path, "done")?,
-            count: v1.count,
             free: need(v1.free, &path, "free")?,
-            keyed,
+            table,
         };
         Ok(Plugin {
             _library: ManuallyDrop::new(library),
@@ -403,48 +442,173 @@ impl Plugin {
         }
     }
 
-    pub fn map(&self, task: &[u8]) -> Result<Vec<u8>, CallError> {
-        let mut out = Buf::EMPTY;
-        // SAFETY: pointers are valid for the call; `out` is ours to fill.
-        let status = unsafe { (self.entries.map)(task.as_ptr(), task.len(), &mut out) };
-        self.outcome(status, out)
-    }
-
-    pub fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError> {
-        let mut out = Buf::EMPTY;
-        // SAFETY: as for `map`.
-        let status = unsafe {
-            (self.entries.reduce)(
-                acc.as_ptr(),
-                acc.len(),
-                current.as_ptr(),
-                current.len(),
-                &mut out,
-            )
-        };
-        self.outcome(status, out)
-    }
-
-    pub fn done(&self, result: &[u8]) -> Result<(), CallError> {
-        let mut err = Buf::EMPTY;
-        // SAFETY: as for `map`.
-        let status = unsafe { (self.entries.done)(result.as_ptr(), result.len(), &mut err) };
-        self.outcome(status, err).map(drop)
-    }
-
     /// What kind of job this library holds.
     pub fn kind(&self) -> JobKind {
-        match self.entries.keyed {
-            Some(_) => JobKind::Keyed,
-            None => JobKind::Bytes,
+        match &self.entries.table {
+            Table::V2 { keyed: Some(_), .. } => JobKind::Keyed,
+            _ => JobKind::Bytes,
         }
     }
 
-    fn keyed(&self) -> Result<&KeyedEntries, CallError> {
-        self.entries.keyed.as_ref().ok_or_else(|| CallError {
+    /// Whether the library's jobs take arguments (job ABI version 2).
+    pub fn takes_args(&self) -> bool {
+        matches!(self.entries.table, Table::V2 { .. })
+    }
+
+    /// Builds the job from its arguments (the job's constructor runs
+    /// here): what every other call goes through. A version-1 library has
+    /// one job, built with no arguments; given some, it is refused.
+    pub fn instance(self: &Arc<Self>, args: &JobArgs) -> Result<Arc<Instance>, CallError> {
+        let handle = match &self.entries.table {
+            Table::V1 { .. } if args.is_empty() => std::ptr::null_mut(),
+            Table::V1 { .. } => {
+                return Err(CallError {
+                    panicked: false,
+                    message: "this job takes no arguments: it is exported with \
+                              `export_job!(JOB)` (job ABI version 1); export it with \
+                              `export_job!(Type, constructor)` to take them"
+                        .into(),
+                })
+            }
+            Table::V2 { new, .. } => {
+                let list = args.encoded();
+                let mut handle: *mut c_void = std::ptr::null_mut();
+                let mut err = Buf::EMPTY;
+                // SAFETY: the list is valid for the call; both out-pointers
+                // are ours to fill.
+                let status = unsafe { new(list.as_ptr(), list.len(), &mut handle, &mut err) };
+                self.outcome(status, err)?;
+                if handle.is_null() {
+                    return Err(CallError {
+                        panicked: false,
+                        message: "the job's `new` succeeded but gave no instance".into(),
+                    });
+                }
+                handle
+            }
+        };
+        Ok(Arc::new(Instance {
+            plugin: Arc::clone(self),
+            handle,
+            args: args.clone(),
+        }))
+    }
+}
+
+/// One job built from its arguments in this process (or, for a version-1
+/// library, its one job): what a run calls. Dropped, it frees the
+/// instance in the library.
+pub struct Instance {
+    plugin: Arc<Plugin>,
+    /// Null for a version-1 library.
+    handle: *mut c_void,
+    args: JobArgs,
+}
+
+// SAFETY: the ABI requires an instance's entries to be callable from any
+// thread at once (a job is `Sync`), except `load_*` and a reducer's, which
+// the host calls from one thread at a time; the handle is freed once, in
+// `drop`, when no call can be running (every caller holds an `Arc`).
+unsafe impl Send for Instance {}
+unsafe impl Sync for Instance {}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Table::V2 { drop, .. } = &self.plugin.entries.table {
+            // SAFETY: the handle `new` made, freed once, with no call running.
+            unsafe { drop(self.handle) };
+        }
+    }
+}
+
+impl Instance {
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    pub fn hash(&self) -> PluginHash {
+        self.plugin.hash
+    }
+
+    /// The arguments the job was built with.
+    pub fn args(&self) -> &JobArgs {
+        &self.args
+    }
+
+    pub fn kind(&self) -> JobKind {
+        self.plugin.kind()
+    }
+
+    fn not_bytes() -> CallError {
+        CallError {
             panicked: false,
-            message: "not a keyed job".into(),
-        })
+            message: "a keyed job is mapped and reduced by batches".into(),
+        }
+    }
+
+    pub fn map(&self, task: &[u8]) -> Result<Vec<u8>, CallError> {
+        let p = &self.plugin;
+        let mut out = Buf::EMPTY;
+        let (ptr, len) = (task.as_ptr(), task.len());
+        // SAFETY: pointers are valid for the call; `out` is ours to fill;
+        // the handle is live while `self` is.
+        let status = unsafe {
+            match &p.entries.table {
+                Table::V1 { map, .. } => map(ptr, len, &mut out),
+                Table::V2 {
+                    bytes: Some((map, _)),
+                    ..
+                } => map(self.handle, ptr, len, &mut out),
+                Table::V2 { .. } => return Err(Instance::not_bytes()),
+            }
+        };
+        p.outcome(status, out)
+    }
+
+    pub fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError> {
+        let p = &self.plugin;
+        let mut out = Buf::EMPTY;
+        let (a, al, c, cl) = (acc.as_ptr(), acc.len(), current.as_ptr(), current.len());
+        // SAFETY: as for `map`.
+        let status = unsafe {
+            match &p.entries.table {
+                Table::V1 { reduce, .. } => reduce(a, al, c, cl, &mut out),
+                Table::V2 {
+                    bytes: Some((_, reduce)),
+                    ..
+                } => reduce(self.handle, a, al, c, cl, &mut out),
+                Table::V2 { .. } => return Err(Instance::not_bytes()),
+            }
+        };
+        p.outcome(status, out)
+    }
+
+    /// `done`: a byte-level job's final accumulator, or a keyed job's
+    /// output (one run of pairs, sorted by key).
+    pub fn done(&self, result: &[u8]) -> Result<(), CallError> {
+        let p = &self.plugin;
+        let mut err = Buf::EMPTY;
+        let (ptr, len) = (result.as_ptr(), result.len());
+        // SAFETY: as for `map`.
+        let status = unsafe {
+            match &p.entries.table {
+                Table::V1 { done, .. } => done(ptr, len, &mut err),
+                Table::V2 { done, .. } => done(self.handle, ptr, len, &mut err),
+            }
+        };
+        p.outcome(status, err).map(drop)
+    }
+
+    fn keyed(&self) -> Result<&KeyedEntries, CallError> {
+        match &self.plugin.entries.table {
+            Table::V2 {
+                keyed: Some(keyed), ..
+            } => Ok(keyed),
+            _ => Err(CallError {
+                panicked: false,
+                message: "not a keyed job".into(),
+            }),
+        }
     }
 
     /// Maps a batch of a keyed job and combines it (one call for the whole
@@ -453,21 +617,24 @@ impl Plugin {
         let entries = self.keyed()?;
         let mut out = Buf::EMPTY;
         // SAFETY: as for `map`.
-        let status = unsafe { (entries.map_batch)(tasks.as_ptr(), tasks.len(), &mut out) };
+        let status =
+            unsafe { (entries.map_batch)(self.handle, tasks.as_ptr(), tasks.len(), &mut out) };
         if status != abi::STATUS_OK {
-            return Err(self.failure(status, out));
+            return Err(self.plugin.failure(status, out));
         }
-        self.lend(out, KeyedBatch::decode).map_err(|why| CallError {
-            panicked: false,
-            message: format!("the job's mapped batch does not decode: {why}"),
-        })
+        self.plugin
+            .lend(out, KeyedBatch::decode)
+            .map_err(|why| CallError {
+                panicked: false,
+                message: format!("the job's mapped batch does not decode: {why}"),
+            })
     }
 
     /// A reducer of a keyed job, to combine runs of pairs into its output.
     pub fn reducer(&self) -> Result<KeyedReducer<'_>, CallError> {
         let entries = self.keyed()?;
-        // SAFETY: no arguments; a null result is the job's panic.
-        let handle = unsafe { (entries.reducer_new)() };
+        // SAFETY: the live instance; a null result is the job's panic.
+        let handle = unsafe { (entries.reducer_new)(self.handle) };
         if handle.is_null() {
             return Err(CallError {
                 panicked: true,
@@ -475,40 +642,68 @@ impl Plugin {
             });
         }
         Ok(KeyedReducer {
-            plugin: self,
+            instance: self,
             handle,
         })
     }
 
-    /// A keyed job's `done`, with its output (one run of pairs, sorted).
-    pub fn done_output(&self, run: &[u8]) -> Result<(), CallError> {
+    /// The text form of the whole pairs at the front of `run` (one
+    /// `key<TAB>value` line each), and how many of its bytes they took: a
+    /// pair cut by the end of `run` waits for the next piece.
+    pub fn format(&self, run: &[u8]) -> Result<(Vec<u8>, usize), CallError> {
         let entries = self.keyed()?;
-        let mut err = Buf::EMPTY;
-        // SAFETY: as for `map`.
-        let status = unsafe { (entries.done_output)(run.as_ptr(), run.len(), &mut err) };
-        self.outcome(status, err).map(drop)
+        let mut out = Buf::EMPTY;
+        let mut used = 0usize;
+        // SAFETY: as for `map`, with `used` ours to fill.
+        let status =
+            unsafe { (entries.format)(self.handle, run.as_ptr(), run.len(), &mut used, &mut out) };
+        let text = self.plugin.outcome(status, out)?;
+        if used > run.len() {
+            return Err(CallError {
+                panicked: false,
+                message: format!("the job's format used {used} of {} bytes", run.len()),
+            });
+        }
+        Ok((text, used))
     }
 
     /// The job's estimate of its number of tasks, if it gives one.
     pub fn count(&self) -> Option<u64> {
-        let count = self.entries.count?;
         let mut n = 0u64;
-        // SAFETY: `n` is valid for the call.
-        (unsafe { count(&mut n) } == abi::STATUS_OK).then_some(n)
+        // SAFETY: `n` is valid for the call; the handle is live.
+        let status = unsafe {
+            match &self.plugin.entries.table {
+                Table::V1 { count, .. } => (*count)?(&mut n),
+                Table::V2 { count, .. } => (*count)?(self.handle, &mut n),
+            }
+        };
+        (status == abi::STATUS_OK).then_some(n)
     }
 
     /// Starts the job's `load`: an iterator over its tasks.
     pub fn tasks(self: &Arc<Self>) -> Result<TaskIter, CallError> {
         let mut handle: *mut c_void = std::ptr::null_mut();
         let mut err = Buf::EMPTY;
-        // SAFETY: both out-pointers are valid for the call.
-        let status = unsafe { (self.entries.load_open)(&mut handle, &mut err) };
-        self.outcome(status, err)?;
+        // SAFETY: both out-pointers are valid for the call; the instance
+        // is live.
+        let status = unsafe {
+            match &self.plugin.entries.table {
+                Table::V1 { load_open, .. } => load_open(&mut handle, &mut err),
+                Table::V2 { load_open, .. } => load_open(self.handle, &mut handle, &mut err),
+            }
+        };
+        self.plugin.outcome(status, err)?;
         Ok(TaskIter {
-            plugin: Arc::clone(self),
+            instance: Arc::clone(self),
             handle,
             finished: false,
         })
+    }
+}
+
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instance({:?} {:?})", self.plugin, self.args)
     }
 }
 
@@ -578,7 +773,7 @@ impl KeyedBatch {
 /// A keyed job's reducer in the job library: runs of pairs go in, the
 /// output comes out once. Freed in the library when dropped unfinished.
 pub struct KeyedReducer<'a> {
-    plugin: &'a Plugin,
+    instance: &'a Instance,
     handle: *mut c_void,
 }
 
@@ -586,30 +781,30 @@ impl KeyedReducer<'_> {
     /// Combines one run of pairs; a run that does not decode is refused
     /// whole.
     pub fn add(&mut self, run: &[u8]) -> Result<(), CallError> {
-        let entries = self.plugin.keyed()?;
+        let entries = self.instance.keyed()?;
         let mut err = Buf::EMPTY;
         // SAFETY: the handle is live (not finished: `finish` takes self),
         // and the buffers are valid for the call.
         let status =
             unsafe { (entries.reducer_add)(self.handle, run.as_ptr(), run.len(), &mut err) };
-        self.plugin.outcome(status, err).map(drop)
+        self.instance.plugin.outcome(status, err).map(drop)
     }
 
     /// The output: one run of pairs, one per key, sorted by key.
     pub fn finish(mut self) -> Result<Vec<u8>, CallError> {
-        let entries = self.plugin.keyed()?;
+        let entries = self.instance.keyed()?;
         let handle = std::mem::replace(&mut self.handle, std::ptr::null_mut());
         let mut out = Buf::EMPTY;
         // SAFETY: the live handle, consumed by this call (the library frees
         // it); it is nulled above so `drop` does not free it again.
         let status = unsafe { (entries.reducer_finish)(handle, &mut out) };
-        self.plugin.outcome(status, out)
+        self.instance.plugin.outcome(status, out)
     }
 }
 
 impl Drop for KeyedReducer<'_> {
     fn drop(&mut self) {
-        if let (false, Ok(entries)) = (self.handle.is_null(), self.plugin.keyed()) {
+        if let (false, Ok(entries)) = (self.handle.is_null(), self.instance.keyed()) {
             // SAFETY: a live handle, not finished, freed once.
             unsafe { (entries.reducer_free)(self.handle) };
         }
@@ -619,7 +814,7 @@ impl Drop for KeyedReducer<'_> {
 /// A job's tasks, pulled one at a time from its `load`. An `Err` item is a
 /// load error; the iterator goes on after it, except after a panic.
 pub struct TaskIter {
-    plugin: Arc<Plugin>,
+    instance: Arc<Instance>,
     handle: *mut c_void,
     finished: bool,
 }
@@ -638,16 +833,17 @@ impl TaskIter {
         }
         let mut out = Buf::EMPTY;
         // SAFETY: the handle came from `load_open` and is not closed yet.
-        let status = unsafe { (self.plugin.entries.load_next)(self.handle, &mut out) };
+        let plugin = &self.instance.plugin;
+        let status = unsafe { (plugin.entries.load_next)(self.handle, &mut out) };
         if status == abi::STATUS_OK {
-            return Some(Ok(self.plugin.lend(out, f)));
+            return Some(Ok(plugin.lend(out, f)));
         }
         if status == abi::STATUS_END {
-            self.plugin.take(out);
+            plugin.take(out);
             self.finished = true;
             return None;
         }
-        let error = self.plugin.failure(status, out);
+        let error = plugin.failure(status, out);
         if error.panicked {
             // The iterator's state is unknown after a panic: stop here.
             self.finished = true;
@@ -667,7 +863,7 @@ impl Iterator for TaskIter {
 impl Drop for TaskIter {
     fn drop(&mut self) {
         // SAFETY: closes the handle from `load_open`, once.
-        unsafe { (self.plugin.entries.load_close)(self.handle) };
+        unsafe { (self.instance.plugin.entries.load_close)(self.handle) };
     }
 }
 

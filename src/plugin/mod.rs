@@ -9,4 +9,4 @@ pub mod loader;
 pub mod store;
 
 pub use compile::{build, Built, CompileError, Toolchain};
-pub use loader::{CallError, LoadError, Plugin, PluginHash, TaskIter};
+pub use loader::{CallError, Instance, LoadError, Plugin, PluginHash, TaskIter};

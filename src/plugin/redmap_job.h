@@ -10,7 +10,8 @@
  * released by the host through the table's `free` entry. Input pointers
  * passed to the job are valid only during the call.
  *
- * Threads: map and reduce may be called from many threads at once.
+ * Threads: map and reduce (and their version-2 forms, and map_batch) may be
+ * called from many threads at once, also on one instance.
  * load_open, load_next and load_close are called from one thread at a time.
  * done is called once. count may be called at any time.
  *
@@ -29,7 +30,7 @@
 
 /* redmap_job_entry_v2's kind. */
 #define REDMAP_KIND_BYTES 0 /* the byte-level job: map, reduce, done */
-#define REDMAP_KIND_KEYED 1 /* a keyed job: map_batch, the reducer, done_output */
+#define REDMAP_KIND_KEYED 1 /* a keyed job: map_batch, the reducer, format */
 
 /* Status codes returned by the entries. */
 #define REDMAP_OK 0    /* success; an output buffer holds the value        */
@@ -72,9 +73,10 @@ typedef struct redmap_job_entry_v1 {
 
 /* Version 2: version 1's fields, then these. A table whose struct_size is
  * version 1's is a byte-level job whatever its abi_version; a size between
- * version 1's and version 2's is refused. A keyed job still fills in map,
- * reduce and done (the host requires them): with functions that return
- * REDMAP_ERROR. */
+ * version 1's and version 2's is refused. A version-2 host calls only
+ * load_next, load_close and free of version 1's fields (the others may be
+ * NULL); every other call goes to an instance that instance_new built from
+ * the job's arguments. */
 typedef struct redmap_job_entry_v2 {
     uint32_t abi_version; /* REDMAP_ABI_VERSION */
     uint32_t struct_size; /* sizeof(redmap_job_entry_v2) */
@@ -90,23 +92,39 @@ typedef struct redmap_job_entry_v2 {
 
     uint32_t kind;  /* REDMAP_KIND_BYTES or REDMAP_KIND_KEYED */
     uint32_t flags; /* 0 */
+    /* Builds an instance from the job's arguments (u32 count, then u32
+     * length and bytes each, big-endian): REDMAP_OK with it in *inst, or
+     * REDMAP_ERROR with why in *err (shown to the user). */
+    int32_t (*instance_new)(const uint8_t *args, size_t len, void **inst, redmap_buf *err);
+    /* Frees an instance, after its last call. */
+    void (*instance_drop)(void *inst);
+    /* Version 1's load_open, count, map, reduce and done, on an instance;
+     * map_v2 and reduce_v2 are NULL for a keyed job; done_v2 gets a keyed
+     * job's output (one run of pairs, sorted by key). */
+    int32_t (*load_open_v2)(void *inst, void **iter, redmap_buf *err);
+    int32_t (*count_v2)(void *inst, uint64_t *out);
+    int32_t (*map_v2)(void *inst, const uint8_t *task, size_t len, redmap_buf *out);
+    int32_t (*reduce_v2)(void *inst, const uint8_t *acc, size_t acc_len, const uint8_t *cur,
+                         size_t cur_len, redmap_buf *out);
+    int32_t (*done_v2)(void *inst, const uint8_t *result, size_t len, redmap_buf *err);
     /* Keyed jobs (NULL for a byte-level one). Maps a task list (u32 count,
      * then u32 length and bytes each, big-endian) and combines its pairs:
      * REDMAP_OK with the mapped batch in *out (protocol.md, "Keyed jobs"). */
-    int32_t (*map_batch)(const uint8_t *tasks, size_t len, redmap_buf *out);
-    /* A new reducer handle, or NULL on a crash. */
-    void *(*reducer_new)(void);
+    int32_t (*map_batch)(void *inst, const uint8_t *tasks, size_t len, redmap_buf *out);
+    /* A new reducer handle of the instance, or NULL on a crash. */
+    void *(*reducer_new)(void *inst);
     /* Combines a run of pairs into the reducer. */
     int32_t (*reducer_add)(void *reducer, const uint8_t *run, size_t len, redmap_buf *err);
     /* The output, one run sorted by key, in *out; frees the reducer. */
     int32_t (*reducer_finish)(void *reducer, redmap_buf *out);
     /* Frees a reducer that is not finished. */
     void (*reducer_free)(void *reducer);
-    /* Receives the output (one run of pairs, sorted by key) once. */
-    int32_t (*done_output)(const uint8_t *run, size_t len, redmap_buf *err);
+    /* The text of the whole pairs at the front of run (one key TAB value
+     * line each) in *out, and the bytes they took in *used. */
+    int32_t (*format)(void *inst, const uint8_t *run, size_t len, size_t *used, redmap_buf *out);
 } redmap_job_entry_v2;
 
-/* The one exported symbol (a redmap_job_entry_v2 for a keyed job). */
+/* The one exported symbol (a redmap_job_entry_v2 for a version-2 job). */
 const redmap_job_entry_v1 *redmap_job_entry(void);
 
 #endif /* REDMAP_JOB_H */

@@ -3,9 +3,10 @@
 //! ([`pipeline::map_batch`]), and hands the result back through a channel
 //! and the reactor's waker. User code never runs on the event loop.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use log::warn;
@@ -14,8 +15,8 @@ use mio::Waker;
 use crate::net::ConnId;
 use crate::pipeline::{self, cap_error, thousands, FailedIn, ValueLimit};
 use crate::plugin::loader::JobKind;
-use crate::plugin::Plugin;
-use crate::proto::msg::{BatchResult, MapBatch, TaskFailure, TaskList};
+use crate::plugin::{CallError, Instance, Plugin, PluginHash};
+use crate::proto::msg::{BatchResult, JobArgs, MapBatch, TaskFailure, TaskList};
 
 pub struct Work {
     pub conn: ConnId,
@@ -34,6 +35,51 @@ pub struct Done {
 pub struct Pool {
     work: Sender<Work>,
     pub done: Receiver<Done>,
+    instances: Arc<Instances>,
+}
+
+/// Most job instances a worker keeps built at once: one per running job
+/// is the usual need. Past it, one is dropped (batches running on it keep
+/// it until they end) and built again if needed.
+const MAX_INSTANCES: usize = 64;
+
+/// What a library's constructor made of one job's arguments here.
+type Built = Result<Arc<Instance>, CallError>;
+
+/// The jobs built on this worker, by library and arguments: a job's
+/// constructor runs once per worker (on a map thread, never the event
+/// loop), not once per batch. A constructor's error is kept too, so a job
+/// whose arguments fail here fails each batch at once.
+#[derive(Default)]
+struct Instances {
+    built: Mutex<HashMap<(PluginHash, JobArgs), Built>>,
+}
+
+impl Instances {
+    fn get(&self, plugin: &Arc<Plugin>, args: &JobArgs) -> Built {
+        let key = (plugin.hash(), args.clone());
+        if let Some(built) = self.lock().get(&key) {
+            return built.clone();
+        }
+        // Built outside the lock: a slow constructor holds up no other job.
+        let built = plugin.instance(args);
+        let mut table = self.lock();
+        if table.len() >= MAX_INSTANCES {
+            if let Some(old) = table.keys().next().cloned() {
+                table.remove(&old);
+            }
+        }
+        table.entry(key).or_insert(built).clone()
+    }
+
+    fn forget(&self, hash: Option<PluginHash>) {
+        self.lock()
+            .retain(|(h, _), _| hash.is_some_and(|hash| hash != *h));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(PluginHash, JobArgs), Built>> {
+        self.built.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Bytes of a `BATCH_RESULT` besides its value and failures.
@@ -69,7 +115,7 @@ fn within(budget: &mut usize, message: String) -> String {
 /// after it are deferred (not run, no attempt counted), so the manager
 /// sends them again as a batch of their own. A single task whose run alone
 /// is over the budget fails for good: it would on any worker.
-fn run_keyed_batch(work: &Work, started: Instant) -> BatchResult {
+fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult {
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
     let tasks = work.batch.tasks.len();
@@ -86,7 +132,7 @@ fn run_keyed_batch(work: &Work, started: Instant) -> BatchResult {
         let bytes = list
             .as_ref()
             .map_or(work.batch.tasks.as_bytes(), |l: &TaskList| l.as_bytes());
-        match work.plugin.map_batch(bytes) {
+        match job.map_batch(bytes) {
             Err(e) => {
                 // The call itself failed: every task of the prefix with it.
                 let all = (0..prefix as u32)
@@ -132,10 +178,36 @@ fn run_keyed_batch(work: &Work, started: Instant) -> BatchResult {
     }
 }
 
-fn run_batch(work: &Work) -> BatchResult {
+/// A batch whose job could not be built here: every task fails for good
+/// with the constructor's error (its arguments fail the same way again).
+fn unbuilt(work: &Work, why: CallError) -> BatchResult {
+    let (_, mut budget) = budgets(work.batch.reply_limit());
+    let message = format!("the job's constructor failed on this worker: {why}");
+    BatchResult {
+        busy_us: 0,
+        batch_id: work.batch.batch_id,
+        processed: 0,
+        value: None,
+        failures: (0..work.batch.tasks.len() as u32)
+            .map(|index| TaskFailure {
+                index,
+                panicked: why.panicked,
+                fatal: true,
+                deferred: false,
+                message: within(&mut budget, message.clone()),
+            })
+            .collect(),
+    }
+}
+
+fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
     let started = Instant::now();
-    if work.plugin.kind() == JobKind::Keyed {
-        return run_keyed_batch(work, started);
+    let job = match instances.get(&work.plugin, &work.batch.args) {
+        Ok(job) => job,
+        Err(why) => return unbuilt(work, why),
+    };
+    if job.kind() == JobKind::Keyed {
+        return run_keyed_batch(work, &job, started);
     }
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
@@ -146,7 +218,7 @@ fn run_batch(work: &Work) -> BatchResult {
             thousands(reply_limit as u64)
         ),
     };
-    let folded = pipeline::map_batch(&*work.plugin, work.batch.tasks.iter(), &limit);
+    let folded = pipeline::map_batch(&*job, work.batch.tasks.iter(), &limit);
     let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let failures = folded
         .failures
@@ -178,8 +250,10 @@ impl Pool {
     pub fn new(threads: usize, waker: Arc<Waker>) -> Pool {
         let (work_tx, work_rx) = mpsc::channel::<Work>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let instances = Arc::new(Instances::default());
+        let built = Arc::clone(&instances);
         let map = move |work: Work| {
-            let result = run_batch(&work);
+            let result = run_batch(&work, &built);
             let done = Done {
                 conn: work.conn,
                 request_id: work.request_id,
@@ -198,7 +272,14 @@ impl Pool {
         Pool {
             work: work_tx,
             done: done_rx,
+            instances,
         }
+    }
+
+    /// Drops the jobs built from the library `hash` (`None`: from every
+    /// library), once it is uninstalled.
+    pub fn forget(&self, hash: Option<PluginHash>) {
+        self.instances.forget(hash);
     }
 
     pub fn submit(&self, work: Work) {

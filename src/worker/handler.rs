@@ -118,6 +118,7 @@ impl WorkerHandler {
                 io.close(c);
             }
             self.store.remove_all();
+            self.pool.forget(None);
         } else if before != claim.manager {
             info!("claimed by the manager at {}", claim.manager);
         }
@@ -173,6 +174,7 @@ impl WorkerHandler {
             },
             Message::Uninstall(hash) => {
                 self.store.remove(&PluginHash(hash));
+                self.pool.forget(Some(PluginHash(hash)));
                 Some(Message::Uninstalled)
             }
             Message::MapBatch(_) if self.draining => Some(Message::error(&ProtoError::refused(
@@ -273,6 +275,7 @@ impl Handler for WorkerHandler {
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
         if let Some(manager) = self.claims.expire(now) {
             let removed = self.store.remove_all();
+            self.pool.forget(None);
             info!(
                 "the manager at {manager} has been gone for the grace period; \
                  uninstalled its {removed} job libraries"

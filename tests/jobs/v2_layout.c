@@ -12,7 +12,12 @@ _Static_assert(offsetof(redmap_job_entry_v2, kind) == sizeof(redmap_job_entry_v1
 _Static_assert(offsetof(redmap_job_entry_v2, free) == offsetof(redmap_job_entry_v1, free),
                "version 1's fields keep their places");
 _Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v1) == 72, "v1 is 72 bytes on 64-bit");
-_Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v2) == 128, "v2 is 128 bytes on 64-bit");
+_Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v2) == 184, "v2 is 184 bytes on 64-bit");
+_Static_assert(sizeof(void *) != 8 || offsetof(redmap_job_entry_v2, instance_new) == 80,
+               "instance_new right after kind and flags");
+_Static_assert(offsetof(redmap_job_entry_v2, format) + sizeof(void *) ==
+                   sizeof(redmap_job_entry_v2),
+               "format is the last field");
 
 /* A table that claims version 2 with a size between the two versions': a
  * loader must refuse it, not read `kind` from past its end. */

@@ -182,3 +182,37 @@ fn bytes_that_are_not_a_value_are_refused_with_why() {
     assert!(err(from_bytes::<u8>(&[1, 2]).map(drop)).contains("left after"));
     assert!(err(from_bytes::<(u8, u8)>(&[1]).map(drop)).contains("ends inside"));
 }
+
+#[test]
+fn the_text_form_reads_as_the_module_says() {
+    use super::to_text;
+    assert_eq!(to_text(&42u64), "42");
+    assert_eq!(to_text(&-7i32), "-7");
+    assert_eq!(to_text(&-1.5f64), "-1.5");
+    assert_eq!(to_text(&true), "true");
+    assert_eq!(to_text(&()), "");
+    assert_eq!(to_text(&'\t'), "\\t");
+    assert_eq!(to_text(&"a\tb\nc\\d\re".to_string()), "a\\tb\\nc\\\\d\\re");
+    assert_eq!(to_text(&vec![0u8, 0xab, 0x10]), "00ab10");
+    assert_eq!(to_text(&vec!["x".to_string(), "y".to_string()]), "[x, y]");
+    assert_eq!(to_text(&Some(3u8)), "3");
+    assert_eq!(to_text(&None::<u8>), "");
+    assert_eq!(to_text(&("w".to_string(), 2u32, -0.5f32)), "(w, 2, -0.5)");
+}
+
+#[test]
+fn a_run_formats_whole_pairs_and_leaves_a_cut_one_for_the_next_piece() {
+    use crate::job::keyed::format_pairs;
+    let mut run = Vec::new();
+    for (k, v) in [("a", 1u64), ("b\tc", 22)] {
+        k.to_string().encode(&mut run);
+        v.encode(&mut run);
+    }
+    let (text, used) = format_pairs::<String, u64>(&run);
+    assert_eq!((text.as_str(), used), ("a\t1\nb\\tc\t22\n", run.len()));
+    // Cut inside the second pair: only the first is written.
+    let (text, used) = format_pairs::<String, u64>(&run[..run.len() - 3]);
+    assert_eq!(text, "a\t1\n");
+    let (rest, more) = format_pairs::<String, u64>(&run[used..]);
+    assert_eq!((rest.as_str(), used + more), ("b\\tc\t22\n", run.len()));
+}

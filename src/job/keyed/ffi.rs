@@ -9,93 +9,95 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::{map_batch, task_list, KeyedJob, Reducer};
-use crate::job::__private::{free, guard, load_close, load_next, slice, write_count};
-use crate::job::abi::{self, Buf, JobEntry, JobEntryV1};
+use super::{format_pairs, map_batch, task_list, KeyedJob, Reducer};
+use crate::job::__private::{
+    drop_instance, free, guard, instance, new_instance, open_tasks, slice, v1_of_v2, write_count,
+};
+use crate::job::abi::{self, Buf, JobEntry};
 use crate::job::codec::to_bytes;
 use crate::job::{Error, Tasks};
 
-/// A reducer behind its handle. A panic in the job's `reduce` while a run
-/// is combined leaves some of that run's pairs in the table: the reducer is
-/// then poisoned, and refuses every later call with why, so a job never
-/// reports an output that counts a failed run in part.
+/// A reducer behind its handle, with the instance whose `reduce` it calls
+/// (the host keeps the instance alive while it has reducers). A panic in
+/// the job's `reduce` while a run is combined leaves some of that run's
+/// pairs in the table: the reducer is then poisoned, and refuses every
+/// later call with why, so a job never reports an output that counts a
+/// failed run in part.
 struct Handle<J: KeyedJob> {
+    job: *const J,
     reducer: Reducer<J>,
     poisoned: Option<String>,
 }
 
-/// Implemented by the type `export_keyed_job!` generates: gives the one job
-/// instance.
+/// Implemented by the type `export_keyed_job!` generates: builds the job
+/// from its arguments.
 pub trait KeyedProvider {
     type Job: KeyedJob;
-    fn job() -> &'static Self::Job;
+    fn new(args: &[String]) -> Result<Self::Job, Error>;
+}
+
+unsafe extern "C" fn new<P: KeyedProvider>(
+    args: *const u8,
+    len: usize,
+    inst: *mut *mut c_void,
+    err: *mut Buf,
+) -> i32 {
+    // SAFETY: the host's pointers (the ABI).
+    unsafe { new_instance(args, len, inst, err, P::new) }
 }
 
 /// A keyed job's `load`, as the byte-level `Tasks` the shared `load_next`
 /// reads: each task in its [`Codec`](crate::job::Codec) encoding.
-unsafe extern "C" fn load_open<P: KeyedProvider>(iter: *mut *mut c_void, err: *mut Buf) -> i32 {
-    let mut tasks: Option<Tasks> = None;
-    // SAFETY: the host passes `err` null or valid for a write (the ABI).
-    let status = unsafe {
-        guard(err, || {
-            let typed = P::job().load();
-            tasks = Some(Box::new(typed.map(|r| r.map(|t| to_bytes(&t)))));
-            Ok(Vec::new())
-        })
-    };
-    if status == abi::STATUS_OK && !iter.is_null() {
-        // SAFETY: not null, and the ABI makes `iter` valid for a write; the
-        // box is the one `load_next` and `load_close` expect, freed once.
-        unsafe { *iter = Box::into_raw(Box::new(tasks)) as *mut c_void };
-    }
-    status
-}
-
-const BY_BATCH: &str = "a keyed job is mapped and reduced by batches (job ABI 2)";
-
-/// The version-1 `map`, `reduce` and `done` slots of a keyed job: a host
-/// that calls them does not know keyed jobs.
-unsafe extern "C" fn per_task(_: *const u8, _: usize, out: *mut Buf) -> i32 {
-    // SAFETY: the host passes `out` null or valid for a write (the ABI).
-    unsafe { guard(out, || Err(Error::msg(BY_BATCH))) }
-}
-
-unsafe extern "C" fn per_pair(
-    _: *const u8,
-    _: usize,
-    _: *const u8,
-    _: usize,
-    out: *mut Buf,
+unsafe extern "C" fn load_open<J: KeyedJob>(
+    inst: *mut c_void,
+    iter: *mut *mut c_void,
+    err: *mut Buf,
 ) -> i32 {
-    // SAFETY: as for `per_task`.
-    unsafe { guard(out, || Err(Error::msg(BY_BATCH))) }
+    // SAFETY: the host passes a live instance and its pointers (the ABI).
+    unsafe {
+        open_tasks(iter, err, || {
+            let typed = instance::<J>(inst)?.load();
+            Ok(Box::new(typed.map(|r| r.map(|t| to_bytes(&t)))) as Tasks)
+        })
+    }
 }
 
-unsafe extern "C" fn count<P: KeyedProvider>(out: *mut u64) -> i32 {
-    // SAFETY: the host passes `out` null or valid for a write (the ABI).
-    unsafe { write_count(out, || P::job().count()) }
+unsafe extern "C" fn count<J: KeyedJob>(inst: *mut c_void, out: *mut u64) -> i32 {
+    // SAFETY: as for `load_open`.
+    unsafe {
+        match instance::<J>(inst) {
+            Ok(job) => write_count(out, || job.count()),
+            Err(_) => abi::STATUS_END,
+        }
+    }
 }
 
-unsafe extern "C" fn map_batch_entry<P: KeyedProvider>(
+unsafe extern "C" fn map_batch_entry<J: KeyedJob>(
+    inst: *mut c_void,
     tasks: *const u8,
     len: usize,
     out: *mut Buf,
 ) -> i32 {
-    // SAFETY: the host passes `len` readable bytes at `tasks` for the call,
-    // and `out` null or valid for a write (the ABI).
+    // SAFETY: the host passes a live instance, `len` readable bytes at
+    // `tasks` for the call, and `out` null or valid for a write (the ABI).
     unsafe {
         let bytes = slice(tasks, len);
         guard(out, || {
+            let job = instance::<J>(inst)?;
             let tasks = task_list(bytes)?;
-            Ok(map_batch(P::job(), tasks).encode())
+            Ok(map_batch(job, tasks).encode())
         })
     }
 }
 
-unsafe extern "C" fn reducer_new<P: KeyedProvider>() -> *mut c_void {
-    match catch_unwind(Reducer::<P::Job>::default) {
+unsafe extern "C" fn reducer_new<J: KeyedJob>(inst: *mut c_void) -> *mut c_void {
+    if inst.is_null() {
+        return std::ptr::null_mut();
+    }
+    match catch_unwind(Reducer::<J>::default) {
         Ok(reducer) => {
             let handle = Handle {
+                job: inst as *const J,
                 reducer,
                 poisoned: None,
             };
@@ -112,7 +114,7 @@ fn poisoned(why: &str) -> Error {
     ))
 }
 
-unsafe extern "C" fn reducer_add<P: KeyedProvider>(
+unsafe extern "C" fn reducer_add<J: KeyedJob>(
     reducer: *mut c_void,
     run: *const u8,
     len: usize,
@@ -123,17 +125,18 @@ unsafe extern "C" fn reducer_add<P: KeyedProvider>(
         return unsafe { guard(err, || Err(Error::msg("no reducer"))) };
     }
     // SAFETY: a non-null `reducer` is the box `reducer_new` made, not yet
-    // finished or freed, used by one thread at a time (the ABI); `run` and
-    // `err` as for `map_batch`.
+    // finished or freed, used by one thread at a time, and its instance is
+    // alive (the ABI); `run` and `err` as for `map_batch`.
     unsafe {
-        let h = &mut *(reducer as *mut Handle<P::Job>);
+        let h = &mut *(reducer as *mut Handle<J>);
+        let job = &*h.job;
         let run = slice(run, len);
         let mut message = Buf::EMPTY;
         let status = guard(&mut message, || {
             if let Some(why) = &h.poisoned {
                 return Err(poisoned(why));
             }
-            h.reducer.add(P::job(), run)?;
+            h.reducer.add(job, run)?;
             Ok(Vec::new())
         });
         if status == abi::STATUS_PANIC {
@@ -149,14 +152,14 @@ unsafe extern "C" fn reducer_add<P: KeyedProvider>(
     }
 }
 
-unsafe extern "C" fn reducer_finish<P: KeyedProvider>(reducer: *mut c_void, out: *mut Buf) -> i32 {
+unsafe extern "C" fn reducer_finish<J: KeyedJob>(reducer: *mut c_void, out: *mut Buf) -> i32 {
     if reducer.is_null() {
         // SAFETY: the host passes `out` null or valid for a write.
         return unsafe { guard(out, || Err(Error::msg("no reducer"))) };
     }
     // SAFETY: `reducer` is the box `reducer_new` made; finishing consumes
     // it, and the host uses it no more.
-    let h = unsafe { Box::from_raw(reducer as *mut Handle<P::Job>) };
+    let h = unsafe { Box::from_raw(reducer as *mut Handle<J>) };
     // SAFETY: the host passes `out` null or valid for a write.
     unsafe {
         guard(out, move || match &h.poisoned {
@@ -166,16 +169,17 @@ unsafe extern "C" fn reducer_finish<P: KeyedProvider>(reducer: *mut c_void, out:
     }
 }
 
-unsafe extern "C" fn reducer_free<P: KeyedProvider>(reducer: *mut c_void) {
+unsafe extern "C" fn reducer_free<J: KeyedJob>(reducer: *mut c_void) {
     if !reducer.is_null() {
         // SAFETY: the box `reducer_new` made, freed once, then unused.
-        let r = unsafe { Box::from_raw(reducer as *mut Handle<P::Job>) };
+        let r = unsafe { Box::from_raw(reducer as *mut Handle<J>) };
         // A panic in a key's or value's destructor must not cross the boundary.
         let _ = catch_unwind(AssertUnwindSafe(move || drop(r)));
     }
 }
 
-unsafe extern "C" fn done_output<P: KeyedProvider>(
+unsafe extern "C" fn done<J: KeyedJob>(
+    inst: *mut c_void,
     run: *const u8,
     len: usize,
     err: *mut Buf,
@@ -184,34 +188,56 @@ unsafe extern "C" fn done_output<P: KeyedProvider>(
     unsafe {
         let run = slice(run, len);
         guard(err, || {
+            let job = instance::<J>(inst)?;
             let output = super::decode_pairs(run).collect::<Result<Vec<_>, _>>()?;
-            P::job().done(output).map(|()| Vec::new())
+            job.done(output).map(|()| Vec::new())
         })
     }
 }
 
-/// The entry table for the keyed job `P` provides.
+unsafe extern "C" fn format<J: KeyedJob>(
+    inst: *mut c_void,
+    run: *const u8,
+    len: usize,
+    used: *mut usize,
+    out: *mut Buf,
+) -> i32 {
+    let mut took = 0;
+    // SAFETY: as for `map_batch`.
+    let status = unsafe {
+        let run = slice(run, len);
+        guard(out, || {
+            instance::<J>(inst)?;
+            let (text, n) = format_pairs::<J::Key, J::Value>(run);
+            took = n;
+            Ok(text.into_bytes())
+        })
+    };
+    if !used.is_null() {
+        // SAFETY: not null, so valid for a write (the ABI).
+        unsafe { *used = took };
+    }
+    status
+}
+
+/// The entry table for the keyed job `P` builds.
 pub const fn entry<P: KeyedProvider>() -> JobEntry {
     JobEntry {
-        v1: JobEntryV1 {
-            abi_version: abi::ABI_VERSION,
-            struct_size: std::mem::size_of::<JobEntry>() as u32,
-            load_open: Some(load_open::<P>),
-            load_next: Some(load_next),
-            load_close: Some(load_close),
-            map: Some(per_task),
-            reduce: Some(per_pair),
-            done: Some(per_task),
-            count: Some(count::<P>),
-            free: Some(free),
-        },
+        v1: v1_of_v2(),
         kind: abi::KIND_KEYED,
         flags: 0,
-        map_batch: Some(map_batch_entry::<P>),
-        reducer_new: Some(reducer_new::<P>),
-        reducer_add: Some(reducer_add::<P>),
-        reducer_finish: Some(reducer_finish::<P>),
-        reducer_free: Some(reducer_free::<P>),
-        done_output: Some(done_output::<P>),
+        instance_new: Some(new::<P>),
+        instance_drop: Some(drop_instance::<P::Job>),
+        load_open_v2: Some(load_open::<P::Job>),
+        count_v2: Some(count::<P::Job>),
+        map_v2: None,
+        reduce_v2: None,
+        done_v2: Some(done::<P::Job>),
+        map_batch: Some(map_batch_entry::<P::Job>),
+        reducer_new: Some(reducer_new::<P::Job>),
+        reducer_add: Some(reducer_add::<P::Job>),
+        reducer_finish: Some(reducer_finish::<P::Job>),
+        reducer_free: Some(reducer_free::<P::Job>),
+        format: Some(format::<P::Job>),
     }
 }

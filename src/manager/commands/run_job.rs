@@ -54,7 +54,8 @@ impl Manager {
             run.name
         };
         info!("job {id} ({name}): accepted, library {}", hash.short());
-        self.jobs.insert(Job::new(id, name, plugin, library));
+        self.jobs
+            .insert(Job::new(id, name, plugin, run.args, library));
         Message::JobAccepted(id)
     }
 }

@@ -30,8 +30,8 @@ use mio::Waker;
 use super::invariant::decrement;
 use super::sizing::{spread_cap, BatchSizer};
 use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
-use crate::plugin::{Plugin, PluginHash};
-use crate::proto::msg::{JobStatus, JobSummary};
+use crate::plugin::{Instance, Plugin, PluginHash};
+use crate::proto::msg::{JobArgs, JobStatus, JobSummary};
 
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
@@ -52,6 +52,9 @@ pub struct Job {
     name: String,
     hash: PluginHash,
     plugin: Arc<Plugin>,
+    /// The job's arguments: built with them here, and sent with every
+    /// batch for the workers to build it with.
+    args: JobArgs,
     library: Arc<Vec<u8>>,
     status: JobStatus,
     started: Option<Instant>,
@@ -90,12 +93,19 @@ pub struct Job {
 }
 
 impl Job {
-    pub fn new(id: u64, name: String, plugin: Arc<Plugin>, library: Arc<Vec<u8>>) -> Job {
+    pub fn new(
+        id: u64,
+        name: String,
+        plugin: Arc<Plugin>,
+        args: JobArgs,
+        library: Arc<Vec<u8>>,
+    ) -> Job {
         Job {
             id,
             name,
             hash: plugin.hash(),
             plugin,
+            args,
             library,
             status: JobStatus::Waiting,
             started: None,
@@ -127,6 +137,11 @@ impl Job {
 
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The job's arguments, as its batches carry them.
+    pub fn args(&self) -> &JobArgs {
+        &self.args
     }
 
     pub fn name(&self) -> &str {
@@ -198,17 +213,33 @@ impl Job {
         self.started = Some(Instant::now());
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
         let (partial_tx, partial_rx) = mpsc::channel();
-        let (plugin, id) = (Arc::clone(&self.plugin), self.id);
+        let (plugin, args, id) = (Arc::clone(&self.plugin), self.args.clone(), self.id);
         let cancelled = Arc::clone(&self.cancelled);
         let reducer_waker = Arc::clone(&waker);
+        // The reducer builds the job (its constructor is job code: never on
+        // the event loop) and hands it to the loader; a constructor that
+        // fails fails the job, and the loader, never handed a job, ends.
+        let (job_tx, job_rx) = mpsc::channel::<Arc<Instance>>();
         // The reducer first: if the loader cannot start, dropping
         // `partials` ends it at once, with no `done` (cancelled is set).
         let spawned = thread::Builder::new()
             .name(format!("reduce-{}", self.id))
             .stack_size(crate::pipeline::JOB_THREAD_STACK)
             .spawn(move || {
+                let job = match plugin.instance(&args) {
+                    Ok(job) => job,
+                    Err(e) => {
+                        let _ = reducer_tx.send(ReducerMsg::Unbuilt {
+                            job: id,
+                            message: e.message,
+                        });
+                        let _ = reducer_waker.wake();
+                        return;
+                    }
+                };
+                let _ = job_tx.send(Arc::clone(&job));
                 cluster::reducer(
-                    &plugin,
+                    &job,
                     id,
                     partial_rx,
                     &reducer_tx,
@@ -221,7 +252,6 @@ impl Job {
             return Err(e);
         }
         self.partials = Some(partial_tx);
-        let plugin = Arc::clone(&self.plugin);
         let target = self.sizer.shared();
         // The batches' size is the manager's: the sizer's target, capped to
         // spread the job's estimate and to fit every worker's frames.
@@ -235,7 +265,11 @@ impl Job {
         let spawned = thread::Builder::new()
             .name(format!("load-{}", self.id))
             .stack_size(crate::pipeline::JOB_THREAD_STACK)
-            .spawn(move || cluster::loader(&plugin, &load_tx, &waker, limits));
+            .spawn(move || {
+                if let Ok(job) = job_rx.recv() {
+                    cluster::loader(&job, &load_tx, &waker, limits);
+                }
+            });
         if let Err(e) = spawned {
             self.fail(format!("cannot start the job's loader thread: {e}"));
             return Err(e);

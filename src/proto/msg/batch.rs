@@ -12,6 +12,8 @@
 //!   u32       reply limit: the largest BATCH_RESULT payload the sender
 //!             takes (its --max-size); appended in 0.2, absent or 0 means
 //!             the default max size
+//!   args      the job's arguments (see `args.rs`); appended in 0.3,
+//!             absent means none
 //! BATCH_RESULT payload:
 //!   u64       batch id
 //!   u32       tasks mapped and folded into the value
@@ -25,6 +27,7 @@
 //!   u64       microseconds the worker's thread spent on the batch
 //! ```
 
+use super::args::JobArgs;
 use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
 use crate::proto::error::ProtoError;
 use crate::proto::opcode::Opcode;
@@ -149,6 +152,9 @@ pub struct MapBatch {
     /// The largest `BATCH_RESULT` payload the sender accepts, in bytes
     /// (its `--max-size`); 0 when not given: the default max size.
     pub reply_limit: u32,
+    /// The job's arguments, for the worker to build the job with (appended;
+    /// absent: none).
+    pub args: JobArgs,
 }
 
 impl MapBatch {
@@ -172,11 +178,17 @@ impl MapBatch {
         } else {
             c.u32("reply limit")?
         };
+        let args = if c.rest().is_empty() {
+            JobArgs::default()
+        } else {
+            JobArgs::decode(&mut c)?
+        };
         Ok(MapBatch {
             hash,
             batch_id,
             tasks,
             reply_limit,
+            args,
         })
     }
 
@@ -185,6 +197,10 @@ impl MapBatch {
         put_u64(out, self.batch_id);
         out.extend_from_slice(&self.tasks.bytes);
         put_u32(out, self.reply_limit);
+        // No arguments travel as none: the message as it was before them.
+        if !self.args.is_empty() {
+            self.args.encode(out);
+        }
     }
 }
 

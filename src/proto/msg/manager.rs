@@ -23,6 +23,7 @@
 //! bytes result preview (at most 256 bytes), u32 n, then n str errors,
 //! u64 backups, u64 backups won, u64 duplicates, u8 waiting for workers.
 
+use super::args::JobArgs;
 use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
 use crate::proto::error::ProtoError;
 use crate::proto::opcode::Opcode;
@@ -34,20 +35,30 @@ pub const RESULT_PREVIEW: usize = 256;
 pub struct RunJob {
     pub hash: [u8; 32],
     pub name: String,
+    /// The job's arguments (appended; absent: none).
+    pub args: JobArgs,
 }
 
 impl RunJob {
     pub fn decode(payload: &[u8]) -> Result<RunJob, ProtoError> {
         let mut c = Cursor::new(Opcode::RunJob.as_u8(), payload);
-        Ok(RunJob {
-            hash: c.hash("hash")?,
-            name: c.str("name")?,
-        })
+        let hash = c.hash("hash")?;
+        let name = c.str("name")?;
+        let args = if c.rest().is_empty() {
+            JobArgs::default()
+        } else {
+            JobArgs::decode(&mut c)?
+        };
+        Ok(RunJob { hash, name, args })
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.hash);
         put_str(out, &self.name);
+        // No arguments travel as none: the message as it was before them.
+        if !self.args.is_empty() {
+            self.args.encode(out);
+        }
     }
 }
 

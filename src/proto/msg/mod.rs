@@ -5,6 +5,7 @@
 //! so a later minor revision may append fields to a payload without a new
 //! opcode. Fields are never removed, reordered or resized.
 
+pub mod args;
 pub mod auth;
 pub mod batch;
 pub mod claim;
@@ -14,6 +15,7 @@ pub mod manager;
 pub mod plugin;
 pub mod wire;
 
+pub use args::JobArgs;
 pub use auth::Challenge;
 pub use batch::{BatchResult, MapBatch, TaskFailure, TaskList};
 pub use claim::{Claim, Claimed};

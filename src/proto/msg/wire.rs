@@ -82,6 +82,14 @@ impl<'a> Cursor<'a> {
         Ok(n)
     }
 
+    /// The error of a malformed `what` in this payload.
+    pub fn malformed(&self, what: &'static str) -> ProtoError {
+        ProtoError::Malformed {
+            opcode: self.opcode,
+            what,
+        }
+    }
+
     /// The bytes not read yet.
     pub fn rest(&self) -> &'a [u8] {
         self.bytes
