@@ -42,6 +42,9 @@ pub struct Options {
     /// …or once it holds this many bytes of tasks (payloads and 4 bytes
     /// per task, as [`pipeline::BatchLimits::bytes`] counts them).
     pub batch_bytes: usize,
+    /// Call the job's `done` with the result (false: the caller takes the
+    /// result from the report, for `--output`).
+    pub call_done: bool,
 }
 
 impl Default for Options {
@@ -50,6 +53,7 @@ impl Default for Options {
             threads: thread::available_parallelism().map_or(1, |n| n.get()),
             batch_tasks: 1024,
             batch_bytes: 1024 * 1024,
+            call_done: true,
         }
     }
 }
@@ -260,6 +264,7 @@ fn fold_thread(
     plugin: &Instance,
     partials: mpsc::Receiver<Partial>,
     counts: &Counts,
+    call_done: bool,
 ) -> (Tally, Option<pipeline::Ended>) {
     let mut tally = Tally {
         processed: 0,
@@ -286,9 +291,13 @@ fn fold_thread(
         counts.processed.store(tally.processed, Ordering::Relaxed);
         counts.failed.store(tally.failed, Ordering::Relaxed);
     };
+    let finish = |result: &[u8]| match call_done {
+        true => plugin.done(result),
+        false => Ok(()),
+    };
     let ended = match plugin.kind() {
-        JobKind::Bytes => pipeline::fold_partials(plugin, partials, &never, fold),
-        JobKind::Keyed => pipeline::fold_runs(plugin, partials, &never, fold),
+        JobKind::Bytes => pipeline::fold_partials(plugin, partials, &never, fold, finish),
+        JobKind::Keyed => pipeline::fold_runs(plugin, partials, &never, fold, finish),
     };
     (tally, ended)
 }
@@ -314,12 +323,12 @@ pub fn run_counted(plugin: &Arc<Instance>, opts: Options, counts: &Arc<Counts>) 
         pipeline::spawn_map_threads(threads, "map", batch_rx, map).expect("spawn map thread")
     };
     let folder = {
-        let (plugin, counts) = (Arc::clone(plugin), Arc::clone(counts));
+        let (plugin, counts, call_done) = (Arc::clone(plugin), Arc::clone(counts), opts.call_done);
         // `done` runs here, on a stack like the main thread's.
         thread::Builder::new()
             .name("fold".into())
             .stack_size(pipeline::JOB_THREAD_STACK)
-            .spawn(move || fold_thread(&plugin, partial_rx, &counts))
+            .spawn(move || fold_thread(&plugin, partial_rx, &counts, call_done))
             .expect("spawn the fold thread")
     };
 
@@ -369,10 +378,8 @@ pub fn run_counted(plugin: &Arc<Instance>, opts: Options, counts: &Arc<Counts>) 
     });
     let (result, done) = match ended {
         Some(ended) => (ended.result, ended.done),
-        None => match plugin.kind() {
-            JobKind::Bytes => (Vec::new(), plugin.done(&[])),
-            JobKind::Keyed => (Vec::new(), plugin.done(&[])),
-        },
+        None if opts.call_done => (Vec::new(), plugin.done(&[])),
+        None => (Vec::new(), Ok(())),
     };
     let mut errors = load_log;
     errors.merge(tally.errors);

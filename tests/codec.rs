@@ -51,6 +51,17 @@ pub fn samples() -> Vec<Message> {
         }),
         Message::Uninstall([9; 32]),
         Message::Uninstalled,
+        Message::OutputRequest(redmap::proto::msg::OutputRequest {
+            job: 3,
+            form: redmap::proto::msg::OutputForm::Binary,
+            offset: 1 << 40,
+            max: 0,
+        }),
+        Message::Output(redmap::proto::msg::OutputChunk {
+            total: 10,
+            offset: 4,
+            chunk: vec![0, 1, 2],
+        }),
         Message::MapBatch(MapBatch {
             hash: [1; 32],
             batch_id: u64::MAX - 1,

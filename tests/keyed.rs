@@ -59,7 +59,7 @@ fn a_keyed_word_count_run_embedded_equals_a_plain_count() {
     let job = job(&dir);
     for threads in ["1", "2", "3"] {
         let _ = std::fs::remove_file(dir.join("result"));
-        let out = run_job(&dir, &[&job, "--threads", threads], &[]);
+        let out = run_job(&dir, &[&job, "--threads", threads, "--", "corpus.txt"], &[]);
         assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
         let result = std::fs::read_to_string(dir.join("result")).expect("done wrote result");
         assert!(
@@ -75,11 +75,13 @@ fn a_keyed_word_count_run_embedded_equals_a_plain_count() {
 fn a_keyed_word_count_on_a_cluster_equals_a_plain_count() {
     for workers in [1, 2] {
         let cluster = util::Cluster::start(workers, &[], &[]);
-        // `load` and `done` run on the manager, in its directory.
+        // `load` runs on the manager, `done` here: the corpus by a path
+        // both see, `result` in the client's directory.
         let text = corpus(7 + workers as u64, 20_000);
-        std::fs::write(cluster.dir.join("corpus.txt"), &text).unwrap();
+        let corpus = cluster.dir.join("corpus.txt");
+        std::fs::write(&corpus, &text).unwrap();
         let job = job(&cluster.dir);
-        let out = util::run(cluster.cli(&["run", &job]));
+        let out = util::run(cluster.cli(&["run", &job, "--", &corpus.display().to_string()]));
         assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
         assert!(
             cluster.result() == plain_count(&text),
@@ -94,7 +96,8 @@ fn a_keyed_word_count_on_a_cluster_equals_a_plain_count() {
 fn killing_a_worker_mid_job_leaves_a_keyed_count_exact() {
     let cluster = util::Cluster::start(1, &[], &[]);
     let text = corpus(99, 400_000);
-    std::fs::write(cluster.dir.join("corpus.txt"), &text).unwrap();
+    let corpus = cluster.dir.join("corpus.txt").display().to_string();
+    std::fs::write(&corpus, &text).unwrap();
     let expected = plain_count(&text);
     let job = job(&cluster.dir);
     let manager = cluster.manager.addr_arg();
@@ -105,7 +108,7 @@ fn killing_a_worker_mid_job_leaves_a_keyed_count_exact() {
         let out = util::run(cluster.cli(&["manager", "attach", &victim_addr]));
         assert!(out.status.success(), "{}", stderr(&out));
         let child = cluster
-            .cli(&["run", "-m", &manager, &job])
+            .cli(&["run", "-m", &manager, &job, "--", &corpus])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

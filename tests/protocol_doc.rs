@@ -114,6 +114,23 @@ fn expected(name: &str) -> (u32, Message) {
                 args: JobArgs::new(&["corpus.txt"]).unwrap(),
             })
         }),
+        "output-request" => (
+            4,
+            Message::OutputRequest(redmap::proto::msg::OutputRequest {
+                job: 7,
+                form: redmap::proto::msg::OutputForm::Text,
+                offset: 0,
+                max: 64512,
+            }),
+        ),
+        "output-reply" => (
+            4,
+            Message::Output(redmap::proto::msg::OutputChunk {
+                total: 14,
+                offset: 0,
+                chunk: b"apple\t3\nfig\t1\n".to_vec(),
+            }),
+        ),
         other => panic!("protocol.md has a hex block '{other}' that no test checks"),
     }
 }

@@ -15,6 +15,7 @@ mod layering;
 mod manager;
 mod monitor;
 mod netfaults;
+mod output;
 mod plugin;
 mod protocol_doc;
 mod reactor;

@@ -24,6 +24,37 @@ pub enum JobsCommand {
     Cancel(CancelArgs),
     /// Follow a job with the progress bar of `redmap run`, then print its summary.
     Watch(CancelArgs),
+    /// Fetch an ended job's output (kept on the manager for 10 minutes after
+    /// the job ends, up to 1 GiB of outputs in all).
+    Output(OutputArgs),
+}
+
+/// `[ADDR] ID [-o PATH] [--format text|binary]`.
+#[derive(Debug, Args)]
+#[command(allow_missing_positional = true)]
+pub struct OutputArgs {
+    #[command(flatten)]
+    pub manager: ManagerArg,
+
+    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
+    #[arg(value_name = "ADDR")]
+    pub addr: Option<String>,
+
+    /// The job's id (see `redmap jobs list`).
+    #[arg(value_name = "ID")]
+    pub id: u64,
+
+    /// Write the output to this file (default: standard output).
+    #[arg(short, long, value_name = "PATH", default_value = "-")]
+    pub output: std::path::PathBuf,
+
+    /// text (one `key<TAB>value` line per key) or binary (the job's own
+    /// encoding).
+    #[arg(long, value_enum, default_value_t = super::fetch::Format::Text)]
+    pub format: super::fetch::Format,
+
+    #[command(flatten)]
+    pub net: NetArgs,
 }
 
 /// `[ADDR] ID`: the manager may come first, as in `jobs list ADDR`.
@@ -100,7 +131,29 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
         JobsCommand::Stats(args) => stats(args),
         JobsCommand::Cancel(args) => cancel(args),
         JobsCommand::Watch(args) => watch(args),
+        JobsCommand::Output(args) => output(args),
     }
+}
+
+/// Fetches an ended job's output into a file or standard output.
+fn output(args: OutputArgs) -> Result<ExitCode, CliError> {
+    let manager = args.manager.resolve(args.addr.as_deref())?;
+    let mut client = manager.connect(&args.net)?;
+    let total = super::fetch::fetch_to(
+        &mut client,
+        &manager.addr,
+        args.id,
+        args.format,
+        &args.output,
+    )?;
+    if args.output != std::path::Path::new("-") {
+        eprintln!(
+            "wrote job {}'s output ({total} bytes) to {}",
+            args.id,
+            args.output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Follows job `args.id` until it is over; Ctrl-C stops watching only.

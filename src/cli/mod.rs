@@ -13,6 +13,7 @@
 //! - [`worker`]: `redmap worker start|status|info`.
 
 pub mod duration;
+pub mod fetch;
 pub mod follow;
 pub mod jobs;
 pub mod manager;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
+use super::fetch::{self, FetchError, Format};
 use super::follow::{finish, job_stats, printable, wait, LiveLine, Waited, POLL};
 use super::jobs::{cancel_job, CancelOutcome};
 use super::output::json_line;
@@ -19,8 +20,9 @@ use super::{
 };
 use crate::local::{self, Options, Report};
 use crate::net::{Client, ClientError};
+use crate::plugin::loader::JobKind;
 use crate::plugin::{self, Instance, Plugin, PluginHash, Toolchain};
-use crate::proto::msg::{Install, JobArgs, RunJob};
+use crate::proto::msg::{Install, JobArgs, OutputForm, RunJob};
 use crate::proto::{ErrorCode, Message};
 use crate::report::JobJson;
 
@@ -70,6 +72,17 @@ pub struct RunArgs {
     /// The cargo used for crate jobs (default: `cargo` from PATH).
     #[arg(long, value_name = "PATH")]
     pub cargo: Option<PathBuf>,
+
+    /// Write the job's output to this file (`-`: standard output) instead
+    /// of handing it to a keyed job's `done`; for a byte-level job, its
+    /// final accumulator, besides its `done` (which runs on the manager).
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+
+    /// The form --output writes: text (one `key<TAB>value` line per key)
+    /// or binary (the job's own encoding).
+    #[arg(long, value_enum, default_value_t = Format::Text, requires = "output")]
+    pub format: Format,
 
     /// The job's arguments, after `--`: given as they are to the job's
     /// constructor in every process that builds the job (here, the
@@ -192,6 +205,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     // The manager, if any: -m, else $REDMAP_MANAGER; no default, since
     // without a manager the job runs here.
     let manager = args.manager.clone().or_else(manager_from_env);
+    if args.detach && args.output.is_some() {
+        return Err(
+            CliError::new("--output waits for the job's end, which --detach does not")
+                .with_hint("fetch a detached job's output with `redmap jobs output ID -o PATH`"),
+        );
+    }
     if manager.is_none() && (args.detach || args.cancel_on_interrupt) {
         return Err(
             CliError::new("--detach and --cancel-on-interrupt are for a job on a manager")
@@ -218,7 +237,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         opts.threads = threads;
     }
+    // A keyed job's output goes to --output instead of its `done`.
+    opts.call_done = !(args.output.is_some() && job.kind() == JobKind::Keyed);
     let report = run_here(&job, opts, &name);
+    if let Some(path) = &args.output {
+        write_output(&job, &report.result, args.format, path)?;
+    }
     let mut out = io::stdout().lock();
     let written = if args.json {
         json_line(&mut out, &ReportJson::new(&name, &report))
@@ -370,8 +394,88 @@ fn run_remote(
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
     match wait(&mut client, id, &target.addr, &interrupted)? {
-        Waited::Over(job) => finish(args.json, &job),
+        Waited::Over(summary) => {
+            let delivered = deliver(args, &mut client, &target.addr, job, &summary)?;
+            let code = finish(args.json, &summary)?;
+            Ok(if delivered { code } else { ExitCode::from(1) })
+        }
         Waited::Interrupted => after_interrupt(args, &mut client, id, &target.addr),
+    }
+}
+
+/// Writes an embedded run's output to `path` (`-`: standard output): a
+/// keyed job's run in `format`, a byte-level job's result as it is.
+fn write_output(
+    job: &Instance,
+    result: &[u8],
+    format: Format,
+    path: &std::path::Path,
+) -> Result<(), CliError> {
+    let text;
+    let bytes = match (job.kind(), format) {
+        (JobKind::Keyed, Format::Text) => {
+            text = crate::pipeline::cluster::text_of(job, result)
+                .map_err(|e| CliError::new(format!("the job's output: {e}")))?;
+            &text[..]
+        }
+        _ => result,
+    };
+    let written = if path == std::path::Path::new("-") {
+        io::stdout().lock().write_all(bytes)
+    } else {
+        std::fs::write(path, bytes)
+    };
+    written.map_err(|e| CliError {
+        kind: ErrorKind::Io,
+        ..CliError::new(format!("cannot write {}: {e}", path.display()))
+    })
+}
+
+/// Hands an ended cluster job's output to the user: to `--output`, or to a
+/// keyed job's `done`, here; a byte-level job's `done` ran on the manager.
+/// False when the output could not be had or `done` failed (said on
+/// standard error).
+fn deliver(
+    args: &RunArgs,
+    client: &mut Client,
+    addr: &str,
+    job: &Instance,
+    summary: &crate::proto::msg::JobSummary,
+) -> Result<bool, CliError> {
+    use crate::proto::msg::JobStatus;
+    let keyed = job.kind() == JobKind::Keyed;
+    let ended_early = matches!(summary.status, JobStatus::Failed | JobStatus::Cancelled);
+    if let Some(path) = &args.output {
+        return match fetch::fetch_to(client, addr, summary.id, args.format, path) {
+            Ok(_) => Ok(true),
+            Err(FetchError::Unavailable(why)) => {
+                eprintln!("redmap: no output: {why}");
+                Ok(false)
+            }
+            Err(FetchError::Cli(e)) => Err(e),
+        };
+    }
+    if !keyed || ended_early {
+        return Ok(true);
+    }
+    let mut output = Vec::new();
+    match fetch::fetch(client, addr, summary.id, OutputForm::Binary, |b| {
+        output.extend_from_slice(b);
+        Ok(())
+    }) {
+        Ok(_) => {}
+        Err(FetchError::Unavailable(why)) => {
+            eprintln!("redmap: no output for done: {why}");
+            return Ok(false);
+        }
+        Err(FetchError::Cli(e)) => return Err(e),
+    }
+    match job.done(&output) {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            eprintln!("redmap: done: {}", e.message);
+            Ok(false)
+        }
     }
 }
 

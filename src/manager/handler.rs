@@ -25,6 +25,7 @@ use super::job::ReducerMsg;
 use super::jobs::Jobs;
 use super::ledger::{Ledger, Loss, Request};
 use super::monitor::Monitor;
+use super::outputs::Outputs;
 use super::workers::{Event, Intent, WorkerId, Workers};
 use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
@@ -57,6 +58,8 @@ pub struct Manager {
     pub(super) workers: Workers,
     pub(super) ledger: Ledger,
     pub(super) jobs: Jobs,
+    /// Ended jobs' outputs, for their clients to fetch.
+    pub(super) outputs: Outputs,
     pub(super) monitor: Monitor,
     pub(super) lookups: Lookups,
     pub(super) installs: super::installs::Installs,
@@ -112,6 +115,7 @@ impl Manager {
             workers: Workers::default(),
             ledger: Ledger::new(),
             jobs: Jobs::new(),
+            outputs: Outputs::default(),
             monitor: Monitor::default(),
             lookups: Lookups::default(),
             installs: super::installs::Installs::default(),
@@ -357,10 +361,15 @@ impl Manager {
                     result_len,
                     preview,
                     error,
+                    output,
                 } => {
                     let Some(j) = self.jobs.get_mut(job) else {
                         continue;
                     };
+                    if let Some(why) = self.outputs.keep(job, output, Instant::now()) {
+                        warn!("{why}");
+                        j.record_error(why);
+                    }
                     j.end(result_len, preview, error);
                     let s = j.summary(0, false);
                     info!(

@@ -32,6 +32,7 @@ impl Manager {
         self.remove_unused_libraries(now);
         // Uploads stopped half-way (each dropped is logged by the store).
         self.store.expire_uploads(now);
+        self.outputs.expire(now);
         self.publish(io);
         self.reconnect_workers(io);
     }

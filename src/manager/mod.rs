@@ -14,7 +14,8 @@
 //! - `installs`: job libraries on workers; `health`: the tick's checks;
 //!   `monitor`: counters, pages, metrics and the text session;
 //! - [`jobs`]: live jobs and kept summaries; [`job`]: one job's lifecycle,
-//!   and its loader and reducer threads;
+//!   and its loader and reducer threads; [`outputs`]: ended jobs' outputs,
+//!   kept for their clients;
 //! - [`sizing`]: how many tasks go into one batch.
 
 mod commands;
@@ -27,6 +28,7 @@ pub mod job;
 pub mod jobs;
 pub mod ledger;
 mod monitor;
+pub mod outputs;
 mod replies;
 pub mod sched;
 pub mod sizing;

@@ -194,6 +194,11 @@ impl Client {
 
     /// Sends `msg` and waits for the reply with the same request id. An
     /// error frame becomes [`ClientError::Remote`].
+    /// The largest frame payload this client takes, in bytes.
+    pub fn max_size(&self) -> u32 {
+        self.decoder.max_size()
+    }
+
     pub fn request(&mut self, msg: &Message) -> Result<Message, ClientError> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);

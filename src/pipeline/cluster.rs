@@ -34,6 +34,19 @@ pub enum LoaderMsg {
     End,
 }
 
+/// A job's output, as its reducer thread made it, for the manager to keep
+/// for the job's client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// The bytes as the job made them: a byte-level job's final
+    /// accumulator, or a keyed job's output run (pairs in the `Codec`
+    /// encoding, sorted by key).
+    pub binary: Vec<u8>,
+    /// The text form, one `key<TAB>value` line per key, for a keyed job
+    /// (a byte-level job's text is its binary).
+    pub text: Option<Vec<u8>>,
+}
+
 /// What the reducer thread tells the event loop.
 pub enum ReducerMsg {
     /// The job's constructor failed here: the job fails, and nothing of
@@ -55,6 +68,8 @@ pub enum ReducerMsg {
         /// Its first [`RESULT_PREVIEW`] bytes.
         preview: Vec<u8>,
         error: Option<String>,
+        /// The whole output, for the client.
+        output: Output,
     },
 }
 
@@ -97,6 +112,22 @@ pub fn loader(
     }
 }
 
+/// The text form of a keyed job's whole output run.
+pub fn text_of(job: &Instance, run: &[u8]) -> Result<Vec<u8>, CallError> {
+    let (text, used) = job.format(run)?;
+    if used != run.len() {
+        return Err(CallError {
+            panicked: false,
+            message: format!(
+                "the output's text form: {} of its {} bytes do not decode as pairs",
+                run.len() - used,
+                run.len()
+            ),
+        });
+    }
+    Ok(text)
+}
+
 /// The reducer thread's body: folds the partials of job `job` as they
 /// arrive, reporting each, then calls `done` and reports it; stops early,
 /// without `done`, once `cancelled` is set.
@@ -120,10 +151,16 @@ pub fn reducer(
         let _ = tx.send(msg);
         let _ = waker.wake();
     };
-    // A keyed job's partials are runs of pairs, reduced by key.
+    // A keyed job's partials are runs of pairs, reduced by key; its `done`
+    // runs in the client, with the output it fetches, so here the output
+    // gets its text form instead.
+    let mut text = None;
     let ended = match plugin.kind() {
-        JobKind::Bytes => fold_partials(plugin, partials, cancelled, report),
-        JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, report),
+        JobKind::Bytes => fold_partials(plugin, partials, cancelled, report, |r| plugin.done(r)),
+        JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, report, |run| {
+            text = Some(text_of(plugin, run)?);
+            Ok(())
+        }),
     };
     let Some(ended) = ended else {
         return;
@@ -134,6 +171,7 @@ pub fn reducer(
         result_len: acc.len() as u64,
         preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
         error: ended.done.err().map(|e| e.message),
+        output: Output { binary: acc, text },
     });
     let _ = waker.wake();
 }

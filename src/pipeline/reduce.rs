@@ -1,5 +1,5 @@
 //! Folding the batches' partial accumulators into the job's result, in
-//! arrival order, then handing the result to `done`: the manager's reducer
+//! arrival order, then handing the result on (to `done`): the manager's reducer
 //! thread and the embedded run's fold thread.
 //!
 //! Reduce is associative by contract, so the order partials arrive in does
@@ -36,15 +36,17 @@ pub struct Ended {
 
 /// Folds `partials` into the empty accumulator as they arrive, calling
 /// `folded` after each one with what its reduce returned (on `Err`, the
-/// accumulator is as it was), then calls `done` with the result.
+/// accumulator is as it was), then calls `finish` with the result (the
+/// job's `done`, or whatever stands for it where `done` runs elsewhere).
 ///
-/// Returns `None`, without calling `done`, once `cancelled` is set; it is
-/// read before each partial and before `done`.
+/// Returns `None`, without calling `finish`, once `cancelled` is set; it
+/// is read before each partial and before `finish`.
 pub fn fold_partials<J, P>(
     job: &J,
     partials: impl IntoIterator<Item = P>,
     cancelled: &AtomicBool,
     mut folded: impl FnMut(P, Result<(), CallError>),
+    finish: impl FnOnce(&[u8]) -> Result<(), CallError>,
 ) -> Option<Ended>
 where
     J: JobCode + ?Sized,
@@ -64,19 +66,20 @@ where
     if cancelled.load(Ordering::SeqCst) {
         return None;
     }
-    let done = job.done(&acc);
+    let done = finish(&acc);
     Some(Ended { result: acc, done })
 }
 
 /// [`fold_partials`] for a keyed job: each partial's value is a run of
 /// pairs, combined by key in the job's reducer; at the end the reducer's
-/// output (one run, sorted by key) goes to the job's `done` and is the
-/// result. A run the reducer refuses is reported to `folded` and left out.
+/// output (one run, sorted by key) goes to `finish` and is the result. A
+/// run the reducer refuses is reported to `folded` and left out.
 pub fn fold_runs<P: Partial>(
     plugin: &crate::plugin::Instance,
     partials: impl IntoIterator<Item = P>,
     cancelled: &AtomicBool,
     mut folded: impl FnMut(P, Result<(), CallError>),
+    finish: impl FnOnce(&[u8]) -> Result<(), CallError>,
 ) -> Option<Ended> {
     let mut reducer = match plugin.reducer() {
         Ok(r) => r,
@@ -106,7 +109,7 @@ pub fn fold_runs<P: Partial>(
     }
     match reducer.finish() {
         Ok(output) => {
-            let done = plugin.done(&output);
+            let done = finish(&output);
             Some(Ended {
                 result: output,
                 done,
@@ -136,6 +139,7 @@ mod tests {
             [partial("5"), partial("bad"), partial("7")],
             &AtomicBool::new(false),
             |p, outcome| seen.push((p.0, outcome.map_err(|e| e.message))),
+            |r| Sums.done(r),
         );
         assert_eq!(
             seen,
@@ -161,6 +165,7 @@ mod tests {
             Vec::<(Vec<u8>, u64)>::new(),
             &AtomicBool::new(false),
             |_, _| {},
+            |r| Sums.done(r),
         );
         let ended = ended.expect("not cancelled");
         assert!(ended.result.is_empty());
@@ -178,7 +183,13 @@ mod tests {
             partial("1")
         });
         assert_eq!(
-            fold_partials(&Sums, partials, &cancelled, |_, _| folded += 1),
+            fold_partials(
+                &Sums,
+                partials,
+                &cancelled,
+                |_, _| folded += 1,
+                |r| { Sums.done(r) }
+            ),
             None
         );
         assert_eq!(folded, 2);

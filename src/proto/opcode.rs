@@ -41,6 +41,8 @@ pub enum Opcode {
     ManagerStatsRequest = 0x15,
     /// Cancel a job; answered by `Cancelled`.
     CancelJob = 0x16,
+    /// A chunk of an ended job's output; answered by `Output`.
+    OutputRequest = 0x17,
     /// Reply to `Ping`.
     Pong = 0x81,
     /// Reply to `InfoRequest`.
@@ -58,6 +60,7 @@ pub enum Opcode {
     Detached = 0x94,
     ManagerStats = 0x95,
     Cancelled = 0x96,
+    Output = 0x97,
     /// Error reply to any request (or unsolicited, before a close).
     Error = 0xFF,
 }
@@ -81,6 +84,7 @@ impl Opcode {
         Opcode::Detach,
         Opcode::ManagerStatsRequest,
         Opcode::CancelJob,
+        Opcode::OutputRequest,
         Opcode::Pong,
         Opcode::Info,
         Opcode::InstallReply,
@@ -96,6 +100,7 @@ impl Opcode {
         Opcode::Detached,
         Opcode::ManagerStats,
         Opcode::Cancelled,
+        Opcode::Output,
         Opcode::Error,
     ];
 
@@ -117,6 +122,7 @@ impl Opcode {
             Opcode::Detach => "DETACH",
             Opcode::ManagerStatsRequest => "MANAGER_STATS_REQUEST",
             Opcode::CancelJob => "CANCEL_JOB",
+            Opcode::OutputRequest => "OUTPUT_REQUEST",
             Opcode::Pong => "PONG",
             Opcode::Info => "INFO",
             Opcode::InstallReply => "INSTALL_REPLY",
@@ -132,6 +138,7 @@ impl Opcode {
             Opcode::Detached => "DETACHED",
             Opcode::ManagerStats => "MANAGER_STATS",
             Opcode::Cancelled => "CANCELLED",
+            Opcode::Output => "OUTPUT",
             Opcode::Error => "ERROR",
         }
     }

@@ -1,19 +1,21 @@
-// A keyed word count (issue 12): the lines of `corpus.txt` in this
-// directory, counted by word; `done` writes one `word<TAB>count` line per
-// word, in the keys' order, to `result`.
+// A keyed word count (issue 12): the lines of the file named by its one
+// argument, counted by word; `done` writes one `word<TAB>count` line per
+// word, in the keys' order, to `result` in the directory where it runs
+// (`redmap run`'s).
 use redmap::job::input::text_chunks;
 use redmap::job::{Emit, Error, KeyedJob, TypedTasks};
 use std::fmt::Write;
 
-#[derive(Default)]
-struct WordCount;
+struct WordCount {
+    corpus: String,
+}
 
 impl KeyedJob for WordCount {
     type Task = String;
     type Key = String;
     type Value = u64;
     fn load(&self) -> TypedTasks<String> {
-        text_chunks("corpus.txt", 4096)
+        text_chunks(&self.corpus, 4096)
     }
     fn map(&self, lines: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
         for word in lines.split_whitespace() {
@@ -34,4 +36,9 @@ impl KeyedJob for WordCount {
     }
 }
 
-redmap::export_keyed_job!(WordCount);
+redmap::export_keyed_job!(WordCount, |args| match args {
+    [corpus] => Ok(WordCount {
+        corpus: corpus.clone(),
+    }),
+    _ => Err(Error::msg("usage: keyed_wordcount.rs -- CORPUS")),
+});

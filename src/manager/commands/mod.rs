@@ -7,6 +7,7 @@ mod attach;
 mod cancel;
 mod detach;
 mod lookup;
+mod output;
 mod queries;
 mod run_job;
 
@@ -43,6 +44,7 @@ impl Manager {
                 Err(e) => Message::error(&e),
             },
             Message::JobStatsRequest(id) => self.job_stats(id),
+            Message::OutputRequest(req) => self.output(req),
             Message::JobsListRequest(query) => Message::JobsList(self.jobs_page(query)),
             Message::Attach(a) => {
                 return self.resolve(io, (conn, request_id), (a.addr, a.force), false)

@@ -12,6 +12,7 @@ pub mod claim;
 pub mod error_reply;
 pub mod info;
 pub mod manager;
+pub mod output;
 pub mod plugin;
 pub mod wire;
 
@@ -22,6 +23,7 @@ pub use claim::{Claim, Claimed};
 pub use error_reply::ErrorReply;
 pub use info::{Info, Role};
 pub use manager::{AttachWorker, JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob};
+pub use output::{OutputChunk, OutputForm, OutputRequest};
 pub use plugin::{Install, InstallReply};
 
 use wire::{put_str, put_u64};
@@ -48,6 +50,7 @@ pub enum Message {
     Detach(String),
     ManagerStatsRequest,
     CancelJob(u64),
+    OutputRequest(OutputRequest),
     /// `PONG` (0x81), empty payload.
     Pong,
     /// `INFO` (0x82).
@@ -65,6 +68,7 @@ pub enum Message {
     Detached,
     ManagerStats(ManagerStats),
     Cancelled,
+    Output(OutputChunk),
     /// `ERROR` (0xFF).
     Error(ErrorReply),
 }
@@ -87,6 +91,7 @@ impl Message {
             Message::Detach(_) => Opcode::Detach,
             Message::ManagerStatsRequest => Opcode::ManagerStatsRequest,
             Message::CancelJob(_) => Opcode::CancelJob,
+            Message::OutputRequest(_) => Opcode::OutputRequest,
             Message::Pong => Opcode::Pong,
             Message::Info(_) => Opcode::Info,
             Message::InstallReply(_) => Opcode::InstallReply,
@@ -102,6 +107,7 @@ impl Message {
             Message::Detached => Opcode::Detached,
             Message::ManagerStats(_) => Opcode::ManagerStats,
             Message::Cancelled => Opcode::Cancelled,
+            Message::Output(_) => Opcode::Output,
             Message::Error(_) => Opcode::Error,
         }
     }
@@ -136,6 +142,7 @@ impl Message {
             Opcode::Detach => Message::Detach(manager::decode_addr(opcode, payload)?),
             Opcode::ManagerStatsRequest => Message::ManagerStatsRequest,
             Opcode::CancelJob => Message::CancelJob(manager::decode_id(opcode, payload)?),
+            Opcode::OutputRequest => Message::OutputRequest(OutputRequest::decode(payload)?),
             Opcode::Pong => Message::Pong,
             Opcode::Info => Message::Info(Info::decode(payload)?),
             Opcode::InstallReply => Message::InstallReply(InstallReply::decode(payload)?),
@@ -151,6 +158,7 @@ impl Message {
             Opcode::Detached => Message::Detached,
             Opcode::ManagerStats => Message::ManagerStats(ManagerStats::decode(payload)?),
             Opcode::Cancelled => Message::Cancelled,
+            Opcode::Output => Message::Output(OutputChunk::decode(payload)?),
             Opcode::Error => Message::Error(ErrorReply::decode(payload)?),
         })
     }
@@ -188,6 +196,8 @@ impl Message {
             Message::JobsListRequest(q) => q.encode(out),
             Message::JobsList(page) => page.encode(out),
             Message::ManagerStats(m) => m.encode(out),
+            Message::OutputRequest(m) => m.encode(out),
+            Message::Output(m) => m.encode(out),
             Message::Error(err) => err.encode(out),
         }
     }

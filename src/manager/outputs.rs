@@ -1,0 +1,244 @@
+//! The outputs of ended jobs, kept on the manager for their clients to
+//! fetch (`OUTPUT_REQUEST`): `redmap run` fetches its job's as soon as it
+//! ends, and `redmap jobs output ID` a detached job's later.
+//!
+//! Bounded in bytes and time, checked before anything is kept: at most
+//! [`MAX_KEPT_OUTPUT_BYTES`] in all, the oldest dropped first to make room
+//! for a new one, and each for [`OUTPUT_TTL`] after its job ended. An
+//! output larger than the whole bound is not kept, and its job says so.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::info;
+
+/// Most bytes of outputs a manager keeps at once (1 GiB), both forms of
+/// every kept output counted.
+pub const MAX_KEPT_OUTPUT_BYTES: usize = 1 << 30;
+
+/// How long an output is kept after its job ended (10 minutes).
+pub const OUTPUT_TTL: Duration = Duration::from_secs(600);
+
+/// Which form of an output a client asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The bytes as the job made them: a byte-level job's final
+    /// accumulator, or a keyed job's output run (pairs in the `Codec`
+    /// encoding, sorted by key).
+    Binary,
+    /// One `key<TAB>value` line per key for a keyed job; the same bytes as
+    /// `Binary` for a byte-level job.
+    Text,
+}
+
+pub use crate::pipeline::cluster::Output;
+
+fn output_bytes(output: &Output) -> usize {
+    output.binary.len() + output.text.as_ref().map_or(0, Vec::len)
+}
+
+struct Kept {
+    binary: Arc<Vec<u8>>,
+    text: Option<Arc<Vec<u8>>>,
+    until: Instant,
+    bytes: usize,
+}
+
+/// What the store says of one job's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Arc<Vec<u8>>),
+    /// Not kept, or no longer: why, for the client.
+    Gone(String),
+}
+
+/// The kept outputs, by job id.
+pub struct Outputs {
+    /// Most bytes kept at once: [`MAX_KEPT_OUTPUT_BYTES`].
+    bound: usize,
+    kept: BTreeMap<u64, Kept>,
+    /// Jobs whose output was not kept or was dropped, and why (bounded
+    /// like the jobs the manager keeps summaries of).
+    gone: BTreeMap<u64, String>,
+    bytes: usize,
+}
+
+/// Most "why it is gone" notes kept.
+const MAX_GONE_NOTES: usize = 1000;
+
+impl Default for Outputs {
+    fn default() -> Outputs {
+        Outputs::with_bound(MAX_KEPT_OUTPUT_BYTES)
+    }
+}
+
+impl Outputs {
+    /// A store that keeps at most `bound` bytes.
+    pub fn with_bound(bound: usize) -> Outputs {
+        Outputs {
+            bound,
+            kept: BTreeMap::new(),
+            gone: BTreeMap::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Keeps job `job`'s output until `now + OUTPUT_TTL`, dropping the
+    /// oldest kept outputs if the bound needs room. Returns why it was not
+    /// kept, if it is larger than the whole bound.
+    pub fn keep(&mut self, job: u64, output: Output, now: Instant) -> Option<String> {
+        let bytes = output_bytes(&output);
+        if bytes > self.bound {
+            let why = format!(
+                "job {job}'s output ({bytes} bytes) was not kept: over the manager's bound of \
+                 {} bytes",
+                self.bound
+            );
+            self.note_gone(job, why.clone());
+            return Some(why);
+        }
+        while self.bytes + bytes > self.bound {
+            let Some((&oldest, _)) = self.kept.iter().next() else {
+                break;
+            };
+            self.drop_kept(
+                oldest,
+                format!("job {oldest}'s output was dropped to make room for a newer job's"),
+            );
+        }
+        self.bytes += bytes;
+        self.kept.insert(
+            job,
+            Kept {
+                binary: Arc::new(output.binary),
+                text: output.text.map(Arc::new),
+                until: now + OUTPUT_TTL,
+                bytes,
+            },
+        );
+        None
+    }
+
+    /// Job `job`'s output in `form`, if kept.
+    pub fn get(&self, job: u64, form: Form) -> Lookup {
+        match self.kept.get(&job) {
+            Some(k) => Lookup::Found(match (form, &k.text) {
+                (Form::Text, Some(text)) => Arc::clone(text),
+                _ => Arc::clone(&k.binary),
+            }),
+            None => Lookup::Gone(self.gone.get(&job).cloned().unwrap_or_else(|| {
+                format!("job {job} kept no output (it failed or was cancelled before it had one)")
+            })),
+        }
+    }
+
+    /// Drops the outputs kept past their time.
+    pub fn expire(&mut self, now: Instant) {
+        let old: Vec<u64> = self
+            .kept
+            .iter()
+            .filter(|(_, k)| k.until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for job in old {
+            self.drop_kept(
+                job,
+                format!(
+                    "job {job}'s output was dropped {} minutes after the job ended",
+                    OUTPUT_TTL.as_secs() / 60
+                ),
+            );
+        }
+    }
+
+    /// Bytes kept now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn drop_kept(&mut self, job: u64, why: String) {
+        if let Some(k) = self.kept.remove(&job) {
+            self.bytes -= k.bytes;
+            info!("{why}");
+            self.note_gone(job, why);
+        }
+    }
+
+    fn note_gone(&mut self, job: u64, why: String) {
+        self.gone.insert(job, why);
+        while self.gone.len() > MAX_GONE_NOTES {
+            self.gone.pop_first();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(binary: usize, text: Option<usize>) -> Output {
+        Output {
+            binary: vec![1; binary],
+            text: text.map(|n| vec![2; n]),
+        }
+    }
+
+    #[test]
+    fn a_kept_output_is_found_in_both_forms_until_its_time() {
+        let mut outputs = Outputs::default();
+        let now = Instant::now();
+        assert_eq!(outputs.keep(7, output(3, Some(5)), now), None);
+        assert_eq!(
+            outputs.get(7, Form::Binary),
+            Lookup::Found(Arc::new(vec![1; 3]))
+        );
+        assert_eq!(
+            outputs.get(7, Form::Text),
+            Lookup::Found(Arc::new(vec![2; 5]))
+        );
+        // A byte-level job's text is its binary.
+        outputs.keep(8, output(4, None), now);
+        assert_eq!(
+            outputs.get(8, Form::Text),
+            Lookup::Found(Arc::new(vec![1; 4]))
+        );
+        assert_eq!(outputs.bytes(), 12);
+        outputs.expire(now + OUTPUT_TTL - Duration::from_secs(1));
+        assert!(matches!(outputs.get(7, Form::Text), Lookup::Found(_)));
+        outputs.expire(now + OUTPUT_TTL);
+        assert_eq!(outputs.bytes(), 0);
+        let Lookup::Gone(why) = outputs.get(7, Form::Text) else {
+            panic!("kept past its time");
+        };
+        assert!(
+            why.contains("dropped 10 minutes after the job ended"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn the_oldest_outputs_make_room_and_one_over_the_bound_is_not_kept() {
+        let mut outputs = Outputs::with_bound(100);
+        let now = Instant::now();
+        let half = 50;
+        outputs.keep(1, output(half, None), now);
+        outputs.keep(2, output(half, None), now);
+        outputs.keep(3, output(10, None), now);
+        assert!(outputs.bytes() <= 100);
+        let Lookup::Gone(why) = outputs.get(1, Form::Binary) else {
+            panic!("job 1's output is still kept");
+        };
+        assert!(why.contains("to make room"), "{why}");
+        assert!(matches!(outputs.get(2, Form::Binary), Lookup::Found(_)));
+        assert!(matches!(outputs.get(3, Form::Binary), Lookup::Found(_)));
+        // Too big for the whole bound: refused before anything is dropped.
+        let why = outputs.keep(4, output(100, Some(1)), now);
+        assert!(why.is_some_and(|w| w.contains("not kept")));
+        assert!(matches!(outputs.get(2, Form::Binary), Lookup::Found(_)));
+        let Lookup::Gone(none) = outputs.get(99, Form::Binary) else {
+            panic!("an unknown job has an output");
+        };
+        assert!(none.contains("kept no output"), "{none}");
+    }
+}

@@ -1,0 +1,153 @@
+//! A job's output comes back to the user (issue 12): a keyed job's `done`
+//! runs in `redmap run`'s process, `--output` writes the output where the
+//! user is, and `redmap jobs output` fetches a detached job's, however
+//! much larger than a frame it is.
+
+use std::fmt::Write as _;
+
+use crate::util::{self, repo, run_job, stderr, stdout, TempDir};
+
+fn keys_job(dir: &std::path::Path) -> String {
+    let path = dir.join("keys.rs");
+    std::fs::copy(repo().join("tests/jobs/keys.rs"), &path).unwrap();
+    path.display().to_string()
+}
+
+/// What `keys.rs -- n` outputs in text: `key<TAB>1` per key, in order.
+fn keys_text(n: u64) -> String {
+    let mut text = String::new();
+    for key in 0..n {
+        let _ = writeln!(text, "{key}\t1");
+    }
+    text
+}
+
+#[test]
+fn a_keyed_jobs_done_runs_in_the_client_not_on_the_manager() {
+    let cluster = util::Cluster::start(2, &[], &[]);
+    let job = keys_job(cluster.dir.path());
+    let here = TempDir::new("client");
+    let out = util::run(
+        cluster
+            .cli(&["run", &job, "--", "2500"])
+            .current_dir(here.path()),
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    // The default `done` printed the output here, before the summary.
+    let printed = stdout(&out);
+    assert!(printed.starts_with(&keys_text(2500)), "{printed}");
+    assert!(printed.contains("3 processed, 0 failed"), "{printed}");
+}
+
+#[test]
+fn output_writes_the_whole_output_in_text_or_binary_also_past_max_size() {
+    // Frames of at most 64 KiB; the output's text is about 300 KiB.
+    let cluster = util::Cluster::start(1, &["--max-size", "65536"], &[]);
+    let job = keys_job(cluster.dir.path());
+    let here = TempDir::new("client-out");
+    let n = "30000";
+    let out = util::run(
+        cluster
+            .cli(&[
+                "run",
+                &job,
+                "--max-size",
+                "65536",
+                "--output",
+                "out.txt",
+                "--",
+                n,
+            ])
+            .current_dir(here.path()),
+    );
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    let text = std::fs::read_to_string(here.join("out.txt")).expect("--output wrote out.txt");
+    assert!(text.len() > 65536 * 2, "{} bytes", text.len());
+    assert!(text == keys_text(30000), "the text output differs");
+    // `done` did not run: nothing printed but the summary.
+    assert!(!stdout(&out).contains("29999\t1"), "{}", stdout(&out));
+
+    let out = util::run(
+        cluster
+            .cli(&["run", &job, "-o", "out.bin", "--format", "binary", "--", n])
+            .current_dir(here.path()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let binary = std::fs::read(here.join("out.bin")).unwrap();
+    // Each pair: two u64 keys' and values' 8 bytes, big-endian.
+    assert_eq!(binary.len(), 30000 * 16);
+    assert_eq!(
+        &binary[16 * 7..16 * 8],
+        [&7u64.to_be_bytes()[..], &1u64.to_be_bytes()].concat()
+    );
+}
+
+#[test]
+fn jobs_output_fetches_a_detached_jobs_output_and_says_why_when_there_is_none() {
+    let cluster = util::Cluster::start(1, &[], &[]);
+    let job = keys_job(cluster.dir.path());
+    let out = util::run(cluster.cli(&["run", "--detach", &job, "--", "5000"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_owned();
+    let manager = cluster.manager.addr_arg();
+    util::eventually(util::WAIT, || {
+        util::job_summary(&manager, id.parse().unwrap()).is_some_and(|j| j.status.is_over())
+    });
+    let out = util::run(cluster.cli(&["jobs", "output", &id, "-o", "fetched.txt"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fetched = std::fs::read_to_string(cluster.dir.join("fetched.txt")).unwrap();
+    assert!(fetched == keys_text(5000), "the fetched output differs");
+    // To standard output by default.
+    let out = util::run(cluster.cli(&["jobs", "output", &id]));
+    assert!(stdout(&out) == keys_text(5000));
+
+    let out = util::run(cluster.cli(&["jobs", "output", "999"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no job with id 999"),
+        "{}",
+        stderr(&out)
+    );
+    let out = util::run(cluster.cli(&["run", "--detach", "--output", "x", &job, "--", "1"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("redmap jobs output"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The original contract is unchanged: `done` runs on the manager (the
+/// tutorial's `result`), and `--output` also fetches the accumulator.
+#[test]
+fn a_byte_level_jobs_done_stays_on_the_manager_and_output_fetches_its_result() {
+    let cluster = util::Cluster::start(1, &[], &[]);
+    let here = TempDir::new("client-sum");
+    let sum = repo().join("examples/sum.rs").display().to_string();
+    let out = util::run(
+        cluster
+            .cli(&["run", &sum, "--output", "acc"])
+            .current_dir(here.path()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "65");
+    assert!(!here.join("result").exists(), "done ran in the client");
+    assert_eq!(std::fs::read_to_string(here.join("acc")).unwrap(), "65");
+}
+
+#[test]
+fn an_embedded_keyed_run_writes_its_output_instead_of_calling_done() {
+    let dir = TempDir::new("embedded-out");
+    let job = keys_job(dir.path());
+    let out = run_job(&dir, &[&job, "-o", "out.txt", "--", "1500"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(dir.join("out.txt")).unwrap() == keys_text(1500));
+    assert!(
+        !stdout(&out).contains("1499\t1"),
+        "done ran: {}",
+        stdout(&out)
+    );
+    // Without --output, done prints it.
+    let out = run_job(&dir, &[&job, "--", "1500"], &[]);
+    assert!(stdout(&out).starts_with(&keys_text(1500)));
+}
