@@ -10,8 +10,8 @@ It builds the release binary and the native program, writes the corpus
 (seeded: the same bytes every time) into a temporary directory, checks that
 every run's output equals the native one, and removes everything at the
 end. Times are wall times of whole commands (process start included); the
-keyed job is tests/jobs/keyed_wordcount.rs, which counts `corpus.txt` in
-the directory its `load` runs in.
+keyed job is tests/jobs/keyed_wordcount.rs, which counts the file its
+argument names and writes `result` where `redmap run` runs.
 """
 
 import argparse
@@ -67,12 +67,13 @@ def main():
                         os.path.join(dirs[k], "wc.rs"))
         env = dict(os.environ, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"), RUST_LOG="warn")
         env.pop("REDMAP_MANAGER", None)
-        # The manager runs `load` and `done` in its own directory.
-        maddr = start_cluster(env, dirs["cluster"], tmp, procs)
+        # The manager runs `load` (the corpus by its absolute path); `done`
+        # runs in the client, which writes `result` in its directory.
+        maddr = start_cluster(env, tmp, tmp, procs)
         ways = {
             "native": ([native, "corpus.txt"], dirs["native"]),
-            "embedded": ([BIN, "run", "wc.rs"], dirs["embedded"]),
-            "cluster": ([BIN, "run", "-m", maddr, "wc.rs"], dirs["embedded"]),
+            "embedded": ([BIN, "run", "wc.rs", "--", corpus], dirs["embedded"]),
+            "cluster": ([BIN, "run", "-m", maddr, "wc.rs", "--", corpus], dirs["cluster"]),
         }
         for cmd, cwd in ways.values():  # warm up: build cache, installs
             timed(cmd, cwd, env)

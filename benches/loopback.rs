@@ -31,9 +31,6 @@ fn bin() -> &'static str {
 
 fn configure(cmd: &mut Command, dir: &Path) {
     cmd.current_dir(dir)
-        .env("SUM_TASKS", TASKS.to_string())
-        .env("WORDCOUNT_FILE", dir.join("text.txt"))
-        .env("WORDCOUNT_LINES", "2000")
         .env("REDMAP_CACHE_DIR", dir.join("cache"))
         .env("RUST_LOG", "warn");
 }
@@ -106,9 +103,15 @@ fn loopback(c: &mut Criterion) {
         .status()
         .expect("attach");
     assert!(status.success());
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
-    let sum = examples.join("sum.rs").display().to_string();
-    let wc = examples.join("wordcount.rs").display().to_string();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sum = repo.join("examples/sum.rs").display().to_string();
+    let tasks = TASKS.to_string();
+    // The byte-level word count: the original contract's heavy job.
+    let wc = repo
+        .join("tests/jobs/wordcount_bytes.rs")
+        .display()
+        .to_string();
+    let text = dir.join("text.txt").display().to_string();
 
     let mut group = c.benchmark_group("loopback");
     group
@@ -116,17 +119,17 @@ fn loopback(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(10));
     group.throughput(Throughput::Elements(TASKS));
     group.bench_function("sum/embedded", |b| {
-        b.iter(|| run(&dir, &["--threads", "2", &sum]))
+        b.iter(|| run(&dir, &["--threads", "2", &sum, "--", &tasks]))
     });
     group.bench_function("sum/manager+2 workers", |b| {
-        b.iter(|| run(&dir, &["-m", &manager.1, &sum]))
+        b.iter(|| run(&dir, &["-m", &manager.1, &sum, "--", &tasks]))
     });
     group.throughput(Throughput::Bytes(TEXT_BYTES as u64));
     group.bench_function("wordcount/embedded", |b| {
-        b.iter(|| run(&dir, &["--threads", "2", &wc]))
+        b.iter(|| run(&dir, &["--threads", "2", &wc, "--", &text, "2000"]))
     });
     group.bench_function("wordcount/manager+2 workers", |b| {
-        b.iter(|| run(&dir, &["-m", &manager.1, &wc]))
+        b.iter(|| run(&dir, &["-m", &manager.1, &wc, "--", &text, "2000"]))
     });
     group.finish();
     drop(workers);

@@ -1,137 +1,55 @@
-//! Counts words in a text file and writes the most frequent ones.
-//!
-//! Each task is a chunk of lines of the file named by `WORDCOUNT_FILE`
-//! (`WORDCOUNT_LINES` lines per task, default 1000). A word is a run of
-//! letters and digits, lowercased. `done` writes the `WORDCOUNT_TOP` (default
-//! 10) most frequent words to the file `result`, one `COUNT WORD` line each,
-//! most frequent first, ties in alphabetical order.
-//!
-//!     WORDCOUNT_FILE=book.txt redmap run examples/wordcount.rs
-
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-
-use redmap::job::{Error, Job, Tasks};
+//! Word count as a keyed job: `redmap run examples/wordcount.rs -- FILE`
+//! prints one `word<TAB>count` line per word, in the words' order, where
+//! `redmap run` runs (`--output counts.txt` writes them to a file).
+//! `-- FILE --top N` prints the N most frequent instead.
+use redmap::job::{input, Emit, Error, KeyedJob, TypedTasks};
 
 struct WordCount {
-    file: Option<String>,
-    lines_per_task: usize,
-    top: usize,
+    file: String,
+    top: Option<usize>,
 }
 
-type Counts = BTreeMap<String, u64>;
+impl KeyedJob for WordCount {
+    type Task = String;
+    type Key = String;
+    type Value = u64;
 
-/// Counts travel as `word\tcount\n` lines, sorted by word.
-fn encode(counts: &Counts) -> Vec<u8> {
-    let mut out = String::new();
-    for (word, n) in counts {
-        out.push_str(word);
-        out.push('\t');
-        out.push_str(&n.to_string());
-        out.push('\n');
+    fn load(&self) -> TypedTasks<String> {
+        input::text_chunks(&self.file, 1 << 20) // tasks of about 1 MiB of lines
     }
-    out.into_bytes()
-}
 
-fn decode(bytes: &[u8]) -> Result<Counts, Error> {
-    let mut counts = Counts::new();
-    for line in std::str::from_utf8(bytes)?.lines() {
-        let (word, n) = line
-            .split_once('\t')
-            .ok_or_else(|| Error::msg(format!("bad count line {line:?}")))?;
-        *counts.entry(word.to_owned()).or_default() += n.parse::<u64>()?;
-    }
-    Ok(counts)
-}
-
-/// Yields chunks of lines, read lazily from the file.
-struct Chunks {
-    lines: std::io::Lines<BufReader<File>>,
-    per_task: usize,
-}
-
-impl Iterator for Chunks {
-    type Item = Result<Vec<u8>, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut chunk = String::new();
-        for _ in 0..self.per_task {
-            match self.lines.next() {
-                Some(Ok(line)) => {
-                    chunk.push_str(&line);
-                    chunk.push('\n');
-                }
-                Some(Err(e)) => return Some(Err(e.into())),
-                None => break,
-            }
+    fn map(&self, lines: String, out: &mut Emit<'_, Self>) -> Result<(), Error> {
+        for word in lines.split_whitespace() {
+            out.emit_borrowed(word, 1);
         }
-        (!chunk.is_empty()).then(|| Ok(chunk.into_bytes()))
-    }
-}
-
-impl Job for WordCount {
-    fn load(&self) -> Tasks {
-        let opened = self
-            .file
-            .as_deref()
-            .ok_or_else(|| Error::msg("set WORDCOUNT_FILE to the text file to count"))
-            .and_then(|path| {
-                File::open(path).map_err(|e| Error::msg(format!("cannot open {path}: {e}")))
-            });
-        match opened {
-            Ok(file) => Box::new(Chunks {
-                lines: BufReader::new(file).lines(),
-                per_task: self.lines_per_task,
-            }),
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        }
+        Ok(())
     }
 
-    fn map(&self, task: &[u8]) -> Result<Vec<u8>, Error> {
-        let mut counts = Counts::new();
-        let text = std::str::from_utf8(task)?;
-        for word in text.split(|c: char| !c.is_alphanumeric()) {
-            if !word.is_empty() {
-                *counts.entry(word.to_lowercase()).or_default() += 1;
-            }
-        }
-        Ok(encode(&counts))
+    fn reduce(&self, count: &mut u64, more: u64) {
+        *count += more;
     }
 
-    fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, Error> {
-        let mut counts = decode(acc)?;
-        for (word, n) in decode(current)? {
-            *counts.entry(word).or_default() += n;
+    fn done(&self, mut counts: Vec<(String, u64)>) -> Result<(), Error> {
+        if let Some(n) = self.top {
+            counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            counts.truncate(n);
         }
-        Ok(encode(&counts))
-    }
-
-    fn done(&self, result: &[u8]) -> Result<(), Error> {
-        let mut ranked: Vec<(String, u64)> = decode(result)?.into_iter().collect();
-        ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let mut out = String::new();
-        for (word, n) in ranked.into_iter().take(self.top) {
-            out.push_str(&format!("{n} {word}\n"));
+        for (word, n) in counts {
+            println!("{word}\t{n}");
         }
-        std::fs::write("result", out)?;
         Ok(())
     }
 }
 
-fn from_env() -> WordCount {
-    let number = |key: &str, default: usize| {
-        std::env::var(key)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(default)
-    };
-    WordCount {
-        file: std::env::var("WORDCOUNT_FILE").ok(),
-        lines_per_task: number("WORDCOUNT_LINES", 1000),
-        top: number("WORDCOUNT_TOP", 10),
+fn new(args: &[String]) -> Result<WordCount, Error> {
+    match args {
+        [file] => Ok(WordCount { file: file.clone(), top: None }),
+        [file, flag, n] if flag == "--top" => Ok(WordCount {
+            file: file.clone(),
+            top: Some(n.parse().map_err(|_| Error::msg(format!("--top {n}: not a count")))?),
+        }),
+        _ => Err(Error::msg("usage: wordcount.rs -- FILE [--top N]")),
     }
 }
 
-redmap::export_job!(from_env());
+redmap::export_keyed_job!(WordCount, new);

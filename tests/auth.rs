@@ -291,7 +291,7 @@ fn a_server_on_a_public_address_needs_a_secret_or_insecure() {
 
 #[test]
 fn garbage_and_slowloris_floods_do_not_stop_a_job_or_grow_a_worker() {
-    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "1000000")]);
+    let cluster = Cluster::start(2, &[], &[]);
     let target = cluster.workers[0].addr;
     let before = cluster.workers[0].rss_kib();
     let flood = thread::spawn(move || {
@@ -321,8 +321,14 @@ fn garbage_and_slowloris_floods_do_not_stop_a_job_or_grow_a_worker() {
         }
         slow
     });
-    let out =
-        util::run(cluster.cli(&["run", "-m", &cluster.manager.addr_arg(), &example("sum.rs")]));
+    let out = util::run(cluster.cli(&[
+        "run",
+        "-m",
+        &cluster.manager.addr_arg(),
+        &example("sum.rs"),
+        "--",
+        "1000000",
+    ]));
     let slow = flood.join().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(cluster.result(), "500001500000");

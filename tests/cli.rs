@@ -170,7 +170,7 @@ fn an_embedded_run_shows_a_progress_line_that_fits_a_terminal() {
     }
     let dir = util::TempDir::new("pty");
     let command = format!(
-        "stty cols 60; {} run {}",
+        "stty cols 60; {} run {} -- 3000000",
         env!("CARGO_BIN_EXE_redmap"),
         example("sum.rs")
     );
@@ -179,7 +179,6 @@ fn an_embedded_run_shows_a_progress_line_that_fits_a_terminal() {
             .args(["-qec", &command, "/dev/null"])
             .current_dir(dir.path())
             .env("REDMAP_CACHE_DIR", dir.join("cache"))
-            .env("SUM_TASKS", "3000000")
             .env_remove("RUST_LOG"),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -199,7 +198,7 @@ fn an_embedded_run_shows_a_progress_line_that_fits_a_terminal() {
     assert!(screen.contains("result: 4500004500000"), "{screen:?}");
 
     // Without a terminal: the summary alone.
-    let out = util::run_job(&dir, &[&example("sum.rs")], &[("SUM_TASKS", "3000000")]);
+    let out = util::run_job(&dir, &[&example("sum.rs"), "--", "3000000"], &[]);
     assert!(out.status.success());
     assert!(!stderr(&out).contains("tasks"), "{}", stderr(&out));
 }

@@ -98,10 +98,10 @@ fn the_manager_text_session_answers_ping_stats_and_jobs() {
 
 #[test]
 fn a_million_tasks_finish_exactly_with_bounded_connections_and_flat_memory() {
-    let cluster = Cluster::start(2, &["--max-connections", "3"], &[("SUM_TASKS", "1000000")]);
+    let cluster = Cluster::start(2, &["--max-connections", "3"], &[]);
     let manager = cluster.manager.addr_arg();
     let ports: Vec<u16> = cluster.workers.iter().map(|w| w.addr.port()).collect();
-    let mut job = cluster.cli(&["run", "-m", &manager, &example("sum.rs")]);
+    let mut job = cluster.cli(&["run", "-m", &manager, &example("sum.rs"), "--", "1000000"]);
     let child = job
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -235,21 +235,22 @@ fn wordcount_over_megabytes_matches_a_direct_count() {
         text.push('\n');
     }
     let file = dir.write("big.txt", &text);
-    let cluster = Cluster::start(
-        2,
-        &[],
-        &[
-            ("WORDCOUNT_FILE", file.to_str().unwrap()),
-            ("WORDCOUNT_LINES", "2000"),
-            ("WORDCOUNT_TOP", "1000"),
-        ],
+    let cluster = Cluster::start(2, &[], &[]);
+    let out = util::run(
+        cluster.cli(&[
+            "run",
+            "-m",
+            &cluster.manager.addr_arg(),
+            &repo()
+                .join("tests/jobs/wordcount_bytes.rs")
+                .display()
+                .to_string(),
+            "--",
+            file.to_str().unwrap(),
+            "2000",
+            "1000",
+        ]),
     );
-    let out = util::run(cluster.cli(&[
-        "run",
-        "-m",
-        &cluster.manager.addr_arg(),
-        &example("wordcount.rs"),
-    ]));
     assert!(out.status.success(), "{}", stderr(&out));
     let mut got: BTreeMap<String, u64> = BTreeMap::new();
     for line in cluster.result().lines() {
@@ -333,10 +334,10 @@ fn user_mistakes_get_clear_messages_and_the_manager_keeps_working() {
 
 #[test]
 fn detach_waits_for_work_in_flight_and_the_other_worker_finishes_the_job() {
-    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "2000000")]);
+    let cluster = Cluster::start(2, &[], &[]);
     let manager = cluster.manager.addr_arg();
     let job = cluster
-        .cli(&["run", "-m", &manager, &example("sum.rs")])
+        .cli(&["run", "-m", &manager, &example("sum.rs"), "--", "2000000"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -386,9 +387,17 @@ fn detach_waits_for_work_in_flight_and_the_other_worker_finishes_the_job() {
 
 #[test]
 fn jobs_watch_follows_a_job_to_its_summary() {
-    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "2000000")]);
+    let cluster = Cluster::start(2, &[], &[]);
     let manager = cluster.manager.addr_arg();
-    let out = util::run(cluster.cli(&["run", "-m", &manager, "--detach", &example("sum.rs")]));
+    let out = util::run(cluster.cli(&[
+        "run",
+        "-m",
+        &manager,
+        "--detach",
+        &example("sum.rs"),
+        "--",
+        "2000000",
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_owned();
     assert_eq!(id, "1");

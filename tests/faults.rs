@@ -31,6 +31,21 @@ fn submit(cluster: &Cluster, job: &str, extra: &[&str]) -> Child {
         .expect("spawn redmap run")
 }
 
+/// [`submit`] of the tutorial's sum job over `tasks` tasks (its argument).
+fn submit_sum(cluster: &Cluster, tasks: &str, extra: &[&str]) -> Child {
+    let manager = cluster.manager.addr_arg();
+    let sum = example("sum.rs");
+    let mut args = vec!["run", "-m", manager.as_str()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[sum.as_str(), "--", tasks]);
+    cluster
+        .cli(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn redmap run")
+}
+
 fn finish(child: Child) -> std::process::Output {
     // Bounded by the tests' own checks; the job is expected to end.
     child.wait_with_output().expect("redmap run")
@@ -53,7 +68,7 @@ fn wait_progress(cluster: &Cluster, id: u64, n: u64) -> u64 {
 #[test]
 fn killing_a_worker_at_ten_seeded_moments_never_changes_the_result() {
     let tasks = 1_000_000u64;
-    let cluster = Cluster::start(1, &[], &[("SUM_TASKS", "1000000")]);
+    let cluster = Cluster::start(1, &[], &[]);
     let manager = cluster.manager.addr_arg();
     // The victim listens below the ephemeral port range, so no server of a
     // parallel test can take its port while it is down.
@@ -65,7 +80,7 @@ fn killing_a_worker_at_ten_seeded_moments_never_changes_the_result() {
     let expected = (tasks * (tasks + 1) / 2 + tasks).to_string();
     for round in 1..=10u64 {
         let moment = 1 + rng.below(900_000) as u64;
-        let job = submit(&cluster, &example("sum.rs"), &[]);
+        let job = submit_sum(&cluster, "1000000", &[]);
         let seen = wait_progress(&cluster, round, moment);
         // Kill -9 the second worker (the original, then its restarts).
         if let Some(mut server) = victim.take() {
@@ -106,9 +121,9 @@ fn wait_until_mapping(addr: &str) {
 
 #[test]
 fn a_frozen_worker_is_worked_around_and_its_late_answers_are_duplicates() {
-    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[("SUM_TASKS", "2000000")]);
+    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[]);
     let manager = cluster.manager.addr_arg();
-    let job = submit(&cluster, &example("sum.rs"), &[]);
+    let job = submit_sum(&cluster, "2000000", &[]);
     // Freeze the worker once it is mapping: it then holds batches in flight.
     wait_until_mapping(&cluster.workers[0].addr_arg());
     let frozen = cluster.workers[0].pid();
@@ -129,9 +144,9 @@ fn a_frozen_worker_is_worked_around_and_its_late_answers_are_duplicates() {
 
 #[test]
 fn a_frozen_worker_can_be_detached_at_once() {
-    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[("SUM_TASKS", "2000000")]);
+    let cluster = Cluster::start(2, &["--read-timeout", "1s"], &[]);
     let manager = cluster.manager.addr_arg();
-    let job = submit(&cluster, &example("sum.rs"), &[]);
+    let job = submit_sum(&cluster, "2000000", &[]);
     let target = cluster.workers[0].addr_arg();
     wait_until_mapping(&target);
     let frozen = cluster.workers[0].pid();
@@ -406,9 +421,9 @@ fn a_task_that_kills_its_worker_is_failed_after_the_retries_and_the_job_finishes
 
 #[test]
 fn a_cancelled_job_stops_and_its_library_leaves_the_workers() {
-    let cluster = Cluster::start(2, &[], &[("SUM_TASKS", "50000000")]);
+    let cluster = Cluster::start(2, &[], &[]);
     let manager = cluster.manager.addr_arg();
-    let job = submit(&cluster, &example("sum.rs"), &["--cancel-on-interrupt"]);
+    let job = submit_sum(&cluster, "50000000", &["--cancel-on-interrupt"]);
     wait_progress(&cluster, 1, 1);
     let out = util::run(cluster.cli(&["jobs", "cancel", "1"]));
     assert!(out.status.success(), "{}", stderr(&out));
@@ -465,8 +480,8 @@ fn with_no_worker_a_job_waits_and_runs_when_one_is_attached() {
 
 #[test]
 fn sigterm_on_a_worker_hands_its_work_over_and_it_exits() {
-    let mut cluster = Cluster::start(2, &[], &[("SUM_TASKS", "3000000")]);
-    let job = submit(&cluster, &example("sum.rs"), &[]);
+    let mut cluster = Cluster::start(2, &[], &[]);
+    let job = submit_sum(&cluster, "3000000", &[]);
     wait_progress(&cluster, 1, 1);
     let leaving = cluster.workers.remove(0);
     signal(leaving.pid(), "TERM");
@@ -487,8 +502,8 @@ fn sigterm_on_a_worker_hands_its_work_over_and_it_exits() {
 
 #[test]
 fn sigterm_on_a_manager_cancels_its_jobs_and_it_exits() {
-    let mut cluster = Cluster::start(1, &[], &[("SUM_TASKS", "50000000")]);
-    let job = submit(&cluster, &example("sum.rs"), &[]);
+    let mut cluster = Cluster::start(1, &[], &[]);
+    let job = submit_sum(&cluster, "50000000", &[]);
     wait_progress(&cluster, 1, 1);
     signal(cluster.manager.pid(), "TERM");
     assert!(

@@ -67,9 +67,11 @@ fn monitored(env: &[(&str, &str)]) -> Monitored {
     }
 }
 
-fn submit(m: &Monitored) -> std::process::Child {
+/// Runs the sum job on the monitored manager, with `job_args` (`--`, N).
+fn submit(m: &Monitored, job_args: &[&str]) -> std::process::Child {
     redmap()
         .args(["run", "-m", &m.manager.addr_arg(), &example("sum.rs")])
+        .args(job_args)
         .current_dir(m.dir.path())
         .env("REDMAP_CACHE_DIR", m.dir.join("cache"))
         .stdout(Stdio::piped())
@@ -127,8 +129,8 @@ fn value(samples: &[(String, f64, String)], series: &str) -> f64 {
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_counters_move_during_a_job() {
-    let m = monitored(&[("SUM_TASKS", "3000000")]);
-    let job = submit(&m);
+    let m = monitored(&[]);
+    let job = submit(&m, &["--", "3000000"]);
     let mut first = None;
     assert!(
         eventually(util::WAIT, || {
@@ -186,7 +188,7 @@ fn metrics_parse_as_prometheus_text_and_counters_move_during_a_job() {
 #[test]
 fn api_status_matches_the_cli_json() {
     let m = monitored(&[]);
-    let out = submit(&m).wait_with_output().unwrap();
+    let out = submit(&m, &[]).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     thread::sleep(Duration::from_millis(1200)); // one publication
     let (code, status) = get(m.http, "/api/status", None);
@@ -271,8 +273,8 @@ fn a_browser_shows_the_job_advancing_and_the_workers() {
         eprintln!("SKIPPED a_browser_shows_the_job_advancing_and_the_workers: Chromium is not installed (apt-get install chromium)");
         return;
     };
-    let m = monitored(&[("SUM_TASKS", "6000000")]);
-    let job = submit(&m);
+    let m = monitored(&[]);
+    let job = submit(&m, &["--", "6000000"]);
     let profile = TempDir::new("chromium");
     let url = format!("http://{}/", m.http);
     let dump = |shot: Option<&std::path::Path>| -> String {

@@ -96,7 +96,7 @@ impl Drop for Net {
     }
 }
 
-fn setup(subnet: u8, tasks: u64) -> Option<(Net, TempDir, Server, Vec<Server>, String)> {
+fn setup(subnet: u8) -> Option<(Net, TempDir, Server, Vec<Server>, String)> {
     let is_root = Command::new("id")
         .arg("-u")
         .output()
@@ -113,7 +113,6 @@ fn setup(subnet: u8, tasks: u64) -> Option<(Net, TempDir, Server, Vec<Server>, S
     let m = format!("10.213.{subnet}.1:9899");
     let mut cmd = net.exec("m");
     cmd.args(["manager", "start", &m, "--read-timeout", "2s"])
-        .env("SUM_TASKS", tasks.to_string())
         .current_dir(dir.path());
     let manager = spawn_server(cmd);
     let workers: Vec<Server> = ["w1", "w2"]
@@ -147,13 +146,17 @@ fn setup(subnet: u8, tasks: u64) -> Option<(Net, TempDir, Server, Vec<Server>, S
     Some((net, dir, manager, workers, m))
 }
 
-fn run_sum(net: &Net, dir: &TempDir, manager: &str) -> std::process::Child {
+/// The sum job over `tasks` tasks (its argument), run from the manager's
+/// namespace.
+fn run_sum(net: &Net, dir: &TempDir, manager: &str, tasks: u64) -> std::process::Child {
     let mut cmd = net.exec("m");
     cmd.args([
         "run",
         "-m",
         manager,
         &repo().join("examples/sum.rs").display().to_string(),
+        "--",
+        &tasks.to_string(),
     ])
     .env("REDMAP_CACHE_DIR", dir.join("cache"))
     .current_dir(dir.path())
@@ -184,7 +187,7 @@ fn qdisc_drops(ns: &str, dev: &str) -> u64 {
 
 #[test]
 fn a_slow_lossy_link_to_one_worker_leaves_the_result_exact() {
-    let Some((net, dir, _manager, _workers, m)) = setup(41, 300_000) else {
+    let Some((net, dir, _manager, _workers, m)) = setup(41) else {
         return;
     };
     let w1 = net.ns("w1");
@@ -213,7 +216,7 @@ fn a_slow_lossy_link_to_one_worker_leaves_the_result_exact() {
         }
         eprintln!("note: no tc netem here; the link is shaped with tbf instead");
     }
-    let out = run_sum(&net, &dir, &m).wait_with_output().unwrap();
+    let out = run_sum(&net, &dir, &m, 300_000).wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let result = std::fs::read_to_string(dir.join("result")).unwrap();
     assert_eq!(result, expected(300_000));
@@ -227,10 +230,10 @@ fn a_slow_lossy_link_to_one_worker_leaves_the_result_exact() {
 #[test]
 fn a_link_cut_mid_job_and_restored_leaves_the_result_exact() {
     let tasks = 3_000_000;
-    let Some((net, dir, _manager, _workers, m)) = setup(42, tasks) else {
+    let Some((net, dir, _manager, _workers, m)) = setup(42) else {
         return;
     };
-    let job = run_sum(&net, &dir, &m);
+    let job = run_sum(&net, &dir, &m, tasks);
     // Cut once the job is under way (its first results are in).
     let mut jobs = net.exec("m");
     jobs.args(["jobs", "list", "--json", &m]);

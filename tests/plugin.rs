@@ -56,14 +56,17 @@ fn wordcount_finds_the_exact_top_words() {
         text.push('\n');
     }
     let file = dir.write("text.txt", &text);
+    let job = repo().join("tests/jobs/wordcount_bytes.rs");
     let out = run_job(
         &dir,
-        &[&example("wordcount.rs")],
         &[
-            ("WORDCOUNT_FILE", file.to_str().unwrap()),
-            ("WORDCOUNT_LINES", "7"),
-            ("WORDCOUNT_TOP", "3"),
+            job.to_str().unwrap(),
+            "--",
+            file.to_str().unwrap(),
+            "7",
+            "3",
         ],
+        &[],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("9 tasks"), "{}", stdout(&out));

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod codec;
+mod examples;
 mod faults;
 mod field;
 mod httpfaults;
