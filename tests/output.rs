@@ -64,6 +64,29 @@ fn output_writes_the_whole_output_in_text_or_binary_also_past_max_size() {
     let text = std::fs::read_to_string(here.join("out.txt")).expect("--output wrote out.txt");
     assert!(text.len() > 65536 * 2, "{} bytes", text.len());
     assert!(text == keys_text(30000), "the text output differs");
+    assert!(!here.join("out.txt.partial").exists());
+
+    // To standard output, with the summary on standard error.
+    let out = util::run(
+        cluster
+            .cli(&[
+                "run",
+                &job,
+                "--max-size",
+                "65536",
+                "--output",
+                "-",
+                "--",
+                "3000",
+            ])
+            .current_dir(here.path()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out) == keys_text(3000),
+        "stdout holds more than the output"
+    );
+    assert!(stderr(&out).contains("3 processed"), "{}", stderr(&out));
     // `done` did not run: nothing printed but the summary.
     assert!(!stdout(&out).contains("29999\t1"), "{}", stdout(&out));
 

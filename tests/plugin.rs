@@ -239,6 +239,27 @@ fn a_library_without_the_entry_symbol_is_refused() {
 }
 
 #[test]
+fn a_library_of_the_withdrawn_version_2_layout_is_refused_with_why() {
+    // A keyed job built by a development build before job arguments: a
+    // 128-byte table that says version 2.
+    let dir = TempDir::new("abi2");
+    let src = dir.write(
+        "old.c",
+        "#include <stdint.h>\n\
+         static const struct { uint32_t version, size; void *e[14]; } ENTRY = { 2, 128, {0} };\n\
+         const void *redmap_job_entry(void) { return &ENTRY; }\n",
+    );
+    let lib = cc_shared(&dir, &src, "old.so");
+    let err = load_error(&dir, &lib);
+    assert!(err.contains("job ABI version 2"), "{err}");
+    assert!(err.contains("(not 2)"), "{err}");
+    assert!(
+        err.contains("no release loads it: rebuild the job"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_library_with_a_wrong_abi_version_is_refused() {
     let dir = TempDir::new("abi");
     let src = dir.write(
@@ -250,7 +271,7 @@ fn a_library_with_a_wrong_abi_version_is_refused() {
     let lib = cc_shared(&dir, &src, "future.so");
     let err = load_error(&dir, &lib);
     assert!(err.contains("job ABI version 99"), "{err}");
-    assert!(err.contains("loads versions 1 to 2"), "{err}");
+    assert!(err.contains("loads versions 1 to 3"), "{err}");
     assert!(
         err.contains("newer than this redmap: upgrade redmap"),
         "{err}"
@@ -313,7 +334,7 @@ fn running_an_unchanged_job_again_does_not_recompile() {
     assert!(stderr(&third).contains("compiling sum.rs"));
 }
 
-/// Issue 12: the job ABI is at version 2, and a library built for version 1
+/// Issue 12: the job ABI is at version 3, and a library built for version 1
 /// (its table says 1, and is version 1's size) runs as it did.
 #[test]
 fn a_c_job_built_for_abi_version_1_still_runs() {
@@ -330,13 +351,13 @@ fn a_c_job_built_for_abi_version_1_still_runs() {
     assert_eq!(result_file(&dir), "65");
 }
 
-/// Issue 12: the C header's version-2 table has the host's layout (the
+/// Issue 12: the C header's version-3 table has the host's layout (the
 /// source's static asserts), and a table sized between version 1's and
-/// version 2's is refused rather than read as either.
+/// version 3's is refused rather than read as either.
 #[test]
-fn the_c_headers_version_2_table_is_the_hosts_and_a_half_table_is_refused() {
-    let dir = TempDir::new("v2-layout");
-    let lib = cc_shared(&dir, &repo().join("tests/jobs/v2_layout.c"), "half.so");
+fn the_c_headers_version_3_table_is_the_hosts_and_a_half_table_is_refused() {
+    let dir = TempDir::new("v3-layout");
+    let lib = cc_shared(&dir, &repo().join("tests/jobs/v3_layout.c"), "half.so");
     let err = load_error(&dir, &lib);
-    assert!(err.contains("between version 1's and version 2's"), "{err}");
+    assert!(err.contains("between version 1's and version 3's"), "{err}");
 }

@@ -4,12 +4,13 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
 use super::{remote_err, CliError, ErrorKind};
 use crate::net::{Client, ClientError};
+use crate::plugin::Instance;
 use crate::proto::msg::{OutputForm, OutputRequest};
 use crate::proto::{frame_budget, ErrorCode, Message};
 
@@ -102,29 +103,110 @@ pub fn fetch(
     }
 }
 
-/// Fetches job `job`'s output in `format` into the file `path` (standard
-/// output for `-`), written as it arrives.
+/// Where a fetched output goes: standard output for `-`, else the file
+/// `path`, written as `path.partial` and renamed once whole, so a fetch
+/// that fails (no output, a lost connection) never leaves half a file nor
+/// empties one that was there.
+struct Sink<'a> {
+    path: &'a Path,
+    partial: PathBuf,
+    out: Option<BufWriter<Box<dyn Write>>>,
+}
+
+impl<'a> Sink<'a> {
+    fn new(path: &'a Path) -> Sink<'a> {
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(".partial");
+        Sink {
+            path,
+            partial: PathBuf::from(partial),
+            out: None,
+        }
+    }
+
+    fn to_stdout(&self) -> bool {
+        self.path == Path::new("-")
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.out.is_none() {
+            let out: Box<dyn Write> = match self.to_stdout() {
+                true => Box::new(io::stdout().lock()),
+                false => Box::new(File::create(&self.partial)?),
+            };
+            self.out = Some(BufWriter::new(out));
+        }
+        match &mut self.out {
+            Some(out) => out.write_all(bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes, and gives the file its name.
+    fn finish(mut self) -> io::Result<()> {
+        self.write(&[])?; // an empty output is an empty file
+        if let Some(mut out) = self.out.take() {
+            out.flush()?;
+        }
+        if !self.to_stdout() {
+            std::fs::rename(&self.partial, self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        // Not finished: the partial file goes.
+        if self.out.take().is_some() && !self.to_stdout() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Fetches job `job`'s output in `form` into the file `path` (standard
+/// output for `-`). With `text_of`, the binary form is fetched and written
+/// as text by the job itself (its `format`), piece by piece: what
+/// `redmap run` does with the job it built.
 pub fn fetch_to(
     client: &mut Client,
     addr: &str,
     job: u64,
-    format: Format,
+    form: OutputForm,
     path: &Path,
+    text_of: Option<&Instance>,
 ) -> Result<u64, FetchError> {
-    let cli = |e: io::Error, what: &str| {
+    let io_error = |e: io::Error| {
         FetchError::Cli(CliError {
             kind: ErrorKind::Io,
-            ..CliError::new(format!("cannot {what} {}: {e}", path.display()))
+            ..CliError::new(format!("cannot write {}: {e}", path.display()))
         })
     };
-    let mut out: BufWriter<Box<dyn Write>> = if path == Path::new("-") {
-        BufWriter::new(Box::new(io::stdout().lock()))
-    } else {
-        BufWriter::new(Box::new(File::create(path).map_err(|e| cli(e, "create"))?))
-    };
-    let total = fetch(client, addr, job, format.form(), |bytes| {
-        out.write_all(bytes)
+    let mut sink = Sink::new(path);
+    // Bytes of a pair cut by a chunk's end, for the next chunk.
+    let mut carry = Vec::new();
+    let total = fetch(client, addr, job, form, |bytes| match text_of {
+        None => sink.write(bytes),
+        Some(job) => {
+            carry.extend_from_slice(bytes);
+            let (text, used) = job.format(&carry).map_err(io::Error::other)?;
+            carry.drain(..used);
+            sink.write(&text)
+        }
+    })
+    .map_err(|e| match e {
+        FetchError::Cli(e) if e.kind == ErrorKind::Io => FetchError::Cli(CliError {
+            message: format!("cannot write {}: {}", path.display(), e.message),
+            ..e
+        }),
+        e => e,
     })?;
-    out.flush().map_err(|e| cli(e, "write"))?;
+    if !carry.is_empty() {
+        return Err(FetchError::Cli(CliError::new(format!(
+            "job {job}'s output ends with {} bytes that are not a whole pair",
+            carry.len()
+        ))));
+    }
+    sink.finish().map_err(io_error)?;
     Ok(total)
 }

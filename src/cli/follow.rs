@@ -82,7 +82,20 @@ pub(super) fn wait(
 /// Prints an ended job's summary; returns its exit status (0 only for a
 /// clean job).
 pub(super) fn finish(json: bool, job: &JobSummary) -> Result<ExitCode, CliError> {
-    let mut out = io::stdout().lock();
+    finish_on(json, job, false)
+}
+
+/// [`finish`], with the summary on standard error when `to_stderr` (when
+/// standard output carries the job's output).
+pub(super) fn finish_on(
+    json: bool,
+    job: &JobSummary,
+    to_stderr: bool,
+) -> Result<ExitCode, CliError> {
+    let mut out: Box<dyn Write> = match to_stderr {
+        true => Box::new(io::stderr().lock()),
+        false => Box::new(io::stdout().lock()),
+    };
     let written = if json {
         json_line(&mut out, &JobJson::new(job))
     } else {

@@ -143,8 +143,9 @@ fn output(args: OutputArgs) -> Result<ExitCode, CliError> {
         &mut client,
         &manager.addr,
         args.id,
-        args.format,
+        args.format.form(),
         &args.output,
+        None,
     )?;
     if args.output != std::path::Path::new("-") {
         eprintln!(

@@ -11,7 +11,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::fetch::{self, FetchError, Format};
-use super::follow::{finish, job_stats, printable, wait, LiveLine, Waited, POLL};
+use super::follow::{finish_on, job_stats, printable, wait, LiveLine, Waited, POLL};
 use super::jobs::{cancel_job, CancelOutcome};
 use super::output::json_line;
 use super::{
@@ -92,6 +92,12 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// `--output -`: the job's output takes standard output, and the
+    /// summary goes to standard error.
+    fn output_to_stdout(&self) -> bool {
+        self.output.as_deref() == Some(std::path::Path::new("-"))
+    }
+
     /// The job's arguments, checked: UTF-8, and within the limits.
     fn job_args(&self) -> Result<JobArgs, CliError> {
         let words = self
@@ -243,7 +249,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     if let Some(path) = &args.output {
         write_output(&job, &report.result, args.format, path)?;
     }
-    let mut out = io::stdout().lock();
+    let mut out: Box<dyn Write> = match args.output_to_stdout() {
+        true => Box::new(io::stderr().lock()),
+        false => Box::new(io::stdout().lock()),
+    };
     let written = if args.json {
         json_line(&mut out, &ReportJson::new(&name, &report))
     } else {
@@ -394,13 +403,23 @@ fn run_remote(
     let interrupted = crate::signals::watch(|| {})
         .map_err(|e| CliError::new(format!("cannot watch for Ctrl-C: {e}")))?;
     match wait(&mut client, id, &target.addr, &interrupted)? {
-        Waited::Over(summary) => {
-            let delivered = deliver(args, &mut client, &target.addr, job, &summary)?;
-            let code = finish(args.json, &summary)?;
-            Ok(if delivered { code } else { ExitCode::from(1) })
-        }
-        Waited::Interrupted => after_interrupt(args, &mut client, id, &target.addr),
+        Waited::Over(summary) => conclude(args, &mut client, &target.addr, job, &summary),
+        Waited::Interrupted => after_interrupt(args, &mut client, job, id, &target.addr),
     }
+}
+
+/// An ended cluster job: its output to the user, then its summary (on
+/// standard error when the output went to standard output) and exit status.
+fn conclude(
+    args: &RunArgs,
+    client: &mut Client,
+    addr: &str,
+    job: &Instance,
+    summary: &crate::proto::msg::JobSummary,
+) -> Result<ExitCode, CliError> {
+    let delivered = deliver(args, client, addr, job, summary)?;
+    let code = finish_on(args.json, summary, args.output_to_stdout())?;
+    Ok(if delivered { code } else { ExitCode::from(1) })
 }
 
 /// Writes an embedded run's output to `path` (`-`: standard output): a
@@ -446,7 +465,10 @@ fn deliver(
     let keyed = job.kind() == JobKind::Keyed;
     let ended_early = matches!(summary.status, JobStatus::Failed | JobStatus::Cancelled);
     if let Some(path) = &args.output {
-        return match fetch::fetch_to(client, addr, summary.id, args.format, path) {
+        // The binary form, made text here by the job this run built: the
+        // manager's text form is for clients without the job.
+        let text_of = (keyed && args.format == Format::Text).then_some(job);
+        return match fetch::fetch_to(client, addr, summary.id, OutputForm::Binary, path, text_of) {
             Ok(_) => Ok(true),
             Err(FetchError::Unavailable(why)) => {
                 eprintln!("redmap: no output: {why}");
@@ -487,6 +509,7 @@ fn deliver(
 fn after_interrupt(
     args: &RunArgs,
     client: &mut Client,
+    job: &Instance,
     id: u64,
     addr: &str,
 ) -> Result<ExitCode, CliError> {
@@ -500,9 +523,9 @@ fn after_interrupt(
             CancelOutcome::AlreadyOver(_) => {}
         }
     }
-    let job = job_stats(client, id, addr)?;
-    if job.status.is_over() {
-        return finish(args.json, &job);
+    let summary = job_stats(client, id, addr)?;
+    if summary.status.is_over() {
+        return conclude(args, client, addr, job, &summary);
     }
     eprintln!("job {id} left running; follow it with `redmap jobs watch -m {addr} {id}`");
     Ok(ExitCode::from(130))

@@ -14,7 +14,7 @@
 //! of the plugin boundary, where the types are known: [`map_batch`] maps a
 //! batch and combines it into one sorted run of encoded pairs, and
 //! [`Reducer`] combines runs. Both work on bytes at the edges, so the host
-//! never needs the job's types; `ffi` exports them as ABI version 2's
+//! never needs the job's types; `ffi` exports them as ABI version 3's
 //! keyed entries (protocol.md, "Keyed jobs").
 //!
 //! ```ignore

@@ -123,9 +123,12 @@ pub mod abi {
     use std::ffi::c_void;
 
     /// The version of [`JobEntry`] this build exports and understands.
-    /// Version 2 appends `kind`, instances built from the job's arguments,
+    /// Version 3 appends `kind`, instances built from the job's arguments,
     /// and the keyed entries to version 1's table.
-    pub const ABI_VERSION: u32 = 2;
+    pub const ABI_VERSION: u32 = 3;
+    /// A version no host loads: the layout of keyed jobs before job
+    /// arguments, on development builds only (never released).
+    pub const WITHDRAWN_ABI_VERSION: u32 = 2;
     /// Oldest entry version a host of this build can load.
     pub const MIN_ABI_VERSION: u32 = 1;
 
@@ -173,7 +176,7 @@ pub mod abi {
     pub type DoneFn = unsafe extern "C" fn(result: *const u8, len: usize, err: *mut Buf) -> i32;
     pub type CountFn = unsafe extern "C" fn(out: *mut u64) -> i32;
     pub type FreeFn = unsafe extern "C" fn(buf: Buf);
-    // Version 2: every entry below takes the job instance `new` made.
+    // Version 3: every entry below takes the job instance `new` made.
 
     /// Builds a job instance from its arguments: `args` is an argument list
     /// (`u32` count, then each argument as `u32` length and bytes,
@@ -265,7 +268,7 @@ pub mod abi {
     /// The size of a version-1 table.
     pub const V1_ENTRY_SIZE: usize = std::mem::size_of::<JobEntryV1>();
 
-    // Version 2 appends to version 1's fields, and moves none of them.
+    // Version 3 appends to version 1's fields, and moves none of them.
     const _: () = assert!(std::mem::offset_of!(JobEntry, kind) == V1_ENTRY_SIZE);
 
     /// The table of entry points. Append-only: a later version adds fields
@@ -276,7 +279,7 @@ pub mod abi {
     pub struct JobEntry {
         /// Version 1's fields, in their places.
         pub v1: JobEntryV1,
-        // Version 2. A version-2 host calls none of version 1's fields but
+        // Version 3. A version-3 host calls none of version 1's fields but
         // `load_next`, `load_close` and `free`; the others may be null.
         /// [`KIND_BYTES`] or [`KIND_KEYED`].
         pub kind: u32,
@@ -287,16 +290,16 @@ pub mod abi {
         /// Frees an instance (required).
         pub instance_drop: Option<DropFn>,
         /// `load` (required).
-        pub load_open_v2: Option<InstLoadOpenFn>,
+        pub load_open_v3: Option<InstLoadOpenFn>,
         /// `count`; null: no estimate.
-        pub count_v2: Option<InstCountFn>,
+        pub count_v3: Option<InstCountFn>,
         /// A byte-level job's `map` and `reduce` (required for one; null for
         /// a keyed job).
-        pub map_v2: Option<InstMapFn>,
-        pub reduce_v2: Option<InstReduceFn>,
+        pub map_v3: Option<InstMapFn>,
+        pub reduce_v3: Option<InstReduceFn>,
         /// `done`: a byte-level job's final accumulator, or a keyed job's
         /// output, one run of pairs sorted by key (required).
-        pub done_v2: Option<InstDoneFn>,
+        pub done_v3: Option<InstDoneFn>,
         /// A keyed job's batch call and reducer (required for one; null for a
         /// byte-level job).
         pub map_batch: Option<MapBatchFn>,
@@ -626,7 +629,7 @@ pub mod __private {
         fn new(args: &[String]) -> Result<Self::Job, Error>;
     }
 
-    unsafe extern "C" fn new_v2<P: JobProvider>(
+    unsafe extern "C" fn new_v3<P: JobProvider>(
         args: *const u8,
         len: usize,
         inst: *mut *mut c_void,
@@ -636,7 +639,7 @@ pub mod __private {
         unsafe { new_instance(args, len, inst, err, P::new) }
     }
 
-    unsafe extern "C" fn load_open_v2<J: Job>(
+    unsafe extern "C" fn load_open_v3<J: Job>(
         inst: *mut c_void,
         iter: *mut *mut c_void,
         err: *mut Buf,
@@ -645,8 +648,8 @@ pub mod __private {
         unsafe { open_tasks(iter, err, || Ok(instance::<J>(inst)?.load())) }
     }
 
-    unsafe extern "C" fn count_v2<J: Job>(inst: *mut c_void, out: *mut u64) -> i32 {
-        // SAFETY: as for `load_open_v2`.
+    unsafe extern "C" fn count_v3<J: Job>(inst: *mut c_void, out: *mut u64) -> i32 {
+        // SAFETY: as for `load_open_v3`.
         unsafe {
             match instance::<J>(inst) {
                 Ok(job) => write_count(out, || job.count()),
@@ -655,20 +658,20 @@ pub mod __private {
         }
     }
 
-    unsafe extern "C" fn map_v2<J: Job>(
+    unsafe extern "C" fn map_v3<J: Job>(
         inst: *mut c_void,
         task: *const u8,
         len: usize,
         out: *mut Buf,
     ) -> i32 {
-        // SAFETY: as for `load_open_v2`, with `len` readable bytes at `task`.
+        // SAFETY: as for `load_open_v3`, with `len` readable bytes at `task`.
         unsafe {
             let task = slice(task, len);
             guard(out, || instance::<J>(inst)?.map(task))
         }
     }
 
-    unsafe extern "C" fn reduce_v2<J: Job>(
+    unsafe extern "C" fn reduce_v3<J: Job>(
         inst: *mut c_void,
         acc: *const u8,
         acc_len: usize,
@@ -676,20 +679,20 @@ pub mod __private {
         cur_len: usize,
         out: *mut Buf,
     ) -> i32 {
-        // SAFETY: as for `map_v2`, with two input buffers.
+        // SAFETY: as for `map_v3`, with two input buffers.
         unsafe {
             let (acc, cur) = (slice(acc, acc_len), slice(cur, cur_len));
             guard(out, || instance::<J>(inst)?.reduce(acc, cur))
         }
     }
 
-    unsafe extern "C" fn done_v2<J: Job>(
+    unsafe extern "C" fn done_v3<J: Job>(
         inst: *mut c_void,
         result: *const u8,
         len: usize,
         err: *mut Buf,
     ) -> i32 {
-        // SAFETY: as for `map_v2`.
+        // SAFETY: as for `map_v3`.
         unsafe {
             let result = slice(result, len);
             guard(err, || {
@@ -699,9 +702,9 @@ pub mod __private {
         }
     }
 
-    /// Version 1's fields of a version-2 table: a version-2 host calls only
+    /// Version 1's fields of a version-3 table: a version-3 host calls only
     /// the three that take no instance.
-    pub const fn v1_of_v2() -> abi::JobEntryV1 {
+    pub const fn v1_of_v3() -> abi::JobEntryV1 {
         abi::JobEntryV1 {
             abi_version: abi::ABI_VERSION,
             struct_size: std::mem::size_of::<abi::JobEntry>() as u32,
@@ -716,20 +719,20 @@ pub mod __private {
         }
     }
 
-    /// The version-2 entry table of a byte-level job built from its
+    /// The version-3 entry table of a byte-level job built from its
     /// arguments by `P`.
-    pub const fn entry_v2<P: JobProvider>() -> abi::JobEntry {
+    pub const fn entry_v3<P: JobProvider>() -> abi::JobEntry {
         abi::JobEntry {
-            v1: v1_of_v2(),
+            v1: v1_of_v3(),
             kind: abi::KIND_BYTES,
             flags: 0,
-            instance_new: Some(new_v2::<P>),
+            instance_new: Some(new_v3::<P>),
             instance_drop: Some(drop_instance::<P::Job>),
-            load_open_v2: Some(load_open_v2::<P::Job>),
-            count_v2: Some(count_v2::<P::Job>),
-            map_v2: Some(map_v2::<P::Job>),
-            reduce_v2: Some(reduce_v2::<P::Job>),
-            done_v2: Some(done_v2::<P::Job>),
+            load_open_v3: Some(load_open_v3::<P::Job>),
+            count_v3: Some(count_v3::<P::Job>),
+            map_v3: Some(map_v3::<P::Job>),
+            reduce_v3: Some(reduce_v3::<P::Job>),
+            done_v3: Some(done_v3::<P::Job>),
             map_batch: None,
             reducer_new: None,
             reducer_add: None,
@@ -740,7 +743,7 @@ pub mod __private {
     }
 
     /// The entry table for the job `P` provides: a version-1 table. A
-    /// byte-level job uses nothing of version 2, and says so, so a host
+    /// byte-level job uses nothing of version 3, and says so, so a host
     /// that speaks only version 1 loads it too.
     pub const fn entry<P: Provider>() -> abi::JobEntryV1 {
         abi::JobEntryV1 {
@@ -769,7 +772,7 @@ pub mod __private {
 ///   or a closure that captures nothing), called with the job's arguments
 ///   (the words after `--` on `redmap run`'s command line) in every process
 ///   that builds the job. An error is shown to the user before the job
-///   runs. Needs a redmap that loads job ABI version 2.
+///   runs. Needs a redmap that loads job ABI version 3.
 #[macro_export]
 macro_rules! export_job {
     ($job:expr) => {
@@ -812,7 +815,7 @@ macro_rules! export_job {
 
         #[doc(hidden)]
         static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
-            $crate::job::__private::entry_v2::<__RedmapJobProvider>();
+            $crate::job::__private::entry_v3::<__RedmapJobProvider>();
 
         /// The job library's entry point (see redmap's protocol.md).
         #[unsafe(no_mangle)]

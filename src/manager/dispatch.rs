@@ -38,12 +38,16 @@ impl Manager {
                 break;
             }
             let spread = sched::spread(self.workers.active_count(), self.settings.max_connections);
-            // Batches fit every attached worker's --max-size.
+            // Batches fit every attached worker's --max-size, with the
+            // job's arguments that travel in each.
+            let args_len = self.jobs.get(id).map_or(0, |j| j.args().encoded().len());
             let batch_bytes = self
                 .workers
                 .values()
                 .map(|wk| wk.frame_budget(MAX_BATCH_BYTES))
-                .fold(self.chunk_size(), usize::min);
+                .fold(self.chunk_size(), usize::min)
+                .saturating_sub(args_len)
+                .max(1);
             let batch_tasks = sched::batch_tasks(self.settings.max_size);
             let (tx, waker) = (self.reducer_tx.clone(), Arc::clone(&self.waker));
             let Some(job) = self.jobs.get_mut(id) else {
@@ -141,7 +145,8 @@ impl Manager {
             if p.batch.is_some_and(|id| !self.ledger.is_open(id)) {
                 continue;
             }
-            let len = p.tasks.byte_len();
+            // The job's arguments travel in every batch.
+            let len = p.tasks.byte_len() + job.args().encoded().len();
             let fits_elsewhere = self
                 .workers
                 .active()

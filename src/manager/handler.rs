@@ -366,6 +366,9 @@ impl Manager {
                     let Some(j) = self.jobs.get_mut(job) else {
                         continue;
                     };
+                    if let Some(Err(why)) = &output.text {
+                        j.record_error(format!("output: no text form: {why}"));
+                    }
                     if let Some(why) = self.outputs.keep(job, output, Instant::now()) {
                         warn!("{why}");
                         j.record_error(why);

@@ -35,12 +35,17 @@ pub enum Form {
 pub use crate::pipeline::cluster::Output;
 
 fn output_bytes(output: &Output) -> usize {
-    output.binary.len() + output.text.as_ref().map_or(0, Vec::len)
+    let text = match &output.text {
+        Some(Ok(text)) => text.len(),
+        _ => 0,
+    };
+    output.binary.len() + text
 }
 
 struct Kept {
     binary: Arc<Vec<u8>>,
-    text: Option<Arc<Vec<u8>>>,
+    /// `None`: the text is the binary (a byte-level job).
+    text: Option<Result<Arc<Vec<u8>>, String>>,
     until: Instant,
     bytes: usize,
 }
@@ -99,7 +104,9 @@ impl Outputs {
             return Some(why);
         }
         while self.bytes + bytes > self.bound {
-            let Some((&oldest, _)) = self.kept.iter().next() else {
+            // The one whose job ended first (not the lowest id: a long job
+            // with a low id may have just ended).
+            let Some((&oldest, _)) = self.kept.iter().min_by_key(|(_, k)| k.until) else {
                 break;
             };
             self.drop_kept(
@@ -112,7 +119,7 @@ impl Outputs {
             job,
             Kept {
                 binary: Arc::new(output.binary),
-                text: output.text.map(Arc::new),
+                text: output.text.map(|t| t.map(Arc::new)),
                 until: now + OUTPUT_TTL,
                 bytes,
             },
@@ -123,10 +130,13 @@ impl Outputs {
     /// Job `job`'s output in `form`, if kept.
     pub fn get(&self, job: u64, form: Form) -> Lookup {
         match self.kept.get(&job) {
-            Some(k) => Lookup::Found(match (form, &k.text) {
-                (Form::Text, Some(text)) => Arc::clone(text),
-                _ => Arc::clone(&k.binary),
-            }),
+            Some(k) => match (form, &k.text) {
+                (Form::Text, Some(Ok(text))) => Lookup::Found(Arc::clone(text)),
+                (Form::Text, Some(Err(why))) => Lookup::Gone(format!(
+                    "job {job}'s output has no text form ({why}); fetch it with --format binary"
+                )),
+                _ => Lookup::Found(Arc::clone(&k.binary)),
+            },
             None => Lookup::Gone(self.gone.get(&job).cloned().unwrap_or_else(|| {
                 format!("job {job} kept no output (it failed or was cancelled before it had one)")
             })),
@@ -180,7 +190,7 @@ mod tests {
     fn output(binary: usize, text: Option<usize>) -> Output {
         Output {
             binary: vec![1; binary],
-            text: text.map(|n| vec![2; n]),
+            text: text.map(|n| Ok(vec![2; n])),
         }
     }
 
@@ -222,20 +232,33 @@ mod tests {
         let mut outputs = Outputs::with_bound(100);
         let now = Instant::now();
         let half = 50;
-        outputs.keep(1, output(half, None), now);
+        // Job 1 (a long one) ended after job 2: job 2's output goes first.
         outputs.keep(2, output(half, None), now);
-        outputs.keep(3, output(10, None), now);
+        outputs.keep(1, output(half, None), now + Duration::from_secs(2));
+        outputs.keep(3, output(10, None), now + Duration::from_secs(3));
         assert!(outputs.bytes() <= 100);
-        let Lookup::Gone(why) = outputs.get(1, Form::Binary) else {
-            panic!("job 1's output is still kept");
+        let Lookup::Gone(why) = outputs.get(2, Form::Binary) else {
+            panic!("job 2's output is still kept");
         };
         assert!(why.contains("to make room"), "{why}");
-        assert!(matches!(outputs.get(2, Form::Binary), Lookup::Found(_)));
+        assert!(matches!(outputs.get(1, Form::Binary), Lookup::Found(_)));
         assert!(matches!(outputs.get(3, Form::Binary), Lookup::Found(_)));
         // Too big for the whole bound: refused before anything is dropped.
         let why = outputs.keep(4, output(100, Some(1)), now);
         assert!(why.is_some_and(|w| w.contains("not kept")));
-        assert!(matches!(outputs.get(2, Form::Binary), Lookup::Found(_)));
+        assert!(matches!(outputs.get(1, Form::Binary), Lookup::Found(_)));
+        // A keyed output whose text form failed: binary only, and why.
+        let mut text_failed = output(4, None);
+        text_failed.text = Some(Err("a key does not decode".into()));
+        outputs.keep(5, text_failed, now);
+        assert!(matches!(outputs.get(5, Form::Binary), Lookup::Found(_)));
+        let Lookup::Gone(why) = outputs.get(5, Form::Text) else {
+            panic!("a text form that failed is served");
+        };
+        assert!(
+            why.contains("no text form (a key does not decode)"),
+            "{why}"
+        );
         let Lookup::Gone(none) = outputs.get(99, Form::Binary) else {
             panic!("an unknown job has an output");
         };

@@ -42,9 +42,10 @@ pub struct Output {
     /// accumulator, or a keyed job's output run (pairs in the `Codec`
     /// encoding, sorted by key).
     pub binary: Vec<u8>,
-    /// The text form, one `key<TAB>value` line per key, for a keyed job
-    /// (a byte-level job's text is its binary).
-    pub text: Option<Vec<u8>>,
+    /// The text form, one `key<TAB>value` line per key, for a keyed job,
+    /// or why the job's `format` could not make it (a byte-level job's
+    /// text is its binary: `None`).
+    pub text: Option<Result<Vec<u8>, String>>,
 }
 
 /// What the reducer thread tells the event loop.
@@ -158,7 +159,8 @@ pub fn reducer(
     let ended = match plugin.kind() {
         JobKind::Bytes => fold_partials(plugin, partials, cancelled, report, |r| plugin.done(r)),
         JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, report, |run| {
-            text = Some(text_of(plugin, run)?);
+            // A text form that fails costs that form only, not the job.
+            text = Some(text_of(plugin, run).map_err(|e| e.message));
             Ok(())
         }),
     };

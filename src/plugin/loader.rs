@@ -92,17 +92,27 @@ impl fmt::Display for LoadError {
                 path.display()
             ),
             LoadError::NullEntry { path } => {
-                write!(f, "{}: `{}` returned a null table", path.display(), abi::ENTRY_SYMBOL)
+                write!(
+                    f,
+                    "{}: `{}` returned a null table",
+                    path.display(),
+                    abi::ENTRY_SYMBOL
+                )
             }
             LoadError::AbiVersion { path, found } => write!(
                 f,
-                "{} was built for job ABI version {found}, but this redmap loads versions {} to {}; \
+                "{} was built for job ABI version {found}, but this redmap loads versions {} to {} \
+                 (not {}); \
                  {}",
                 path.display(),
                 abi::MIN_ABI_VERSION,
                 abi::ABI_VERSION,
+                abi::WITHDRAWN_ABI_VERSION,
                 if *found > abi::ABI_VERSION {
                     "it is newer than this redmap: upgrade redmap, or build the job with this one"
+                } else if *found == abi::WITHDRAWN_ABI_VERSION {
+                    "version 2 was the layout of keyed jobs on development builds, before job \
+                     arguments, and no release loads it: rebuild the job against this redmap"
                 } else {
                     "rebuild the job against this redmap"
                 }
@@ -157,7 +167,7 @@ pub enum JobKind {
     Keyed,
 }
 
-/// The keyed entries of a version-2 keyed library, all present.
+/// The keyed entries of a version-3 keyed library, all present.
 struct KeyedEntries {
     map_batch: abi::MapBatchFn,
     reducer_new: abi::ReducerNewFn,
@@ -177,7 +187,7 @@ enum Table {
         map: MapFn,
         reduce: ReduceFn,
     },
-    /// Version 2: each instance is built from its job's arguments.
+    /// Version 3: each instance is built from its job's arguments.
     V2 {
         new: abi::NewFn,
         drop: abi::DropFn,
@@ -279,7 +289,9 @@ impl Plugin {
         // readable whatever the rest of the table looks like; `addr_of!`
         // makes no reference.
         let version = unsafe { std::ptr::addr_of!((*table).abi_version).read_unaligned() };
-        if !(abi::MIN_ABI_VERSION..=abi::ABI_VERSION).contains(&version) {
+        if !(abi::MIN_ABI_VERSION..=abi::ABI_VERSION).contains(&version)
+            || version == abi::WITHDRAWN_ABI_VERSION
+        {
             return Err(LoadError::AbiVersion {
                 path,
                 found: version,
@@ -310,38 +322,38 @@ impl Plugin {
             })
         }
         // Fields are appended, version by version, and a table has those
-        // its `struct_size` covers: a version-2 table as short as version
+        // its `struct_size` covers: a version-3 table as short as version
         // 1's (a C job that fills in the v1 struct) is a byte-level job.
-        let v2_size = std::mem::size_of::<JobEntry>();
-        if version >= 2 && size as usize > abi::V1_ENTRY_SIZE && (size as usize) < v2_size {
-            // Neither version 1's table nor version 2's: a C job that mixed
+        let v3_size = std::mem::size_of::<JobEntry>();
+        if version >= 3 && size as usize > abi::V1_ENTRY_SIZE && (size as usize) < v3_size {
+            // Neither version 1's table nor version 3's: a C job that mixed
             // the two structs. Reading it as either could misread `kind`.
             return Err(LoadError::Incomplete {
                 path,
-                what: "struct_size: between version 1's and version 2's",
+                what: "struct_size: between version 1's and version 3's",
             });
         }
-        let table = if version >= 2 && size as usize >= v2_size {
-            // SAFETY: version 2, and `struct_size` covers the whole
-            // version-2 table.
-            let v2: &JobEntry = unsafe { &*(table as *const JobEntry) };
-            let (bytes, keyed) = match v2.kind {
+        let table = if version >= 3 && size as usize >= v3_size {
+            // SAFETY: version 3, and `struct_size` covers the whole
+            // version-3 table.
+            let v3: &JobEntry = unsafe { &*(table as *const JobEntry) };
+            let (bytes, keyed) = match v3.kind {
                 abi::KIND_BYTES => (
                     Some((
-                        need(v2.map_v2, &path, "map_v2")?,
-                        need(v2.reduce_v2, &path, "reduce_v2")?,
+                        need(v3.map_v3, &path, "map_v3")?,
+                        need(v3.reduce_v3, &path, "reduce_v3")?,
                     )),
                     None,
                 ),
                 abi::KIND_KEYED => (
                     None,
                     Some(KeyedEntries {
-                        map_batch: need(v2.map_batch, &path, "map_batch")?,
-                        reducer_new: need(v2.reducer_new, &path, "reducer_new")?,
-                        reducer_add: need(v2.reducer_add, &path, "reducer_add")?,
-                        reducer_finish: need(v2.reducer_finish, &path, "reducer_finish")?,
-                        reducer_free: need(v2.reducer_free, &path, "reducer_free")?,
-                        format: need(v2.format, &path, "format")?,
+                        map_batch: need(v3.map_batch, &path, "map_batch")?,
+                        reducer_new: need(v3.reducer_new, &path, "reducer_new")?,
+                        reducer_add: need(v3.reducer_add, &path, "reducer_add")?,
+                        reducer_finish: need(v3.reducer_finish, &path, "reducer_finish")?,
+                        reducer_free: need(v3.reducer_free, &path, "reducer_free")?,
+                        format: need(v3.format, &path, "format")?,
                     }),
                 ),
                 _ => {
@@ -352,11 +364,11 @@ impl Plugin {
                 }
             };
             Table::V2 {
-                new: need(v2.instance_new, &path, "instance_new")?,
-                drop: need(v2.instance_drop, &path, "instance_drop")?,
-                load_open: need(v2.load_open_v2, &path, "load_open_v2")?,
-                count: v2.count_v2,
-                done: need(v2.done_v2, &path, "done_v2")?,
+                new: need(v3.instance_new, &path, "instance_new")?,
+                drop: need(v3.instance_drop, &path, "instance_drop")?,
+                load_open: need(v3.load_open_v3, &path, "load_open_v3")?,
+                count: v3.count_v3,
+                done: need(v3.done_v3, &path, "done_v3")?,
                 bytes,
                 keyed,
             }
@@ -450,7 +462,7 @@ impl Plugin {
         }
     }
 
-    /// Whether the library's jobs take arguments (job ABI version 2).
+    /// Whether the library's jobs take arguments (job ABI version 3).
     pub fn takes_args(&self) -> bool {
         matches!(self.entries.table, Table::V2 { .. })
     }

@@ -1,5 +1,5 @@
 /*
- * redmap_job.h - the C ABI of a redmap job library, version 2.
+ * redmap_job.h - the C ABI of a redmap job library, version 3.
  *
  * A job library exports one function, redmap_job_entry, returning a pointer
  * to a static table of entry points. The host reads abi_version first and
@@ -10,7 +10,7 @@
  * released by the host through the table's `free` entry. Input pointers
  * passed to the job are valid only during the call.
  *
- * Threads: map and reduce (and their version-2 forms, and map_batch) may be
+ * Threads: map and reduce (and their version-3 forms, and map_batch) may be
  * called from many threads at once, also on one instance.
  * load_open, load_next and load_close are called from one thread at a time.
  * done is called once. count may be called at any time.
@@ -23,12 +23,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define REDMAP_ABI_VERSION 2
+#define REDMAP_ABI_VERSION 3
 /* What a byte-level job's table (redmap_job_entry_v1) says: version 1,
  * so hosts that speak only version 1 load it too. */
 #define REDMAP_ABI_VERSION_1 1
 
-/* redmap_job_entry_v2's kind. */
+/* redmap_job_entry_v3's kind. */
 #define REDMAP_KIND_BYTES 0 /* the byte-level job: map, reduce, done */
 #define REDMAP_KIND_KEYED 1 /* a keyed job: map_batch, the reducer, format */
 
@@ -71,15 +71,15 @@ typedef struct redmap_job_entry_v1 {
     void (*free)(redmap_buf buf);
 } redmap_job_entry_v1;
 
-/* Version 2: version 1's fields, then these. A table whose struct_size is
+/* Version 3: version 1's fields, then these. A table whose struct_size is
  * version 1's is a byte-level job whatever its abi_version; a size between
- * version 1's and version 2's is refused. A version-2 host calls only
+ * version 1's and version 3's is refused. A version-3 host calls only
  * load_next, load_close and free of version 1's fields (the others may be
  * NULL); every other call goes to an instance that instance_new built from
  * the job's arguments. */
-typedef struct redmap_job_entry_v2 {
+typedef struct redmap_job_entry_v3 {
     uint32_t abi_version; /* REDMAP_ABI_VERSION */
-    uint32_t struct_size; /* sizeof(redmap_job_entry_v2) */
+    uint32_t struct_size; /* sizeof(redmap_job_entry_v3) */
     int32_t (*load_open)(void **iter, redmap_buf *err);
     int32_t (*load_next)(void *iter, redmap_buf *out);
     void (*load_close)(void *iter);
@@ -99,14 +99,14 @@ typedef struct redmap_job_entry_v2 {
     /* Frees an instance, after its last call. */
     void (*instance_drop)(void *inst);
     /* Version 1's load_open, count, map, reduce and done, on an instance;
-     * map_v2 and reduce_v2 are NULL for a keyed job; done_v2 gets a keyed
+     * map_v3 and reduce_v3 are NULL for a keyed job; done_v3 gets a keyed
      * job's output (one run of pairs, sorted by key). */
-    int32_t (*load_open_v2)(void *inst, void **iter, redmap_buf *err);
-    int32_t (*count_v2)(void *inst, uint64_t *out);
-    int32_t (*map_v2)(void *inst, const uint8_t *task, size_t len, redmap_buf *out);
-    int32_t (*reduce_v2)(void *inst, const uint8_t *acc, size_t acc_len, const uint8_t *cur,
+    int32_t (*load_open_v3)(void *inst, void **iter, redmap_buf *err);
+    int32_t (*count_v3)(void *inst, uint64_t *out);
+    int32_t (*map_v3)(void *inst, const uint8_t *task, size_t len, redmap_buf *out);
+    int32_t (*reduce_v3)(void *inst, const uint8_t *acc, size_t acc_len, const uint8_t *cur,
                          size_t cur_len, redmap_buf *out);
-    int32_t (*done_v2)(void *inst, const uint8_t *result, size_t len, redmap_buf *err);
+    int32_t (*done_v3)(void *inst, const uint8_t *result, size_t len, redmap_buf *err);
     /* Keyed jobs (NULL for a byte-level one). Maps a task list (u32 count,
      * then u32 length and bytes each, big-endian) and combines its pairs:
      * REDMAP_OK with the mapped batch in *out (protocol.md, "Keyed jobs"). */
@@ -122,9 +122,9 @@ typedef struct redmap_job_entry_v2 {
     /* The text of the whole pairs at the front of run (one key TAB value
      * line each) in *out, and the bytes they took in *used. */
     int32_t (*format)(void *inst, const uint8_t *run, size_t len, size_t *used, redmap_buf *out);
-} redmap_job_entry_v2;
+} redmap_job_entry_v3;
 
-/* The one exported symbol (a redmap_job_entry_v2 for a version-2 job). */
+/* The one exported symbol (a redmap_job_entry_v3 for a version-3 job). */
 const redmap_job_entry_v1 *redmap_job_entry(void);
 
 #endif /* REDMAP_JOB_H */

@@ -32,8 +32,16 @@ pub struct Done {
     pub result: BatchResult,
 }
 
+/// What the map threads are handed.
+enum Task {
+    Batch(Work),
+    /// Job instances no longer needed: their destructors are job code, so
+    /// they are dropped here, never on the event loop.
+    Release(Vec<Arc<Instance>>),
+}
+
 pub struct Pool {
-    work: Sender<Work>,
+    work: Sender<Task>,
     pub done: Receiver<Done>,
     instances: Arc<Instances>,
 }
@@ -43,41 +51,58 @@ pub struct Pool {
 /// it until they end) and built again if needed.
 const MAX_INSTANCES: usize = 64;
 
-/// What a library's constructor made of one job's arguments here.
-type Built = Result<Arc<Instance>, CallError>;
-
 /// The jobs built on this worker, by library and arguments: a job's
-/// constructor runs once per worker (on a map thread, never the event
-/// loop), not once per batch. A constructor's error is kept too, so a job
-/// whose arguments fail here fails each batch at once.
+/// constructor runs on a map thread (never the event loop), once per
+/// library and arguments while it succeeds, not once per batch. Two jobs
+/// of one library with the same arguments share their instance (a job
+/// keeps no per-call state: it is `Sync`). A constructor's error is not
+/// kept: the next batch tries again (a file may have appeared).
 #[derive(Default)]
 struct Instances {
-    built: Mutex<HashMap<(PluginHash, JobArgs), Built>>,
+    built: Mutex<HashMap<(PluginHash, JobArgs), Arc<Instance>>>,
 }
 
 impl Instances {
-    fn get(&self, plugin: &Arc<Plugin>, args: &JobArgs) -> Built {
+    /// The job, built if needed; with the instance an eviction dropped, for
+    /// the caller to release (off any lock).
+    fn get(
+        &self,
+        plugin: &Arc<Plugin>,
+        args: &JobArgs,
+    ) -> (Result<Arc<Instance>, CallError>, Option<Arc<Instance>>) {
         let key = (plugin.hash(), args.clone());
-        if let Some(built) = self.lock().get(&key) {
-            return built.clone();
+        if let Some(job) = self.lock().get(&key) {
+            return (Ok(Arc::clone(job)), None);
         }
         // Built outside the lock: a slow constructor holds up no other job.
-        let built = plugin.instance(args);
+        let job = match plugin.instance(args) {
+            Ok(job) => job,
+            Err(e) => return (Err(e), None),
+        };
         let mut table = self.lock();
-        if table.len() >= MAX_INSTANCES {
+        let mut evicted = None;
+        if table.len() >= MAX_INSTANCES && !table.contains_key(&key) {
             if let Some(old) = table.keys().next().cloned() {
-                table.remove(&old);
+                evicted = table.remove(&old);
             }
         }
-        table.entry(key).or_insert(built).clone()
+        let kept = Arc::clone(table.entry(key).or_insert(job));
+        (Ok(kept), evicted)
     }
 
-    fn forget(&self, hash: Option<PluginHash>) {
-        self.lock()
-            .retain(|(h, _), _| hash.is_some_and(|hash| hash != *h));
+    /// Takes out the jobs built from the library `hash` (`None`: from
+    /// every library), for the caller to release.
+    fn forget(&self, hash: Option<PluginHash>) -> Vec<Arc<Instance>> {
+        let mut table = self.lock();
+        let gone: Vec<(PluginHash, JobArgs)> = table
+            .keys()
+            .filter(|(h, _)| hash.is_none_or(|hash| hash == *h))
+            .cloned()
+            .collect();
+        gone.iter().filter_map(|k| table.remove(k)).collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(PluginHash, JobArgs), Built>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(PluginHash, JobArgs), Arc<Instance>>> {
         self.built.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -178,8 +203,9 @@ fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult
     }
 }
 
-/// A batch whose job could not be built here: every task fails for good
-/// with the constructor's error (its arguments fail the same way again).
+/// A batch whose job could not be built here: every task fails with the
+/// constructor's error, as a failed attempt (another worker, where a file
+/// the arguments name may be, can take it; the retry rules apply).
 fn unbuilt(work: &Work, why: CallError) -> BatchResult {
     let (_, mut budget) = budgets(work.batch.reply_limit());
     let message = format!("the job's constructor failed on this worker: {why}");
@@ -192,7 +218,7 @@ fn unbuilt(work: &Work, why: CallError) -> BatchResult {
             .map(|index| TaskFailure {
                 index,
                 panicked: why.panicked,
-                fatal: true,
+                fatal: false,
                 deferred: false,
                 message: within(&mut budget, message.clone()),
             })
@@ -202,7 +228,9 @@ fn unbuilt(work: &Work, why: CallError) -> BatchResult {
 
 fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
     let started = Instant::now();
-    let job = match instances.get(&work.plugin, &work.batch.args) {
+    let (built, evicted) = instances.get(&work.plugin, &work.batch.args);
+    drop(evicted);
+    let job = match built {
         Ok(job) => job,
         Err(why) => return unbuilt(work, why),
     };
@@ -248,11 +276,18 @@ fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
 
 impl Pool {
     pub fn new(threads: usize, waker: Arc<Waker>) -> Pool {
-        let (work_tx, work_rx) = mpsc::channel::<Work>();
+        let (work_tx, work_rx) = mpsc::channel::<Task>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let instances = Arc::new(Instances::default());
         let built = Arc::clone(&instances);
-        let map = move |work: Work| {
+        let map = move |task: Task| {
+            let work = match task {
+                Task::Batch(work) => work,
+                Task::Release(jobs) => {
+                    drop(jobs);
+                    return ControlFlow::Continue(());
+                }
+            };
             let result = run_batch(&work, &built);
             let done = Done {
                 conn: work.conn,
@@ -279,11 +314,14 @@ impl Pool {
     /// Drops the jobs built from the library `hash` (`None`: from every
     /// library), once it is uninstalled.
     pub fn forget(&self, hash: Option<PluginHash>) {
-        self.instances.forget(hash);
+        let gone = self.instances.forget(hash);
+        if !gone.is_empty() {
+            let _ = self.work.send(Task::Release(gone));
+        }
     }
 
     pub fn submit(&self, work: Work) {
         // The threads live as long as the pool; a send cannot fail.
-        let _ = self.work.send(work);
+        let _ = self.work.send(Task::Batch(work));
     }
 }

@@ -1,5 +1,5 @@
 //! The plugin side of the ABI for keyed jobs, used by
-//! [`export_keyed_job!`](crate::export_keyed_job): version 2's table with
+//! [`export_keyed_job!`](crate::export_keyed_job): version 3's table with
 //! `kind` = keyed. Not for direct use.
 //!
 //! Every entry runs the job under the same guard as a byte-level job's (a
@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::{format_pairs, map_batch, task_list, KeyedJob, Reducer};
 use crate::job::__private::{
-    drop_instance, free, guard, instance, new_instance, open_tasks, slice, v1_of_v2, write_count,
+    drop_instance, free, guard, instance, new_instance, open_tasks, slice, v1_of_v3, write_count,
 };
 use crate::job::abi::{self, Buf, JobEntry};
 use crate::job::codec::to_bytes;
@@ -223,16 +223,16 @@ unsafe extern "C" fn format<J: KeyedJob>(
 /// The entry table for the keyed job `P` builds.
 pub const fn entry<P: KeyedProvider>() -> JobEntry {
     JobEntry {
-        v1: v1_of_v2(),
+        v1: v1_of_v3(),
         kind: abi::KIND_KEYED,
         flags: 0,
         instance_new: Some(new::<P>),
         instance_drop: Some(drop_instance::<P::Job>),
-        load_open_v2: Some(load_open::<P::Job>),
-        count_v2: Some(count::<P::Job>),
-        map_v2: None,
-        reduce_v2: None,
-        done_v2: Some(done::<P::Job>),
+        load_open_v3: Some(load_open::<P::Job>),
+        count_v3: Some(count::<P::Job>),
+        map_v3: None,
+        reduce_v3: None,
+        done_v3: Some(done::<P::Job>),
         map_batch: Some(map_batch_entry::<P::Job>),
         reducer_new: Some(reducer_new::<P::Job>),
         reducer_add: Some(reducer_add::<P::Job>),

@@ -173,6 +173,20 @@ mod tests {
         // A count that lies about what follows is refused by its length.
         let lie = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 1, b'a'];
         assert!(JobArgs::decode(&mut Cursor::new(0x10, &lie)).is_err());
+        // More arguments than a job takes, each empty (so the count fits
+        // the bytes): refused by the count.
+        let mut many = (MAX_ARGS as u32 + 1).to_be_bytes().to_vec();
+        many.extend(std::iter::repeat_n(0u8, 4 * (MAX_ARGS + 1)));
+        assert!(JobArgs::decode(&mut Cursor::new(0x10, &many)).is_err());
+        let mut most = (MAX_ARGS as u32).to_be_bytes().to_vec();
+        most.extend(std::iter::repeat_n(0u8, 4 * MAX_ARGS));
+        assert_eq!(
+            JobArgs::decode(&mut Cursor::new(0x10, &most))
+                .unwrap()
+                .iter()
+                .count(),
+            MAX_ARGS
+        );
         // A list over the byte limit sent by a peer.
         let mut big = vec![0, 0, 0, 1];
         put_bytes(&mut big, &vec![b'z'; MAX_ARGS_BYTES]);

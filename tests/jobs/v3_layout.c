@@ -1,5 +1,5 @@
 /*
- * redmap_job.h's version-2 table against the host's (issue 12): the layout
+ * redmap_job.h's version-3 table against the host's (issue 12): the layout
  * a C keyed job builds must be the one the loader reads. Compiled by the
  * plugin tests; it fails to compile if the header drifts.
  */
@@ -7,19 +7,19 @@
 
 #include "redmap_job.h"
 
-_Static_assert(offsetof(redmap_job_entry_v2, kind) == sizeof(redmap_job_entry_v1),
-               "version 2 appends to version 1's fields");
-_Static_assert(offsetof(redmap_job_entry_v2, free) == offsetof(redmap_job_entry_v1, free),
+_Static_assert(offsetof(redmap_job_entry_v3, kind) == sizeof(redmap_job_entry_v1),
+               "version 3 appends to version 1's fields");
+_Static_assert(offsetof(redmap_job_entry_v3, free) == offsetof(redmap_job_entry_v1, free),
                "version 1's fields keep their places");
 _Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v1) == 72, "v1 is 72 bytes on 64-bit");
-_Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v2) == 184, "v2 is 184 bytes on 64-bit");
-_Static_assert(sizeof(void *) != 8 || offsetof(redmap_job_entry_v2, instance_new) == 80,
+_Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v3) == 184, "v3 is 184 bytes on 64-bit");
+_Static_assert(sizeof(void *) != 8 || offsetof(redmap_job_entry_v3, instance_new) == 80,
                "instance_new right after kind and flags");
-_Static_assert(offsetof(redmap_job_entry_v2, format) + sizeof(void *) ==
-                   sizeof(redmap_job_entry_v2),
+_Static_assert(offsetof(redmap_job_entry_v3, format) + sizeof(void *) ==
+                   sizeof(redmap_job_entry_v3),
                "format is the last field");
 
-/* A table that claims version 2 with a size between the two versions': a
+/* A table that claims version 3 with a size between the two versions': a
  * loader must refuse it, not read `kind` from past its end. */
 static const struct {
     uint32_t abi_version, struct_size;
