@@ -225,7 +225,7 @@ fn map_batch(plugin: &Instance, batch: &Batch) -> Partial {
         return map_keyed_batch(plugin, batch);
     }
     // In one process a value goes nowhere over the wire: no size limit.
-    let folded = pipeline::map_batch(plugin, batch.tasks.iter(), &ValueLimit::none());
+    let folded = pipeline::map_batch(plugin, &batch.tasks, &ValueLimit::none());
     let failed = folded.failures.len() as u64;
     let mut errors = ErrorLog::new(MAX_KEPT_ERRORS);
     // Failures come by increasing index: one walk over the tasks names them.

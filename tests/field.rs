@@ -918,3 +918,30 @@ fn a_worker_that_sends_malformed_results_is_dropped_and_its_batches_go_elsewhere
         "the bad worker got no batch"
     );
 }
+
+/// The same two limits when the workers fold whole batches in one call
+/// into the job (a version-3 byte-level job, tests/jobs/wide.rs): a value
+/// over the manager's --max-size fails its task once, naming the limit,
+/// and values that only together pass it are deferred, not failed.
+#[test]
+fn the_jobs_own_batch_call_keeps_the_managers_value_limits() {
+    let cluster = util::Cluster::start(1, &["--max-size", "200000"], &[]);
+    let job = util::repo()
+        .join("tests/jobs/wide.rs")
+        .display()
+        .to_string();
+    let out = util::run(cluster.cli(&["run", &job, "--", "640", "20000", "7", "300000"]));
+    assert_eq!(out.status.code(), Some(1), "{}", util::stderr(&out));
+    let text = util::stdout(&out);
+    assert!(
+        text.contains("640 tasks, 639 processed, 1 failed, 0 retried"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"task 7 ("7"): map value is 300,000 bytes, over the manager's --max-size of 200,000"#
+        ),
+        "{text}"
+    );
+    assert_eq!(cluster.result(), "639");
+}

@@ -146,58 +146,73 @@ impl Job for Faulty {
 redmap::export_job!(Faulty);
 "#;
 
-fn faulty(env: &[(&str, &str)]) -> (std::process::Output, String) {
-    let dir = TempDir::new("faulty");
-    let src = dir.write("faulty.rs", FAULTY);
-    // One task per batch, so a failed fold loses exactly that task.
-    let out = run_job(&dir, &[src.to_str().unwrap()], env);
-    let result = std::fs::read_to_string(dir.join("result")).unwrap_or_default();
-    (out, result)
+/// Runs FAULTY embedded, exported both ways: with a version-1 table (the
+/// host maps and folds task by task, and pulls tasks one by one) and with
+/// a version-3 one (the job's own batch calls: `fold_batch`,
+/// `load_batch`). Both must fail, count and word alike.
+fn faulty(env: &[(&str, &str)]) -> Vec<(std::process::Output, String)> {
+    [
+        "redmap::export_job!(Faulty);",
+        "redmap::export_job!(Faulty, |_| Ok(Faulty));",
+    ]
+    .iter()
+    .map(|export| {
+        let dir = TempDir::new("faulty");
+        let source = FAULTY.replace("redmap::export_job!(Faulty);", export);
+        let src = dir.write("faulty.rs", &source);
+        let out = run_job(&dir, &[src.to_str().unwrap()], env);
+        let result = std::fs::read_to_string(dir.join("result")).unwrap_or_default();
+        (out, result)
+    })
+    .collect()
 }
 
 #[test]
 fn a_panicking_map_fails_one_task_and_the_rest_are_counted() {
-    let (out, result) = faulty(&[("FAULTY_MAP_PANIC", "1")]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let text = stdout(&out);
-    assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
-    assert!(
-        text.contains(r#"task 7 ("7"): panic: task seven is cursed (at "#),
-        "{text}"
-    );
-    // The error says where; the panic is not printed on top of it.
-    assert!(!stderr(&out).contains("panicked at"), "{}", stderr(&out));
-    assert_eq!(result, (210 - 7).to_string(), "done got the rest");
+    for (out, result) in faulty(&[("FAULTY_MAP_PANIC", "1")]) {
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let text = stdout(&out);
+        assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
+        assert!(
+            text.contains(r#"task 7 ("7"): panic: task seven is cursed (at "#),
+            "{text}"
+        );
+        // The error says where; the panic is not printed on top of it.
+        assert!(!stderr(&out).contains("panicked at"), "{}", stderr(&out));
+        assert_eq!(result, (210 - 7).to_string(), "done got the rest");
+    }
 }
 
 #[test]
 fn a_failing_reduce_is_reported_and_the_rest_are_counted() {
-    let (out, result) = faulty(&[("FAULTY_REDUCE", "1")]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = stdout(&out);
-    assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
-    // Named like a cluster run names it: the task whose value would not fold.
-    assert!(
-        text.contains(r#"task 13 ("13"): reduce: thirteen does not add up"#),
-        "{text}"
-    );
-    assert_eq!(result, (210 - 13).to_string());
+    for (out, result) in faulty(&[("FAULTY_REDUCE", "1")]) {
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        assert!(text.contains("20 tasks, 19 processed, 1 failed"), "{text}");
+        // Named like a cluster run names it: the task whose value would not fold.
+        assert!(
+            text.contains(r#"task 13 ("13"): reduce: thirteen does not add up"#),
+            "{text}"
+        );
+        assert_eq!(result, (210 - 13).to_string());
+    }
 }
 
 #[test]
 fn a_load_error_mid_stream_is_reported_and_loading_goes_on() {
-    let (out, result) = faulty(&[("FAULTY_LOAD", "1")]);
-    assert_eq!(out.status.code(), Some(1));
-    let text = stdout(&out);
-    assert!(text.contains("20 tasks, 20 processed, 0 failed"), "{text}");
-    assert!(text.contains("load errors: 1"), "{text}");
-    // The error is the 11th item load yielded: tasks are numbered as the
-    // user counts them, errors included.
-    assert!(
-        text.contains("load: task 11: disk hiccup at line 10"),
-        "{text}"
-    );
-    assert_eq!(result, "210");
+    for (out, result) in faulty(&[("FAULTY_LOAD", "1")]) {
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        assert!(text.contains("20 tasks, 20 processed, 0 failed"), "{text}");
+        assert!(text.contains("load errors: 1"), "{text}");
+        // The error is the 11th item load yielded: tasks are numbered as the
+        // user counts them, errors included.
+        assert!(
+            text.contains("load: task 11: disk hiccup at line 10"),
+            "{text}"
+        );
+        assert_eq!(result, "210");
+    }
 }
 
 #[test]

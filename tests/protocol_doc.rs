@@ -294,6 +294,8 @@ fn the_plugin_abi_section_matches_the_abi() {
         "reducer_finish",
         "reducer_free",
         "format",
+        "fold_batch",
+        "load_batch",
     ];
     let mut last_doc = 0;
     let mut last_header = 0;

@@ -44,6 +44,7 @@
 
 use std::fmt;
 
+pub mod batch;
 pub mod codec;
 pub mod input;
 pub mod keyed;
@@ -215,6 +216,31 @@ pub mod abi {
     /// gets the mapped batch (see protocol.md, "Keyed jobs").
     pub type MapBatchFn =
         unsafe extern "C" fn(inst: *mut c_void, tasks: *const u8, len: usize, out: *mut Buf) -> i32;
+    /// Maps a batch of a byte-level job and folds its values (one call for
+    /// the whole batch): `tasks` as for [`MapBatchFn`]; the accumulator may
+    /// weigh at most `limit` bytes, and `whose` (UTF-8) says whose limit
+    /// it is, for the errors that name it. `out` gets the folded batch in
+    /// the form [`crate::job::batch`] documents.
+    pub type FoldBatchFn = unsafe extern "C" fn(
+        inst: *mut c_void,
+        tasks: *const u8,
+        len: usize,
+        limit: usize,
+        whose: *const u8,
+        whose_len: usize,
+        out: *mut Buf,
+    ) -> i32;
+    /// Up to `max_tasks` items of `load` (fewer once `max_bytes` of tasks are
+    /// there), in one buffer: each item a `u8` kind (0 a task, 1 a load
+    /// error, 2 a panic, after which loading stops, 3 the end), a `u32`
+    /// big-endian length and the task or message. A buffer with no end
+    /// item means: call again.
+    pub type LoadBatchFn = unsafe extern "C" fn(
+        iter: *mut c_void,
+        max_tasks: u32,
+        max_bytes: usize,
+        out: *mut Buf,
+    ) -> i32;
     /// A new reducer of the instance's job: an opaque handle, or null if
     /// the job panicked. The instance outlives its reducers.
     pub type ReducerNewFn = unsafe extern "C" fn(inst: *mut c_void) -> *mut c_void;
@@ -310,6 +336,12 @@ pub mod abi {
         /// A keyed job's text form of its pairs (required for one; null for
         /// a byte-level job, whose output is its accumulator's bytes).
         pub format: Option<FormatFn>,
+        /// A byte-level job's batch call (optional: null, and the host maps
+        /// and folds with `map_v3` and `reduce_v3`, a call each per task).
+        pub fold_batch: Option<FoldBatchFn>,
+        /// Many items of `load` per call (optional: null, and the host calls
+        /// `load_next` per item).
+        pub load_batch: Option<LoadBatchFn>,
     }
 }
 
@@ -378,20 +410,30 @@ pub mod __private {
         });
     }
 
+    /// Runs `f` under catch_unwind, quietly (see `quiet_guarded_panics`):
+    /// its value, or its error or panic as `(panicked, message)`.
+    pub(crate) fn catch<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, (bool, String)> {
+        quiet_guarded_panics();
+        let was = GUARDED.with(|g| g.replace(true));
+        let outcome = catch_unwind(AssertUnwindSafe(f));
+        GUARDED.with(|g| g.set(was));
+        match outcome {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err((false, e.message)),
+            Err(p) => Err((true, panic_message(&*p))),
+        }
+    }
+
     /// Runs `f` under catch_unwind and writes its value or error to `out`.
     ///
     /// # Safety
     /// `out` is null or valid for a write of one `Buf` (the ABI's rule for
     /// every out-pointer the host passes).
     pub(crate) unsafe fn guard(out: *mut Buf, f: impl FnOnce() -> Result<Vec<u8>, Error>) -> i32 {
-        quiet_guarded_panics();
-        let was = GUARDED.with(|g| g.replace(true));
-        let outcome = catch_unwind(AssertUnwindSafe(f));
-        GUARDED.with(|g| g.set(was));
-        let (status, bytes) = match outcome {
-            Ok(Ok(v)) => (abi::STATUS_OK, v),
-            Ok(Err(e)) => (abi::STATUS_ERROR, e.message.into_bytes()),
-            Err(p) => (abi::STATUS_PANIC, panic_message(&*p).into_bytes()),
+        let (status, bytes) = match catch(f) {
+            Ok(v) => (abi::STATUS_OK, v),
+            Err((false, message)) => (abi::STATUS_ERROR, message.into_bytes()),
+            Err((true, message)) => (abi::STATUS_PANIC, message.into_bytes()),
         };
         if !out.is_null() {
             // SAFETY: not null, so valid for a write of one `Buf` (see above);
@@ -534,6 +576,58 @@ pub mod __private {
         } else {
             status
         }
+    }
+
+    /// Item kinds of [`abi::LoadBatchFn`]'s buffer.
+    pub(crate) const ITEM_TASK: u8 = 0;
+    pub(crate) const ITEM_ERROR: u8 = 1;
+    pub(crate) const ITEM_PANIC: u8 = 2;
+    pub(crate) const ITEM_END: u8 = 3;
+
+    pub(crate) unsafe extern "C" fn load_batch(
+        iter: *mut c_void,
+        max_tasks: u32,
+        max_bytes: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        let mut items = Vec::new();
+        let mut push = |kind: u8, bytes: &[u8]| {
+            items.push(kind);
+            items.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            items.extend_from_slice(bytes);
+        };
+        if iter.is_null() {
+            push(ITEM_END, &[]);
+        } else {
+            // SAFETY: a non-null `iter` is the box `load_open` made, not
+            // closed yet, and the host calls `load_*` from one thread at a
+            // time.
+            let tasks = unsafe { &mut *(iter as *mut Option<Tasks>) };
+            let (mut n, mut bytes) = (0u32, 0usize);
+            while n < max_tasks.max(1) && bytes < max_bytes {
+                match catch(|| Ok(tasks.as_mut().and_then(Iterator::next))) {
+                    Ok(Some(Ok(task))) => {
+                        push(ITEM_TASK, &task);
+                        n += 1;
+                        bytes += task.len();
+                    }
+                    Ok(Some(Err(e))) => push(ITEM_ERROR, e.message.as_bytes()),
+                    Ok(None) => {
+                        push(ITEM_END, &[]);
+                        break;
+                    }
+                    Err((_, message)) => {
+                        push(ITEM_PANIC, message.as_bytes());
+                        break;
+                    }
+                }
+            }
+        }
+        if !out.is_null() {
+            // SAFETY: not null, so valid for a write (the ABI).
+            unsafe { *out = into_buf(items) };
+        }
+        abi::STATUS_OK
     }
 
     pub(crate) unsafe extern "C" fn load_close(iter: *mut c_void) {
@@ -702,6 +796,55 @@ pub mod __private {
         }
     }
 
+    /// A call's failure inside a folded batch.
+    struct Fail(bool, String);
+
+    impl super::batch::Failure for Fail {
+        fn new(panicked: bool, message: String) -> Fail {
+            Fail(panicked, message)
+        }
+        fn panicked(&self) -> bool {
+            self.0
+        }
+        fn message(&self) -> &str {
+            &self.1
+        }
+    }
+
+    unsafe extern "C" fn fold_batch_v3<J: Job>(
+        inst: *mut c_void,
+        tasks: *const u8,
+        len: usize,
+        limit: usize,
+        whose: *const u8,
+        whose_len: usize,
+        out: *mut Buf,
+    ) -> i32 {
+        // SAFETY: the host passes a live instance, `len` readable bytes at
+        // `tasks` and `whose_len` at `whose` for the call, and `out` null or
+        // valid for a write (the ABI).
+        unsafe {
+            let (tasks, whose) = (slice(tasks, len), slice(whose, whose_len));
+            guard(out, || {
+                let job = instance::<J>(inst)?;
+                let tasks = super::keyed::task_list(tasks)?;
+                let limit = super::batch::ValueLimit {
+                    bytes: limit,
+                    whose: String::from_utf8_lossy(whose).into_owned(),
+                };
+                // Each call under its own guard: a panic fails its task.
+                let call = |r: Result<Vec<u8>, (bool, String)>| r.map_err(|(p, m)| Fail(p, m));
+                let folded = super::batch::fold_batch(
+                    tasks.into_iter(),
+                    |task| call(catch(|| job.map(task))),
+                    |acc, value| call(catch(|| job.reduce(acc, value))),
+                    &limit,
+                );
+                Ok(folded.encode())
+            })
+        }
+    }
+
     /// Version 1's fields of a version-3 table: a version-3 host calls only
     /// the three that take no instance.
     pub const fn v1_of_v3() -> abi::JobEntryV1 {
@@ -739,6 +882,8 @@ pub mod __private {
             reducer_finish: None,
             reducer_free: None,
             format: None,
+            fold_batch: Some(fold_batch_v3::<P::Job>),
+            load_batch: Some(load_batch),
         }
     }
 

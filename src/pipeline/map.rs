@@ -8,32 +8,17 @@ use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use super::errors::thousands;
 use super::JobCode;
 use crate::plugin::CallError;
+use crate::proto::msg::TaskList;
 
-/// Where a task failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailedIn {
-    /// Its map returned an error or panicked.
-    Map,
-    /// Its value could not be folded into the batch's accumulator.
-    Reduce,
-    /// Its value, alone, is larger than a result may be: no retry helps.
-    TooLarge,
-    /// Not run: the batch's result had reached its size limit. The task
-    /// goes out again in another batch, with no attempt counted.
-    Deferred,
-}
+pub use crate::job::batch::{FailedIn, ValueLimit};
 
 /// One failed task of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskFailed {
-    /// Index of the task within the batch, from 0.
-    pub index: u32,
-    pub stage: FailedIn,
-    pub error: CallError,
-}
+pub type TaskFailed = crate::job::batch::TaskFailed<CallError>;
+
+/// A batch, mapped and folded.
+pub type Folded = crate::job::batch::Folded<CallError>;
 
 impl TaskFailed {
     /// The error as a summary words it after the task's label: the job's
@@ -46,108 +31,21 @@ impl TaskFailed {
     }
 }
 
-/// A batch, mapped and folded.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Folded {
-    /// The batch's partial accumulator; `None` if no task succeeded.
-    pub value: Option<Vec<u8>>,
-    /// Tasks mapped and folded into `value`.
-    pub processed: u32,
-    /// The other tasks, by increasing index.
-    pub failures: Vec<TaskFailed>,
-}
-
-/// The most a batch's partial accumulator may weigh, in bytes, and what
-/// that limit is, for the error that names it.
-#[derive(Debug, Clone)]
-pub struct ValueLimit {
-    /// The limit, in bytes (`usize::MAX`: none).
-    pub bytes: usize,
-    /// Says whose limit it is, e.g. "the manager's --max-size of 1,000,000".
-    pub whose: String,
-}
-
-impl ValueLimit {
-    /// No limit (the embedded run keeps its values in memory).
-    pub fn none() -> ValueLimit {
-        ValueLimit {
-            bytes: usize::MAX,
-            whose: String::new(),
-        }
+/// Maps every task of `tasks` and folds the values with reduce, starting
+/// from the empty accumulator, in the tasks' order, within `limit` (see
+/// [`crate::job::batch::fold_batch`], the one algorithm for it): in one
+/// call into the job when it has a batch call (job ABI version 3), else a
+/// `map` and a `reduce` call per task.
+pub fn map_batch<J: JobCode + ?Sized>(job: &J, tasks: &TaskList, limit: &ValueLimit) -> Folded {
+    if let Some(folded) = job.fold_batch(tasks.as_bytes(), limit) {
+        return folded;
     }
-
-    fn too_large(&self, what: &str, len: usize) -> CallError {
-        CallError {
-            message: format!(
-                "{what} is {} bytes, over {} ({} bytes for a batch's value)",
-                thousands(len as u64),
-                self.whose,
-                thousands(self.bytes as u64)
-            ),
-            panicked: false,
-        }
-    }
-}
-
-/// Maps every task and folds the values with reduce, starting from the
-/// empty accumulator, in the tasks' order. A failed task is recorded and
-/// skipped; the rest go on.
-///
-/// The accumulator stays within `limit`: a value over it on its own fails
-/// its task for good ([`FailedIn::TooLarge`]); once folding a value would
-/// take the accumulator over it, that task and the rest of the batch are
-/// [`FailedIn::Deferred`], to go out again in a batch of their own.
-pub fn map_batch<'a, J: JobCode + ?Sized>(
-    job: &J,
-    tasks: impl Iterator<Item = &'a [u8]>,
-    limit: &ValueLimit,
-) -> Folded {
-    let mut folded = Folded::default();
-    let mut deferring = false;
-    for (index, task) in tasks.enumerate() {
-        let index = index as u32;
-        let fail = |stage, error| TaskFailed {
-            index,
-            stage,
-            error,
-        };
-        if deferring {
-            folded
-                .failures
-                .push(fail(FailedIn::Deferred, CallError::deferred()));
-            continue;
-        }
-        let value = match job.map(task) {
-            Ok(v) if v.len() > limit.bytes => {
-                let error = limit.too_large("map value", v.len());
-                folded.failures.push(fail(FailedIn::TooLarge, error));
-                continue;
-            }
-            Ok(v) => v,
-            Err(error) => {
-                folded.failures.push(fail(FailedIn::Map, error));
-                continue;
-            }
-        };
-        match job.reduce(folded.value.as_deref().unwrap_or(&[]), &value) {
-            Ok(acc) if acc.len() > limit.bytes && folded.value.is_none() => {
-                let error = limit.too_large("the folded value", acc.len());
-                folded.failures.push(fail(FailedIn::TooLarge, error));
-            }
-            Ok(acc) if acc.len() > limit.bytes => {
-                deferring = true;
-                folded
-                    .failures
-                    .push(fail(FailedIn::Deferred, CallError::deferred()));
-            }
-            Ok(acc) => {
-                folded.value = Some(acc);
-                folded.processed += 1;
-            }
-            Err(error) => folded.failures.push(fail(FailedIn::Reduce, error)),
-        }
-    }
-    folded
+    crate::job::batch::fold_batch(
+        tasks.iter(),
+        |task| job.map(task),
+        |acc, value| job.reduce(acc, value),
+        limit,
+    )
 }
 
 /// Starts `threads` (at least 1) map threads, named `{name}-{i}`, that take
@@ -195,15 +93,19 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
-    fn tasks<'a>(list: &'a [&'static str]) -> impl Iterator<Item = &'static [u8]> + 'a {
-        list.iter().map(|t| t.as_bytes())
+    fn tasks(list: &[&str]) -> TaskList {
+        let mut tasks = TaskList::new();
+        for t in list {
+            tasks.push(t.as_bytes());
+        }
+        tasks
     }
 
     #[test]
     fn a_batch_folds_into_one_value_and_failures_keep_their_index() {
         let folded = map_batch(
             &Sums,
-            tasks(&["1", "x", "2", "bad-reduce", "3"]),
+            &tasks(&["1", "x", "2", "bad-reduce", "3"]),
             &ValueLimit::none(),
         );
         assert_eq!(folded.value.as_deref(), Some(&b"6"[..]));
@@ -224,11 +126,11 @@ mod tests {
 
     #[test]
     fn a_batch_with_no_success_has_no_value() {
-        let folded = map_batch(&Sums, tasks(&["x", "y"]), &ValueLimit::none());
+        let folded = map_batch(&Sums, &tasks(&["x", "y"]), &ValueLimit::none());
         assert_eq!((folded.value, folded.processed), (None, 0));
         assert_eq!(folded.failures.len(), 2);
         assert_eq!(
-            map_batch(&Sums, tasks(&[]), &ValueLimit::none()),
+            map_batch(&Sums, &tasks(&[]), &ValueLimit::none()),
             Folded::default()
         );
     }
@@ -241,7 +143,7 @@ mod tests {
         };
         // 100 alone is 3 bytes: too large. 40 + 50 = 90 fits; + 20 would
         // be 110: deferred, with every task after it.
-        let folded = map_batch(&Sums, tasks(&["40", "100", "50", "20", "1"]), &limit);
+        let folded = map_batch(&Sums, &tasks(&["40", "100", "50", "20", "1"]), &limit);
         assert_eq!(
             (folded.value.as_deref(), folded.processed),
             (Some(&b"90"[..]), 2)

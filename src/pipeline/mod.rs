@@ -50,6 +50,11 @@ pub trait JobCode {
     fn reduce(&self, acc: &[u8], current: &[u8]) -> Result<Vec<u8>, CallError>;
     /// The job's `done`, with the result.
     fn done(&self, result: &[u8]) -> Result<(), CallError>;
+    /// The job's own batch call: a whole batch (a task list's wire form)
+    /// mapped and folded in one call, if the job has one.
+    fn fold_batch(&self, _tasks: &[u8], _limit: &ValueLimit) -> Option<Folded> {
+        None
+    }
 }
 
 impl JobCode for Instance {
@@ -63,6 +68,10 @@ impl JobCode for Instance {
 
     fn done(&self, result: &[u8]) -> Result<(), CallError> {
         Instance::done(self, result)
+    }
+
+    fn fold_batch(&self, tasks: &[u8], limit: &ValueLimit) -> Option<Folded> {
+        Instance::fold_batch(self, tasks, limit)
     }
 }
 

@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 /// each file of `src/job/` (tests aside) as (path in the crate, source).
 pub const JOB_API_SOURCES: &[(&str, &str)] = &[
     ("job/mod.rs", include_str!("../job/mod.rs")),
+    ("job/batch.rs", include_str!("../job/batch.rs")),
     ("job/codec.rs", include_str!("../job/codec.rs")),
     ("job/input.rs", include_str!("../job/input.rs")),
     ("job/keyed.rs", include_str!("../job/keyed.rs")),

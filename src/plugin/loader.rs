@@ -26,6 +26,7 @@ use crate::job::abi::{
     self, Buf, CountFn, DoneFn, FreeFn, JobEntry, LoadCloseFn, LoadNextFn, LoadOpenFn, MapFn,
     ReduceFn,
 };
+use crate::job::batch::{FailedIn, Folded, TaskFailed, ValueLimit};
 use crate::proto::msg::JobArgs;
 
 /// The SHA-256 of a plugin's bytes: its identity everywhere.
@@ -158,6 +159,19 @@ impl fmt::Display for CallError {
 
 impl std::error::Error for CallError {}
 
+/// The host's side of a folded batch's failures.
+impl crate::job::batch::Failure for CallError {
+    fn new(panicked: bool, message: String) -> CallError {
+        CallError { panicked, message }
+    }
+    fn panicked(&self) -> bool {
+        self.panicked
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// What kind of job a library holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
@@ -188,7 +202,7 @@ enum Table {
         reduce: ReduceFn,
     },
     /// Version 3: each instance is built from its job's arguments.
-    V2 {
+    V3 {
         new: abi::NewFn,
         drop: abi::DropFn,
         load_open: abi::InstLoadOpenFn,
@@ -198,12 +212,16 @@ enum Table {
         bytes: Option<(abi::InstMapFn, abi::InstReduceFn)>,
         /// Present for a keyed job.
         keyed: Option<KeyedEntries>,
+        /// A byte-level job's batch call, if it has one.
+        fold: Option<abi::FoldBatchFn>,
     },
 }
 
 /// The checked, non-null entry points of one job library.
 struct Entries {
     load_next: LoadNextFn,
+    /// Many items per call (version 3, optional).
+    load_batch: Option<abi::LoadBatchFn>,
     load_close: LoadCloseFn,
     free: FreeFn,
     table: Table,
@@ -333,6 +351,7 @@ impl Plugin {
                 what: "struct_size: between version 1's and version 3's",
             });
         }
+        let table_ptr = table;
         let table = if version >= 3 && size as usize >= v3_size {
             // SAFETY: version 3, and `struct_size` covers the whole
             // version-3 table.
@@ -363,12 +382,13 @@ impl Plugin {
                     })
                 }
             };
-            Table::V2 {
+            Table::V3 {
                 new: need(v3.instance_new, &path, "instance_new")?,
                 drop: need(v3.instance_drop, &path, "instance_drop")?,
                 load_open: need(v3.load_open_v3, &path, "load_open_v3")?,
                 count: v3.count_v3,
                 done: need(v3.done_v3, &path, "done_v3")?,
+                fold: if bytes.is_some() { v3.fold_batch } else { None },
                 bytes,
                 keyed,
             }
@@ -381,7 +401,14 @@ impl Plugin {
                 count: v1.count,
             }
         };
+        let load_batch = if version >= 3 && size as usize >= v3_size {
+            // SAFETY: as for `table` above: the whole version-3 table.
+            unsafe { (*(table_ptr as *const JobEntry)).load_batch }
+        } else {
+            None
+        };
         let entries = Entries {
+            load_batch,
             load_next: need(v1.load_next, &path, "load_next")?,
             load_close: need(v1.load_close, &path, "load_close")?,
             free: need(v1.free, &path, "free")?,
@@ -457,14 +484,14 @@ impl Plugin {
     /// What kind of job this library holds.
     pub fn kind(&self) -> JobKind {
         match &self.entries.table {
-            Table::V2 { keyed: Some(_), .. } => JobKind::Keyed,
+            Table::V3 { keyed: Some(_), .. } => JobKind::Keyed,
             _ => JobKind::Bytes,
         }
     }
 
     /// Whether the library's jobs take arguments (job ABI version 3).
     pub fn takes_args(&self) -> bool {
-        matches!(self.entries.table, Table::V2 { .. })
+        matches!(self.entries.table, Table::V3 { .. })
     }
 
     /// Builds the job from its arguments (the job's constructor runs
@@ -482,7 +509,7 @@ impl Plugin {
                         .into(),
                 })
             }
-            Table::V2 { new, .. } => {
+            Table::V3 { new, .. } => {
                 let list = args.encoded();
                 let mut handle: *mut c_void = std::ptr::null_mut();
                 let mut err = Buf::EMPTY;
@@ -526,7 +553,7 @@ unsafe impl Sync for Instance {}
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Table::V2 { drop, .. } = &self.plugin.entries.table {
+        if let Table::V3 { drop, .. } = &self.plugin.entries.table {
             // SAFETY: the handle `new` made, freed once, with no call running.
             unsafe { drop(self.handle) };
         }
@@ -567,11 +594,11 @@ impl Instance {
         let status = unsafe {
             match &p.entries.table {
                 Table::V1 { map, .. } => map(ptr, len, &mut out),
-                Table::V2 {
+                Table::V3 {
                     bytes: Some((map, _)),
                     ..
                 } => map(self.handle, ptr, len, &mut out),
-                Table::V2 { .. } => return Err(Instance::not_bytes()),
+                Table::V3 { .. } => return Err(Instance::not_bytes()),
             }
         };
         p.outcome(status, out)
@@ -585,14 +612,67 @@ impl Instance {
         let status = unsafe {
             match &p.entries.table {
                 Table::V1 { reduce, .. } => reduce(a, al, c, cl, &mut out),
-                Table::V2 {
+                Table::V3 {
                     bytes: Some((_, reduce)),
                     ..
                 } => reduce(self.handle, a, al, c, cl, &mut out),
-                Table::V2 { .. } => return Err(Instance::not_bytes()),
+                Table::V3 { .. } => return Err(Instance::not_bytes()),
             }
         };
         p.outcome(status, out)
+    }
+
+    /// Maps and folds a batch of a byte-level job in one call into the
+    /// library (`tasks` in the wire form of a task list), if the library
+    /// has the batch call (job ABI version 3); `None` for one that has
+    /// not, which the host maps task by task. A call that fails as a whole
+    /// fails every task of the batch with its error.
+    pub fn fold_batch(&self, tasks: &[u8], limit: &ValueLimit) -> Option<Folded<CallError>> {
+        let Table::V3 {
+            fold: Some(fold), ..
+        } = &self.plugin.entries.table
+        else {
+            return None;
+        };
+        let p = &self.plugin;
+        let mut out = Buf::EMPTY;
+        let whose = limit.whose.as_bytes();
+        // SAFETY: the buffers are valid for the call, `out` is ours to
+        // fill, and the instance is live while `self` is.
+        let status = unsafe {
+            fold(
+                self.handle,
+                tasks.as_ptr(),
+                tasks.len(),
+                limit.bytes,
+                whose.as_ptr(),
+                whose.len(),
+                &mut out,
+            )
+        };
+        let folded = match status {
+            abi::STATUS_OK => p.lend(out, Folded::decode).map_err(|why| CallError {
+                panicked: false,
+                message: format!("the job's folded batch does not decode: {why}"),
+            }),
+            _ => Err(p.failure(status, out)),
+        };
+        Some(folded.unwrap_or_else(|error| {
+            let n = tasks
+                .first_chunk::<4>()
+                .map_or(0, |n| u32::from_be_bytes(*n));
+            Folded {
+                value: None,
+                processed: 0,
+                failures: (0..n)
+                    .map(|index| TaskFailed {
+                        index,
+                        stage: FailedIn::Map,
+                        error: error.clone(),
+                    })
+                    .collect(),
+            }
+        }))
     }
 
     /// `done`: a byte-level job's final accumulator, or a keyed job's
@@ -605,7 +685,7 @@ impl Instance {
         let status = unsafe {
             match &p.entries.table {
                 Table::V1 { done, .. } => done(ptr, len, &mut err),
-                Table::V2 { done, .. } => done(self.handle, ptr, len, &mut err),
+                Table::V3 { done, .. } => done(self.handle, ptr, len, &mut err),
             }
         };
         p.outcome(status, err).map(drop)
@@ -613,7 +693,7 @@ impl Instance {
 
     fn keyed(&self) -> Result<&KeyedEntries, CallError> {
         match &self.plugin.entries.table {
-            Table::V2 {
+            Table::V3 {
                 keyed: Some(keyed), ..
             } => Ok(keyed),
             _ => Err(CallError {
@@ -686,7 +766,7 @@ impl Instance {
         let status = unsafe {
             match &self.plugin.entries.table {
                 Table::V1 { count, .. } => (*count)?(&mut n),
-                Table::V2 { count, .. } => (*count)?(self.handle, &mut n),
+                Table::V3 { count, .. } => (*count)?(self.handle, &mut n),
             }
         };
         (status == abi::STATUS_OK).then_some(n)
@@ -701,7 +781,7 @@ impl Instance {
         let status = unsafe {
             match &self.plugin.entries.table {
                 Table::V1 { load_open, .. } => load_open(&mut handle, &mut err),
-                Table::V2 { load_open, .. } => load_open(self.handle, &mut handle, &mut err),
+                Table::V3 { load_open, .. } => load_open(self.handle, &mut handle, &mut err),
             }
         };
         self.plugin.outcome(status, err)?;
@@ -709,6 +789,8 @@ impl Instance {
             instance: Arc::clone(self),
             handle,
             finished: false,
+            buffered: Vec::new(),
+            at: 0,
         })
     }
 }
@@ -829,7 +911,16 @@ pub struct TaskIter {
     instance: Arc<Instance>,
     handle: *mut c_void,
     finished: bool,
+    /// Items `load_batch` gave and not read yet, from `at` on (a library
+    /// with that entry: one call and one copy per many items).
+    buffered: Vec<u8>,
+    at: usize,
 }
+
+/// Items asked of `load_batch` per call, and the task bytes that end one
+/// call early.
+const LOAD_BATCH_TASKS: u32 = 1024;
+const LOAD_BATCH_BYTES: usize = 1 << 20;
 
 // SAFETY: the handle is only used by whoever owns the iterator, one call at a time.
 unsafe impl Send for TaskIter {}
@@ -842,6 +933,9 @@ impl TaskIter {
     pub fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
         if self.finished {
             return None;
+        }
+        if let Some(load_batch) = self.instance.plugin.entries.load_batch {
+            return self.next_buffered(load_batch, f);
         }
         let mut out = Buf::EMPTY;
         // SAFETY: the handle came from `load_open` and is not closed yet.
@@ -861,6 +955,77 @@ impl TaskIter {
             self.finished = true;
         }
         Some(Err(error))
+    }
+}
+
+impl TaskIter {
+    /// [`TaskIter::next_with`] through `load_batch`: items are read from
+    /// a buffer filled by one call for many of them.
+    fn next_buffered<R>(
+        &mut self,
+        load_batch: abi::LoadBatchFn,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<Result<R, CallError>> {
+        use crate::job::__private::{ITEM_END, ITEM_ERROR, ITEM_PANIC, ITEM_TASK};
+        if self.at >= self.buffered.len() {
+            let mut out = Buf::EMPTY;
+            // SAFETY: the handle came from `load_open` and is not closed
+            // yet; `out` is ours to fill.
+            let status =
+                unsafe { load_batch(self.handle, LOAD_BATCH_TASKS, LOAD_BATCH_BYTES, &mut out) };
+            let plugin = &self.instance.plugin;
+            if status != abi::STATUS_OK {
+                self.finished = true;
+                return Some(Err(plugin.failure(status, out)));
+            }
+            self.buffered.clear();
+            self.at = 0;
+            plugin.lend(out, |items| self.buffered.extend_from_slice(items));
+            if self.buffered.is_empty() {
+                self.finished = true;
+                return None;
+            }
+        }
+        let rest = &self.buffered[self.at..];
+        let item = rest.split_first().and_then(|(kind, rest)| {
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let bytes = rest.get(..u32::from_be_bytes(*len) as usize)?;
+            Some((*kind, bytes))
+        });
+        let Some((kind, bytes)) = item else {
+            self.finished = true;
+            return Some(Err(CallError {
+                panicked: false,
+                message: "the job's load_batch gave an item cut short".into(),
+            }));
+        };
+        self.at += 5 + bytes.len();
+        let message = || String::from_utf8_lossy(bytes).into_owned();
+        match kind {
+            ITEM_TASK => Some(Ok(f(bytes))),
+            ITEM_ERROR => Some(Err(CallError {
+                panicked: false,
+                message: message(),
+            })),
+            ITEM_PANIC => {
+                self.finished = true;
+                Some(Err(CallError {
+                    panicked: true,
+                    message: message(),
+                }))
+            }
+            ITEM_END => {
+                self.finished = true;
+                None
+            }
+            other => {
+                self.finished = true;
+                Some(Err(CallError {
+                    panicked: false,
+                    message: format!("the job's load_batch gave an item of unknown kind {other}"),
+                }))
+            }
+        }
     }
 }
 

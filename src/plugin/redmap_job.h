@@ -122,6 +122,17 @@ typedef struct redmap_job_entry_v3 {
     /* The text of the whole pairs at the front of run (one key TAB value
      * line each) in *out, and the bytes they took in *used. */
     int32_t (*format)(void *inst, const uint8_t *run, size_t len, size_t *used, redmap_buf *out);
+    /* Byte-level jobs, optional (NULL: the host calls map_v3 and reduce_v3
+     * per task). Maps a task list and folds its values, the accumulator
+     * within limit bytes (whose, UTF-8, names the limit for its errors):
+     * REDMAP_OK with the folded batch in *out (protocol.md, "Batch calls"). */
+    int32_t (*fold_batch)(void *inst, const uint8_t *tasks, size_t len, size_t limit,
+                          const uint8_t *whose, size_t whose_len, redmap_buf *out);
+    /* Optional (NULL: the host calls load_next per item). Up to max_tasks
+     * items of load (fewer past max_bytes of tasks) in *out, each a u8 kind
+     * (0 task, 1 load error, 2 panic: loading stops, 3 end), a big-endian
+     * u32 length and the bytes; no end item means: call again. */
+    int32_t (*load_batch)(void *iter, uint32_t max_tasks, size_t max_bytes, redmap_buf *out);
 } redmap_job_entry_v3;
 
 /* The one exported symbol (a redmap_job_entry_v3 for a version-3 job). */

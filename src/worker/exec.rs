@@ -246,7 +246,7 @@ fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
             thousands(reply_limit as u64)
         ),
     };
-    let folded = pipeline::map_batch(&*job, work.batch.tasks.iter(), &limit);
+    let folded = pipeline::map_batch(&*job, &work.batch.tasks, &limit);
     let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let failures = folded
         .failures

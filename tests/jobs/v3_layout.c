@@ -12,12 +12,12 @@ _Static_assert(offsetof(redmap_job_entry_v3, kind) == sizeof(redmap_job_entry_v1
 _Static_assert(offsetof(redmap_job_entry_v3, free) == offsetof(redmap_job_entry_v1, free),
                "version 1's fields keep their places");
 _Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v1) == 72, "v1 is 72 bytes on 64-bit");
-_Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v3) == 184, "v3 is 184 bytes on 64-bit");
+_Static_assert(sizeof(void *) != 8 || sizeof(redmap_job_entry_v3) == 200, "v3 is 200 bytes on 64-bit");
 _Static_assert(sizeof(void *) != 8 || offsetof(redmap_job_entry_v3, instance_new) == 80,
                "instance_new right after kind and flags");
-_Static_assert(offsetof(redmap_job_entry_v3, format) + sizeof(void *) ==
+_Static_assert(offsetof(redmap_job_entry_v3, load_batch) + sizeof(void *) ==
                    sizeof(redmap_job_entry_v3),
-               "format is the last field");
+               "load_batch is the last field");
 
 /* A table that claims version 3 with a size between the two versions': a
  * loader must refuse it, not read `kind` from past its end. */

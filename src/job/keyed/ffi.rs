@@ -11,7 +11,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::{format_pairs, map_batch, task_list, KeyedJob, Reducer};
 use crate::job::__private::{
-    drop_instance, free, guard, instance, new_instance, open_tasks, slice, v1_of_v3, write_count,
+    drop_instance, free, guard, instance, load_batch, new_instance, open_tasks, slice, v1_of_v3,
+    write_count,
 };
 use crate::job::abi::{self, Buf, JobEntry};
 use crate::job::codec::to_bytes;
@@ -239,5 +240,7 @@ pub const fn entry<P: KeyedProvider>() -> JobEntry {
         reducer_finish: Some(reducer_finish::<P::Job>),
         reducer_free: Some(reducer_free::<P::Job>),
         format: Some(format::<P::Job>),
+        fold_batch: None,
+        load_batch: Some(load_batch),
     }
 }
