@@ -376,3 +376,27 @@ fn the_c_headers_version_3_table_is_the_hosts_and_a_half_table_is_refused() {
     let err = load_error(&dir, &lib);
     assert!(err.contains("between version 1's and version 3's"), "{err}");
 }
+
+/// Issue 12: a C job against the header's version-3 table takes its
+/// arguments through `instance_new`, embedded and on a cluster, and its
+/// refusal is shown before anything runs.
+#[test]
+fn a_c_job_of_abi_version_3_takes_its_arguments() {
+    let dir = TempDir::new("c-v3");
+    let lib = cc_shared(&dir, &repo().join("tests/jobs/scaled.c"), "scaled.so");
+    let lib = lib.to_str().unwrap();
+    let out = run_job(&dir, &[lib, "--", "7"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(result_file(&dir), "385");
+    let out = run_job(&dir, &[lib], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("usage: scaled.so -- FACTOR"),
+        "{}",
+        stderr(&out)
+    );
+    let cluster = crate::util::Cluster::start(2, &[], &[]);
+    let out = crate::util::run(cluster.cli(&["run", lib, "--", "3"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(cluster.result(), "165");
+}
