@@ -11,11 +11,15 @@ fn example(name: &str) -> String {
     repo().join("examples").join(name).display().to_string()
 }
 
-/// The lines of a run's standard output before its summary line.
+/// What a keyed job's run printed: its standard output, which holds
+/// nothing else (the summary is on standard error).
 fn printed(out: &std::process::Output, summary_from: &str) -> String {
     let text = stdout(out);
-    let end = text.find(summary_from).unwrap_or(text.len());
-    text[..end].to_owned()
+    assert!(
+        !text.contains(summary_from),
+        "the summary is on stdout: {text}"
+    );
+    text
 }
 
 #[test]
@@ -130,9 +134,9 @@ fn csv_stats_gives_each_keys_rows_mean_and_max() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("has no column \"price\""),
+        stderr(&out).contains("has no column \"price\""),
         "{}",
-        stdout(&out)
+        stderr(&out)
     );
 }
 

@@ -66,7 +66,8 @@ fn a_keyed_word_count_run_embedded_equals_a_plain_count() {
             result == plain_count(&text),
             "{threads} threads: the counts differ"
         );
-        let summary = stdout(&out);
+        // A keyed job's summary is on standard error.
+        let summary = stderr(&out);
         assert!(summary.contains("0 failed"), "{summary}");
     }
 }
@@ -189,7 +190,7 @@ fn a_batch_with_too_many_keys_for_a_frame_is_cut_not_failed() {
     let job = many_keys_job(&cluster.dir, 600, 100, u64::MAX);
     let out = util::run(cluster.cli(&["run", &job]));
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    let summary = stdout(&out);
+    let summary = stderr(&out);
     assert!(
         summary.contains("600 processed, 0 failed, 0 retried"),
         "{summary}"

@@ -4,8 +4,20 @@
 //! much larger than a frame it is.
 
 use std::fmt::Write as _;
+use std::os::unix::fs::FileTypeExt;
 
 use crate::util::{self, repo, run_job, stderr, stdout, TempDir};
+
+/// Nothing left of a fetch's partial files in `dir`.
+fn assert_no_partial_file(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name();
+        assert!(
+            !name.to_string_lossy().ends_with(".partial"),
+            "{name:?} is left"
+        );
+    }
+}
 
 fn keys_job(dir: &std::path::Path) -> String {
     let path = dir.join("keys.rs");
@@ -33,10 +45,15 @@ fn a_keyed_jobs_done_runs_in_the_client_not_on_the_manager() {
             .current_dir(here.path()),
     );
     assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    // The default `done` printed the output here, before the summary.
+    // The default `done` printed the output here: standard output is the
+    // job's, and the summary is on standard error.
     let printed = stdout(&out);
-    assert!(printed.starts_with(&keys_text(2500)), "{printed}");
-    assert!(printed.contains("3 processed, 0 failed"), "{printed}");
+    assert!(printed == keys_text(2500), "{printed}");
+    assert!(
+        stderr(&out).contains("3 processed, 0 failed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -64,7 +81,19 @@ fn output_writes_the_whole_output_in_text_or_binary_also_past_max_size() {
     let text = std::fs::read_to_string(here.join("out.txt")).expect("--output wrote out.txt");
     assert!(text.len() > 65536 * 2, "{} bytes", text.len());
     assert!(text == keys_text(30000), "the text output differs");
-    assert!(!here.join("out.txt.partial").exists());
+    assert_no_partial_file(here.path());
+
+    // A device is written in place, as a shell's `>` would.
+    let out = util::run(
+        cluster
+            .cli(&["run", &job, "--output", "/dev/null", "--", "3000"])
+            .current_dir(here.path()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
 
     // To standard output, with the summary on standard error.
     let out = util::run(
@@ -172,5 +201,5 @@ fn an_embedded_keyed_run_writes_its_output_instead_of_calling_done() {
     );
     // Without --output, done prints it.
     let out = run_job(&dir, &[&job, "--", "1500"], &[]);
-    assert!(stdout(&out).starts_with(&keys_text(1500)));
+    assert!(stdout(&out) == keys_text(1500));
 }

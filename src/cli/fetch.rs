@@ -103,36 +103,45 @@ pub fn fetch(
     }
 }
 
-/// Where a fetched output goes: standard output for `-`, else the file
-/// `path`, written as `path.partial` and renamed once whole, so a fetch
-/// that fails (no output, a lost connection) never leaves half a file nor
-/// empties one that was there.
+/// Where a fetched output goes: standard output for `-`; a regular file
+/// (or a new one) by way of a partial file beside it, created afresh and
+/// renamed once the output is whole, so a fetch that fails (no output, a
+/// lost connection) never leaves half a file nor empties one that was
+/// there; anything else (a device, a pipe, `/dev/stdout`, a symlink to
+/// one) written in place, as a shell's `>` would.
 struct Sink<'a> {
     path: &'a Path,
-    partial: PathBuf,
+    /// The partial file, when the output goes by way of one.
+    partial: Option<PathBuf>,
     out: Option<BufWriter<Box<dyn Write>>>,
 }
 
 impl<'a> Sink<'a> {
     fn new(path: &'a Path) -> Sink<'a> {
-        let mut partial = path.as_os_str().to_owned();
-        partial.push(".partial");
+        let regular = match std::fs::symlink_metadata(path) {
+            Ok(meta) => meta.file_type().is_file(),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        let partial = (regular && path != Path::new("-")).then(|| {
+            let mut name = path.as_os_str().to_owned();
+            name.push(format!(".{}.partial", std::process::id()));
+            PathBuf::from(name)
+        });
         Sink {
             path,
-            partial: PathBuf::from(partial),
+            partial,
             out: None,
         }
     }
 
-    fn to_stdout(&self) -> bool {
-        self.path == Path::new("-")
-    }
-
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.out.is_none() {
-            let out: Box<dyn Write> = match self.to_stdout() {
-                true => Box::new(io::stdout().lock()),
-                false => Box::new(File::create(&self.partial)?),
+            let out: Box<dyn Write> = match (&self.partial, self.path == Path::new("-")) {
+                (_, true) => Box::new(io::stdout().lock()),
+                (Some(partial), false) => {
+                    Box::new(File::options().write(true).create_new(true).open(partial)?)
+                }
+                (None, false) => Box::new(File::options().write(true).open(self.path)?),
             };
             self.out = Some(BufWriter::new(out));
         }
@@ -142,14 +151,20 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Flushes, and gives the file its name.
+    /// Flushes, and gives the file its name; on an error the partial
+    /// file goes (by `drop`).
     fn finish(mut self) -> io::Result<()> {
         self.write(&[])?; // an empty output is an empty file
-        if let Some(mut out) = self.out.take() {
+        if let Some(out) = &mut self.out {
             out.flush()?;
         }
-        if !self.to_stdout() {
-            std::fs::rename(&self.partial, self.path)?;
+        self.out = None;
+        if let Some(partial) = self.partial.take() {
+            let renamed = std::fs::rename(&partial, self.path);
+            if renamed.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            renamed?;
         }
         Ok(())
     }
@@ -158,8 +173,8 @@ impl<'a> Sink<'a> {
 impl Drop for Sink<'_> {
     fn drop(&mut self) {
         // Not finished: the partial file goes.
-        if self.out.take().is_some() && !self.to_stdout() {
-            let _ = std::fs::remove_file(&self.partial);
+        if let (Some(_), Some(partial)) = (self.out.take(), &self.partial) {
+            let _ = std::fs::remove_file(partial);
         }
     }
 }

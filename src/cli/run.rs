@@ -92,10 +92,11 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// `--output -`: the job's output takes standard output, and the
-    /// summary goes to standard error.
-    fn output_to_stdout(&self) -> bool {
-        self.output.as_deref() == Some(std::path::Path::new("-"))
+    /// Whether the summary goes to standard error: standard output is the
+    /// job's when it is a keyed job (what its `done` prints) or the output
+    /// goes there (`--output -`).
+    fn summary_to_stderr(&self, kind: JobKind) -> bool {
+        kind == JobKind::Keyed || self.output.as_deref() == Some(std::path::Path::new("-"))
     }
 
     /// The job's arguments, checked: UTF-8, and within the limits.
@@ -124,7 +125,9 @@ fn build_job(library: &std::path::Path, args: &JobArgs) -> Result<Arc<Instance>,
     let plugin = Plugin::open(library).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     plugin.instance(args).map_err(|e| CliError {
         kind: ErrorKind::Job,
-        ..CliError::new(format!("the job refused its arguments: {}", e.message))
+        ..CliError::new(format!("the job refused its arguments: {}", e.message)).with_hint(
+            "the words after `--` are the job's; redmap's own flags (-m, -o, …) go before `--`",
+        )
     })
 }
 
@@ -249,7 +252,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     if let Some(path) = &args.output {
         write_output(&job, &report.result, args.format, path)?;
     }
-    let mut out: Box<dyn Write> = match args.output_to_stdout() {
+    let mut out: Box<dyn Write> = match args.summary_to_stderr(job.kind()) {
         true => Box::new(io::stderr().lock()),
         false => Box::new(io::stdout().lock()),
     };
@@ -418,7 +421,7 @@ fn conclude(
     summary: &crate::proto::msg::JobSummary,
 ) -> Result<ExitCode, CliError> {
     let delivered = deliver(args, client, addr, job, summary)?;
-    let code = finish_on(args.json, summary, args.output_to_stdout())?;
+    let code = finish_on(args.json, summary, args.summary_to_stderr(job.kind()))?;
     Ok(if delivered { code } else { ExitCode::from(1) })
 }
 

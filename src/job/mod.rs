@@ -299,8 +299,10 @@ pub mod abi {
 
     /// The table of entry points. Append-only: a later version adds fields
     /// at the end and raises `abi_version`; `struct_size` lets a host see
-    /// which fields exist. A null `count` means "no estimate"; every other
-    /// entry is required.
+    /// which fields exist. A null `count` means "no estimate"; the batch
+    /// calls `fold_batch` and `load_batch` are optional (null, or beyond
+    /// `struct_size`), and so are the entries of the other kind of job;
+    /// every other entry is required.
     #[repr(C)]
     pub struct JobEntry {
         /// Version 1's fields, in their places.
@@ -603,15 +605,21 @@ pub mod __private {
             // closed yet, and the host calls `load_*` from one thread at a
             // time.
             let tasks = unsafe { &mut *(iter as *mut Option<Tasks>) };
+            // Every item counts, load errors too (a `load` that yields only
+            // errors must not fill one buffer forever), and there is always
+            // at least one, so every call makes progress.
             let (mut n, mut bytes) = (0u32, 0usize);
-            while n < max_tasks.max(1) && bytes < max_bytes {
+            while n == 0 || (n < max_tasks && bytes < max_bytes) {
+                n += 1;
                 match catch(|| Ok(tasks.as_mut().and_then(Iterator::next))) {
                     Ok(Some(Ok(task))) => {
                         push(ITEM_TASK, &task);
-                        n += 1;
                         bytes += task.len();
                     }
-                    Ok(Some(Err(e))) => push(ITEM_ERROR, e.message.as_bytes()),
+                    Ok(Some(Err(e))) => {
+                        push(ITEM_ERROR, e.message.as_bytes());
+                        bytes += e.message.len();
+                    }
                     Ok(None) => {
                         push(ITEM_END, &[]);
                         break;
@@ -828,9 +836,16 @@ pub mod __private {
             guard(out, || {
                 let job = instance::<J>(inst)?;
                 let tasks = super::keyed::task_list(tasks)?;
-                let limit = super::batch::ValueLimit {
-                    bytes: limit,
-                    whose: String::from_utf8_lossy(whose).into_owned(),
+                // The encoded form's lengths are `u32`: no value passes that.
+                let limit = match limit > u32::MAX as usize {
+                    true => super::batch::ValueLimit {
+                        bytes: u32::MAX as usize,
+                        whose: "the 4 GiB a batch call's value may hold".into(),
+                    },
+                    false => super::batch::ValueLimit {
+                        bytes: limit,
+                        whose: String::from_utf8_lossy(whose).into_owned(),
+                    },
                 };
                 // Each call under its own guard: a panic fails its task.
                 let call = |r: Result<Vec<u8>, (bool, String)>| r.map_err(|(p, m)| Fail(p, m));

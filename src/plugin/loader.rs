@@ -342,8 +342,11 @@ impl Plugin {
         // Fields are appended, version by version, and a table has those
         // its `struct_size` covers: a version-3 table as short as version
         // 1's (a C job that fills in the v1 struct) is a byte-level job.
-        let v3_size = std::mem::size_of::<JobEntry>();
-        if version >= 3 && size as usize > abi::V1_ENTRY_SIZE && (size as usize) < v3_size {
+        // Version 3's optional batch calls were appended last: a table that
+        // ends before them (or before the second) simply lacks them.
+        let size = size as usize;
+        let v3_min = std::mem::offset_of!(JobEntry, fold_batch);
+        if version >= 3 && size > abi::V1_ENTRY_SIZE && size < v3_min {
             // Neither version 1's table nor version 3's: a C job that mixed
             // the two structs. Reading it as either could misread `kind`.
             return Err(LoadError::Incomplete {
@@ -351,28 +354,37 @@ impl Plugin {
                 what: "struct_size: between version 1's and version 3's",
             });
         }
-        let table_ptr = table;
-        let table = if version >= 3 && size as usize >= v3_size {
-            // SAFETY: version 3, and `struct_size` covers the whole
-            // version-3 table.
-            let v3: &JobEntry = unsafe { &*(table as *const JobEntry) };
-            let (bytes, keyed) = match v3.kind {
+        let v3 = table as *const JobEntry;
+        /// Field `$f` of the version-3 table, read through the raw pointer
+        /// (no reference to a table that may be shorter than `JobEntry`).
+        macro_rules! field {
+            ($f:ident) => {
+                // SAFETY: the caller checked that `struct_size` covers the
+                // field; the table is aligned (checked above); `addr_of!`
+                // makes no reference.
+                unsafe { std::ptr::addr_of!((*v3).$f).read() }
+            };
+        }
+        let covers = |offset: usize, len: usize| size >= offset + len;
+        let ptr = std::mem::size_of::<usize>();
+        let (table, load_batch) = if version >= 3 && size >= v3_min {
+            let (bytes, keyed) = match field!(kind) {
                 abi::KIND_BYTES => (
                     Some((
-                        need(v3.map_v3, &path, "map_v3")?,
-                        need(v3.reduce_v3, &path, "reduce_v3")?,
+                        need(field!(map_v3), &path, "map_v3")?,
+                        need(field!(reduce_v3), &path, "reduce_v3")?,
                     )),
                     None,
                 ),
                 abi::KIND_KEYED => (
                     None,
                     Some(KeyedEntries {
-                        map_batch: need(v3.map_batch, &path, "map_batch")?,
-                        reducer_new: need(v3.reducer_new, &path, "reducer_new")?,
-                        reducer_add: need(v3.reducer_add, &path, "reducer_add")?,
-                        reducer_finish: need(v3.reducer_finish, &path, "reducer_finish")?,
-                        reducer_free: need(v3.reducer_free, &path, "reducer_free")?,
-                        format: need(v3.format, &path, "format")?,
+                        map_batch: need(field!(map_batch), &path, "map_batch")?,
+                        reducer_new: need(field!(reducer_new), &path, "reducer_new")?,
+                        reducer_add: need(field!(reducer_add), &path, "reducer_add")?,
+                        reducer_finish: need(field!(reducer_finish), &path, "reducer_finish")?,
+                        reducer_free: need(field!(reducer_free), &path, "reducer_free")?,
+                        format: need(field!(format), &path, "format")?,
                     }),
                 ),
                 _ => {
@@ -382,30 +394,34 @@ impl Plugin {
                     })
                 }
             };
-            Table::V3 {
-                new: need(v3.instance_new, &path, "instance_new")?,
-                drop: need(v3.instance_drop, &path, "instance_drop")?,
-                load_open: need(v3.load_open_v3, &path, "load_open_v3")?,
-                count: v3.count_v3,
-                done: need(v3.done_v3, &path, "done_v3")?,
-                fold: if bytes.is_some() { v3.fold_batch } else { None },
+            let fold = match covers(std::mem::offset_of!(JobEntry, fold_batch), ptr) {
+                true if bytes.is_some() => field!(fold_batch),
+                _ => None,
+            };
+            let load_batch = match covers(std::mem::offset_of!(JobEntry, load_batch), ptr) {
+                true => field!(load_batch),
+                false => None,
+            };
+            let table = Table::V3 {
+                new: need(field!(instance_new), &path, "instance_new")?,
+                drop: need(field!(instance_drop), &path, "instance_drop")?,
+                load_open: need(field!(load_open_v3), &path, "load_open_v3")?,
+                count: field!(count_v3),
+                done: need(field!(done_v3), &path, "done_v3")?,
+                fold,
                 bytes,
                 keyed,
-            }
+            };
+            (table, load_batch)
         } else {
-            Table::V1 {
+            let table = Table::V1 {
                 load_open: need(v1.load_open, &path, "load_open")?,
                 map: need(v1.map, &path, "map")?,
                 reduce: need(v1.reduce, &path, "reduce")?,
                 done: need(v1.done, &path, "done")?,
                 count: v1.count,
-            }
-        };
-        let load_batch = if version >= 3 && size as usize >= v3_size {
-            // SAFETY: as for `table` above: the whole version-3 table.
-            unsafe { (*(table_ptr as *const JobEntry)).load_batch }
-        } else {
-            None
+            };
+            (table, None)
         };
         let entries = Entries {
             load_batch,
@@ -982,8 +998,12 @@ impl TaskIter {
             self.at = 0;
             plugin.lend(out, |items| self.buffered.extend_from_slice(items));
             if self.buffered.is_empty() {
+                // Each call must make progress (at least one item).
                 self.finished = true;
-                return None;
+                return Some(Err(CallError {
+                    panicked: false,
+                    message: "the job's load_batch gave no item; loading stops".into(),
+                }));
             }
         }
         let rest = &self.buffered[self.at..];

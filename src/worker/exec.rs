@@ -63,8 +63,8 @@ struct Instances {
 }
 
 impl Instances {
-    /// The job, built if needed; with the instance an eviction dropped, for
-    /// the caller to release (off any lock).
+    /// The job, built if needed; with an instance no longer kept (evicted,
+    /// or built twice at once), for the caller to release off the lock.
     fn get(
         &self,
         plugin: &Arc<Plugin>,
@@ -80,14 +80,20 @@ impl Instances {
             Err(e) => return (Err(e), None),
         };
         let mut table = self.lock();
+        if let Some(first) = table.get(&key).map(Arc::clone) {
+            // Another thread built it meanwhile: its instance is kept, and
+            // this one is dropped once the lock is released.
+            drop(table);
+            return (Ok(first), Some(job));
+        }
         let mut evicted = None;
-        if table.len() >= MAX_INSTANCES && !table.contains_key(&key) {
+        if table.len() >= MAX_INSTANCES {
             if let Some(old) = table.keys().next().cloned() {
                 evicted = table.remove(&old);
             }
         }
-        let kept = Arc::clone(table.entry(key).or_insert(job));
-        (Ok(kept), evicted)
+        table.insert(key, Arc::clone(&job));
+        (Ok(job), evicted)
     }
 
     /// Takes out the jobs built from the library `hash` (`None`: from

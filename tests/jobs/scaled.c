@@ -3,8 +3,9 @@
  * 10, each multiplied by the job's one argument, summed; done writes the
  * total to `result` (55 x FACTOR). instance_new reads the arguments (u32
  * count, then u32 length and bytes each, big-endian) and refuses a missing
- * or non-numeric factor with a message for the user. It has no batch calls
- * (fold_batch and load_batch are NULL): the host calls it per task.
+ * or non-numeric factor with a message for the user. Its table ends before
+ * the optional batch calls (struct_size says so, as a table built before
+ * they were appended would): the host calls it per task.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,7 +138,7 @@ static void release(redmap_buf buf) { free(buf.ptr); }
 
 static const redmap_job_entry_v3 ENTRY = {
     REDMAP_ABI_VERSION,
-    sizeof(redmap_job_entry_v3),
+    offsetof(redmap_job_entry_v3, fold_batch),
     NULL, load_next, load_close, NULL, NULL, NULL, NULL, release,
     REDMAP_KIND_BYTES,
     0,
