@@ -34,15 +34,7 @@ pub enum JobsCommand {
 #[command(allow_missing_positional = true)]
 pub struct OutputArgs {
     #[command(flatten)]
-    pub manager: ManagerArg,
-
-    /// The manager's address (or -m/--manager, or $REDMAP_MANAGER).
-    #[arg(value_name = "ADDR")]
-    pub addr: Option<String>,
-
-    /// The job's id (see `redmap jobs list`).
-    #[arg(value_name = "ID")]
-    pub id: u64,
+    pub job: CancelArgs,
 
     /// Write the output to this file (default: standard output).
     #[arg(short, long, value_name = "PATH", default_value = "-")]
@@ -52,9 +44,6 @@ pub struct OutputArgs {
     /// encoding).
     #[arg(long, value_enum, default_value_t = super::fetch::Format::Text)]
     pub format: super::fetch::Format,
-
-    #[command(flatten)]
-    pub net: NetArgs,
 }
 
 /// `[ADDR] ID`: the manager may come first, as in `jobs list ADDR`.
@@ -137,12 +126,12 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
 
 /// Fetches an ended job's output into a file or standard output.
 fn output(args: OutputArgs) -> Result<ExitCode, CliError> {
-    let manager = args.manager.resolve(args.addr.as_deref())?;
-    let mut client = manager.connect(&args.net)?;
+    let manager = args.job.manager.resolve(args.job.addr.as_deref())?;
+    let mut client = manager.connect(&args.job.net)?;
     let total = super::fetch::fetch_to(
         &mut client,
         &manager.addr,
-        args.id,
+        args.job.id,
         args.format.form(),
         &args.output,
         None,
@@ -150,7 +139,7 @@ fn output(args: OutputArgs) -> Result<ExitCode, CliError> {
     if args.output != std::path::Path::new("-") {
         eprintln!(
             "wrote job {}'s output ({total} bytes) to {}",
-            args.id,
+            args.job.id,
             args.output.display()
         );
     }

@@ -724,14 +724,16 @@ pub mod __private {
         }
     }
 
-    /// Implemented by the type `export_job!(Type, constructor)` generates:
-    /// builds a job instance from its arguments.
-    pub trait JobProvider {
-        type Job: Job;
+    /// Implemented by the type `export_job!(Type, constructor)` and
+    /// `export_keyed_job!` generate: builds a job instance from its
+    /// arguments.
+    pub trait Build {
+        type Job: Send + Sync + 'static;
         fn new(args: &[String]) -> Result<Self::Job, Error>;
     }
 
-    unsafe extern "C" fn new_v3<P: JobProvider>(
+    /// `instance_new` of the job `P` builds.
+    pub(crate) unsafe extern "C" fn new_entry<P: Build>(
         args: *const u8,
         len: usize,
         inst: *mut *mut c_void,
@@ -879,12 +881,15 @@ pub mod __private {
 
     /// The version-3 entry table of a byte-level job built from its
     /// arguments by `P`.
-    pub const fn entry_v3<P: JobProvider>() -> abi::JobEntry {
+    pub const fn entry_v3<P: Build>() -> abi::JobEntry
+    where
+        P::Job: Job,
+    {
         abi::JobEntry {
             v1: v1_of_v3(),
             kind: abi::KIND_BYTES,
             flags: 0,
-            instance_new: Some(new_v3::<P>),
+            instance_new: Some(new_entry::<P>),
             instance_drop: Some(drop_instance::<P::Job>),
             load_open_v3: Some(load_open_v3::<P::Job>),
             count_v3: Some(count_v3::<P::Job>),
@@ -958,30 +963,7 @@ macro_rules! export_job {
         }
     };
     ($ty:ty, $new:expr) => {
-        #[doc(hidden)]
-        struct __RedmapJobProvider;
-
-        impl $crate::job::__private::JobProvider for __RedmapJobProvider {
-            type Job = $ty;
-            fn new(
-                args: &[::std::string::String],
-            ) -> ::std::result::Result<$ty, $crate::job::Error> {
-                let new: fn(
-                    &[::std::string::String],
-                ) -> ::std::result::Result<$ty, $crate::job::Error> = $new;
-                new(args)
-            }
-        }
-
-        #[doc(hidden)]
-        static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
-            $crate::job::__private::entry_v3::<__RedmapJobProvider>();
-
-        /// The job library's entry point (see redmap's protocol.md).
-        #[unsafe(no_mangle)]
-        pub extern "C" fn redmap_job_entry() -> *const $crate::job::abi::JobEntry {
-            &__REDMAP_JOB_ENTRY
-        }
+        $crate::__redmap_export_v3!($ty, $new, $crate::job::__private::entry_v3);
     };
 }
 
@@ -1001,10 +983,21 @@ macro_rules! export_keyed_job {
         $crate::export_keyed_job!($ty, $crate::job::__private::no_args::<$ty>);
     };
     ($ty:ty, $new:expr) => {
+        $crate::__redmap_export_v3!($ty, $new, $crate::job::keyed::ffi::entry);
+    };
+}
+
+/// What both export macros' constructor forms expand to: the provider of
+/// `$ty` built by `$new`, and the version-3 table `$entry` makes of it.
+/// Not for direct use.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __redmap_export_v3 {
+    ($ty:ty, $new:expr, $($entry:ident)::+) => {
         #[doc(hidden)]
         struct __RedmapJobProvider;
 
-        impl $crate::job::keyed::ffi::KeyedProvider for __RedmapJobProvider {
+        impl $crate::job::__private::Build for __RedmapJobProvider {
             type Job = $ty;
             fn new(
                 args: &[::std::string::String],
@@ -1018,7 +1011,7 @@ macro_rules! export_keyed_job {
 
         #[doc(hidden)]
         static __REDMAP_JOB_ENTRY: $crate::job::abi::JobEntry =
-            $crate::job::keyed::ffi::entry::<__RedmapJobProvider>();
+            $($entry)::+::<__RedmapJobProvider>();
 
         /// The job library's entry point (see redmap's protocol.md).
         #[unsafe(no_mangle)]

@@ -11,8 +11,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::{format_pairs, map_batch, task_list, KeyedJob, Reducer};
 use crate::job::__private::{
-    drop_instance, free, guard, instance, load_batch, new_instance, open_tasks, slice, v1_of_v3,
-    write_count,
+    drop_instance, free, guard, instance, load_batch, new_entry, open_tasks, slice, v1_of_v3,
+    write_count, Build,
 };
 use crate::job::abi::{self, Buf, JobEntry};
 use crate::job::codec::to_bytes;
@@ -28,23 +28,6 @@ struct Handle<J: KeyedJob> {
     job: *const J,
     reducer: Reducer<J>,
     poisoned: Option<String>,
-}
-
-/// Implemented by the type `export_keyed_job!` generates: builds the job
-/// from its arguments.
-pub trait KeyedProvider {
-    type Job: KeyedJob;
-    fn new(args: &[String]) -> Result<Self::Job, Error>;
-}
-
-unsafe extern "C" fn new<P: KeyedProvider>(
-    args: *const u8,
-    len: usize,
-    inst: *mut *mut c_void,
-    err: *mut Buf,
-) -> i32 {
-    // SAFETY: the host's pointers (the ABI).
-    unsafe { new_instance(args, len, inst, err, P::new) }
 }
 
 /// A keyed job's `load`, as the byte-level `Tasks` the shared `load_next`
@@ -222,12 +205,15 @@ unsafe extern "C" fn format<J: KeyedJob>(
 }
 
 /// The entry table for the keyed job `P` builds.
-pub const fn entry<P: KeyedProvider>() -> JobEntry {
+pub const fn entry<P: Build>() -> JobEntry
+where
+    P::Job: KeyedJob,
+{
     JobEntry {
         v1: v1_of_v3(),
         kind: abi::KIND_KEYED,
         flags: 0,
-        instance_new: Some(new::<P>),
+        instance_new: Some(new_entry::<P>),
         instance_drop: Some(drop_instance::<P::Job>),
         load_open_v3: Some(load_open::<P::Job>),
         count_v3: Some(count::<P::Job>),
