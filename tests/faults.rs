@@ -19,25 +19,20 @@ fn example(name: &str) -> String {
 
 /// `redmap run -m MANAGER JOB` in the background.
 fn submit(cluster: &Cluster, job: &str, extra: &[&str]) -> Child {
-    let manager = cluster.manager.addr_arg();
-    let mut args = vec!["run", "-m", manager.as_str()];
-    args.extend_from_slice(extra);
-    args.push(job);
-    cluster
-        .cli(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn redmap run")
+    submit_job(cluster, extra, &[job])
 }
 
 /// [`submit`] of the tutorial's sum job over `tasks` tasks (its argument).
 fn submit_sum(cluster: &Cluster, tasks: &str, extra: &[&str]) -> Child {
+    submit_job(cluster, extra, &[&example("sum.rs"), "--", tasks])
+}
+
+/// `redmap run -m MANAGER EXTRA… JOB…`, its output piped.
+fn submit_job(cluster: &Cluster, extra: &[&str], job: &[&str]) -> Child {
     let manager = cluster.manager.addr_arg();
-    let sum = example("sum.rs");
     let mut args = vec!["run", "-m", manager.as_str()];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&[sum.as_str(), "--", tasks]);
+    args.extend_from_slice(job);
     cluster
         .cli(&args)
         .stdout(Stdio::piped())
