@@ -116,7 +116,11 @@ fn set(key: &str) -> bool { std::env::var_os(key).is_some() }
 impl Job for Faulty {
     fn load(&self) -> Tasks {
         let load_error = set("FAULTY_LOAD");
+        let load_panic = set("FAULTY_LOAD_PANIC");
         Box::new((1..=20u64).flat_map(move |n| {
+            if load_panic && n == 15 {
+                panic!("the disk caught fire at 15");
+            }
             let mut items = vec![Ok(n.to_string().into_bytes())];
             if load_error && n == 10 {
                 items.push(Err(Error::msg("disk hiccup at line 10")));
@@ -195,6 +199,20 @@ fn a_failing_reduce_is_reported_and_the_rest_are_counted() {
             "{text}"
         );
         assert_eq!(result, (210 - 13).to_string());
+    }
+}
+
+/// A panic in `load` is recorded and ends loading; the tasks loaded
+/// before it still run (also when the job hands out many per call).
+#[test]
+fn a_panic_in_load_ends_loading_and_the_tasks_before_it_run() {
+    for (out, result) in faulty(&[("FAULTY_LOAD_PANIC", "1")]) {
+        assert_eq!(out.status.code(), Some(1));
+        let text = stdout(&out);
+        assert!(text.contains("14 tasks, 14 processed, 0 failed"), "{text}");
+        assert!(text.contains("load errors: 1"), "{text}");
+        assert!(text.contains("panic: the disk caught fire at 15"), "{text}");
+        assert_eq!(result, (1..=14).sum::<u64>().to_string());
     }
 }
 

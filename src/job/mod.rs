@@ -426,6 +426,19 @@ pub mod __private {
         }
     }
 
+    /// [`catch`] for a call made inside another `catch` or `guard`, which
+    /// has set the quiet hook up and marked the thread: only the
+    /// catch_unwind, for calls made per task (a batch call's map and
+    /// reduce).
+    fn catch_nested<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, (bool, String)> {
+        debug_assert!(GUARDED.with(|g| g.get()), "catch_nested outside a guard");
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err((false, e.message)),
+            Err(p) => Err((true, panic_message(&*p))),
+        }
+    }
+
     /// Runs `f` under catch_unwind and writes its value or error to `out`.
     ///
     /// # Safety
@@ -609,27 +622,33 @@ pub mod __private {
             // errors must not fill one buffer forever), and there is always
             // at least one, so every call makes progress.
             let (mut n, mut bytes) = (0u32, 0usize);
-            while n == 0 || (n < max_tasks && bytes < max_bytes) {
-                n += 1;
-                match catch(|| Ok(tasks.as_mut().and_then(Iterator::next))) {
-                    Ok(Some(Ok(task))) => {
-                        push(ITEM_TASK, &task);
-                        bytes += task.len();
-                    }
-                    Ok(Some(Err(e))) => {
-                        push(ITEM_ERROR, e.message.as_bytes());
-                        bytes += e.message.len();
-                    }
-                    Ok(None) => {
-                        push(ITEM_END, &[]);
-                        break;
-                    }
-                    Err((_, message)) => {
-                        push(ITEM_PANIC, message.as_bytes());
-                        break;
+            // One guard for the call (the quiet hook and the thread's mark),
+            // and a catch_unwind per item, so a panic ends loading with the
+            // items before it kept.
+            let _ = catch(|| {
+                while n == 0 || (n < max_tasks && bytes < max_bytes) {
+                    n += 1;
+                    match catch_nested(|| Ok(tasks.as_mut().and_then(Iterator::next))) {
+                        Ok(Some(Ok(task))) => {
+                            push(ITEM_TASK, &task);
+                            bytes += task.len();
+                        }
+                        Ok(Some(Err(e))) => {
+                            push(ITEM_ERROR, e.message.as_bytes());
+                            bytes += e.message.len();
+                        }
+                        Ok(None) => {
+                            push(ITEM_END, &[]);
+                            break;
+                        }
+                        Err((_, message)) => {
+                            push(ITEM_PANIC, message.as_bytes());
+                            break;
+                        }
                     }
                 }
-            }
+                Ok(())
+            });
         }
         if !out.is_null() {
             // SAFETY: not null, so valid for a write (the ABI).
@@ -853,8 +872,8 @@ pub mod __private {
                 let call = |r: Result<Vec<u8>, (bool, String)>| r.map_err(|(p, m)| Fail(p, m));
                 let folded = super::batch::fold_batch(
                     tasks.into_iter(),
-                    |task| call(catch(|| job.map(task))),
-                    |acc, value| call(catch(|| job.reduce(acc, value))),
+                    |task| call(catch_nested(|| job.map(task))),
+                    |acc, value| call(catch_nested(|| job.reduce(acc, value))),
                     &limit,
                 );
                 Ok(folded.encode())
