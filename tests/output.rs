@@ -126,12 +126,11 @@ fn output_writes_the_whole_output_in_text_or_binary_also_past_max_size() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let binary = std::fs::read(here.join("out.bin")).unwrap();
-    // Each pair: two u64 keys' and values' 8 bytes, big-endian.
-    assert_eq!(binary.len(), 30000 * 16);
-    assert_eq!(
-        &binary[16 * 7..16 * 8],
-        [&7u64.to_be_bytes()[..], &1u64.to_be_bytes()].concat()
-    );
+    // Each pair framed (protocol.md, "Keyed jobs"): length 8, the u64 key
+    // big-endian, length 8, the u64 value.
+    assert_eq!(binary.len(), 30000 * 18);
+    let eighth = [&[8u8][..], &7u64.to_be_bytes(), &[8], &1u64.to_be_bytes()].concat();
+    assert_eq!(&binary[18 * 7..18 * 8], eighth);
 }
 
 #[test]

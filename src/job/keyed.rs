@@ -54,7 +54,8 @@ use std::borrow::Borrow;
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use super::codec::{Codec, DecodeError};
+use super::codec::{from_bytes, Codec, DecodeError};
+use super::run::{push_pair, take_pair, RunError};
 use super::Error;
 
 /// The tasks a keyed job's `load` yields, pulled lazily (an `Err` item is a
@@ -425,7 +426,7 @@ fn combine<J: KeyedJob>(
     }
 }
 
-/// Encodes a table as one run of pairs sorted by key bytes.
+/// Encodes a table as one run (see [`super::run`]) sorted by key bytes.
 fn sorted_run<K: Codec, V: Codec>(table: Table<K, V>) -> Vec<u8> {
     // Keys are encoded once into one buffer, sorted as byte slices, and
     // the pairs then written in that order.
@@ -437,51 +438,69 @@ fn sorted_run<K: Codec, V: Codec>(table: Table<K, V>) -> Vec<u8> {
         entries.push((start, keys.len(), value));
     }
     entries.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]));
-    let mut out = Vec::with_capacity(keys.len() + entries.len() * 8);
+    let mut out = Vec::with_capacity(keys.len() + entries.len() * 12);
+    let mut value_bytes = Vec::new();
     for (start, end, value) in entries {
-        out.extend_from_slice(&keys[start..end]);
-        value.encode(&mut out);
+        value_bytes.clear();
+        value.encode(&mut value_bytes);
+        push_pair(&mut out, &keys[start..end], &value_bytes);
     }
     out
 }
 
-/// Reads a run of encoded pairs, in order.
+/// One framed pair's key and value, decoded: each must be exactly one
+/// value of its type.
+fn decode_pair<K: Codec, V: Codec>(key: &[u8], value: &[u8]) -> Result<(K, V), DecodeError> {
+    Ok((from_bytes(key)?, from_bytes(value)?))
+}
+
+/// Reads a run of pairs, in order.
 pub fn decode_pairs<'a, K: Codec, V: Codec>(
-    mut run: &'a [u8],
+    run: &'a [u8],
 ) -> impl Iterator<Item = Result<(K, V), DecodeError>> + 'a {
-    std::iter::from_fn(move || {
-        if run.is_empty() {
+    let mut failed = false;
+    super::run::pairs(run).map_while(move |pair| {
+        if failed {
             return None;
         }
-        let pair = K::decode(&mut run).and_then(|k| V::decode(&mut run).map(|v| (k, v)));
-        if pair.is_err() {
-            run = &[]; // nothing after a bad pair can be trusted
-        }
+        let pair = match pair {
+            Ok((key, value)) => decode_pair(key, value),
+            Err(e) => Err(DecodeError::new("run", run_error(e))),
+        };
+        failed = pair.is_err(); // nothing after a bad pair can be trusted
         Some(pair)
     })
 }
 
+fn run_error(e: RunError) -> &'static str {
+    match e {
+        RunError::Cut => "the input ends inside a pair",
+        RunError::Malformed => "a pair's length is malformed",
+    }
+}
+
 /// The text form of the whole pairs at the front of `run`: one
 /// `key<TAB>value` line each (see [`Codec::text`]), and the number of
-/// `run`'s bytes they took. A pair cut short by the end of `run` (or one
-/// that does not decode) ends the text there: the caller hands its bytes
-/// back with the next piece, and an output whose last piece leaves bytes
-/// unused does not decode.
-pub fn format_pairs<K: Codec, V: Codec>(run: &[u8]) -> (String, usize) {
+/// `run`'s bytes they took. A pair cut short by the end of `run` ends the
+/// text there: the caller hands its bytes back with the next piece (and an
+/// output whose last piece leaves bytes unused is cut short). A whole
+/// pair that does not decode is an error.
+pub fn format_pairs<K: Codec, V: Codec>(run: &[u8]) -> Result<(String, usize), DecodeError> {
     let mut text = String::new();
     let mut rest = run;
     while !rest.is_empty() {
-        let mut at = rest;
-        let Ok((key, value)) = K::decode(&mut at).and_then(|k| Ok((k, V::decode(&mut at)?))) else {
-            break;
+        let (key, value) = match take_pair(&mut rest) {
+            Ok(pair) => pair,
+            Err(RunError::Cut) => break,
+            Err(e) => return Err(DecodeError::new("run", run_error(e))),
         };
+        let (key, value) = decode_pair::<K, V>(key, value)?;
         key.text(&mut text);
         text.push('\t');
         value.text(&mut text);
         text.push('\n');
-        rest = at;
     }
-    (text, run.len() - rest.len())
+    Ok((text, run.len() - rest.len()))
 }
 
 /// Combines runs of pairs (each batch's, or other reducers') into one

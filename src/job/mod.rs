@@ -48,6 +48,7 @@ pub mod batch;
 pub mod codec;
 pub mod input;
 pub mod keyed;
+pub mod run;
 
 pub use codec::{Codec, DecodeError};
 pub use keyed::{Emit, KeyedJob, TypedTasks};

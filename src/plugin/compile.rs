@@ -27,6 +27,7 @@ pub const JOB_API_SOURCES: &[(&str, &str)] = &[
     ("job/codec.rs", include_str!("../job/codec.rs")),
     ("job/input.rs", include_str!("../job/input.rs")),
     ("job/keyed.rs", include_str!("../job/keyed.rs")),
+    ("job/run.rs", include_str!("../job/run.rs")),
     ("job/keyed/ffi.rs", include_str!("../job/keyed/ffi.rs")),
 ];
 

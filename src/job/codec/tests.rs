@@ -202,17 +202,22 @@ fn the_text_form_reads_as_the_module_says() {
 
 #[test]
 fn a_run_formats_whole_pairs_and_leaves_a_cut_one_for_the_next_piece() {
+    use crate::job::codec::to_bytes;
     use crate::job::keyed::format_pairs;
+    use crate::job::run::push_pair;
     let mut run = Vec::new();
     for (k, v) in [("a", 1u64), ("b\tc", 22)] {
-        k.to_string().encode(&mut run);
-        v.encode(&mut run);
+        push_pair(&mut run, &to_bytes(&k.to_string()), &to_bytes(&v));
     }
-    let (text, used) = format_pairs::<String, u64>(&run);
+    let (text, used) = format_pairs::<String, u64>(&run).unwrap();
     assert_eq!((text.as_str(), used), ("a\t1\nb\\tc\t22\n", run.len()));
     // Cut inside the second pair: only the first is written.
-    let (text, used) = format_pairs::<String, u64>(&run[..run.len() - 3]);
+    let (text, used) = format_pairs::<String, u64>(&run[..run.len() - 3]).unwrap();
     assert_eq!(text, "a\t1\n");
-    let (rest, more) = format_pairs::<String, u64>(&run[used..]);
+    let (rest, more) = format_pairs::<String, u64>(&run[used..]).unwrap();
     assert_eq!((rest.as_str(), used + more), ("b\\tc\t22\n", run.len()));
+    // A whole pair whose value is not a u64 is an error, not a cut.
+    let mut bad = Vec::new();
+    push_pair(&mut bad, &to_bytes(&"k".to_string()), &[1, 2]);
+    assert!(format_pairs::<String, u64>(&bad).is_err());
 }

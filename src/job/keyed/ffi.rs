@@ -192,7 +192,7 @@ unsafe extern "C" fn format<J: KeyedJob>(
         let run = slice(run, len);
         guard(out, || {
             instance::<J>(inst)?;
-            let (text, n) = format_pairs::<J::Key, J::Value>(run);
+            let (text, n) = format_pairs::<J::Key, J::Value>(run)?;
             took = n;
             Ok(text.into_bytes())
         })

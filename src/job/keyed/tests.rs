@@ -127,7 +127,12 @@ fn runs_combine_into_one_output_whatever_their_order() {
 fn a_run_that_does_not_decode_is_refused_whole() {
     let good = map_batch(&WordCount, tasks(&["k"]).iter().map(Vec::as_slice));
     let mut run = good.pairs.clone();
-    run.extend_from_slice(&[b'x', 0, 1, 0, 0]); // a key, then a value cut short
+    // A whole pair whose value is 2 bytes, not a u64's 8.
+    crate::job::run::push_pair(
+        &mut run,
+        &crate::job::codec::to_bytes(&"x".to_string()),
+        &[0, 1],
+    );
     let mut reducer = Reducer::default();
     let err = reducer.add(&WordCount, &run).unwrap_err();
     assert_eq!(
@@ -135,6 +140,14 @@ fn a_run_that_does_not_decode_is_refused_whole() {
         "cannot decode a u64: the input ends inside it"
     );
     assert_eq!(reducer.keys(), 0, "none of it counted");
+    // A run cut inside a pair.
+    let cut = &good.pairs[..good.pairs.len() - 1];
+    let err = reducer.add(&WordCount, cut).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot decode a run: the input ends inside a pair"
+    );
+    assert_eq!(reducer.keys(), 0);
 }
 
 #[test]
