@@ -42,6 +42,8 @@ pub mod proto;
 #[cfg(feature = "runtime")]
 pub mod report;
 #[cfg(feature = "runtime")]
+pub mod shuffle;
+#[cfg(feature = "runtime")]
 pub mod signals;
 #[cfg(feature = "runtime")]
 pub mod worker;

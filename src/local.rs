@@ -45,6 +45,9 @@ pub struct Options {
     /// Call the job's `done` with the result (false: the caller takes the
     /// result from the report, for `--output`).
     pub call_done: bool,
+    /// Bytes of a keyed job's runs the reduce holds before it spills to
+    /// the system's temporary directory.
+    pub reduce_memory: usize,
 }
 
 impl Default for Options {
@@ -54,6 +57,7 @@ impl Default for Options {
             batch_tasks: 1024,
             batch_bytes: 1024 * 1024,
             call_done: true,
+            reduce_memory: pipeline::ReduceMemory::DEFAULT_BUDGET,
         }
     }
 }
@@ -265,6 +269,7 @@ fn fold_thread(
     partials: mpsc::Receiver<Partial>,
     counts: &Counts,
     call_done: bool,
+    reduce_memory: usize,
 ) -> (Tally, Option<pipeline::Ended>) {
     let mut tally = Tally {
         processed: 0,
@@ -297,7 +302,10 @@ fn fold_thread(
     };
     let ended = match plugin.kind() {
         JobKind::Bytes => pipeline::fold_partials(plugin, partials, &never, fold, finish),
-        JobKind::Keyed => pipeline::fold_runs(plugin, partials, &never, fold, finish),
+        JobKind::Keyed => {
+            let memory = pipeline::ReduceMemory::new(reduce_memory, "embedded");
+            pipeline::fold_runs(plugin, partials, &never, &memory, fold, finish)
+        }
     };
     (tally, ended)
 }
@@ -324,11 +332,12 @@ pub fn run_counted(plugin: &Arc<Instance>, opts: Options, counts: &Arc<Counts>) 
     };
     let folder = {
         let (plugin, counts, call_done) = (Arc::clone(plugin), Arc::clone(counts), opts.call_done);
+        let reduce_memory = opts.reduce_memory;
         // `done` runs here, on a stack like the main thread's.
         thread::Builder::new()
             .name("fold".into())
             .stack_size(pipeline::JOB_THREAD_STACK)
-            .spawn(move || fold_thread(&plugin, partial_rx, &counts, call_done))
+            .spawn(move || fold_thread(&plugin, partial_rx, &counts, call_done, reduce_memory))
             .expect("spawn the fold thread")
     };
 

@@ -217,3 +217,64 @@ fn a_reduce_that_panics_across_batches_fails_the_job_with_why() {
         "no output from a poisoned reducer"
     );
 }
+
+/// Issue 13: a reduce past its memory spills sorted runs to disk and
+/// merges them at the end: the same output as one that fits, on a manager
+/// (`--reduce-memory`) and embedded, and its spill files are gone after
+/// the job, and after a cancel.
+#[test]
+fn a_reduce_that_spills_gives_the_same_output_and_leaves_no_file() {
+    let job = repo().join("tests/jobs/keys.rs").display().to_string();
+    let dir = TempDir::new("spill");
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let tmp_env = [("TMPDIR", tmp.to_str().unwrap())];
+    // Spill directories are named so (servers keep other things there).
+    let spill_files = || {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("redmap-spill-")
+            })
+            .count()
+    };
+
+    // Embedded: 60,000 keys (about 1 MiB of pairs) through 64 KiB.
+    let whole = run_job(&dir, &[&job, "--", "60000"], &tmp_env);
+    let spilled = run_job(
+        &dir,
+        &[&job, "--reduce-memory", "64K", "--", "60000"],
+        &tmp_env,
+    );
+    assert!(spilled.status.success(), "{}", stderr(&spilled));
+    assert_eq!(stdout(&spilled).lines().count(), 60_000);
+    assert!(stdout(&spilled) == stdout(&whole), "the outputs differ");
+    assert_eq!(spill_files(), 0, "spill files left");
+
+    // On a manager with 64 KiB for its reduce.
+    let cluster = util::Cluster::start(2, &["--reduce-memory", "64K"], &tmp_env);
+    let out = util::run(cluster.cli(&["run", &job, "--", "60000"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out) == stdout(&whole),
+        "the cluster's output differs"
+    );
+    assert_eq!(spill_files(), 0, "spill files left on the manager");
+
+    // Cancelled half-way, once it has spilled: its spill files go with it.
+    let manager = cluster.manager.addr_arg();
+    let big = util::run(cluster.cli(&["run", "--detach", &job, "--", "3000000"]));
+    let id: u64 = stdout(&big).trim().parse().unwrap();
+    assert!(
+        util::eventually(util::WAIT, || spill_files() > 0),
+        "the manager's reduce never spilled"
+    );
+    assert!(util::job_summary(&manager, id).is_some_and(|j| !j.status.is_over()));
+    let out = util::run(cluster.cli(&["jobs", "cancel", &id.to_string()]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        util::eventually(util::WAIT, || spill_files() == 0),
+        "spill files left after a cancel"
+    );
+}

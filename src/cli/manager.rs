@@ -66,6 +66,12 @@ pub struct StartArgs {
     /// slow task travels alone, so set it above the slowest task: e.g. 10m.
     #[arg(long, value_name = "DURATION", value_parser = super::duration::parse)]
     pub task_timeout: Option<Duration>,
+
+    /// Bytes of a keyed job's pairs its reduce holds in memory; past it,
+    /// the reduce spills sorted runs to the system's temporary directory
+    /// and merges them at the end (e.g. 64M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = super::size::parse)]
+    pub reduce_memory: usize,
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +134,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         read_timeout: args.net.read_timeout,
         backup_tasks: !args.no_backup_tasks,
         task_timeout: args.task_timeout,
+        reduce_memory: args.reduce_memory,
     };
     crate::manager::run(
         addr,

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod manager;
 pub mod output;
 pub mod run;
+pub mod size;
 pub mod worker;
 
 use std::fmt;

@@ -84,6 +84,11 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Text, requires = "output")]
     pub format: Format,
 
+    /// Embedded: bytes of a keyed job's pairs the reduce holds in memory
+    /// before it spills to the system's temporary directory (e.g. 64M).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = super::size::parse)]
+    pub reduce_memory: usize,
+
     /// The job's arguments, after `--`: given as they are to the job's
     /// constructor in every process that builds the job (here, the
     /// manager, every worker).
@@ -246,6 +251,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         }
         opts.threads = threads;
     }
+    opts.reduce_memory = args.reduce_memory;
     // A keyed job's output goes to --output instead of its `done`.
     opts.call_done = !(args.output.is_some() && job.kind() == JobKind::Keyed);
     let report = run_here(&job, opts, &name);

@@ -54,7 +54,8 @@ impl Manager {
                 continue;
             };
             info!("job {id} ({}): started", job.name());
-            match job.start(spread, (batch_bytes, batch_tasks), tx, waker) {
+            let memory = self.settings.reduce_memory;
+            match job.start(spread, (batch_bytes, batch_tasks), memory, tx, waker) {
                 Ok(()) => running += 1,
                 Err(e) => {
                     // Failed by `start`, with why; nothing of it runs.

@@ -47,6 +47,9 @@ pub struct Settings {
     pub backup_tasks: bool,
     /// A batch unanswered this long counts as a failed attempt.
     pub task_timeout: Option<Duration>,
+    /// Bytes of a keyed job's runs its reduce holds before it spills to
+    /// disk (`--reduce-memory`).
+    pub reduce_memory: usize,
 }
 
 pub struct Manager {

@@ -139,6 +139,7 @@ pub fn reducer(
     tx: &Sender<ReducerMsg>,
     waker: &Waker,
     cancelled: &AtomicBool,
+    memory: &super::ReduceMemory,
 ) {
     let report = |(_, tasks): (Vec<u8>, u64), outcome: Result<(), CallError>| {
         let msg = match outcome {
@@ -158,7 +159,7 @@ pub fn reducer(
     let mut text = None;
     let ended = match plugin.kind() {
         JobKind::Bytes => fold_partials(plugin, partials, cancelled, report, |r| plugin.done(r)),
-        JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, report, |run| {
+        JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, memory, report, |run| {
             // A text form that fails costs that form only, not the job.
             text = Some(text_of(plugin, run).map_err(|e| e.message));
             Ok(())

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::JobCode;
 use crate::plugin::CallError;
+use crate::shuffle::{Combine, ReduceError, SpillingReducer};
 
 /// A batch's result as it reaches the reducer.
 pub trait Partial {
@@ -70,42 +71,98 @@ where
     Some(Ended { result: acc, done })
 }
 
+/// Where a keyed job's reduce may hold runs, and how many bytes of them,
+/// before it spills to disk (see [`crate::shuffle::spill`]).
+#[derive(Debug, Clone)]
+pub struct ReduceMemory {
+    /// Bytes of runs held in memory at most.
+    pub budget: usize,
+    /// The directory spill directories are made in.
+    pub spill_dir: std::path::PathBuf,
+    /// Names this reduce's spill directory (the job).
+    pub label: String,
+}
+
+impl ReduceMemory {
+    /// The default budget: 256 MiB (`--reduce-memory`), spilling under the
+    /// system's temporary directory.
+    pub const DEFAULT_BUDGET: usize = 256 << 20;
+
+    pub fn new(budget: usize, label: &str) -> ReduceMemory {
+        ReduceMemory {
+            budget,
+            spill_dir: std::env::temp_dir(),
+            label: label.to_owned(),
+        }
+    }
+}
+
+/// The job's `reduce`, as a [`Combine`]: each chunk of merged pairs goes
+/// through one of its reducers.
+impl Combine for &crate::plugin::Instance {
+    fn combine(&mut self, run: &[u8]) -> Result<Vec<u8>, CallError> {
+        let mut reducer = self.reducer()?;
+        reducer.add(run)?;
+        reducer.finish()
+    }
+}
+
 /// [`fold_partials`] for a keyed job: each partial's value is a run of
-/// pairs, combined by key in the job's reducer; at the end the reducer's
+/// pairs; the runs are merged by key and the values of a key combined by
+/// the job, within `memory` (past it, spilling to disk); at the end the
 /// output (one run, sorted by key) goes to `finish` and is the result. A
-/// run the reducer refuses is reported to `folded` and left out.
+/// run that is not framed as a run is reported to `folded` and left out;
+/// a reduce that fails (the job's `reduce` fails or panics, or a spill
+/// file cannot be written) fails every partial after it and the result.
 pub fn fold_runs<P: Partial>(
     plugin: &crate::plugin::Instance,
     partials: impl IntoIterator<Item = P>,
     cancelled: &AtomicBool,
+    memory: &ReduceMemory,
     mut folded: impl FnMut(P, Result<(), CallError>),
     finish: impl FnOnce(&[u8]) -> Result<(), CallError>,
 ) -> Option<Ended> {
-    let mut reducer = match plugin.reducer() {
-        Ok(r) => r,
-        Err(e) => {
-            // No reducer, no output: every partial is refused with why.
-            for partial in partials {
-                folded(partial, Err(e.clone()));
-            }
-            return Some(Ended {
-                result: Vec::new(),
-                done: Err(e),
-            });
-        }
-    };
+    let mut reducer = SpillingReducer::new(plugin, memory.budget, &memory.spill_dir, &memory.label);
+    let mut broken: Option<CallError> = None;
     for partial in partials {
         if cancelled.load(Ordering::SeqCst) {
-            return None;
+            return None; // the reducer's spill files go with it
         }
-        let outcome = match partial.value() {
-            None => Ok(()),
-            Some(run) => reducer.add(run),
+        let outcome = match (partial.value(), &broken) {
+            (_, Some(e)) => Err(e.clone()),
+            (None, None) => Ok(()),
+            (Some(run), None) => match crate::job::run::pairs(run).find_map(Result::err) {
+                Some(e) => Err(CallError {
+                    panicked: false,
+                    message: format!("the batch's pairs do not decode: {e}"),
+                }),
+                None => reducer.add(run.to_vec()).map_err(|e| {
+                    let e = reduce_failed(e);
+                    broken = Some(e.clone());
+                    e
+                }),
+            },
         };
         folded(partial, outcome);
     }
     if cancelled.load(Ordering::SeqCst) {
         return None;
+    }
+    if let Some(e) = broken {
+        return Some(Ended {
+            result: Vec::new(),
+            done: Err(e),
+        });
+    }
+    let spills = reducer.stats();
+    if spills.spills > 0 {
+        log::info!(
+            "{}: the reduce spilled {} times ({} bytes) past its {} bytes of memory",
+            memory.label,
+            spills.spills,
+            spills.bytes,
+            memory.budget
+        );
     }
     match reducer.finish() {
         Ok(output) => {
@@ -117,8 +174,22 @@ pub fn fold_runs<P: Partial>(
         }
         Err(e) => Some(Ended {
             result: Vec::new(),
-            done: Err(e),
+            done: Err(reduce_failed(e)),
         }),
+    }
+}
+
+/// A reduce's failure as the job's error.
+fn reduce_failed(e: ReduceError) -> CallError {
+    match e {
+        ReduceError::Job(e) => CallError {
+            message: format!("the reduce failed: {}", e.message),
+            ..e
+        },
+        ReduceError::Io(e) => CallError {
+            panicked: false,
+            message: format!("the reduce failed: spill: {e}"),
+        },
     }
 }
 

@@ -203,10 +203,27 @@ pub fn run<C: std::borrow::BorrowMut<Command>>(mut cmd: C) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    // Both pipes are drained while the command runs: one that writes more
+    // than a pipe holds would otherwise wait for ever.
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let out = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let err = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let start = Instant::now();
     loop {
-        if child.try_wait().expect("try_wait").is_some() {
-            return child.wait_with_output().expect("output");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Output {
+                status,
+                stdout: out.join().unwrap_or_default(),
+                stderr: err.join().unwrap_or_default(),
+            };
         }
         if start.elapsed() > WAIT {
             let _ = child.kill();

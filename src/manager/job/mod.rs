@@ -29,7 +29,7 @@ use mio::Waker;
 
 use super::invariant::decrement;
 use super::sizing::{spread_cap, BatchSizer};
-use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
+use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog, ReduceMemory};
 use crate::plugin::{Instance, Plugin, PluginHash};
 use crate::proto::msg::{JobArgs, JobStatus, JobSummary};
 
@@ -198,6 +198,7 @@ impl Job {
         &mut self,
         spread: usize,
         (max_batch_bytes, max_batch_tasks): (usize, usize),
+        reduce_memory: usize,
         reducer_tx: Sender<ReducerMsg>,
         waker: Arc<Waker>,
     ) -> io::Result<()> {
@@ -238,6 +239,7 @@ impl Job {
                     }
                 };
                 let _ = job_tx.send(Arc::clone(&job));
+                let memory = ReduceMemory::new(reduce_memory, &format!("job-{id}"));
                 cluster::reducer(
                     &job,
                     id,
@@ -245,6 +247,7 @@ impl Job {
                     &reducer_tx,
                     &reducer_waker,
                     &cancelled,
+                    &memory,
                 )
             });
         if let Err(e) = spawned {
