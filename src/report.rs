@@ -164,6 +164,8 @@ pub struct JobJson<'a> {
     backups_won: u64,
     duplicates: u64,
     waiting_for_workers: bool,
+    spills: u64,
+    spilled_bytes: u64,
     done: u64,
     total: Option<u64>,
     #[serde(serialize_with = "maybe_number")]
@@ -198,6 +200,8 @@ impl<'a> JobJson<'a> {
             backups_won: j.backups_won,
             duplicates: j.duplicates,
             waiting_for_workers: j.waiting_for_workers,
+            spills: j.spills,
+            spilled_bytes: j.spilled_bytes,
             done: p.done,
             total: p.total,
             percent: p.percent,

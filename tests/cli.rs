@@ -225,6 +225,8 @@ fn summary(status: JobStatus, processed: u64, failed: u64) -> JobSummary {
         backups_won: 0,
         duplicates: 0,
         waiting_for_workers: false,
+        spills: 2,
+        spilled_bytes: 4096,
     }
 }
 

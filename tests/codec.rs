@@ -186,6 +186,8 @@ fn summary() -> JobSummary {
         backups_won: 1,
         duplicates: 3,
         waiting_for_workers: true,
+        spills: 2,
+        spilled_bytes: 4096,
     }
 }
 

@@ -261,6 +261,17 @@ fn a_reduce_that_spills_gives_the_same_output_and_leaves_no_file() {
         "the cluster's output differs"
     );
     assert_eq!(spill_files(), 0, "spill files left on the manager");
+    // The job says so: in `jobs stats` and its JSON.
+    let stats = util::run(cluster.cli(&["jobs", "stats", "1"]));
+    assert!(
+        stdout(&stats).contains("reduce spills: "),
+        "{}",
+        stdout(&stats)
+    );
+    let json = util::run(cluster.cli(&["jobs", "stats", "--json", "1"]));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(json["spills"].as_u64().unwrap() > 0, "{json}");
+    assert!(json["spilled_bytes"].as_u64().unwrap() > 0, "{json}");
 
     // Cancelled half-way, once it has spilled: its spill files go with it.
     let manager = cluster.manager.addr_arg();

@@ -42,7 +42,7 @@ pub(super) const POLL: Duration = Duration::from_millis(100);
 /// How following a job ended.
 pub(super) enum Waited {
     /// The job is over: its last summary.
-    Over(JobSummary),
+    Over(Box<JobSummary>),
     /// Ctrl-C: the job goes on without us.
     Interrupted,
 }
@@ -68,7 +68,7 @@ pub(super) fn wait(
         let job = job_stats(client, id, addr)?;
         if job.status.is_over() {
             line.clear();
-            return Ok(Waited::Over(job));
+            return Ok(Waited::Over(Box::new(job)));
         }
         if interrupted.load(Ordering::SeqCst) {
             return Ok(Waited::Interrupted);

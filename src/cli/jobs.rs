@@ -278,6 +278,13 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
     writeln!(out, "reduce errors: {}", j.reduce_errors)?;
     writeln!(out, "backups: {} sent, {} won", j.backups, j.backups_won)?;
     writeln!(out, "duplicates dropped: {}", j.duplicates)?;
+    if j.spills > 0 {
+        writeln!(
+            out,
+            "reduce spills: {} ({} bytes written past --reduce-memory)",
+            j.spills, j.spilled_bytes
+        )?;
+    }
     if j.waiting_for_workers {
         writeln!(out, "waiting for workers: no worker is active")?;
     }

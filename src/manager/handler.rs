@@ -365,6 +365,7 @@ impl Manager {
                     preview,
                     error,
                     output,
+                    spills,
                 } => {
                     let Some(j) = self.jobs.get_mut(job) else {
                         continue;
@@ -376,6 +377,7 @@ impl Manager {
                         warn!("{why}");
                         j.record_error(why);
                     }
+                    j.spilled(spills);
                     j.end(result_len, preview, error);
                     let s = j.summary(0, false);
                     info!(

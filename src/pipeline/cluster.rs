@@ -71,6 +71,8 @@ pub enum ReducerMsg {
         error: Option<String>,
         /// The whole output, for the client.
         output: Output,
+        /// What the reduce spilled to disk.
+        spills: crate::shuffle::SpillStats,
     },
 }
 
@@ -175,6 +177,7 @@ pub fn reducer(
         preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
         error: ended.done.err().map(|e| e.message),
         output: Output { binary: acc, text },
+        spills: ended.spills,
     });
     let _ = waker.wake();
 }

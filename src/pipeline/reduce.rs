@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::JobCode;
 use crate::plugin::CallError;
-use crate::shuffle::{Combine, ReduceError, SpillingReducer};
+use crate::shuffle::{Combine, ReduceError, SpillStats, SpillingReducer};
 
 /// A batch's result as it reaches the reducer.
 pub trait Partial {
@@ -33,6 +33,9 @@ pub struct Ended {
     pub result: Vec<u8>,
     /// What `done(result)` returned.
     pub done: Result<(), CallError>,
+    /// What a keyed job's reduce spilled to disk (none for a byte-level
+    /// job's fold).
+    pub spills: SpillStats,
 }
 
 /// Folds `partials` into the empty accumulator as they arrive, calling
@@ -68,7 +71,11 @@ where
         return None;
     }
     let done = finish(&acc);
-    Some(Ended { result: acc, done })
+    Some(Ended {
+        result: acc,
+        done,
+        spills: SpillStats::default(),
+    })
 }
 
 /// Where a keyed job's reduce may hold runs, and how many bytes of them,
@@ -148,13 +155,14 @@ pub fn fold_runs<P: Partial>(
     if cancelled.load(Ordering::SeqCst) {
         return None;
     }
+    let spills = reducer.stats();
     if let Some(e) = broken {
         return Some(Ended {
             result: Vec::new(),
             done: Err(e),
+            spills,
         });
     }
-    let spills = reducer.stats();
     if spills.spills > 0 {
         log::info!(
             "{}: the reduce spilled {} times ({} bytes) past its {} bytes of memory",
@@ -170,11 +178,13 @@ pub fn fold_runs<P: Partial>(
             Some(Ended {
                 result: output,
                 done,
+                spills,
             })
         }
         Err(e) => Some(Ended {
             result: Vec::new(),
             done: Err(reduce_failed(e)),
+            spills,
         }),
     }
 }
@@ -224,7 +234,8 @@ mod tests {
             ended,
             Some(Ended {
                 result: b"12".to_vec(),
-                done: Ok(())
+                done: Ok(()),
+                spills: SpillStats::default(),
             })
         );
     }

@@ -78,6 +78,8 @@ pub struct Job {
     backups_won: u64,
     /// Late answers for batches already applied, dropped.
     duplicates: u64,
+    /// What its reduce spilled to disk past `--reduce-memory`.
+    spills: crate::shuffle::SpillStats,
     /// Seconds per task from sending a batch to its answer, a moving
     /// average: what a straggler is measured against.
     secs_per_task: f64,
@@ -125,6 +127,7 @@ impl Job {
             backups: 0,
             backups_won: 0,
             duplicates: 0,
+            spills: Default::default(),
             secs_per_task: 0.0,
             sizer: BatchSizer::new(),
             cancelled: Arc::new(AtomicBool::new(false)),
@@ -339,6 +342,11 @@ impl Job {
         self.status = JobStatus::at_end(error.is_some(), self.processed, self.failed, errors);
     }
 
+    /// Its reduce ended, having spilled so.
+    pub fn spilled(&mut self, spills: crate::shuffle::SpillStats) {
+        self.spills = spills;
+    }
+
     /// A backup copy of one of its batches was sent.
     pub fn backup_sent(&mut self) {
         self.backups += 1;
@@ -413,6 +421,8 @@ impl Job {
             backups_won: self.backups_won,
             duplicates: self.duplicates,
             waiting_for_workers: waiting,
+            spills: self.spills.spills,
+            spilled_bytes: self.spills.bytes,
         }
     }
 }

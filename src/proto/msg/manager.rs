@@ -274,6 +274,10 @@ pub struct JobSummary {
     pub duplicates: u64,
     /// The job has work but no worker to run it.
     pub waiting_for_workers: bool,
+    /// Appended in 0.3: times a keyed job's reduce spilled to disk past
+    /// its memory, and the bytes it wrote (absent: 0).
+    pub spills: u64,
+    pub spilled_bytes: u64,
 }
 
 impl JobSummary {
@@ -312,6 +316,8 @@ impl JobSummary {
             backups_won: 0,
             duplicates: 0,
             waiting_for_workers: false,
+            spills: 0,
+            spilled_bytes: 0,
         };
         let n = c.count(2, "error count")?;
         for _ in 0..n {
@@ -321,6 +327,10 @@ impl JobSummary {
         s.backups_won = c.u64("backups won")?;
         s.duplicates = c.u64("duplicates")?;
         s.waiting_for_workers = c.u8("waiting for workers")? != 0;
+        if !c.rest().is_empty() {
+            s.spills = c.u64("spills")?;
+            s.spilled_bytes = c.u64("spilled bytes")?;
+        }
         Ok(s)
     }
 
@@ -355,6 +365,8 @@ impl JobSummary {
         put_u64(out, self.backups_won);
         put_u64(out, self.duplicates);
         out.push(u8::from(self.waiting_for_workers));
+        put_u64(out, self.spills);
+        put_u64(out, self.spilled_bytes);
     }
 
     pub fn decode(payload: &[u8]) -> Result<JobSummary, ProtoError> {
@@ -368,8 +380,8 @@ impl JobSummary {
     /// Bytes this summary takes on the wire: what keeping it costs.
     pub fn encoded_len(&self) -> usize {
         // Fixed fields: id, status, estimate, 9 counters, backups (2),
-        // duplicates, waiting, and the length prefixes.
-        const FIXED: usize = 8 + 1 + 1 + 8 + 9 * 8 + 3 * 8 + 1 + 2 + 4 + 4;
+        // duplicates, waiting, spills (2), and the length prefixes.
+        const FIXED: usize = 8 + 1 + 1 + 8 + 9 * 8 + 3 * 8 + 1 + 2 * 8 + 2 + 4 + 4;
         FIXED
             + self.name.len()
             + self.result_preview.len().min(RESULT_PREVIEW)
