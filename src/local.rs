@@ -303,8 +303,21 @@ fn fold_thread(
     let ended = match plugin.kind() {
         JobKind::Bytes => pipeline::fold_partials(plugin, partials, &never, fold, finish),
         JobKind::Keyed => {
+            // The output is the report's result here: held whole.
             let memory = pipeline::ReduceMemory::new(reduce_memory, "embedded");
-            pipeline::fold_runs(plugin, partials, &never, &memory, fold, finish)
+            let mut output = Vec::new();
+            let reduced = pipeline::fold_runs(plugin, partials, &never, &memory, fold, |run| {
+                output.extend_from_slice(run);
+                Ok(())
+            });
+            reduced.map(|r| {
+                let done = r.outcome.and_then(|()| finish(&output));
+                pipeline::Ended {
+                    result: output,
+                    done,
+                    spills: r.spills,
+                }
+            })
         }
     };
     (tally, ended)

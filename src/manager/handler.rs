@@ -25,7 +25,7 @@ use super::job::ReducerMsg;
 use super::jobs::Jobs;
 use super::ledger::{Ledger, Loss, Request};
 use super::monitor::Monitor;
-use super::outputs::Outputs;
+use super::outputs::{Output, Outputs};
 use super::workers::{Event, Intent, WorkerId, Workers};
 use crate::net::{CloseReason, ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
@@ -370,10 +370,15 @@ impl Manager {
                     let Some(j) = self.jobs.get_mut(job) else {
                         continue;
                     };
-                    if let Some(Err(why)) = &output.text {
+                    if let Some(Output {
+                        text: Some(Err(why)),
+                        ..
+                    }) = &output
+                    {
                         j.record_error(format!("output: no text form: {why}"));
                     }
-                    if let Some(why) = self.outputs.keep(job, output, Instant::now()) {
+                    let kept = output.and_then(|o| self.outputs.keep(job, o, Instant::now()));
+                    if let Some(why) = kept {
                         warn!("{why}");
                         j.record_error(why);
                     }

@@ -1,6 +1,9 @@
 //! The outputs of ended jobs, kept on the manager for their clients to
 //! fetch (`OUTPUT_REQUEST`): `redmap run` fetches its job's as soon as it
-//! ends, and `redmap jobs output ID` a detached job's later.
+//! ends, and `redmap jobs output ID` a detached job's later. Each output
+//! is a file (the system's temporary directory; see
+//! [`crate::pipeline::cluster::OutputFile`]), so the manager's memory does
+//! not grow with them.
 //!
 //! Bounded in bytes and time, checked before anything is kept: at most
 //! [`MAX_KEPT_OUTPUT_BYTES`] in all, the oldest dropped first to make room
@@ -13,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-/// Most bytes of outputs a manager keeps at once (1 GiB), both forms of
-/// every kept output counted.
+/// Most bytes of outputs a manager keeps at once (1 GiB, on disk), both
+/// forms of every kept output counted.
 pub const MAX_KEPT_OUTPUT_BYTES: usize = 1 << 30;
 
 /// How long an output is kept after its job ended (10 minutes).
@@ -32,28 +35,28 @@ pub enum Form {
     Text,
 }
 
-pub use crate::pipeline::cluster::Output;
+pub use crate::pipeline::cluster::{Output, OutputFile};
 
 fn output_bytes(output: &Output) -> usize {
     let text = match &output.text {
         Some(Ok(text)) => text.len(),
         _ => 0,
     };
-    output.binary.len() + text
+    usize::try_from(output.binary.len() + text).unwrap_or(usize::MAX)
 }
 
 struct Kept {
-    binary: Arc<Vec<u8>>,
+    binary: Arc<OutputFile>,
     /// `None`: the text is the binary (a byte-level job).
-    text: Option<Result<Arc<Vec<u8>>, String>>,
+    text: Option<Result<Arc<OutputFile>, String>>,
     until: Instant,
     bytes: usize,
 }
 
 /// What the store says of one job's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Lookup {
-    Found(Arc<Vec<u8>>),
+    Found(Arc<OutputFile>),
     /// Not kept, or no longer: why, for the client.
     Gone(String),
 }
@@ -186,38 +189,52 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A file of `n` copies of `byte`, in the test's directory.
+    fn file(byte: u8, n: usize) -> OutputFile {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("redmap-outputs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
+        OutputFile::with(path, &vec![byte; n]).unwrap()
+    }
 
     fn output(binary: usize, text: Option<usize>) -> Output {
         Output {
-            binary: vec![1; binary],
-            text: text.map(|n| Ok(vec![2; n])),
+            binary: file(1, binary),
+            text: text.map(|n| Ok(file(2, n))),
+        }
+    }
+
+    /// The bytes of a found output.
+    fn found(lookup: Lookup) -> Vec<u8> {
+        match lookup {
+            Lookup::Found(f) => f.read_at(0, usize::MAX).unwrap(),
+            Lookup::Gone(why) => panic!("gone: {why}"),
         }
     }
 
     #[test]
-    fn a_kept_output_is_found_in_both_forms_until_its_time() {
+    fn a_kept_output_is_found_in_both_forms_until_its_time_and_its_files_go() {
         let mut outputs = Outputs::default();
         let now = Instant::now();
         assert_eq!(outputs.keep(7, output(3, Some(5)), now), None);
-        assert_eq!(
-            outputs.get(7, Form::Binary),
-            Lookup::Found(Arc::new(vec![1; 3]))
-        );
-        assert_eq!(
-            outputs.get(7, Form::Text),
-            Lookup::Found(Arc::new(vec![2; 5]))
-        );
+        assert_eq!(found(outputs.get(7, Form::Binary)), [1; 3]);
+        assert_eq!(found(outputs.get(7, Form::Text)), [2; 5]);
         // A byte-level job's text is its binary.
         outputs.keep(8, output(4, None), now);
-        assert_eq!(
-            outputs.get(8, Form::Text),
-            Lookup::Found(Arc::new(vec![1; 4]))
-        );
+        assert_eq!(found(outputs.get(8, Form::Text)), [1; 4]);
         assert_eq!(outputs.bytes(), 12);
         outputs.expire(now + OUTPUT_TTL - Duration::from_secs(1));
         assert!(matches!(outputs.get(7, Form::Text), Lookup::Found(_)));
+        let path = match outputs.get(7, Form::Binary) {
+            Lookup::Found(f) => f.path().to_owned(),
+            Lookup::Gone(_) => unreachable!(),
+        };
         outputs.expire(now + OUTPUT_TTL);
         assert_eq!(outputs.bytes(), 0);
+        assert!(!path.exists(), "an expired output's file is left");
         let Lookup::Gone(why) = outputs.get(7, Form::Text) else {
             panic!("kept past its time");
         };
@@ -248,8 +265,10 @@ mod tests {
         assert!(why.is_some_and(|w| w.contains("not kept")));
         assert!(matches!(outputs.get(1, Form::Binary), Lookup::Found(_)));
         // A keyed output whose text form failed: binary only, and why.
-        let mut text_failed = output(4, None);
-        text_failed.text = Some(Err("a key does not decode".into()));
+        let text_failed = Output {
+            binary: file(1, 4),
+            text: Some(Err("a key does not decode".into())),
+        };
         outputs.keep(5, text_failed, now);
         assert!(matches!(outputs.get(5, Form::Binary), Lookup::Found(_)));
         let Lookup::Gone(why) = outputs.get(5, Form::Text) else {

@@ -6,7 +6,10 @@
 //! is full, so tasks are loaded only as fast as workers take them and the
 //! manager's memory does not grow with the job.
 
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use mio::Waker;
 
 use super::batch::BatchLimits;
 use super::load::{load, Loaded};
-use super::reduce::fold_partials;
+use super::reduce::{fold_partials, Ended};
 use crate::plugin::loader::JobKind;
 use crate::plugin::{CallError, Instance};
 use crate::proto::msg::manager::RESULT_PREVIEW;
@@ -34,18 +37,108 @@ pub enum LoaderMsg {
     End,
 }
 
+/// A file that holds a job's output (or its text form), written once by
+/// the job's reducer thread and read in chunks for the job's client; the
+/// file is removed when this is dropped. So a manager's memory does not
+/// grow with the outputs it keeps.
+#[derive(Debug)]
+pub struct OutputFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+/// Writes an [`OutputFile`].
+pub struct OutputWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+}
+
+impl OutputWriter {
+    /// A new file at `path` (it must not exist).
+    pub fn create(path: PathBuf) -> io::Result<OutputWriter> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(OutputWriter {
+            path,
+            out: BufWriter::new(file),
+            len: 0,
+        })
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn finish(self) -> io::Result<OutputFile> {
+        let path = self.path.clone();
+        let len = self.len;
+        match self.out.into_inner() {
+            Ok(file) => Ok(OutputFile { path, file, len }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e.into_error())
+            }
+        }
+    }
+}
+
+impl OutputFile {
+    /// A file at `path` holding `bytes`.
+    pub fn with(path: PathBuf, bytes: &[u8]) -> io::Result<OutputFile> {
+        let mut w = OutputWriter::create(path)?;
+        w.write(bytes)?;
+        w.finish()
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Up to `max` bytes from `offset` (fewer at the end).
+    pub fn read_at(&self, offset: u64, max: usize) -> io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let n = self.len.saturating_sub(offset).min(max as u64) as usize;
+        let mut buf = vec![0; n];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 /// A job's output, as its reducer thread made it, for the manager to keep
 /// for the job's client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Output {
     /// The bytes as the job made them: a byte-level job's final
-    /// accumulator, or a keyed job's output run (pairs in the `Codec`
-    /// encoding, sorted by key).
-    pub binary: Vec<u8>,
+    /// accumulator, or a keyed job's output run (pairs, framed, sorted by
+    /// key).
+    pub binary: OutputFile,
     /// The text form, one `key<TAB>value` line per key, for a keyed job,
     /// or why the job's `format` could not make it (a byte-level job's
     /// text is its binary: `None`).
-    pub text: Option<Result<Vec<u8>, String>>,
+    pub text: Option<Result<OutputFile, String>>,
 }
 
 /// What the reducer thread tells the event loop.
@@ -69,8 +162,8 @@ pub enum ReducerMsg {
         /// Its first [`RESULT_PREVIEW`] bytes.
         preview: Vec<u8>,
         error: Option<String>,
-        /// The whole output, for the client.
-        output: Output,
+        /// The whole output, for the client (`None`: it could not be kept).
+        output: Option<Output>,
         /// What the reduce spilled to disk.
         spills: crate::shuffle::SpillStats,
     },
@@ -131,6 +224,70 @@ pub fn text_of(job: &Instance, run: &[u8]) -> Result<Vec<u8>, CallError> {
     Ok(text)
 }
 
+/// A keyed job's reduce, its output written to the files `name` gives
+/// as it comes: the binary form, and the text form made by the job's
+/// `format` piece by piece (a text form that fails costs that form only).
+/// The `Ended` holds the output's first [`RESULT_PREVIEW`] bytes.
+fn keyed_output(
+    plugin: &Instance,
+    partials: Receiver<(Vec<u8>, u64)>,
+    cancelled: &AtomicBool,
+    memory: &super::ReduceMemory,
+    report: impl FnMut((Vec<u8>, u64), Result<(), CallError>),
+    name: impl Fn(&str) -> PathBuf,
+) -> Option<(Ended, io::Result<Output>)> {
+    let files = OutputWriter::create(name("bin")).and_then(|b| {
+        let t = OutputWriter::create(name("txt"))?;
+        Ok((b, t))
+    });
+    let (mut binary, mut text) = match files {
+        Ok(files) => files,
+        Err(e) => {
+            // Nothing can be kept: the reduce still runs, for its errors.
+            let reduced =
+                super::fold_runs(plugin, partials, cancelled, memory, report, |_| Ok(()))?;
+            let ended = Ended {
+                result: Vec::new(),
+                done: reduced.outcome,
+                spills: reduced.spills,
+            };
+            return Some((ended, Err(e)));
+        }
+    };
+    let mut preview = Vec::new();
+    let mut text_failed: Option<String> = None;
+    let reduced = super::fold_runs(plugin, partials, cancelled, memory, report, |run| {
+        binary.write(run)?;
+        if preview.len() < RESULT_PREVIEW {
+            let n = (RESULT_PREVIEW - preview.len()).min(run.len());
+            preview.extend_from_slice(&run[..n]);
+        }
+        if text_failed.is_none() {
+            match text_of(plugin, run) {
+                Ok(t) => text.write(&t)?,
+                Err(e) => text_failed = Some(e.message),
+            }
+        }
+        Ok(())
+    })?;
+    let output = binary.finish().and_then(|binary| {
+        let text = match text_failed {
+            Some(why) => Err(why),
+            None => Ok(text.finish()?),
+        };
+        Ok(Output {
+            binary,
+            text: Some(text),
+        })
+    });
+    let ended = Ended {
+        result: preview,
+        done: reduced.outcome,
+        spills: reduced.spills,
+    };
+    Some((ended, output))
+}
+
 /// The reducer thread's body: folds the partials of job `job` as they
 /// arrive, reporting each, then calls `done` and reports it; stops early,
 /// without `done`, once `cancelled` is set.
@@ -155,28 +312,40 @@ pub fn reducer(
         let _ = tx.send(msg);
         let _ = waker.wake();
     };
-    // A keyed job's partials are runs of pairs, reduced by key; its `done`
-    // runs in the client, with the output it fetches, so here the output
-    // gets its text form instead.
-    let mut text = None;
-    let ended = match plugin.kind() {
-        JobKind::Bytes => fold_partials(plugin, partials, cancelled, report, |r| plugin.done(r)),
-        JobKind::Keyed => super::fold_runs(plugin, partials, cancelled, memory, report, |run| {
-            // A text form that fails costs that form only, not the job.
-            text = Some(text_of(plugin, run).map_err(|e| e.message));
-            Ok(())
-        }),
+    let name = |ext: &str| {
+        let file = format!("redmap-output-{}-job-{job}.{ext}", std::process::id());
+        memory.spill_dir.join(file)
     };
-    let Some(ended) = ended else {
-        return;
+    let (ended, output) = match plugin.kind() {
+        JobKind::Bytes => {
+            let done = |r: &[u8]| plugin.done(r);
+            let Some(ended) = fold_partials(plugin, partials, cancelled, report, done) else {
+                return;
+            };
+            let output = OutputFile::with(name("bin"), &ended.result)
+                .map(|binary| Output { binary, text: None });
+            (ended, output)
+        }
+        // A keyed job's partials are runs of pairs, reduced by key; its
+        // `done` runs in the client, with the output it fetches, so here
+        // the output goes to a file, and its text form to another.
+        JobKind::Keyed => match keyed_output(plugin, partials, cancelled, memory, report, name) {
+            Some(done) => done,
+            None => return,
+        },
     };
-    let acc = ended.result;
+    let (error, output) = match (ended.done, output) {
+        (Ok(()), Ok(output)) => (None, Some(output)),
+        (Err(e), output) => (Some(e.message), output.ok()),
+        (Ok(()), Err(e)) => (Some(format!("cannot keep the output: {e}")), None),
+    };
+    let preview = ended.result[..ended.result.len().min(RESULT_PREVIEW)].to_vec();
     let _ = tx.send(ReducerMsg::Done {
         job,
-        result_len: acc.len() as u64,
-        preview: acc[..acc.len().min(RESULT_PREVIEW)].to_vec(),
-        error: ended.done.err().map(|e| e.message),
-        output: Output { binary: acc, text },
+        result_len: output.as_ref().map_or(0, |o| o.binary.len()),
+        preview,
+        error,
+        output,
         spills: ended.spills,
     });
     let _ = waker.wake();

@@ -114,21 +114,33 @@ impl Combine for &crate::plugin::Instance {
     }
 }
 
+/// How a keyed job's reduce ended, when it was not cancelled.
+#[derive(Debug)]
+pub struct Reduced {
+    /// `Err` when the reduce failed: the job's `reduce` failed or panicked,
+    /// or a spill file could not be written (the output is then partial).
+    pub outcome: Result<(), CallError>,
+    pub spills: SpillStats,
+}
+
 /// [`fold_partials`] for a keyed job: each partial's value is a run of
 /// pairs; the runs are merged by key and the values of a key combined by
 /// the job, within `memory` (past it, spilling to disk); at the end the
-/// output (one run, sorted by key) goes to `finish` and is the result. A
-/// run that is not framed as a run is reported to `folded` and left out;
-/// a reduce that fails (the job's `reduce` fails or panics, or a spill
-/// file cannot be written) fails every partial after it and the result.
+/// output goes to `output` in pieces (each a sorted run of whole pairs, in
+/// key order), so it is never held whole here. A run that is not framed
+/// as a run is reported to `folded` and left out; a reduce that fails
+/// fails every partial after it and the result.
+///
+/// Returns `None` once `cancelled` is set (read before each partial and
+/// before the output).
 pub fn fold_runs<P: Partial>(
     plugin: &crate::plugin::Instance,
     partials: impl IntoIterator<Item = P>,
     cancelled: &AtomicBool,
     memory: &ReduceMemory,
     mut folded: impl FnMut(P, Result<(), CallError>),
-    finish: impl FnOnce(&[u8]) -> Result<(), CallError>,
-) -> Option<Ended> {
+    output: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Option<Reduced> {
     let mut reducer = SpillingReducer::new(plugin, memory.budget, &memory.spill_dir, &memory.label);
     let mut broken: Option<CallError> = None;
     for partial in partials {
@@ -157,9 +169,8 @@ pub fn fold_runs<P: Partial>(
     }
     let spills = reducer.stats();
     if let Some(e) = broken {
-        return Some(Ended {
-            result: Vec::new(),
-            done: Err(e),
+        return Some(Reduced {
+            outcome: Err(e),
             spills,
         });
     }
@@ -172,21 +183,8 @@ pub fn fold_runs<P: Partial>(
             memory.budget
         );
     }
-    match reducer.finish() {
-        Ok(output) => {
-            let done = finish(&output);
-            Some(Ended {
-                result: output,
-                done,
-                spills,
-            })
-        }
-        Err(e) => Some(Ended {
-            result: Vec::new(),
-            done: Err(reduce_failed(e)),
-            spills,
-        }),
-    }
+    let outcome = reducer.finish_to(output).map_err(reduce_failed);
+    Some(Reduced { outcome, spills })
 }
 
 /// A reduce's failure as the job's error.

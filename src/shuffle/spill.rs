@@ -156,11 +156,29 @@ impl<C: Combine> SpillingReducer<C> {
     }
 
     /// The output: every run taken, merged and combined, one sorted run.
-    pub fn finish(mut self) -> Result<Vec<u8>, ReduceError> {
+    pub fn finish(self) -> Result<Vec<u8>, ReduceError> {
         let mut out = Vec::new();
+        self.finish_to(|run| {
+            out.extend_from_slice(run);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`SpillingReducer::finish`], handing the output to `sink` in pieces
+    /// (each a sorted run of whole pairs, in key order) instead of holding
+    /// it whole.
+    pub fn finish_to(
+        mut self,
+        mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<(), ReduceError> {
         if self.spills.is_empty() && self.held.len() <= 1 {
             // One run, already combined: nothing to merge.
-            return Ok(self.held.pop().unwrap_or_default());
+            let run = self.held.pop().unwrap_or_default();
+            if !run.is_empty() {
+                sink(&run)?;
+            }
+            return Ok(());
         }
         let files = self
             .spills
@@ -173,11 +191,7 @@ impl<C: Combine> SpillingReducer<C> {
             .map(Source::File)
             .chain(held.iter().map(|r| Source::Memory(Slice(r))))
             .collect();
-        combine_merged(sources, &mut self.combine, |run| {
-            out.extend_from_slice(run);
-            Ok(())
-        })?;
-        Ok(out)
+        combine_merged(sources, &mut self.combine, sink)
     }
 }
 

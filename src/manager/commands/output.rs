@@ -4,7 +4,11 @@
 use crate::manager::handler::{refused, Manager};
 use crate::manager::outputs::{Form, Lookup};
 use crate::proto::msg::{OutputChunk, OutputForm, OutputRequest};
-use crate::proto::{frame_budget, ErrorCode, Message};
+use crate::proto::{frame_budget, ErrorCode, Message, ProtoError};
+
+/// Most bytes one `OUTPUT` carries (4 MiB): a read from the output's file
+/// on the event loop stays short.
+const MAX_OUTPUT_CHUNK: usize = 4 << 20;
 
 impl Manager {
     pub(super) fn output(&self, req: OutputRequest) -> Message {
@@ -22,24 +26,28 @@ impl Manager {
             OutputForm::Binary => Form::Binary,
             OutputForm::Text => Form::Text,
         };
-        let bytes = match self.outputs.get(id, form) {
-            Lookup::Found(bytes) => bytes,
+        let file = match self.outputs.get(id, form) {
+            Lookup::Found(file) => file,
             Lookup::Gone(why) => return refused(ErrorCode::NOT_FOUND, why),
         };
-        // Within the client's ask and this manager's frames (the client's
-        // own max size is what it asks for).
+        // Within the client's ask, this manager's frames, and a read that
+        // keeps the event loop responsive (the client asks again).
         let most = match req.max {
             0 => usize::MAX,
             n => n as usize,
         }
-        .min(frame_budget(self.settings.max_size, usize::MAX));
-        let total = bytes.len();
-        let start = usize::try_from(req.offset).unwrap_or(usize::MAX).min(total);
-        let end = start + most.min(total - start);
-        Message::Output(OutputChunk {
-            total: total as u64,
-            offset: start as u64,
-            chunk: bytes[start..end].to_vec(),
-        })
+        .min(frame_budget(self.settings.max_size, MAX_OUTPUT_CHUNK));
+        let total = file.len();
+        let start = req.offset.min(total);
+        match file.read_at(start, most) {
+            Ok(chunk) => Message::Output(OutputChunk {
+                total,
+                offset: start,
+                chunk,
+            }),
+            Err(e) => Message::error(&ProtoError::Internal(format!(
+                "cannot read job {id}'s output: {e}"
+            ))),
+        }
     }
 }
