@@ -20,6 +20,9 @@ use crate::proto::Message;
 /// Partial results a job may have queued for its reducer before dispatch
 /// of that job pauses: a slow reduce must not let results pile up.
 const MAX_PARTIALS_QUEUED: u64 = 64;
+/// …and at most this many bytes of them (16 MiB): the manager's memory for
+/// results waiting to be reduced stays bounded however big each is.
+const MAX_PARTIAL_BYTES: usize = 16 << 20;
 
 impl Manager {
     /// The largest library chunk or batch the manager sends in one frame.
@@ -102,6 +105,7 @@ impl Manager {
                     jobs.get(id).is_some_and(|j| {
                         j.has_work()
                             && j.partials_outstanding() < MAX_PARTIALS_QUEUED
+                            && j.partial_bytes() < MAX_PARTIAL_BYTES
                             && worker.has(&j.hash())
                     })
                 });

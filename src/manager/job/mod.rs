@@ -92,6 +92,10 @@ pub struct Job {
     partials: Option<Sender<(Vec<u8>, u64)>>,
     /// Partials handed to the reducer and not folded yet.
     partials_outstanding: u64,
+    /// Their sizes, in the order the reducer takes them (it folds in
+    /// order), and their sum: what they hold of the manager's memory.
+    partial_sizes: VecDeque<usize>,
+    partial_bytes: usize,
 }
 
 impl Job {
@@ -135,6 +139,8 @@ impl Job {
             loader_done: false,
             partials: None,
             partials_outstanding: 0,
+            partial_sizes: VecDeque::new(),
+            partial_bytes: 0,
         }
     }
 
@@ -182,6 +188,19 @@ impl Job {
     /// Partials handed to the reducer and not folded yet.
     pub fn partials_outstanding(&self) -> u64 {
         self.partials_outstanding
+    }
+
+    /// Bytes of those partials.
+    pub fn partial_bytes(&self) -> usize {
+        self.partial_bytes
+    }
+
+    /// The reducer took the oldest partial (folded or refused).
+    fn partial_taken(&mut self) {
+        decrement(&mut self.partials_outstanding, 1, "partials outstanding");
+        if let Some(size) = self.partial_sizes.pop_front() {
+            self.partial_bytes -= size;
+        }
     }
 
     /// Keeps `message` among the job's errors (see [`KEPT_ERRORS`]).
@@ -360,21 +379,24 @@ impl Job {
     /// Hands a batch's partial result to the reducer thread.
     fn fold(&mut self, value: Vec<u8>, tasks: u64) {
         if let Some(tx) = &self.partials {
+            let size = value.len();
             if tx.send((value, tasks)).is_ok() {
                 self.partials_outstanding += 1;
+                self.partial_sizes.push_back(size);
+                self.partial_bytes += size;
             }
         }
     }
 
     /// The reducer folded a partial.
     pub fn folded(&mut self) {
-        decrement(&mut self.partials_outstanding, 1, "partials outstanding");
+        self.partial_taken();
     }
 
     /// The reducer could not fold a partial of `tasks` tasks: they count
     /// as failed, not processed.
     pub fn fold_failed(&mut self, tasks: u64, message: &str) {
-        decrement(&mut self.partials_outstanding, 1, "partials outstanding");
+        self.partial_taken();
         self.reduce_errors += 1;
         decrement(&mut self.processed, tasks, "processed tasks");
         self.failed += tasks;
