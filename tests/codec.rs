@@ -438,16 +438,39 @@ fn a_jobs_list_of_protocol_1_decodes_with_its_defaults() {
         .effective_limit(),
         1000
     );
-    // An older manager's reply ends after the summaries: nothing more.
+    // An older manager's reply ends after the summaries: nothing more (no
+    // `more`, nor the spill pairs after it, 16 bytes per summary).
     let mut payload = Vec::new();
     Message::JobsList(JobsPage {
         jobs: vec![summary()],
         more: 0,
     })
     .encode_payload(&mut payload);
-    payload.truncate(payload.len() - 8);
+    payload.truncate(payload.len() - 8 - 16);
     match Message::decode_payload(Opcode::JobsList, &payload).unwrap() {
         Message::JobsList(page) => assert_eq!((page.jobs.len(), page.more), (1, 0)),
         other => panic!("{other:?}"),
     }
+}
+
+/// A jobs page from a manager before the spill fields (0.3) still reads,
+/// with more than one summary, and each summary's spills come back.
+#[test]
+fn a_jobs_page_without_the_spill_fields_still_reads() {
+    let mut a = summary();
+    a.spills = 3;
+    a.spilled_bytes = 1000;
+    let b = JobSummary { id: 8, ..summary() };
+    let page = JobsPage {
+        jobs: vec![a.clone(), b.clone()],
+        more: 5,
+    };
+    let mut bytes = Vec::new();
+    page.encode(&mut bytes);
+    assert_eq!(JobsPage::decode(&bytes).unwrap(), page);
+    // The older form: no spill pairs after `more`.
+    let old = &bytes[..bytes.len() - 2 * 16];
+    let read = JobsPage::decode(old).unwrap();
+    assert_eq!(read.more, 5);
+    assert_eq!((read.jobs[0].spills, read.jobs[1].id), (0, 8));
 }

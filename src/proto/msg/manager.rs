@@ -123,7 +123,7 @@ impl JobsPage {
     pub fn decode(payload: &[u8]) -> Result<JobsPage, ProtoError> {
         let mut c = Cursor::new(Opcode::JobsList.as_u8(), payload);
         let n = c.count(80, "job count")?;
-        let jobs = (0..n)
+        let mut jobs = (0..n)
             .map(|_| JobSummary::read(&mut c))
             .collect::<Result<Vec<_>, _>>()?;
         // Appended in 0.2; a reply from an older manager lists everything.
@@ -132,6 +132,12 @@ impl JobsPage {
         } else {
             c.u64("more")?
         };
+        // Appended in 0.3: each summary's spills, in the same order.
+        if !c.rest().is_empty() {
+            for j in &mut jobs {
+                j.read_spills(&mut c)?;
+            }
+        }
         Ok(JobsPage { jobs, more })
     }
 
@@ -141,6 +147,9 @@ impl JobsPage {
             j.write(out);
         }
         put_u64(out, self.more);
+        for j in &self.jobs {
+            j.write_spills(out);
+        }
     }
 }
 
@@ -327,10 +336,6 @@ impl JobSummary {
         s.backups_won = c.u64("backups won")?;
         s.duplicates = c.u64("duplicates")?;
         s.waiting_for_workers = c.u8("waiting for workers")? != 0;
-        if !c.rest().is_empty() {
-            s.spills = c.u64("spills")?;
-            s.spilled_bytes = c.u64("spilled bytes")?;
-        }
         Ok(s)
     }
 
@@ -365,16 +370,34 @@ impl JobSummary {
         put_u64(out, self.backups_won);
         put_u64(out, self.duplicates);
         out.push(u8::from(self.waiting_for_workers));
+    }
+
+    /// The fields appended after a summary's others (0.3): in `JOB_STATS`
+    /// at its end; in `JOBS_LIST` after `more`, one pair per summary, so a
+    /// decoder that knows only the summaries still finds `more`.
+    fn read_spills(&mut self, c: &mut Cursor<'_>) -> Result<(), ProtoError> {
+        self.spills = c.u64("spills")?;
+        self.spilled_bytes = c.u64("spilled bytes")?;
+        Ok(())
+    }
+
+    fn write_spills(&self, out: &mut Vec<u8>) {
         put_u64(out, self.spills);
         put_u64(out, self.spilled_bytes);
     }
 
     pub fn decode(payload: &[u8]) -> Result<JobSummary, ProtoError> {
-        JobSummary::read(&mut Cursor::new(Opcode::JobStats.as_u8(), payload))
+        let mut c = Cursor::new(Opcode::JobStats.as_u8(), payload);
+        let mut s = JobSummary::read(&mut c)?;
+        if !c.rest().is_empty() {
+            s.read_spills(&mut c)?;
+        }
+        Ok(s)
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
-        self.write(out)
+        self.write(out);
+        self.write_spills(out);
     }
 
     /// Bytes this summary takes on the wire: what keeping it costs.
