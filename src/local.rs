@@ -310,13 +310,19 @@ fn fold_thread(
                 output.extend_from_slice(run);
                 Ok(())
             });
-            reduced.map(|r| {
-                let done = r.outcome.and_then(|()| finish(&output));
-                pipeline::Ended {
+            reduced.map(|r| match r.outcome {
+                Ok(()) => pipeline::Ended {
+                    done: finish(&output),
                     result: output,
-                    done,
                     spills: r.spills,
-                }
+                },
+                // A reduce that failed made part of the output at most:
+                // none of it is the job's.
+                Err(e) => pipeline::Ended {
+                    done: Err(e),
+                    result: Vec::new(),
+                    spills: r.spills,
+                },
             })
         }
     };

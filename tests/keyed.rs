@@ -216,6 +216,18 @@ fn a_reduce_that_panics_across_batches_fails_the_job_with_why() {
         !dir.join("result").exists(),
         "no output from a poisoned reducer"
     );
+    // Nor is any part of it written by --output.
+    let out = run_job(&dir, &[&job, "--threads", "2", "-o", "out.txt"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no output: the reduce failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !dir.join("out.txt").exists(),
+        "a failed reduce's output was written"
+    );
 }
 
 /// Issue 13: a reduce past its memory spills sorted runs to disk and
@@ -287,5 +299,19 @@ fn a_reduce_that_spills_gives_the_same_output_and_leaves_no_file() {
     assert!(
         util::eventually(util::WAIT, || spill_files() == 0),
         "spill files left after a cancel"
+    );
+    // Nor any of its output files.
+    let outputs = || {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().contains(&format!("-job-{id}-"))
+            })
+            .count()
+    };
+    assert!(
+        util::eventually(util::WAIT, || outputs() == 0),
+        "output files of the cancelled job left"
     );
 }

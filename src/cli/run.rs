@@ -255,8 +255,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     // A keyed job's output goes to --output instead of its `done`.
     opts.call_done = !(args.output.is_some() && job.kind() == JobKind::Keyed);
     let report = run_here(&job, opts, &name);
-    if let Some(path) = &args.output {
-        write_output(&job, &report.result, args.format, path)?;
+    match &args.output {
+        // A keyed job's reduce that failed left no output to write.
+        Some(_) if job.kind() == JobKind::Keyed && report.done_failed => {
+            eprintln!("redmap: no output: the reduce failed (see the errors)");
+        }
+        Some(path) => write_output(&job, &report.result, args.format, path)?,
+        None => {}
     }
     let mut out: Box<dyn Write> = match args.summary_to_stderr(job.kind()) {
         true => Box::new(io::stderr().lock()),

@@ -210,7 +210,7 @@ pub struct TaskFailure {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Mapped {
     /// The batch's combined pairs, one per distinct key, sorted by key:
-    /// each key's encoding then its value's (both self-delimiting).
+    /// each framed as src/job/run.rs says.
     pub pairs: Vec<u8>,
     /// Distinct keys in `pairs`.
     pub keys: u64,

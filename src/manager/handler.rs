@@ -365,6 +365,7 @@ impl Manager {
                     preview,
                     error,
                     output,
+                    unkept,
                     spills,
                 } => {
                     let Some(j) = self.jobs.get_mut(job) else {
@@ -376,6 +377,10 @@ impl Manager {
                     }) = &output
                     {
                         j.record_error(format!("output: no text form: {why}"));
+                    }
+                    if let Some(why) = unkept {
+                        warn!("job {job}: {why}");
+                        j.record_error(why);
                     }
                     let kept = output.and_then(|o| self.outputs.keep(job, o, Instant::now()));
                     if let Some(why) = kept {

@@ -196,8 +196,8 @@ mod tests {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("redmap-outputs-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(NEXT.fetch_add(1, Ordering::Relaxed).to_string());
-        OutputFile::with(path, &vec![byte; n]).unwrap()
+        let prefix = NEXT.fetch_add(1, Ordering::Relaxed).to_string();
+        OutputFile::with(&dir, &prefix, "bin", &vec![byte; n]).unwrap()
     }
 
     fn output(binary: usize, text: Option<usize>) -> Output {

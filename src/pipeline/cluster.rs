@@ -48,51 +48,86 @@ pub struct OutputFile {
     len: u64,
 }
 
-/// Writes an [`OutputFile`].
+/// Writes an [`OutputFile`]. A writer dropped unfinished (the job failed,
+/// was cancelled, or its thread panicked) removes its file.
 pub struct OutputWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     len: u64,
 }
 
 impl OutputWriter {
-    /// A new file at `path` (it must not exist).
-    pub fn create(path: PathBuf) -> io::Result<OutputWriter> {
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        Ok(OutputWriter {
-            path,
-            out: BufWriter::new(file),
-            len: 0,
-        })
+    /// A new file in `dir`, named `{prefix}-{n}.{ext}` for the first `n`
+    /// that names no file yet (another manager may share the directory).
+    pub fn create(dir: &std::path::Path, prefix: &str, ext: &str) -> io::Result<OutputWriter> {
+        for n in 0u32.. {
+            let path = dir.join(format!("{prefix}-{n}.{ext}"));
+            let opened = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path);
+            match opened {
+                Ok(file) => {
+                    return Ok(OutputWriter {
+                        path,
+                        out: Some(BufWriter::new(file)),
+                        len: 0,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && n < 1000 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.len += bytes.len() as u64;
+        if let Some(out) = &mut self.out {
+            out.write_all(bytes)?;
+            self.len += bytes.len() as u64;
+        }
         Ok(())
     }
 
-    pub fn finish(self) -> io::Result<OutputFile> {
-        let path = self.path.clone();
-        let len = self.len;
-        match self.out.into_inner() {
-            Ok(file) => Ok(OutputFile { path, file, len }),
+    pub fn finish(mut self) -> io::Result<OutputFile> {
+        let Some(out) = self.out.take() else {
+            return Err(io::Error::other("the output was finished already"));
+        };
+        let file = out.into_inner().map_err(|e| e.into_error());
+        let path = std::mem::take(&mut self.path);
+        match file {
+            Ok(file) => Ok(OutputFile {
+                path,
+                file,
+                len: self.len,
+            }),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
-                Err(e.into_error())
+                Err(e)
             }
         }
     }
 }
 
+impl Drop for OutputWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 impl OutputFile {
-    /// A file at `path` holding `bytes`.
-    pub fn with(path: PathBuf, bytes: &[u8]) -> io::Result<OutputFile> {
-        let mut w = OutputWriter::create(path)?;
+    /// A new file in `dir` (named as [`OutputWriter::create`] names it)
+    /// holding `bytes`.
+    pub fn with(
+        dir: &std::path::Path,
+        prefix: &str,
+        ext: &str,
+        bytes: &[u8],
+    ) -> io::Result<OutputFile> {
+        let mut w = OutputWriter::create(dir, prefix, ext)?;
         w.write(bytes)?;
         w.finish()
     }
@@ -164,6 +199,8 @@ pub enum ReducerMsg {
         error: Option<String>,
         /// The whole output, for the client (`None`: it could not be kept).
         output: Option<Output>,
+        /// Why the output could not be kept, when `done` succeeded.
+        unkept: Option<String>,
         /// What the reduce spilled to disk.
         spills: crate::shuffle::SpillStats,
     },
@@ -234,10 +271,11 @@ fn keyed_output(
     cancelled: &AtomicBool,
     memory: &super::ReduceMemory,
     report: impl FnMut((Vec<u8>, u64), Result<(), CallError>),
-    name: impl Fn(&str) -> PathBuf,
+    prefix: &str,
 ) -> Option<(Ended, io::Result<Output>)> {
-    let files = OutputWriter::create(name("bin")).and_then(|b| {
-        let t = OutputWriter::create(name("txt"))?;
+    let dir = memory.spill_dir.as_path();
+    let files = OutputWriter::create(dir, prefix, "bin").and_then(|b| {
+        let t = OutputWriter::create(dir, prefix, "txt")?;
         Ok((b, t))
     });
     let (mut binary, mut text) = match files {
@@ -270,6 +308,16 @@ fn keyed_output(
         }
         Ok(())
     })?;
+    if let Err(e) = &reduced.outcome {
+        // A reduce that failed wrote part of the output at most: none of
+        // it is kept (the writers remove their files).
+        let ended = Ended {
+            result: Vec::new(),
+            done: Err(e.clone()),
+            spills: reduced.spills,
+        };
+        return Some((ended, Err(io::Error::other("the reduce failed"))));
+    }
     let output = binary.finish().and_then(|binary| {
         let text = match text_failed {
             Some(why) => Err(why),
@@ -312,32 +360,34 @@ pub fn reducer(
         let _ = tx.send(msg);
         let _ = waker.wake();
     };
-    let name = |ext: &str| {
-        let file = format!("redmap-output-{}-job-{job}.{ext}", std::process::id());
-        memory.spill_dir.join(file)
-    };
+    let prefix = format!("redmap-output-{}-job-{job}", std::process::id());
+    let dir = memory.spill_dir.as_path();
     let (ended, output) = match plugin.kind() {
         JobKind::Bytes => {
             let done = |r: &[u8]| plugin.done(r);
             let Some(ended) = fold_partials(plugin, partials, cancelled, report, done) else {
                 return;
             };
-            let output = OutputFile::with(name("bin"), &ended.result)
+            let output = OutputFile::with(dir, &prefix, "bin", &ended.result)
                 .map(|binary| Output { binary, text: None });
             (ended, output)
         }
         // A keyed job's partials are runs of pairs, reduced by key; its
         // `done` runs in the client, with the output it fetches, so here
         // the output goes to a file, and its text form to another.
-        JobKind::Keyed => match keyed_output(plugin, partials, cancelled, memory, report, name) {
-            Some(done) => done,
-            None => return,
-        },
+        JobKind::Keyed => {
+            match keyed_output(plugin, partials, cancelled, memory, report, &prefix) {
+                Some(done) => done,
+                None => return,
+            }
+        }
     };
-    let (error, output) = match (ended.done, output) {
-        (Ok(()), Ok(output)) => (None, Some(output)),
-        (Err(e), output) => (Some(e.message), output.ok()),
-        (Ok(()), Err(e)) => (Some(format!("cannot keep the output: {e}")), None),
+    // An output that could not be kept costs the client its output, not
+    // the job its status: it is said among the job's errors.
+    let (error, output, unkept) = match (ended.done, output) {
+        (Ok(()), Ok(output)) => (None, Some(output), None),
+        (Err(e), output) => (Some(e.message), output.ok(), None),
+        (Ok(()), Err(e)) => (None, None, Some(format!("the output was not kept: {e}"))),
     };
     let preview = ended.result[..ended.result.len().min(RESULT_PREVIEW)].to_vec();
     let _ = tx.send(ReducerMsg::Done {
@@ -346,6 +396,7 @@ pub fn reducer(
         preview,
         error,
         output,
+        unkept,
         spills: ended.spills,
     });
     let _ = waker.wake();

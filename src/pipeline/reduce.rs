@@ -150,12 +150,12 @@ pub fn fold_runs<P: Partial>(
         let outcome = match (partial.value(), &broken) {
             (_, Some(e)) => Err(e.clone()),
             (None, None) => Ok(()),
-            (Some(run), None) => match crate::job::run::pairs(run).find_map(Result::err) {
-                Some(e) => Err(CallError {
+            (Some(run), None) => match check_run(run) {
+                Err(why) => Err(CallError {
                     panicked: false,
-                    message: format!("the batch's pairs do not decode: {e}"),
+                    message: format!("the batch's pairs {why}"),
                 }),
-                None => reducer.add(run.to_vec()).map_err(|e| {
+                Ok(()) => reducer.add(run.to_vec()).map_err(|e| {
                     let e = reduce_failed(e);
                     broken = Some(e.clone());
                     e
@@ -183,8 +183,26 @@ pub fn fold_runs<P: Partial>(
             memory.budget
         );
     }
-    let outcome = reducer.finish_to(output).map_err(reduce_failed);
+    let outcome = match reducer.finish_to(cancelled, output) {
+        Err(ReduceError::Cancelled) => return None,
+        outcome => outcome.map_err(reduce_failed),
+    };
     Some(Reduced { outcome, spills })
+}
+
+/// Checks that `run` is a run: framed pairs, sorted by key, each key once
+/// (a run that is not would be merged wrong, and fail the whole reduce
+/// later instead of its one batch now).
+fn check_run(run: &[u8]) -> Result<(), String> {
+    let mut last: Option<&[u8]> = None;
+    for pair in crate::job::run::pairs(run) {
+        let (key, _) = pair.map_err(|e| format!("do not decode: {e}"))?;
+        if last.is_some_and(|last| last >= key) {
+            return Err("are not sorted by key, each key once".into());
+        }
+        last = Some(key);
+    }
+    Ok(())
 }
 
 /// A reduce's failure as the job's error.
@@ -196,7 +214,11 @@ fn reduce_failed(e: ReduceError) -> CallError {
         },
         ReduceError::Io(e) => CallError {
             panicked: false,
-            message: format!("the reduce failed: spill: {e}"),
+            message: format!("the reduce failed: {e}"),
+        },
+        ReduceError::Cancelled => CallError {
+            panicked: false,
+            message: "the reduce was cancelled".into(),
         },
     }
 }

@@ -15,6 +15,7 @@
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::merge::{merge, write_pair, PairSource, Reader, Slice};
 use crate::job::run::push_pair;
@@ -37,6 +38,8 @@ pub enum ReduceError {
     Io(io::Error),
     /// The job could not combine a chunk (its error or panic).
     Job(CallError),
+    /// The job was cancelled while its output was merged.
+    Cancelled,
 }
 
 impl std::fmt::Display for ReduceError {
@@ -44,6 +47,7 @@ impl std::fmt::Display for ReduceError {
         match self {
             ReduceError::Io(e) => write!(f, "spill: {e}"),
             ReduceError::Job(e) => write!(f, "{e}"),
+            ReduceError::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -68,6 +72,24 @@ pub struct SpillStats {
 /// cancelled).
 struct SpillDir {
     path: PathBuf,
+}
+
+impl SpillDir {
+    /// A new directory under `parent`, `redmap-spill-{pid}-{label}-{n}`
+    /// for the first `n` that names none yet: never one another process
+    /// made (a directory sharing `/tmp` across containers may hold one).
+    fn create(parent: &Path, label: &str) -> io::Result<SpillDir> {
+        let pid = std::process::id();
+        for n in 0u32..1000 {
+            let path = parent.join(format!("redmap-spill-{pid}-{label}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => return Ok(SpillDir { path }),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::other("no free name for a spill directory"))
+    }
 }
 
 impl Drop for SpillDir {
@@ -117,7 +139,8 @@ impl<C: Combine> SpillingReducer<C> {
     pub fn add(&mut self, run: Vec<u8>) -> Result<(), ReduceError> {
         self.held_bytes += run.len();
         self.held.push(run);
-        if self.held_bytes > self.budget && self.held.len() > 1 {
+        if self.held_bytes > self.budget {
+            // Even one run over the budget goes to disk.
             self.spill()?;
         }
         Ok(())
@@ -125,13 +148,7 @@ impl<C: Combine> SpillingReducer<C> {
 
     fn spill(&mut self) -> Result<(), ReduceError> {
         if self.dir.is_none() {
-            let path = self.parent.join(format!(
-                "redmap-spill-{}-{}",
-                std::process::id(),
-                self.label
-            ));
-            std::fs::create_dir_all(&path)?;
-            self.dir = Some(SpillDir { path });
+            self.dir = Some(SpillDir::create(&self.parent, &self.label)?);
         }
         let dir = self
             .dir
@@ -139,7 +156,9 @@ impl<C: Combine> SpillingReducer<C> {
             .map(|d| d.path.clone())
             .unwrap_or_default();
         let path = dir.join(format!("spill-{}", self.spills.len()));
-        let mut file = BufWriter::new(File::create(&path)?);
+        let context =
+            |e: io::Error| io::Error::new(e.kind(), format!("spill file {}: {e}", path.display()));
+        let mut file = BufWriter::new(File::create(&path).map_err(context)?);
         let held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
         let sources: Vec<Slice<'_>> = held.iter().map(|r| Slice(r)).collect();
@@ -158,7 +177,7 @@ impl<C: Combine> SpillingReducer<C> {
     /// The output: every run taken, merged and combined, one sorted run.
     pub fn finish(self) -> Result<Vec<u8>, ReduceError> {
         let mut out = Vec::new();
-        self.finish_to(|run| {
+        self.finish_to(&AtomicBool::new(false), |run| {
             out.extend_from_slice(run);
             Ok(())
         })?;
@@ -167,9 +186,11 @@ impl<C: Combine> SpillingReducer<C> {
 
     /// [`SpillingReducer::finish`], handing the output to `sink` in pieces
     /// (each a sorted run of whole pairs, in key order) instead of holding
-    /// it whole.
+    /// it whole. Stops with [`ReduceError::Cancelled`] once `stop` is set
+    /// (read before each piece).
     pub fn finish_to(
         mut self,
+        stop: &AtomicBool,
         mut sink: impl FnMut(&[u8]) -> io::Result<()>,
     ) -> Result<(), ReduceError> {
         if self.spills.is_empty() && self.held.len() <= 1 {
@@ -191,7 +212,16 @@ impl<C: Combine> SpillingReducer<C> {
             .map(Source::File)
             .chain(held.iter().map(|r| Source::Memory(Slice(r))))
             .collect();
-        combine_merged(sources, &mut self.combine, sink)
+        combine_merged(sources, &mut self.combine, |run| {
+            if stop.load(Ordering::SeqCst) {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+            }
+            sink(run)
+        })
+        .map_err(|e| match e {
+            ReduceError::Io(e) if e.kind() == io::ErrorKind::Interrupted => ReduceError::Cancelled,
+            e => e,
+        })
     }
 }
 
