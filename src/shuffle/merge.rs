@@ -110,7 +110,7 @@ pub fn merge<S: PairSource>(
             heap.push(Reverse((key.to_vec(), i)));
         }
     }
-    while let Some(Reverse((key, i))) = heap.pop() {
+    while let Some(Reverse((mut key, i))) = heap.pop() {
         out(&key, &values[i])?;
         if let Some((next, value)) = sources[i].next_pair()? {
             if next < key.as_slice() {
@@ -119,8 +119,13 @@ pub fn merge<S: PairSource>(
                     "a run is not sorted by key",
                 ));
             }
-            values[i] = value.to_vec();
-            heap.push(Reverse((next.to_vec(), i)));
+            // The popped entry's buffers carry the source's next pair: no
+            // allocation per pair.
+            key.clear();
+            key.extend_from_slice(next);
+            values[i].clear();
+            values[i].extend_from_slice(value);
+            heap.push(Reverse((key, i)));
         }
     }
     Ok(())
