@@ -46,6 +46,17 @@ def start(args, env, cwd, extra=()):
     return proc, match.group(1)
 
 
+def run_timed(cmd, cwd, env):
+    """Runs `cmd` to completion (exiting with its output if it fails);
+    returns its wall time in seconds and its standard output."""
+    began = time.monotonic()
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
+    took = time.monotonic() - began
+    if out.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return took, out.stdout
+
+
 def start_cluster(env, manager_cwd, worker_cwd, procs, workers=2):
     """A manager (in `manager_cwd`, where jobs' `load` and `done` run) and
     `workers` workers, attached; their processes are added to `procs` for

@@ -21,21 +21,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # The same seeded text, binary and servers as the end-to-end script.
-from e2e import BIN, REPO, start_cluster  # noqa: E402
+from e2e import BIN, REPO, run_timed, start_cluster  # noqa: E402
 from e2e import make_text as make_corpus  # noqa: E402
 
 
 def timed(cmd, cwd, env):
-    began = time.monotonic()
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    took = time.monotonic() - began
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
-    return took
+    return run_timed(cmd, cwd, env)[0]
 
 
 def main():

@@ -22,10 +22,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import BIN, REPO, start  # noqa: E402
+from e2e import BIN, REPO, run_timed as timed, start  # noqa: E402
 
 
 def hwm_kib(pid):
@@ -61,15 +60,6 @@ def check(path, expected):
     got = f"{keys} {total}"
     if got != expected:
         sys.exit(f"{path}: {got}, but the native count gives {expected}")
-
-
-def timed(cmd, cwd, env):
-    began = time.monotonic()
-    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
-    took = time.monotonic() - began
-    if out.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
-    return took, out.stdout
 
 
 def main():
