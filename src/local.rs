@@ -111,6 +111,8 @@ pub struct Report {
     pub errors: ErrorLog,
     /// The final accumulator handed to `done`.
     pub result: Vec<u8>,
+    /// What a keyed job's reduce spilled to disk past its memory.
+    pub spills: crate::shuffle::SpillStats,
     pub elapsed: Duration,
     pub threads: usize,
 }
@@ -404,10 +406,10 @@ pub fn run_counted(plugin: &Arc<Instance>, opts: Options, counts: &Arc<Counts>) 
         };
         (tally, None)
     });
-    let (result, done) = match ended {
-        Some(ended) => (ended.result, ended.done),
-        None if opts.call_done => (Vec::new(), plugin.done(&[])),
-        None => (Vec::new(), Ok(())),
+    let (result, done, spills) = match ended {
+        Some(ended) => (ended.result, ended.done, ended.spills),
+        None if opts.call_done => (Vec::new(), plugin.done(&[]), Default::default()),
+        None => (Vec::new(), Ok(()), Default::default()),
     };
     let mut errors = load_log;
     errors.merge(tally.errors);
@@ -430,6 +432,7 @@ pub fn run_counted(plugin: &Arc<Instance>, opts: Options, counts: &Arc<Counts>) 
         done_failed,
         errors,
         result,
+        spills,
         elapsed: started.elapsed(),
         threads,
     }

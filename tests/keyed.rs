@@ -262,6 +262,11 @@ fn a_reduce_that_spills_gives_the_same_output_and_leaves_no_file() {
     assert!(spilled.status.success(), "{}", stderr(&spilled));
     assert_eq!(stdout(&spilled).lines().count(), 60_000);
     assert!(stdout(&spilled) == stdout(&whole), "the outputs differ");
+    assert!(
+        stderr(&spilled).contains("reduce spills: "),
+        "{}",
+        stderr(&spilled)
+    );
     assert_eq!(spill_files(), 0, "spill files left");
 
     // On a manager with 64 KiB for its reduce.

@@ -155,6 +155,8 @@ struct ReportJson<'a> {
     result_len: usize,
     result: Option<&'a str>,
     errors: Vec<String>,
+    spills: u64,
+    spilled_bytes: u64,
 }
 
 impl<'a> ReportJson<'a> {
@@ -174,6 +176,8 @@ impl<'a> ReportJson<'a> {
             result_len: r.result.len(),
             result: printable(&r.result),
             errors: r.errors.kept.iter().map(ToString::to_string).collect(),
+            spills: r.spills.spills,
+            spilled_bytes: r.spills.bytes,
         }
     }
 }
@@ -195,6 +199,13 @@ fn summary<W: Write>(out: &mut W, name: &str, r: &Report) -> io::Result<()> {
     }
     if r.reduce_errors > 0 {
         writeln!(out, "reduce errors: {}", r.reduce_errors)?;
+    }
+    if r.spills.spills > 0 {
+        writeln!(
+            out,
+            "reduce spills: {} ({} bytes written past --reduce-memory)",
+            r.spills.spills, r.spills.bytes
+        )?;
     }
     match printable(&r.result) {
         Some(text) if !text.is_empty() => writeln!(out, "result: {text}")?,

@@ -24,6 +24,11 @@ use crate::plugin::CallError;
 /// Bytes of merged pairs handed to the job at once to combine.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
+/// Most spill files merged at once: past it, they are merged in passes
+/// (groups of this many into one file each), so a reduce never opens more
+/// than this many files at once.
+pub const MAX_FAN_IN: usize = 64;
+
 /// Combines the values of equal keys: `run` is sorted by key, with equal
 /// keys next to each other; the result has each key once, sorted. A
 /// job's `reduce`, through its reducer entries.
@@ -111,6 +116,8 @@ pub struct SpillingReducer<C: Combine> {
     dir: Option<SpillDir>,
     spills: Vec<PathBuf>,
     stats: SpillStats,
+    /// [`MAX_FAN_IN`] (smaller in tests).
+    fan_in: usize,
 }
 
 impl<C: Combine> SpillingReducer<C> {
@@ -127,6 +134,7 @@ impl<C: Combine> SpillingReducer<C> {
             dir: None,
             spills: Vec::new(),
             stats: SpillStats::default(),
+            fan_in: MAX_FAN_IN,
         }
     }
 
@@ -155,7 +163,7 @@ impl<C: Combine> SpillingReducer<C> {
             .as_ref()
             .map(|d| d.path.clone())
             .unwrap_or_default();
-        let path = dir.join(format!("spill-{}", self.spills.len()));
+        let path = dir.join(format!("spill-{}", self.stats.spills));
         let context =
             |e: io::Error| io::Error::new(e.kind(), format!("spill file {}: {e}", path.display()));
         let mut file = BufWriter::new(File::create(&path).map_err(context)?);
@@ -201,6 +209,13 @@ impl<C: Combine> SpillingReducer<C> {
             }
             return Ok(());
         }
+        // One file is kept for the held runs' place among the sources.
+        while self.spills.len() >= self.fan_in.max(2) {
+            if stop.load(Ordering::SeqCst) {
+                return Err(ReduceError::Cancelled);
+            }
+            self.merge_pass()?;
+        }
         let files = self
             .spills
             .iter()
@@ -222,6 +237,33 @@ impl<C: Combine> SpillingReducer<C> {
             ReduceError::Io(e) if e.kind() == io::ErrorKind::Interrupted => ReduceError::Cancelled,
             e => e,
         })
+    }
+}
+
+impl<C: Combine> SpillingReducer<C> {
+    /// Merges the oldest [`MAX_FAN_IN`] spill files into one (removing
+    /// them), the pass of a multi-pass merge.
+    fn merge_pass(&mut self) -> Result<(), ReduceError> {
+        let group: Vec<PathBuf> = self.spills.drain(..self.fan_in.max(2)).collect();
+        let readers = group
+            .iter()
+            .map(|p| File::open(p).map(|f| Reader::new(BufReader::new(f))))
+            .collect::<io::Result<Vec<_>>>()?;
+        let dir = self
+            .dir
+            .as_ref()
+            .map(|d| d.path.clone())
+            .unwrap_or_default();
+        let path = dir.join(format!("spill-{}", self.stats.spills));
+        let mut file = BufWriter::new(File::create(&path)?);
+        combine_merged(readers, &mut self.combine, |run| file.write_all(run))?;
+        file.flush()?;
+        for p in &group {
+            let _ = std::fs::remove_file(p);
+        }
+        self.spills.push(path);
+        self.stats.spills += 1;
+        Ok(())
     }
 }
 
@@ -351,11 +393,16 @@ mod tests {
     }
 
     fn reduce(budget: usize, dir: &Path) -> (Vec<(u32, u64)>, SpillStats) {
+        reduce_with(budget, MAX_FAN_IN, dir)
+    }
+
+    fn reduce_with(budget: usize, fan_in: usize, dir: &Path) -> (Vec<(u32, u64)>, SpillStats) {
         let sum = Sum {
             calls: 0,
             fail_on: None,
         };
         let mut r = SpillingReducer::new(sum, budget, dir, "t");
+        r.fan_in = fan_in;
         // 40 runs of 1,000 keys each, overlapping: key k is in runs
         // k/500-1 and k/500 (so most keys come twice).
         for i in 0..40u32 {
@@ -374,6 +421,11 @@ mod tests {
         let (spilled, stats) = reduce(50_000, &dir);
         assert!(stats.spills >= 5, "{stats:?}");
         assert_eq!(spilled, in_memory);
+        // More spill files than a merge may open (3 here): merged in
+        // passes, the same again.
+        let (passes, more) = reduce_with(50_000, 3, &dir);
+        assert!(more.spills > 3, "{more:?}");
+        assert_eq!(passes, in_memory);
         assert_eq!(in_memory.len(), 20_500);
         assert_eq!(in_memory[0], (0, 1));
         assert_eq!(in_memory[700], (700, 2));
