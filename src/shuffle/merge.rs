@@ -131,6 +131,39 @@ pub fn merge<S: PairSource>(
     Ok(())
 }
 
+/// [`merge`] for runs all in memory: the heap holds slices of the runs
+/// themselves, so no pair is copied on its way through.
+pub fn merge_slices(
+    runs: &[&[u8]],
+    mut out: impl FnMut(&[u8], &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut rests: Vec<&[u8]> = runs.to_vec();
+    let mut values: Vec<&[u8]> = vec![&[]; runs.len()];
+    let mut heap = BinaryHeap::with_capacity(runs.len());
+    for (i, rest) in rests.iter_mut().enumerate() {
+        if !rest.is_empty() {
+            let (key, value) = take_pair(rest).map_err(invalid)?;
+            values[i] = value;
+            heap.push(Reverse((key, i)));
+        }
+    }
+    while let Some(Reverse((key, i))) = heap.pop() {
+        out(key, values[i])?;
+        if !rests[i].is_empty() {
+            let (next, value) = take_pair(&mut rests[i]).map_err(invalid)?;
+            if next < key {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a run is not sorted by key",
+                ));
+            }
+            values[i] = value;
+            heap.push(Reverse((next, i)));
+        }
+    }
+    Ok(())
+}
+
 /// Appends one framed pair (as [`crate::job::run::push_pair`]) to a writer.
 pub fn write_pair(out: &mut impl io::Write, key: &[u8], value: &[u8]) -> io::Result<()> {
     let mut head = Vec::with_capacity(10);
@@ -196,6 +229,24 @@ mod tests {
             Ok(())
         });
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn merging_slices_gives_what_merging_sources_gives() {
+        let a = run(&[("a", "1"), ("c", "3"), ("e", "5")]);
+        let b = run(&[("b", "2"), ("c", "30"), ("f", "6")]);
+        let mut got = Vec::new();
+        merge_slices(&[&a, &b, &[]], |k, v| {
+            got.push((
+                String::from_utf8(k.to_vec()).unwrap(),
+                String::from_utf8(v.to_vec()).unwrap(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, merged(vec![Slice(&a), Slice(&b)]));
+        let bad = run(&[("b", "1"), ("a", "2")]);
+        assert!(merge_slices(&[&bad], |_, _| Ok(())).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::merge::{merge, write_pair, PairSource, Reader, Slice};
+use super::merge::{merge, merge_slices, write_pair, PairSource, Reader, Slice};
 use crate::job::run::push_pair;
 use crate::plugin::CallError;
 
@@ -169,12 +169,16 @@ impl<C: Combine> SpillingReducer<C> {
         let mut file = BufWriter::new(File::create(&path).map_err(context)?);
         let held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
-        let sources: Vec<Slice<'_>> = held.iter().map(|r| Slice(r)).collect();
+        let runs: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
         let mut written = 0u64;
-        combine_merged(sources, &mut self.combine, |run| {
-            written += run.len() as u64;
-            file.write_all(run)
-        })?;
+        combine_merged(
+            |pair| merge_slices(&runs, pair),
+            &mut self.combine,
+            |run| {
+                written += run.len() as u64;
+                file.write_all(run)
+            },
+        )?;
         file.flush()?;
         self.spills.push(path);
         self.stats.spills += 1;
@@ -227,12 +231,16 @@ impl<C: Combine> SpillingReducer<C> {
             .map(Source::File)
             .chain(held.iter().map(|r| Source::Memory(Slice(r))))
             .collect();
-        combine_merged(sources, &mut self.combine, |run| {
-            if stop.load(Ordering::SeqCst) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
-            }
-            sink(run)
-        })
+        combine_merged(
+            |pair| merge(sources, pair),
+            &mut self.combine,
+            |run| {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+                }
+                sink(run)
+            },
+        )
         .map_err(|e| match e {
             ReduceError::Io(e) if e.kind() == io::ErrorKind::Interrupted => ReduceError::Cancelled,
             e => e,
@@ -256,7 +264,11 @@ impl<C: Combine> SpillingReducer<C> {
             .unwrap_or_default();
         let path = dir.join(format!("spill-{}", self.stats.spills));
         let mut file = BufWriter::new(File::create(&path)?);
-        combine_merged(readers, &mut self.combine, |run| file.write_all(run))?;
+        combine_merged(
+            |pair| merge(readers, pair),
+            &mut self.combine,
+            |run| file.write_all(run),
+        )?;
         file.flush()?;
         for p in &group {
             let _ = std::fs::remove_file(p);
@@ -285,8 +297,8 @@ impl PairSource for Source<'_> {
 /// Merges `sources` and combines equal keys through the job in chunks of
 /// about [`CHUNK_BYTES`], cut only where the key changes; each combined
 /// chunk (a sorted run, each key once) goes to `sink`, in key order.
-fn combine_merged<S: PairSource, C: Combine>(
-    sources: Vec<S>,
+fn combine_merged<C: Combine>(
+    merge: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<()>,
     combine: &mut C,
     mut sink: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> Result<(), ReduceError> {
@@ -304,7 +316,7 @@ fn combine_merged<S: PairSource, C: Combine>(
         chunk.clear();
         Ok(())
     };
-    merge(sources, |key, value| {
+    merge(&mut |key, value| {
         if chunk.len() >= CHUNK_BYTES && key != last_key.as_slice() {
             flush(&mut chunk, &mut failed)?;
         }
