@@ -154,19 +154,25 @@ impl<C: Combine> SpillingReducer<C> {
         Ok(())
     }
 
-    fn spill(&mut self) -> Result<(), ReduceError> {
+    /// A new spill file (the directory made on the first), named after
+    /// the spills so far.
+    fn new_spill_file(&mut self) -> Result<(PathBuf, BufWriter<File>), ReduceError> {
         if self.dir.is_none() {
             self.dir = Some(SpillDir::create(&self.parent, &self.label)?);
         }
         let dir = self
             .dir
             .as_ref()
-            .map(|d| d.path.clone())
-            .unwrap_or_default();
+            .map(|d| d.path.as_path())
+            .unwrap_or(Path::new("."));
         let path = dir.join(format!("spill-{}", self.stats.spills));
-        let context =
-            |e: io::Error| io::Error::new(e.kind(), format!("spill file {}: {e}", path.display()));
-        let mut file = BufWriter::new(File::create(&path).map_err(context)?);
+        let file = File::create(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("spill file {}: {e}", path.display())))?;
+        Ok((path, BufWriter::new(file)))
+    }
+
+    fn spill(&mut self) -> Result<(), ReduceError> {
+        let (path, mut file) = self.new_spill_file()?;
         let held = std::mem::take(&mut self.held);
         self.held_bytes = 0;
         let runs: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
@@ -220,11 +226,7 @@ impl<C: Combine> SpillingReducer<C> {
             }
             self.merge_pass()?;
         }
-        let files = self
-            .spills
-            .iter()
-            .map(|p| File::open(p).map(|f| Reader::new(BufReader::new(f))))
-            .collect::<io::Result<Vec<_>>>()?;
+        let files = open_spills(&self.spills)?;
         let held = std::mem::take(&mut self.held);
         let sources: Vec<Source<'_>> = files
             .into_iter()
@@ -253,17 +255,8 @@ impl<C: Combine> SpillingReducer<C> {
     /// them), the pass of a multi-pass merge.
     fn merge_pass(&mut self) -> Result<(), ReduceError> {
         let group: Vec<PathBuf> = self.spills.drain(..self.fan_in.max(2)).collect();
-        let readers = group
-            .iter()
-            .map(|p| File::open(p).map(|f| Reader::new(BufReader::new(f))))
-            .collect::<io::Result<Vec<_>>>()?;
-        let dir = self
-            .dir
-            .as_ref()
-            .map(|d| d.path.clone())
-            .unwrap_or_default();
-        let path = dir.join(format!("spill-{}", self.stats.spills));
-        let mut file = BufWriter::new(File::create(&path)?);
+        let readers = open_spills(&group)?;
+        let (path, mut file) = self.new_spill_file()?;
         combine_merged(
             |pair| merge(readers, pair),
             &mut self.combine,
@@ -277,6 +270,14 @@ impl<C: Combine> SpillingReducer<C> {
         self.stats.spills += 1;
         Ok(())
     }
+}
+
+/// Readers of spill files, one pair at a time.
+fn open_spills(paths: &[PathBuf]) -> io::Result<Vec<Reader<BufReader<File>>>> {
+    paths
+        .iter()
+        .map(|p| File::open(p).map(|f| Reader::new(BufReader::new(f))))
+        .collect()
 }
 
 /// A spill file or a held run, merged together.
