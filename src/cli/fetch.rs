@@ -179,6 +179,14 @@ impl Drop for Sink<'_> {
     }
 }
 
+/// Writes `bytes` to `path` (`-`: standard output) as a fetched output is
+/// written (see [`Sink`]): what an embedded run's `--output` does.
+pub fn write_to(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut sink = Sink::new(path);
+    sink.write(bytes)?;
+    sink.finish()
+}
+
 /// Fetches job `job`'s output in `form` into the file `path` (standard
 /// output for `-`). With `text_of`, the binary form is fetched and written
 /// as text by the job itself (its `format`), piece by piece: what

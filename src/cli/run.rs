@@ -464,12 +464,7 @@ fn write_output(
         }
         _ => result,
     };
-    let written = if path == std::path::Path::new("-") {
-        io::stdout().lock().write_all(bytes)
-    } else {
-        std::fs::write(path, bytes)
-    };
-    written.map_err(|e| CliError {
+    fetch::write_to(path, bytes).map_err(|e| CliError {
         kind: ErrorKind::Io,
         ..CliError::new(format!("cannot write {}: {e}", path.display()))
     })

@@ -505,11 +505,6 @@ impl Plugin {
         }
     }
 
-    /// Whether the library's jobs take arguments (job ABI version 3).
-    pub fn takes_args(&self) -> bool {
-        matches!(self.entries.table, Table::V3 { .. })
-    }
-
     /// Builds the job from its arguments (the job's constructor runs
     /// here): what every other call goes through. A version-1 library has
     /// one job, built with no arguments; given some, it is refused.
@@ -577,14 +572,6 @@ impl Drop for Instance {
 }
 
 impl Instance {
-    pub fn plugin(&self) -> &Arc<Plugin> {
-        &self.plugin
-    }
-
-    pub fn hash(&self) -> PluginHash {
-        self.plugin.hash
-    }
-
     /// The arguments the job was built with.
     pub fn args(&self) -> &JobArgs {
         &self.args

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, BufRead, Read};
 
-use crate::job::run::{put_varint, take_pair, take_varint, RunError};
+use crate::job::run::{take_pair, take_varint, RunError};
 
 /// A source of framed pairs, in key order: a run in memory, or one read
 /// back from a spill file.
@@ -164,22 +164,10 @@ pub fn merge_slices(
     Ok(())
 }
 
-/// Appends one framed pair (as [`crate::job::run::push_pair`]) to a writer.
-pub fn write_pair(out: &mut impl io::Write, key: &[u8], value: &[u8]) -> io::Result<()> {
-    let mut head = Vec::with_capacity(10);
-    put_varint(&mut head, key.len() as u64);
-    out.write_all(&head)?;
-    out.write_all(key)?;
-    head.clear();
-    put_varint(&mut head, value.len() as u64);
-    out.write_all(&head)?;
-    out.write_all(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::run::push_pair;
+    use crate::job::run::{push_pair, put_varint};
 
     fn run(pairs: &[(&str, &str)]) -> Vec<u8> {
         let mut out = Vec::new();

@@ -17,7 +17,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::merge::{merge, merge_slices, write_pair, PairSource, Reader, Slice};
+use super::merge::{merge, merge_slices, PairSource, Reader, Slice};
 use crate::job::run::push_pair;
 use crate::plugin::CallError;
 
@@ -333,16 +333,6 @@ fn combine_merged<C: Combine>(
         Some(e) => Err(ReduceError::Job(e)),
         None => Ok(()),
     }
-}
-
-/// Writes `run`'s pairs to `out` (for tests and tools that move runs to
-/// files).
-pub fn write_run(out: &mut impl Write, run: &[u8]) -> io::Result<()> {
-    let mut slice = Slice(run);
-    while let Some((key, value)) = slice.next_pair()? {
-        write_pair(out, key, value)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
