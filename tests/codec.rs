@@ -2,6 +2,7 @@
 //! split anywhere, and no input, however broken, makes it panic or allocate
 //! past its limit.
 
+use redmap::proto::msg::shuffle;
 use redmap::proto::msg::{
     BatchResult, ErrorReply, Info, Install, InstallReply, JobStatus, JobSummary, JobsPage,
     JobsQuery, ManagerStats, MapBatch, RunJob, TaskFailure, TaskList,
@@ -62,6 +63,53 @@ pub fn samples() -> Vec<Message> {
             offset: 4,
             chunk: vec![0, 1, 2],
         }),
+        Message::Fetch(shuffle::Fetch {
+            file: 9,
+            segment: 3,
+            offset: 1 << 40,
+            max: 4096,
+        }),
+        Message::Fetched(redmap::proto::msg::OutputChunk {
+            total: 3,
+            offset: 0,
+            chunk: vec![7, 8, 9],
+        }),
+        Message::Reduce(shuffle::Reduce {
+            hash: [4; 32],
+            job: 12,
+            partition: 6,
+            args: redmap::proto::msg::JobArgs::new(&["a", ""]).unwrap(),
+            sources: vec![shuffle::Source {
+                addr: "[::1]:9000".into(),
+                files: vec![(1, 2), (3, 4)],
+            }],
+        }),
+        Message::Reduced(shuffle::Reduced {
+            partition: 6,
+            outcome: shuffle::ReduceOutcome::Unreachable,
+            message: "cannot fetch".into(),
+            unreachable: "[::1]:9000".into(),
+            file: 0,
+            binary_len: 1,
+            text_len: 2,
+            text_error: "no".into(),
+            fetched: 3,
+            spills: 4,
+            spilled_bytes: 5,
+            preview: vec![6],
+        }),
+        Message::DropShuffle(shuffle::DropShuffle { job: 12, what: 3 }),
+        Message::Dropped,
+        Message::PartsRequest(12),
+        Message::Parts(shuffle::Parts {
+            parts: vec![shuffle::Part {
+                addr: "w:1".into(),
+                file: 2,
+                binary_len: 3,
+                text_len: 4,
+                text_error: String::new(),
+            }],
+        }),
         Message::MapBatch(MapBatch {
             hash: [1; 32],
             batch_id: u64::MAX - 1,
@@ -74,6 +122,7 @@ pub fn samples() -> Vec<Message> {
             },
             reply_limit: 1_000_000,
             args: Default::default(),
+            shuffle: None,
         }),
         Message::BatchResult(BatchResult {
             batch_id: 77,
@@ -103,6 +152,7 @@ pub fn samples() -> Vec<Message> {
                 },
             ],
             busy_us: 1234,
+            map_output: None,
         }),
         Message::BatchResult(BatchResult {
             batch_id: 78,
@@ -110,11 +160,13 @@ pub fn samples() -> Vec<Message> {
             value: None,
             failures: vec![],
             busy_us: 0,
+            map_output: None,
         }),
         Message::RunJob(RunJob {
             hash: [2; 32],
             name: "test-job".into(),
             args: Default::default(),
+            reducers: 0,
         }),
         Message::JobAccepted(5),
         Message::JobStatsRequest(5),

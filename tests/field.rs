@@ -48,6 +48,7 @@ fn submit(addr: &str, library: &[u8], n: usize) -> Vec<u64> {
                 hash,
                 name: format!("job-{i}"),
                 args: Default::default(),
+                reducers: 0,
             };
             match c.request(&Message::RunJob(run)) {
                 Ok(Message::JobAccepted(id)) => id,

@@ -2,7 +2,11 @@
 //! decoded and re-encoded by the codec, and every opcode, error code and
 //! text command the code knows is in its tables.
 
-use redmap::proto::msg::{ErrorReply, Info, JobArgs, JobsPage, JobsQuery};
+use redmap::proto::msg::shuffle::{Part, ReduceOutcome, Source};
+use redmap::proto::msg::{
+    DropShuffle, ErrorReply, Fetch, Info, JobArgs, JobsPage, JobsQuery, MapOutput, Parts, Reduce,
+    Reduced, ShuffleSpec,
+};
 use redmap::proto::text::TextCommand;
 use redmap::proto::{encode_frame, Decoder, ErrorCode, Message, Opcode, ProtoError, ReadBuf};
 
@@ -101,6 +105,7 @@ fn expected(name: &str) -> (u32, Message) {
                 hash: std::array::from_fn(|i| 0x10 + i as u8),
                 name: "wc".into(),
                 args: JobArgs::new(&["corpus.txt", "--top", "20"]).unwrap(),
+                reducers: 0,
             }),
         ),
         "map-batch-args" => (9, {
@@ -112,6 +117,7 @@ fn expected(name: &str) -> (u32, Message) {
                 tasks,
                 reply_limit: 4096,
                 args: JobArgs::new(&["corpus.txt"]).unwrap(),
+                shuffle: None,
             })
         }),
         "output-request" => (
@@ -129,6 +135,104 @@ fn expected(name: &str) -> (u32, Message) {
                 total: 14,
                 offset: 0,
                 chunk: b"apple\t3\nfig\t1\n".to_vec(),
+            }),
+        ),
+        "map-batch-shuffle" => (9, {
+            let mut tasks = redmap::proto::msg::TaskList::new();
+            tasks.push(b"42");
+            Message::MapBatch(redmap::proto::msg::MapBatch {
+                hash: std::array::from_fn(|i| 0x10 + i as u8),
+                batch_id: 7,
+                tasks,
+                reply_limit: 4096,
+                args: JobArgs::default(),
+                shuffle: Some(ShuffleSpec {
+                    job: 3,
+                    partitions: 2,
+                }),
+            })
+        }),
+        "batch-result-map-output" => (
+            9,
+            Message::BatchResult(redmap::proto::msg::BatchResult {
+                batch_id: 7,
+                processed: 1,
+                value: None,
+                failures: vec![],
+                busy_us: 1500,
+                map_output: Some(MapOutput {
+                    file: 12,
+                    segments: vec![10, 0],
+                }),
+            }),
+        ),
+        "fetch" => (
+            5,
+            Message::Fetch(Fetch {
+                file: 12,
+                segment: 0,
+                offset: 0,
+                max: 65536,
+            }),
+        ),
+        "fetched" => (
+            5,
+            Message::Fetched(redmap::proto::msg::OutputChunk {
+                total: 10,
+                offset: 0,
+                chunk: b"\x02ab\x012\x02cd\x011".to_vec(),
+            }),
+        ),
+        "reduce" => (
+            11,
+            Message::Reduce(Reduce {
+                hash: std::array::from_fn(|i| 0x10 + i as u8),
+                job: 3,
+                partition: 0,
+                args: JobArgs::default(),
+                sources: vec![
+                    Source {
+                        addr: String::new(),
+                        files: vec![(12, 10)],
+                    },
+                    Source {
+                        addr: "10.0.0.2:7001".into(),
+                        files: vec![(4, 6)],
+                    },
+                ],
+            }),
+        ),
+        "reduced" => (11, {
+            let mut r = Reduced::failed(0, ReduceOutcome::Done, String::new());
+            r.file = 13;
+            r.binary_len = 16;
+            r.text_len = 12;
+            r.fetched = 16;
+            r.preview = b"\x02ab\x013".to_vec();
+            Message::Reduced(r)
+        }),
+        "drop-shuffle" => (12, Message::DropShuffle(DropShuffle { job: 3, what: 1 })),
+        "dropped" => (12, Message::Dropped),
+        "parts-request" => (6, Message::PartsRequest(3)),
+        "parts" => (
+            6,
+            Message::Parts(Parts {
+                parts: vec![
+                    Part {
+                        addr: "10.0.0.1:7001".into(),
+                        file: 13,
+                        binary_len: 16,
+                        text_len: 12,
+                        text_error: String::new(),
+                    },
+                    Part {
+                        addr: "10.0.0.2:7001".into(),
+                        file: 5,
+                        binary_len: 0,
+                        text_len: 0,
+                        text_error: String::new(),
+                    },
+                ],
             }),
         ),
         other => panic!("protocol.md has a hex block '{other}' that no test checks"),

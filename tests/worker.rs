@@ -129,6 +129,7 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
             tasks,
             reply_limit: 0,
             args: Default::default(),
+            shuffle: None,
         };
         bytes.extend(util::frame_bytes(100 + id, &Message::MapBatch(batch)));
     }
@@ -155,6 +156,7 @@ fn a_connection_that_piles_up_batches_is_told_busy_and_the_rest_still_run() {
         tasks,
         reply_limit: 0,
         args: Default::default(),
+        shuffle: None,
     };
     send(&mut s, 7, &Message::MapBatch(batch));
     assert!(matches!(read_message(&mut s), (7, Message::BatchResult(_))));
@@ -422,6 +424,7 @@ fn batches_past_the_workers_total_cap_are_busy_whatever_the_connection() {
             tasks,
             reply_limit: 0,
             args: Default::default(),
+            shuffle: None,
         })
     };
     // Each connection sends as many batches as it may, then a PING: its

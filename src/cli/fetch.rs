@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 
-use super::{remote_err, CliError, ErrorKind};
+use super::{remote_err, CliError, ErrorKind, NetArgs};
 use crate::net::{Client, ClientError};
 use crate::plugin::Instance;
-use crate::proto::msg::{OutputForm, OutputRequest};
+use crate::proto::msg::shuffle::{Part, BINARY_SEGMENT, TEXT_SEGMENT};
+use crate::proto::msg::{Fetch, OutputForm, OutputRequest};
 use crate::proto::{frame_budget, ErrorCode, Message};
 
 /// How an output is written.
@@ -56,14 +57,40 @@ impl From<FetchError> for CliError {
 }
 
 /// Fetches job `job`'s output in `form`, chunk by chunk, handing each to
-/// `sink` in order; returns its size in bytes.
+/// `sink` in order with the number of the partition it is from; returns
+/// its size in bytes. A keyed job's output is in partitions on the
+/// workers that reduced them: the manager says where (`PARTS`), and each
+/// is fetched from its worker, in partition order (each sorted by key).
+/// An output the manager keeps is partition 0.
 pub fn fetch(
     client: &mut Client,
+    net: &NetArgs,
     addr: &str,
     job: u64,
     form: OutputForm,
-    mut sink: impl FnMut(&[u8]) -> io::Result<()>,
+    mut sink: impl FnMut(usize, &[u8]) -> io::Result<()>,
 ) -> Result<u64, FetchError> {
+    match client.request(&Message::PartsRequest(job)) {
+        Ok(Message::Parts(p)) if !p.parts.is_empty() => {
+            return fetch_parts(net, job, form, &p.parts, sink)
+        }
+        // None: the manager keeps the output itself.
+        Ok(Message::Parts(_)) => {}
+        Ok(other) => {
+            return Err(FetchError::Cli(CliError::new(format!(
+                "unexpected reply {} to PARTS_REQUEST",
+                other.opcode()
+            ))))
+        }
+        Err(ClientError::Remote(e))
+            if e.code == ErrorCode::NOT_FOUND || e.code == ErrorCode::BUSY =>
+        {
+            return Err(FetchError::Unavailable(e.message));
+        }
+        // A manager from before partitions keeps every output itself.
+        Err(ClientError::Remote(e)) if e.code == ErrorCode::UNKNOWN_OPCODE => {}
+        Err(e) => return Err(FetchError::Cli(remote_err(addr, e))),
+    }
     // Each reply must fit this client's own max size.
     let max = frame_budget(client.max_size(), u32::MAX as usize) as u32;
     let mut offset = 0u64;
@@ -95,12 +122,88 @@ pub fn fetch(
                 chunk.offset, chunk.total
             ))));
         }
-        sink(&chunk.chunk).map_err(|e| FetchError::Cli(CliError::from(e)))?;
+        sink(0, &chunk.chunk).map_err(|e| FetchError::Cli(CliError::from(e)))?;
         offset += chunk.chunk.len() as u64;
         if offset >= chunk.total {
             return Ok(chunk.total);
         }
     }
+}
+
+/// Fetches each of `parts` from the worker that keeps it, in order, into
+/// `sink` (see [`fetch`]).
+fn fetch_parts(
+    net: &NetArgs,
+    job: u64,
+    form: OutputForm,
+    parts: &[Part],
+    mut sink: impl FnMut(usize, &[u8]) -> io::Result<()>,
+) -> Result<u64, FetchError> {
+    let secret = net.secret().map_err(FetchError::Cli)?;
+    let mut conn: Option<(String, Client)> = None;
+    let mut total = 0u64;
+    for (p, part) in parts.iter().enumerate() {
+        let (segment, len) = match form {
+            OutputForm::Binary => (BINARY_SEGMENT, part.binary_len),
+            OutputForm::Text if part.text_error.is_empty() => (TEXT_SEGMENT, part.text_len),
+            OutputForm::Text => {
+                return Err(FetchError::Unavailable(format!(
+                    "job {job}'s output has no text form ({}); fetch it with --format binary",
+                    part.text_error
+                )))
+            }
+        };
+        if conn.as_ref().is_none_or(|(a, _)| *a != part.addr) {
+            let c = Client::connect_with(
+                &part.addr,
+                net.timeouts(),
+                net.max_size(),
+                secret.as_deref(),
+            )
+            .map_err(|e| FetchError::Cli(remote_err(&part.addr, e)))?;
+            conn = Some((part.addr.clone(), c));
+        }
+        let Some((_, client)) = conn.as_mut() else {
+            continue;
+        };
+        let max = frame_budget(client.max_size(), u32::MAX as usize) as u32;
+        let mut offset = 0u64;
+        while offset < len {
+            let req = Fetch {
+                file: part.file,
+                segment,
+                offset,
+                max,
+            };
+            let chunk = match client.request(&Message::Fetch(req)) {
+                Ok(Message::Fetched(chunk)) => chunk,
+                Ok(other) => {
+                    return Err(FetchError::Cli(CliError::new(format!(
+                        "unexpected reply {} to FETCH",
+                        other.opcode()
+                    ))))
+                }
+                Err(ClientError::Remote(e)) if e.code == ErrorCode::NOT_FOUND => {
+                    return Err(FetchError::Unavailable(format!(
+                        "partition {p} of job {job}'s output is gone from worker {}: {}",
+                        part.addr, e.message
+                    )))
+                }
+                Err(e) => return Err(FetchError::Cli(remote_err(&part.addr, e))),
+            };
+            if chunk.total != len || chunk.offset != offset || chunk.chunk.is_empty() {
+                return Err(FetchError::Cli(CliError::new(format!(
+                    "worker {} sent partition {p} of job {job} from offset {} (of {}) for \
+                     {offset} (of {len})",
+                    part.addr, chunk.offset, chunk.total
+                ))));
+            }
+            sink(p, &chunk.chunk).map_err(|e| FetchError::Cli(CliError::from(e)))?;
+            offset += chunk.chunk.len() as u64;
+        }
+        total += len;
+    }
+    Ok(total)
 }
 
 /// Where a fetched output goes: standard output for `-`; a regular file
@@ -193,6 +296,7 @@ pub fn write_to(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// `redmap run` does with the job it built.
 pub fn fetch_to(
     client: &mut Client,
+    net: &NetArgs,
     addr: &str,
     job: u64,
     form: OutputForm,
@@ -208,7 +312,7 @@ pub fn fetch_to(
     let mut sink = Sink::new(path);
     // Bytes of a pair cut by a chunk's end, for the next chunk.
     let mut carry = Vec::new();
-    let total = fetch(client, addr, job, form, |bytes| match text_of {
+    let total = fetch(client, net, addr, job, form, |_, bytes| match text_of {
         None => sink.write(bytes),
         Some(job) => {
             carry.extend_from_slice(bytes);

@@ -130,6 +130,7 @@ fn output(args: OutputArgs) -> Result<ExitCode, CliError> {
     let mut client = manager.connect(&args.job.net)?;
     let total = super::fetch::fetch_to(
         &mut client,
+        &args.job.net,
         &manager.addr,
         args.job.id,
         args.format.form(),

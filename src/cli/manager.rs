@@ -67,11 +67,11 @@ pub struct StartArgs {
     #[arg(long, value_name = "DURATION", value_parser = super::duration::parse)]
     pub task_timeout: Option<Duration>,
 
-    /// Bytes of a keyed job's pairs its reduce holds in memory; past it,
-    /// the reduce spills sorted runs to the system's temporary directory
-    /// and merges them at the end (e.g. 64M, 1G).
-    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = super::size::parse)]
-    pub reduce_memory: usize,
+    /// No longer used: a keyed job's partitions are reduced on the
+    /// workers, each within its worker's `--reduce-memory`. Accepted (with
+    /// a warning) so scripts that give it still start.
+    #[arg(long, value_name = "SIZE", value_parser = super::size::parse, hide = true)]
+    pub reduce_memory: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -134,8 +134,13 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         read_timeout: args.net.read_timeout,
         backup_tasks: !args.no_backup_tasks,
         task_timeout: args.task_timeout,
-        reduce_memory: args.reduce_memory,
     };
+    if args.reduce_memory.is_some() {
+        log::warn!(
+            "--reduce-memory on the manager is no longer used: keyed jobs reduce on the \
+             workers (give it to `redmap worker start`)"
+        );
+    }
     crate::manager::run(
         addr,
         args.net.reactor_config(addr, &args.serve, &args.addr)?,

@@ -84,6 +84,12 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Format::Text, requires = "output")]
     pub format: Format,
 
+    /// On a cluster: the keyed job's reduce partitions, each reduced on
+    /// one worker (default: one per worker when the job starts; at most
+    /// 4096).
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub reducers: Option<u32>,
+
     /// Embedded: bytes of a keyed job's pairs the reduce holds in memory
     /// before it spills to the system's temporary directory (e.g. 64M).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = super::size::parse)]
@@ -389,6 +395,7 @@ fn run_remote(
         hash: PluginHash::of(&bytes).0,
         name: args.name.clone().unwrap_or_default(),
         args: job.args().clone(),
+        reducers: args.reducers.unwrap_or(0),
     };
     // The manager removes a library once no job needs it: one that a job
     // ending just now took away between our install and our RUN_JOB is
@@ -488,7 +495,15 @@ fn deliver(
         // The binary form, made text here by the job this run built: the
         // manager's text form is for clients without the job.
         let text_of = (keyed && args.format == Format::Text).then_some(job);
-        return match fetch::fetch_to(client, addr, summary.id, OutputForm::Binary, path, text_of) {
+        return match fetch::fetch_to(
+            client,
+            &args.net,
+            addr,
+            summary.id,
+            OutputForm::Binary,
+            path,
+            text_of,
+        ) {
             Ok(_) => Ok(true),
             Err(FetchError::Unavailable(why)) => {
                 eprintln!("redmap: no output: {why}");
@@ -500,11 +515,24 @@ fn deliver(
     if !keyed || ended_early {
         return Ok(true);
     }
-    let mut output = Vec::new();
-    match fetch::fetch(client, addr, summary.id, OutputForm::Binary, |b| {
-        output.extend_from_slice(b);
+    // One run per partition, each sorted by key: merged into one, so
+    // `done` gets the output sorted by key, as on one machine.
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    let collect = |p: usize, b: &[u8]| {
+        if parts.len() <= p {
+            parts.resize_with(p + 1, Vec::new);
+        }
+        parts[p].extend_from_slice(b);
         Ok(())
-    }) {
+    };
+    match fetch::fetch(
+        client,
+        &args.net,
+        addr,
+        summary.id,
+        OutputForm::Binary,
+        collect,
+    ) {
         Ok(_) => {}
         Err(FetchError::Unavailable(why)) => {
             eprintln!("redmap: no output for done: {why}");
@@ -512,6 +540,19 @@ fn deliver(
         }
         Err(FetchError::Cli(e)) => return Err(e),
     }
+    let output = match parts.len() {
+        0 | 1 => parts.pop().unwrap_or_default(),
+        _ => {
+            let runs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let mut merged = Vec::with_capacity(runs.iter().map(|r| r.len()).sum());
+            crate::shuffle::merge::merge_slices(&runs, |key, value| {
+                crate::job::run::push_pair(&mut merged, key, value);
+                Ok(())
+            })
+            .map_err(|e| CliError::new(format!("job {}'s output: {e}", summary.id)))?;
+            merged
+        }
+    };
     match job.done(&output) {
         Ok(()) => Ok(true),
         Err(e) => {

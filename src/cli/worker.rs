@@ -45,6 +45,13 @@ pub struct StartArgs {
     /// and may be attached to another manager.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration::parse)]
     pub manager_grace: Duration,
+
+    /// Bytes of pairs this worker's reduces hold in memory, all together
+    /// (each of its reduce threads, one per map thread, gets an equal
+    /// share); past it, a reduce spills sorted runs to the system's
+    /// temporary directory and merges them at the end (e.g. 64M, 1G).
+    #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = super::size::parse)]
+    pub reduce_memory: usize,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +89,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         threads,
         args.serve.http_addr(&args.net)?,
         args.manager_grace,
+        args.reduce_memory,
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)

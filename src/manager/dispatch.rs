@@ -57,8 +57,8 @@ impl Manager {
                 continue;
             };
             info!("job {id} ({}): started", job.name());
-            let memory = self.settings.reduce_memory;
-            match job.start(spread, (batch_bytes, batch_tasks), memory, tx, waker) {
+            let workers = self.workers.active_count();
+            match job.start(spread, (batch_bytes, batch_tasks), tx, waker, workers) {
                 Ok(()) => running += 1,
                 Err(e) => {
                     // Failed by `start`, with why; nothing of it runs.
@@ -202,7 +202,11 @@ impl Manager {
         let Some(pending) = self.next_batch_for(w, job_id, elsewhere) else {
             return false;
         };
-        let Some((hash, args)) = self.jobs.get(job_id).map(|j| (j.hash(), j.args().clone())) else {
+        let Some((hash, args, shuffle)) = self
+            .jobs
+            .get(job_id)
+            .map(|j| (j.hash(), j.args().clone(), j.shuffle_spec()))
+        else {
             return false;
         };
         let batch = match pending.batch {
@@ -215,6 +219,7 @@ impl Manager {
             tasks: pending.tasks,
             reply_limit: self.settings.max_size,
             args,
+            shuffle,
         });
         let what = Request::Batch {
             batch,
@@ -271,7 +276,10 @@ impl Manager {
             .collect();
         let max_conns = self.settings.max_connections;
         for (batch, job_id) in stragglers {
-            let Some((hash, args)) = self.jobs.get(job_id).map(|j| (j.hash(), j.args().clone()))
+            let Some((hash, args, shuffle)) = self
+                .jobs
+                .get(job_id)
+                .map(|j| (j.hash(), j.args().clone(), j.shuffle_spec()))
             else {
                 continue;
             };
@@ -302,6 +310,7 @@ impl Manager {
                 tasks,
                 reply_limit: self.settings.max_size,
                 args,
+                shuffle,
             });
             let what = Request::Batch {
                 batch,

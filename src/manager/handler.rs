@@ -47,9 +47,6 @@ pub struct Settings {
     pub backup_tasks: bool,
     /// A batch unanswered this long counts as a failed attempt.
     pub task_timeout: Option<Duration>,
-    /// Bytes of a keyed job's runs its reduce holds before it spills to
-    /// disk (`--reduce-memory`).
-    pub reduce_memory: usize,
 }
 
 pub struct Manager {
@@ -203,11 +200,20 @@ impl Manager {
     /// than being closed by the manager.
     fn lose_conn(&mut self, conn: ConnId, broke: bool) {
         let why = if broke { Loss::Crashed } else { Loss::Departed };
+        let w = self.workers.of_conn(conn);
         for (request, what) in self.ledger.take_conn(conn) {
-            if let Request::Batch { batch, .. } = what {
-                // Lost with its worker: if the worker died of the batch
-                // itself, sending it again as is would kill the next one.
-                self.drop_copy(batch, (conn, request), why);
+            match what {
+                Request::Batch { batch, .. } => {
+                    // Lost with its worker: if the worker died of the batch
+                    // itself, sending it again as is would kill the next one.
+                    self.drop_copy(batch, (conn, request), why);
+                }
+                Request::Reduce { job, partition } => {
+                    if let Some(w) = w {
+                        self.reduce_lost(job, partition, w);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -271,8 +277,10 @@ impl Manager {
                     "worker {}: lost ({}); its batches go to the others",
                     worker.addr, cause.why
                 );
-                // It may come back empty: libraries are sent again.
+                // It may come back empty: libraries are sent again, and its
+                // shuffle files are gone.
                 worker.installed.clear();
+                self.shuffle_worker_lost(w);
             }
             Intent::Remove => self.remove_worker(io, w),
             Intent::AbandonAttach => self.abandon_attach(io, w, cause),
@@ -289,6 +297,7 @@ impl Manager {
     /// as they are (leaving is not the tasks' fault), and the CLI that
     /// waits on it is answered.
     fn remove_worker(&mut self, io: &mut Io<'_>, w: WorkerId) {
+        self.shuffle_worker_lost(w);
         let Some(worker) = self.workers.remove(w, true) else {
             return;
         };
@@ -409,6 +418,10 @@ impl Manager {
     /// needs it, and a waiting job may start.
     pub(super) fn job_ended(&mut self, io: &mut Io<'_>, id: u64) {
         self.ledger.drop_job(id);
+        if self.jobs.get(id).is_some_and(|j| j.shuffle().is_some()) {
+            let kept = self.outputs.parts(id).is_some();
+            self.shuffle_ended(io, id, kept);
+        }
         let Some(job) = self.jobs.keep_ended(id) else {
             return;
         };
@@ -461,6 +474,7 @@ impl Manager {
             self.worker_event(io, w, Event::Drained, cause);
         }
         self.dispatch(io);
+        self.place_reduces(io);
         let ledger = &self.ledger;
         for job in self.jobs.live_mut() {
             if job.finish_if_complete(ledger.in_flight(job.id())) {

@@ -33,6 +33,7 @@ impl Manager {
         // Uploads stopped half-way (each dropped is logged by the store).
         self.store.expire_uploads(now);
         self.outputs.expire(now);
+        self.expire_parts(io);
         self.publish(io);
         self.reconnect_workers(io);
     }

@@ -29,8 +29,10 @@ pub mod jobs;
 pub mod ledger;
 mod monitor;
 pub mod outputs;
+mod reduces;
 mod replies;
 pub mod sched;
+pub mod shuffle;
 pub mod sizing;
 pub mod workers;
 

@@ -36,6 +36,7 @@ pub enum Form {
 }
 
 pub use crate::pipeline::cluster::{Output, OutputFile};
+use crate::proto::msg::shuffle::Part;
 
 fn output_bytes(output: &Output) -> usize {
     let text = match &output.text {
@@ -70,6 +71,10 @@ pub struct Outputs {
     /// like the jobs the manager keeps summaries of).
     gone: BTreeMap<u64, String>,
     bytes: usize,
+    /// Keyed jobs' outputs kept on the workers that reduced them: where
+    /// each partition is, until when. Not counted in the bound: their
+    /// bytes are on the workers' disks.
+    parts: BTreeMap<u64, (Vec<Part>, Instant)>,
 }
 
 /// Most "why it is gone" notes kept.
@@ -89,6 +94,7 @@ impl Outputs {
             kept: BTreeMap::new(),
             gone: BTreeMap::new(),
             bytes: 0,
+            parts: BTreeMap::new(),
         }
     }
 
@@ -144,6 +150,38 @@ impl Outputs {
                 format!("job {job} kept no output (it failed or was cancelled before it had one)")
             })),
         }
+    }
+
+    /// Keeps where job `job`'s partitions are, until `now + OUTPUT_TTL`.
+    pub fn keep_parts(&mut self, job: u64, parts: Vec<Part>, now: Instant) {
+        self.parts.insert(job, (parts, now + OUTPUT_TTL));
+    }
+
+    /// Where job `job`'s partitions are, if its output is kept on workers.
+    pub fn parts(&self, job: u64) -> Option<&[Part]> {
+        self.parts.get(&job).map(|(p, _)| p.as_slice())
+    }
+
+    /// Drops the places of partitions kept past their time; returns their
+    /// jobs, whose files the workers are told to remove.
+    pub fn expire_parts(&mut self, now: Instant) -> Vec<u64> {
+        let old: Vec<u64> = self
+            .parts
+            .iter()
+            .filter(|(_, (_, until))| *until <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for job in &old {
+            self.parts.remove(job);
+            self.note_gone(
+                *job,
+                format!(
+                    "job {job}'s output was dropped {} minutes after the job ended",
+                    OUTPUT_TTL.as_secs() / 60
+                ),
+            );
+        }
+        old
     }
 
     /// Drops the outputs kept past their time.

@@ -80,7 +80,11 @@ impl Manager {
                 self.claim_lost(io, w, &e.message)
             }
             (Request::Install { hash }, Message::Error(e)) => self.install_refused(io, w, hash, &e),
-            (Request::Uninstall, _) => {}
+            (Request::Uninstall | Request::DropShuffle, _) => {}
+            (
+                Request::Reduce { job, partition },
+                msg @ (Message::Reduced(_) | Message::Error(_)),
+            ) => self.reduce_answered(io, w, job, partition, msg),
             (_, Message::Error(e)) if e.code == ErrorCode::AUTH_FAILED => {
                 // The worker wants a secret this manager does not have (or another one).
                 let cause = Cause {
@@ -123,7 +127,8 @@ impl Manager {
                     wk.installed.remove(&hash);
                 }
             }
-            Request::Ping | Request::Claim | Request::Uninstall => {}
+            Request::Reduce { job, partition } => self.reduce_lost(job, partition, w),
+            Request::Ping | Request::Claim | Request::Uninstall | Request::DropShuffle => {}
         }
         self.forget_conn(conn, false);
         io.close(conn);

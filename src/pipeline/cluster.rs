@@ -19,7 +19,6 @@ use mio::Waker;
 use super::batch::BatchLimits;
 use super::load::{load, Loaded};
 use super::reduce::{fold_partials, Ended};
-use crate::plugin::loader::JobKind;
 use crate::plugin::{CallError, Instance};
 use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::TaskList;
@@ -265,9 +264,10 @@ pub fn text_of(job: &Instance, run: &[u8]) -> Result<Vec<u8>, CallError> {
 /// as it comes: the binary form, and the text form made by the job's
 /// `format` piece by piece (a text form that fails costs that form only).
 /// The `Ended` holds the output's first [`RESULT_PREVIEW`] bytes.
-fn keyed_output(
+/// `None` once `cancelled` is set (see [`super::fold_runs`]).
+pub fn keyed_output(
     plugin: &Instance,
-    partials: Receiver<(Vec<u8>, u64)>,
+    partials: impl IntoIterator<Item = (Vec<u8>, u64)>,
     cancelled: &AtomicBool,
     memory: &super::ReduceMemory,
     report: impl FnMut((Vec<u8>, u64), Result<(), CallError>),
@@ -336,9 +336,11 @@ fn keyed_output(
     Some((ended, output))
 }
 
-/// The reducer thread's body: folds the partials of job `job` as they
-/// arrive, reporting each, then calls `done` and reports it; stops early,
-/// without `done`, once `cancelled` is set.
+/// The reducer thread's body for a byte-level job: folds the partials of
+/// job `job` as they arrive, reporting each, then calls `done` and
+/// reports it; stops early, without `done`, once `cancelled` is set. (A
+/// keyed job's partitions are reduced on the workers:
+/// `worker::reduce`.)
 pub fn reducer(
     plugin: &Instance,
     job: u64,
@@ -346,7 +348,6 @@ pub fn reducer(
     tx: &Sender<ReducerMsg>,
     waker: &Waker,
     cancelled: &AtomicBool,
-    memory: &super::ReduceMemory,
 ) {
     let report = |(_, tasks): (Vec<u8>, u64), outcome: Result<(), CallError>| {
         let msg = match outcome {
@@ -361,27 +362,12 @@ pub fn reducer(
         let _ = waker.wake();
     };
     let prefix = format!("redmap-output-{}-job-{job}", std::process::id());
-    let dir = memory.spill_dir.as_path();
-    let (ended, output) = match plugin.kind() {
-        JobKind::Bytes => {
-            let done = |r: &[u8]| plugin.done(r);
-            let Some(ended) = fold_partials(plugin, partials, cancelled, report, done) else {
-                return;
-            };
-            let output = OutputFile::with(dir, &prefix, "bin", &ended.result)
-                .map(|binary| Output { binary, text: None });
-            (ended, output)
-        }
-        // A keyed job's partials are runs of pairs, reduced by key; its
-        // `done` runs in the client, with the output it fetches, so here
-        // the output goes to a file, and its text form to another.
-        JobKind::Keyed => {
-            match keyed_output(plugin, partials, cancelled, memory, report, &prefix) {
-                Some(done) => done,
-                None => return,
-            }
-        }
+    let done = |r: &[u8]| plugin.done(r);
+    let Some(ended) = fold_partials(plugin, partials, cancelled, report, done) else {
+        return;
     };
+    let output = OutputFile::with(&std::env::temp_dir(), &prefix, "bin", &ended.result)
+        .map(|binary| Output { binary, text: None });
     // An output that could not be kept costs the client its output, not
     // the job its status: it is said among the job's errors.
     let (error, output, unkept) = match (ended.done, output) {

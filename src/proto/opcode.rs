@@ -43,6 +43,14 @@ pub enum Opcode {
     CancelJob = 0x16,
     /// A chunk of an ended job's output; answered by `Output`.
     OutputRequest = 0x17,
+    /// A chunk of a file a worker keeps for a shuffle; answered by `Fetched`.
+    Fetch = 0x18,
+    /// Reduce one partition of a keyed job; answered by `Reduced`.
+    Reduce = 0x19,
+    /// Remove a job's shuffle files from a worker; answered by `Dropped`.
+    DropShuffle = 0x1A,
+    /// Where an ended job's partitions are; answered by `Parts`.
+    PartsRequest = 0x1B,
     /// Reply to `Ping`.
     Pong = 0x81,
     /// Reply to `InfoRequest`.
@@ -61,6 +69,10 @@ pub enum Opcode {
     ManagerStats = 0x95,
     Cancelled = 0x96,
     Output = 0x97,
+    Fetched = 0x98,
+    Reduced = 0x99,
+    Dropped = 0x9A,
+    Parts = 0x9B,
     /// Error reply to any request (or unsolicited, before a close).
     Error = 0xFF,
 }
@@ -85,6 +97,10 @@ impl Opcode {
         Opcode::ManagerStatsRequest,
         Opcode::CancelJob,
         Opcode::OutputRequest,
+        Opcode::Fetch,
+        Opcode::Reduce,
+        Opcode::DropShuffle,
+        Opcode::PartsRequest,
         Opcode::Pong,
         Opcode::Info,
         Opcode::InstallReply,
@@ -101,6 +117,10 @@ impl Opcode {
         Opcode::ManagerStats,
         Opcode::Cancelled,
         Opcode::Output,
+        Opcode::Fetched,
+        Opcode::Reduced,
+        Opcode::Dropped,
+        Opcode::Parts,
         Opcode::Error,
     ];
 
@@ -123,6 +143,10 @@ impl Opcode {
             Opcode::ManagerStatsRequest => "MANAGER_STATS_REQUEST",
             Opcode::CancelJob => "CANCEL_JOB",
             Opcode::OutputRequest => "OUTPUT_REQUEST",
+            Opcode::Fetch => "FETCH",
+            Opcode::Reduce => "REDUCE",
+            Opcode::DropShuffle => "DROP_SHUFFLE",
+            Opcode::PartsRequest => "PARTS_REQUEST",
             Opcode::Pong => "PONG",
             Opcode::Info => "INFO",
             Opcode::InstallReply => "INSTALL_REPLY",
@@ -139,6 +163,10 @@ impl Opcode {
             Opcode::ManagerStats => "MANAGER_STATS",
             Opcode::Cancelled => "CANCELLED",
             Opcode::Output => "OUTPUT",
+            Opcode::Fetched => "FETCHED",
+            Opcode::Reduced => "REDUCED",
+            Opcode::Dropped => "DROPPED",
+            Opcode::Parts => "PARTS",
             Opcode::Error => "ERROR",
         }
     }

@@ -16,7 +16,9 @@ use crate::net::ConnId;
 use crate::pipeline::{self, cap_error, thousands, FailedIn, ValueLimit};
 use crate::plugin::loader::JobKind;
 use crate::plugin::{CallError, Instance, Plugin, PluginHash};
-use crate::proto::msg::{BatchResult, JobArgs, MapBatch, TaskFailure, TaskList};
+use crate::proto::msg::{BatchResult, JobArgs, MapBatch, ShuffleSpec, TaskFailure, TaskList};
+
+use super::shuffle::ShuffleFiles;
 
 pub struct Work {
     pub conn: ConnId,
@@ -46,6 +48,13 @@ pub struct Pool {
     instances: Arc<Instances>,
 }
 
+impl Pool {
+    /// The jobs built on this worker (shared with its reduce threads).
+    pub fn instances(&self) -> Arc<Instances> {
+        Arc::clone(&self.instances)
+    }
+}
+
 /// Most job instances a worker keeps built at once: one per running job
 /// is the usual need. Past it, one is dropped (batches running on it keep
 /// it until they end) and built again if needed.
@@ -58,14 +67,14 @@ const MAX_INSTANCES: usize = 64;
 /// keeps no per-call state: it is `Sync`). A constructor's error is not
 /// kept: the next batch tries again (a file may have appeared).
 #[derive(Default)]
-struct Instances {
+pub struct Instances {
     built: Mutex<HashMap<(PluginHash, JobArgs), Arc<Instance>>>,
 }
 
 impl Instances {
     /// The job, built if needed; with an instance no longer kept (evicted,
     /// or built twice at once), for the caller to release off the lock.
-    fn get(
+    pub fn get(
         &self,
         plugin: &Arc<Plugin>,
         args: &JobArgs,
@@ -206,6 +215,7 @@ fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult
         processed,
         value,
         failures,
+        map_output: None,
     }
 }
 
@@ -229,10 +239,68 @@ fn unbuilt(work: &Work, why: CallError) -> BatchResult {
                 message: within(&mut budget, message.clone()),
             })
             .collect(),
+        map_output: None,
     }
 }
 
-fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
+/// A batch of a job whose reduce runs on the workers: its pairs are kept
+/// here, cut into the job's partitions ([`ShuffleFiles`]), and the
+/// answer says where (no value: no reply limit to fit). A call or a file
+/// that fails fails every task of the batch as an attempt.
+fn run_shuffled_batch(
+    work: &Work,
+    job: &Instance,
+    spec: ShuffleSpec,
+    files: &ShuffleFiles,
+    started: Instant,
+) -> BatchResult {
+    let (_, mut failure_budget) = budgets(work.batch.reply_limit());
+    let tasks = work.batch.tasks.len() as u32;
+    let mut all_fail = |panicked: bool, message: String| -> Vec<TaskFailure> {
+        (0..tasks)
+            .map(|index| TaskFailure {
+                index,
+                panicked,
+                fatal: false,
+                deferred: false,
+                message: within(&mut failure_budget, message.clone()),
+            })
+            .collect()
+    };
+    let (processed, failures, map_output) = match job.map_batch(work.batch.tasks.as_bytes()) {
+        Err(e) => (0, all_fail(e.panicked, e.message), None),
+        Ok(mapped) => {
+            let dir = std::env::temp_dir();
+            match files.keep_map_output(spec.job, spec.partitions, &mapped.pairs, &dir) {
+                Ok(out) => {
+                    let failed = mapped
+                        .failures
+                        .into_iter()
+                        .map(|(index, panicked, message)| TaskFailure {
+                            index,
+                            panicked,
+                            fatal: false,
+                            deferred: false,
+                            message: within(&mut failure_budget, message),
+                        })
+                        .collect();
+                    (mapped.processed, failed, Some(out))
+                }
+                Err(why) => (0, all_fail(false, why), None),
+            }
+        }
+    };
+    BatchResult {
+        busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        batch_id: work.batch.batch_id,
+        processed,
+        value: None,
+        failures,
+        map_output,
+    }
+}
+
+fn run_batch(work: &Work, instances: &Instances, files: &ShuffleFiles) -> BatchResult {
     let started = Instant::now();
     let (built, evicted) = instances.get(&work.plugin, &work.batch.args);
     drop(evicted);
@@ -240,8 +308,12 @@ fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
         Ok(job) => job,
         Err(why) => return unbuilt(work, why),
     };
-    if job.kind() == JobKind::Keyed {
-        return run_keyed_batch(work, &job, started);
+    match (job.kind(), work.batch.shuffle) {
+        (JobKind::Keyed, Some(spec)) => {
+            return run_shuffled_batch(work, &job, spec, files, started)
+        }
+        (JobKind::Keyed, None) => return run_keyed_batch(work, &job, started),
+        (JobKind::Bytes, _) => {}
     }
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
@@ -277,11 +349,12 @@ fn run_batch(work: &Work, instances: &Instances) -> BatchResult {
         processed: folded.processed,
         value: folded.value,
         failures,
+        map_output: None,
     }
 }
 
 impl Pool {
-    pub fn new(threads: usize, waker: Arc<Waker>) -> Pool {
+    pub fn new(threads: usize, waker: Arc<Waker>, files: ShuffleFiles) -> Pool {
         let (work_tx, work_rx) = mpsc::channel::<Task>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
         let instances = Arc::new(Instances::default());
@@ -294,7 +367,7 @@ impl Pool {
                     return ControlFlow::Continue(());
                 }
             };
-            let result = run_batch(&work, &built);
+            let result = run_batch(&work, &built, &files);
             let done = Done {
                 conn: work.conn,
                 request_id: work.request_id,

@@ -11,12 +11,15 @@ use log::{debug, info};
 
 use super::claim::Claims;
 use super::exec::{Pool, Work};
+use super::reduce::{ReduceWork, Reducers};
+use super::shuffle::ShuffleFiles;
 use super::stats::Stats;
 use crate::http::{Published, Shared};
 use crate::net::{ConnId, Handler, Io};
 use crate::plugin::store::{install_reply, PluginStore};
 use crate::plugin::PluginHash;
-use crate::proto::msg::{Claim, Claimed};
+use crate::proto::msg::shuffle::{DROP_MAP_OUTPUTS, DROP_PARTITION_OUTPUTS};
+use crate::proto::msg::{Claim, Claimed, OutputChunk};
 use crate::proto::text::{render_info, TextCommand};
 use crate::proto::{ErrorCode, Message, ProtoError};
 use crate::report::{self, Metrics};
@@ -58,7 +61,18 @@ pub struct WorkerHandler {
     /// Where the `--http` thread reads its pages, if there is one.
     pub published: Option<Shared>,
     pub next_publish: Instant,
+    /// Map outputs and partition outputs kept for the manager's shuffles.
+    pub files: ShuffleFiles,
+    /// The reduce threads.
+    pub reducers: Reducers,
+    /// Reduces queued or running.
+    pub reduces: usize,
 }
+
+/// Most reduces a worker holds (queued or running); past it a `REDUCE` is
+/// answered `BUSY`. A manager sends a worker at most one per partition it
+/// places there.
+pub const MAX_REDUCES_HELD: usize = 256;
 
 impl WorkerHandler {
     /// Renders `/api/status` and `/metrics` for the HTTP thread.
@@ -119,6 +133,7 @@ impl WorkerHandler {
             }
             self.store.remove_all();
             self.pool.forget(None);
+            self.files.drop_all();
         } else if before != claim.manager {
             info!("claimed by the manager at {}", claim.manager);
         }
@@ -159,7 +174,11 @@ impl WorkerHandler {
             Message::InfoRequest => Some(Message::Info(self.info())),
             Message::Claim(claim) => Some(self.claim(io, conn, claim)),
             // Work comes from the manager that holds this worker only.
-            Message::Install(_) | Message::Uninstall(_) | Message::MapBatch(_)
+            Message::Install(_)
+            | Message::Uninstall(_)
+            | Message::MapBatch(_)
+            | Message::Reduce(_)
+            | Message::DropShuffle(_)
                 if !self.claims.may_work(conn) =>
             {
                 Some(Message::error(&ProtoError::refused(
@@ -215,6 +234,61 @@ impl WorkerHandler {
                     ),
                 ))),
             },
+            // Any authenticated peer may read the shuffle's files: the
+            // job's reducers (other workers) and its client.
+            Message::Fetch(f) => Some(match self.files.read(f.file, f.segment, f.offset, f.max) {
+                Ok((total, chunk)) => {
+                    let offset = f.offset.min(total);
+                    Message::Fetched(OutputChunk {
+                        total,
+                        offset,
+                        chunk,
+                    })
+                }
+                Err(e) => Message::error(&e),
+            }),
+            Message::DropShuffle(d) => {
+                if d.what & DROP_PARTITION_OUTPUTS != 0 {
+                    self.reducers.cancel(d.job);
+                }
+                let n = self.files.drop_job(
+                    d.job,
+                    d.what & DROP_MAP_OUTPUTS != 0,
+                    d.what & DROP_PARTITION_OUTPUTS != 0,
+                );
+                debug!("job {}: dropped {n} shuffle files", d.job);
+                Some(Message::Dropped)
+            }
+            Message::Reduce(_) if self.draining => Some(Message::error(&ProtoError::refused(
+                ErrorCode::SHUTTING_DOWN,
+                "this worker is shutting down",
+            ))),
+            Message::Reduce(_) if self.reduces >= MAX_REDUCES_HELD => {
+                Some(Message::error(&ProtoError::refused(
+                    ErrorCode::BUSY,
+                    format!("this worker already holds {MAX_REDUCES_HELD} reduces, its most"),
+                )))
+            }
+            Message::Reduce(reduce) => match self.store.get(&PluginHash(reduce.hash)) {
+                Some(plugin) => {
+                    *self.active.entry(reduce.hash).or_default() += 1;
+                    self.reduces += 1;
+                    self.reducers.submit(ReduceWork {
+                        conn,
+                        request_id,
+                        plugin,
+                        reduce,
+                    });
+                    None
+                }
+                None => Some(Message::error(&ProtoError::refused(
+                    ErrorCode::PLUGIN_MISSING,
+                    format!(
+                        "job library {} is not installed here",
+                        PluginHash(reduce.hash).short()
+                    ),
+                ))),
+            },
             other => {
                 debug!(
                     "{conn}: request {request_id}: unexpected {}",
@@ -252,6 +326,11 @@ impl Handler for WorkerHandler {
                 &Message::BatchResult(done.result),
             );
         }
+        while let Ok(done) = self.reducers.done.try_recv() {
+            release(&mut self.active, &done.hash);
+            self.reduces = self.reduces.saturating_sub(1);
+            io.send(done.conn, done.request_id, &Message::Reduced(done.reduced));
+        }
         self.refresh_counts(io);
     }
 
@@ -276,6 +355,7 @@ impl Handler for WorkerHandler {
         if let Some(manager) = self.claims.expire(now) {
             let removed = self.store.remove_all();
             self.pool.forget(None);
+            self.files.drop_all();
             info!(
                 "the manager at {manager} has been gone for the grace period; \
                  uninstalled its {removed} job libraries"

@@ -8,6 +8,8 @@
 pub mod claim;
 pub mod exec;
 pub mod handler;
+pub mod reduce;
+pub mod shuffle;
 pub mod stats;
 
 use std::io::{self, Write};
@@ -35,10 +37,12 @@ pub fn run(
     threads: usize,
     http: Option<SocketAddr>,
     manager_grace: std::time::Duration,
+    reduce_memory: usize,
 ) -> io::Result<()> {
     let summary = config.summary();
     let secret = config.secret.clone();
     let max_size = config.max_size;
+    let (config_read, config_write) = (config.read_timeout, config.write_timeout);
     let mut reactor = Reactor::bind(addr, config)?;
     let local = reactor.local_addr();
     // The "listening" line itself goes to standard output, once, below.
@@ -56,11 +60,29 @@ pub fn run(
     let stop = crate::signals::watch(move || {
         let _ = waker.wake();
     })?;
+    let files = shuffle::ShuffleFiles::default();
+    let pool = Pool::new(threads, reactor.waker(), files.clone());
+    let peers = reduce::Peers {
+        timeouts: crate::net::client::Timeouts::new(config_read, config_write),
+        max_size,
+        secret: secret.clone(),
+    };
+    let reducers = reduce::Reducers::new(
+        threads,
+        reduce_memory,
+        files.clone(),
+        pool.instances(),
+        peers,
+        reactor.waker(),
+    )?;
     let mut handler = WorkerHandler {
         stats: Stats::new(local.to_string(), max_size),
         claims: claim::Claims::new(manager_grace),
         store,
-        pool: Pool::new(threads, reactor.waker()),
+        pool,
+        files,
+        reducers,
+        reduces: 0,
         active: HashMap::new(),
         held: HashMap::new(),
         stop,

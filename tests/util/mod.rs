@@ -471,9 +471,30 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(workers: usize, manager_args: &[&str], env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_with(workers, manager_args, &[], env)
+    }
+
+    /// [`Cluster::start`] with `worker_args` for each worker; `env` is
+    /// set for the workers too.
+    pub fn start_with(
+        workers: usize,
+        manager_args: &[&str],
+        worker_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Cluster {
         let dir = TempDir::new("cluster");
         let manager = start_manager(manager_args, env, dir.path());
-        let workers: Vec<Server> = (0..workers).map(|_| start_worker(&[])).collect();
+        let workers: Vec<Server> = (0..workers)
+            .map(|_| {
+                let mut cmd = redmap();
+                cmd.args(["worker", "start", "127.0.0.1:0"])
+                    .args(worker_args);
+                for (k, v) in env {
+                    cmd.env(k, v);
+                }
+                spawn_server(cmd)
+            })
+            .collect();
         let cluster = Cluster {
             dir,
             manager,

@@ -45,6 +45,7 @@ impl Manager {
             },
             Message::JobStatsRequest(id) => self.job_stats(id),
             Message::OutputRequest(req) => self.output(req),
+            Message::PartsRequest(id) => self.parts(id),
             Message::JobsListRequest(query) => Message::JobsList(self.jobs_page(query)),
             Message::Attach(a) => {
                 return self.resolve(io, (conn, request_id), (a.addr, a.force), false)

@@ -3,7 +3,7 @@
 
 use crate::manager::handler::{refused, Manager};
 use crate::manager::outputs::{Form, Lookup};
-use crate::proto::msg::{OutputChunk, OutputForm, OutputRequest};
+use crate::proto::msg::{OutputChunk, OutputForm, OutputRequest, Parts};
 use crate::proto::{frame_budget, ErrorCode, Message, ProtoError};
 
 /// Most bytes one `OUTPUT` carries (4 MiB): a read from the output's file
@@ -11,6 +11,31 @@ use crate::proto::{frame_budget, ErrorCode, Message, ProtoError};
 const MAX_OUTPUT_CHUNK: usize = 4 << 20;
 
 impl Manager {
+    /// PARTS_REQUEST: where an ended keyed job's partitions are, in
+    /// partition order; none for an output the manager keeps itself.
+    pub(super) fn parts(&self, id: u64) -> Message {
+        if self.jobs.get(id).is_some() {
+            return refused(
+                ErrorCode::BUSY,
+                format!("job {id} has not ended yet; its output is kept once it ends"),
+            );
+        }
+        if self.jobs.ended(id).is_none() {
+            return refused(ErrorCode::NOT_FOUND, format!("no job with id {id}"));
+        }
+        let parts = self
+            .outputs
+            .parts(id)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default();
+        if parts.is_empty() {
+            if let Lookup::Gone(why) = self.outputs.get(id, Form::Binary) {
+                return refused(ErrorCode::NOT_FOUND, why);
+            }
+        }
+        Message::Parts(Parts { parts })
+    }
+
     pub(super) fn output(&self, req: OutputRequest) -> Message {
         let id = req.job;
         if self.jobs.get(id).is_some() {

@@ -55,7 +55,7 @@ impl Manager {
         };
         info!("job {id} ({name}): accepted, library {}", hash.short());
         self.jobs
-            .insert(Job::new(id, name, plugin, run.args, library));
+            .insert(Job::new(id, name, plugin, run.args, library, run.reducers));
         Message::JobAccepted(id)
     }
 }

@@ -29,9 +29,13 @@ use mio::Waker;
 
 use super::invariant::decrement;
 use super::sizing::{spread_cap, BatchSizer};
-use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog, ReduceMemory};
+use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
+use crate::plugin::loader::JobKind;
 use crate::plugin::{Instance, Plugin, PluginHash};
-use crate::proto::msg::{JobArgs, JobStatus, JobSummary};
+use crate::proto::msg::shuffle::MAX_PARTITIONS;
+use crate::proto::msg::{JobArgs, JobStatus, JobSummary, ShuffleSpec};
+
+use super::shuffle::{Shuffle, TaskLog};
 
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
@@ -96,6 +100,12 @@ pub struct Job {
     /// order), and their sum: what they hold of the manager's memory.
     partial_sizes: VecDeque<usize>,
     partial_bytes: usize,
+    /// Reduce partitions the client asked for (0: one per worker).
+    reducers: u32,
+    /// A keyed job's shuffle: its partitions are reduced on workers.
+    shuffle: Option<Shuffle>,
+    /// Its answered batches' tasks, to map again after a loss.
+    task_log: Option<TaskLog>,
 }
 
 impl Job {
@@ -105,6 +115,7 @@ impl Job {
         plugin: Arc<Plugin>,
         args: JobArgs,
         library: Arc<Vec<u8>>,
+        reducers: u32,
     ) -> Job {
         Job {
             id,
@@ -141,6 +152,56 @@ impl Job {
             partials_outstanding: 0,
             partial_sizes: VecDeque::new(),
             partial_bytes: 0,
+            reducers,
+            shuffle: None,
+            task_log: None,
+        }
+    }
+
+    /// Its shuffle, for a keyed job that has started.
+    pub fn shuffle(&self) -> Option<&Shuffle> {
+        self.shuffle.as_ref()
+    }
+
+    /// What its batches carry to be kept on the workers, for a shuffled
+    /// job.
+    pub fn shuffle_spec(&self) -> Option<ShuffleSpec> {
+        self.shuffle.as_ref().map(|s| ShuffleSpec {
+            job: self.id,
+            partitions: s.partitions(),
+        })
+    }
+
+    pub fn shuffle_mut(&mut self) -> Option<&mut Shuffle> {
+        self.shuffle.as_mut()
+    }
+
+    /// Every task is loaded and answered (`in_flight`: its batches in the
+    /// ledger): a shuffled job's partitions may be reduced.
+    pub fn maps_complete(&self, in_flight: usize) -> bool {
+        self.status == JobStatus::Running
+            && self.loader_done
+            && self.staged.is_none()
+            && self.retry.is_empty()
+            && in_flight == 0
+    }
+
+    /// Map outputs were lost: their tasks (from the task log) are mapped
+    /// again, as new batches, no attempt counted. A log that cannot be
+    /// read fails the job.
+    pub fn remap(&mut self, lost: &[((u64, u64), u64)]) {
+        for &(at, first_index) in lost {
+            let read = match &self.task_log {
+                Some(log) => log.read(at),
+                None => Err(io::Error::other("no task log")),
+            };
+            match read {
+                Ok(tasks) => self.retry.push_back(Pending::new(tasks, first_index)),
+                Err(e) => {
+                    self.fail(format!("cannot map lost outputs again: the task log: {e}"));
+                    return;
+                }
+            }
         }
     }
 
@@ -220,9 +281,9 @@ impl Job {
         &mut self,
         spread: usize,
         (max_batch_bytes, max_batch_tasks): (usize, usize),
-        reduce_memory: usize,
         reducer_tx: Sender<ReducerMsg>,
         waker: Arc<Waker>,
+        workers: usize,
     ) -> io::Result<()> {
         if self.status != JobStatus::Waiting {
             // A second loader would load every task again.
@@ -234,6 +295,24 @@ impl Job {
         }
         self.status = JobStatus::Running;
         self.started = Some(Instant::now());
+        // A keyed job's reduce runs on the workers: no pair comes here.
+        let shuffled = self.plugin.kind() == JobKind::Keyed;
+        if shuffled {
+            let partitions = match self.reducers {
+                0 => u32::try_from(workers)
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, MAX_PARTITIONS),
+                n => n,
+            };
+            match TaskLog::create(&format!("job-{}", self.id)) {
+                Ok(log) => self.task_log = Some(log),
+                Err(e) => {
+                    self.fail(format!("cannot keep the job's tasks for its shuffle: {e}"));
+                    return Err(e);
+                }
+            }
+            self.shuffle = Some(Shuffle::new(partitions));
+        }
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
         let (partial_tx, partial_rx) = mpsc::channel();
         let (plugin, args, id) = (Arc::clone(&self.plugin), self.args.clone(), self.id);
@@ -261,7 +340,12 @@ impl Job {
                     }
                 };
                 let _ = job_tx.send(Arc::clone(&job));
-                let memory = ReduceMemory::new(reduce_memory, &format!("job-{id}"));
+                if shuffled {
+                    // Its reduce runs on the workers: this thread only
+                    // built the job.
+                    drop(partial_rx);
+                    return;
+                }
                 cluster::reducer(
                     &job,
                     id,
@@ -269,14 +353,15 @@ impl Job {
                     &reducer_tx,
                     &reducer_waker,
                     &cancelled,
-                    &memory,
                 )
             });
         if let Err(e) = spawned {
             self.fail(format!("cannot start the job's reducer thread: {e}"));
             return Err(e);
         }
-        self.partials = Some(partial_tx);
+        if !shuffled {
+            self.partials = Some(partial_tx);
+        }
         let target = self.sizer.shared();
         // The batches' size is the manager's: the sizer's target, capped to
         // spread the job's estimate and to fit every worker's frames.

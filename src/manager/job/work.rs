@@ -117,6 +117,35 @@ impl Job {
         !self.retry.is_empty() || self.staged.is_some()
     }
 
+    /// Notes where a shuffled batch's pairs stay, with its tasks that
+    /// succeeded (to map again if that worker is lost). A worker that
+    /// answers without a map output (one too old to keep them) or with
+    /// one that does not fit the job's partitions costs the batch's
+    /// tasks: they count as failed.
+    fn keep_map_output(&mut self, f: &InFlight, r: &BatchResult, w: WorkerId) {
+        let failed: std::collections::HashSet<u32> = r.failures.iter().map(|x| x.index).collect();
+        let mut ok = TaskList::new();
+        for (i, task) in f.tasks.iter().enumerate() {
+            if !failed.contains(&(i as u32)) {
+                ok.push(task);
+            }
+        }
+        let kept = match (&r.map_output, &mut self.task_log, &mut self.shuffle) {
+            (Some(out), Some(log), Some(shuffle)) => log
+                .append(&ok)
+                .map_err(|e| format!("the task log: {e}"))
+                .and_then(|at| shuffle.map_output(w, out.clone(), at, f.first_index)),
+            (None, _, _) if r.processed == 0 => Ok(()),
+            _ => Err("the worker kept no map output (is it older than this manager?)".into()),
+        };
+        if let Err(why) = kept {
+            let n = u64::from(r.processed);
+            crate::manager::invariant::decrement(&mut self.processed, n, "processed tasks");
+            self.failed += n;
+            self.record_error(format!("map output of {n} tasks lost: {why}"));
+        }
+    }
+
     /// Applies the first answer `r` to batch `f`, from worker `w`, `rtt`
     /// after it was sent: counts, folds its value, and queues its failed
     /// tasks again (attempts under `max_retries`, not fatal) or fails them.
@@ -140,7 +169,9 @@ impl Job {
         self.sizer
             .observe(ran.max(1), Duration::from_micros(r.busy_us));
         self.processed += u64::from(r.processed);
-        if let Some(value) = r.value {
+        if self.shuffle.is_some() {
+            self.keep_map_output(&f, &r, w);
+        } else if let Some(value) = r.value {
             self.fold(value, u64::from(r.processed));
         }
         if r.failures.is_empty() {

@@ -54,6 +54,12 @@ pub enum Request {
         backup: bool,
     },
     Uninstall,
+    /// A partition's reduce (see `manager::reduces`).
+    Reduce {
+        job: u64,
+        partition: u32,
+    },
+    DropShuffle,
 }
 
 #[derive(Debug)]
@@ -195,7 +201,11 @@ impl Ledger {
     pub fn overdue(&mut self, now: Instant, limit: Duration) -> Vec<ConnId> {
         let mut conns = Vec::new();
         for (&(conn, _), o) in &mut self.outstanding {
-            let exempt = matches!(o.what, Request::Batch { .. } | Request::Install { .. });
+            // A reduce, like a batch, may rightly take long.
+            let exempt = matches!(
+                o.what,
+                Request::Batch { .. } | Request::Install { .. } | Request::Reduce { .. }
+            );
             if !exempt && !o.expired && now.duration_since(o.sent) > limit {
                 o.expired = true;
                 conns.push(conn);

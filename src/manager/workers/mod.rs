@@ -32,6 +32,17 @@ pub struct WorkerId {
     generation: u64,
 }
 
+impl WorkerId {
+    /// A worker id made up for tests of pure bookkeeping.
+    #[cfg(test)]
+    pub fn for_tests(index: u32) -> WorkerId {
+        WorkerId {
+            index: index as usize,
+            generation: 1,
+        }
+    }
+}
+
 impl SlotId for WorkerId {
     fn from_parts(index: usize, generation: u64) -> WorkerId {
         WorkerId { index, generation }
@@ -375,6 +386,13 @@ impl Workers {
 
     /// The address of another worker that is the same process as `w` (by
     /// the id it reported), if any.
+    /// The worker attached as `addr` (as it was given), if any.
+    pub fn by_addr(&self, addr: &str) -> Option<WorkerId> {
+        self.iter()
+            .find(|(_, wk)| wk.addr == addr)
+            .map(|(id, _)| id)
+    }
+
     pub fn twin(&self, w: WorkerId, worker_id: u64) -> Option<String> {
         if worker_id == 0 {
             return None;

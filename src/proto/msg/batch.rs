@@ -14,6 +14,8 @@
 //!             the default max size
 //!   args      the job's arguments (see `args.rs`); appended in 0.3,
 //!             absent means none
+//!   shuffle   u64 job, u32 partitions (see `shuffle.rs`); appended in
+//!             0.4, absent: answer with the value
 //! BATCH_RESULT payload:
 //!   u64       batch id
 //!   u32       tasks mapped and folded into the value
@@ -25,9 +27,12 @@
 //!             task cannot succeed, e.g. its value is over the reply limit);
 //!             bit 2 deferred (not run: send it again, no attempt counted)
 //!   u64       microseconds the worker's thread spent on the batch
+//!   map output  u64 file, u32 R, R × u64 segment lengths (shuffled
+//!             batches only; see `shuffle.rs`)
 //! ```
 
 use super::args::JobArgs;
+use super::shuffle::{MapOutput, ShuffleSpec};
 use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
 use crate::proto::error::ProtoError;
 use crate::proto::opcode::Opcode;
@@ -112,6 +117,20 @@ impl TaskList {
     }
 
     /// Reads a task list from the front of `c`, checking every length.
+    /// A list from its encoded bytes, checked (as [`TaskList::as_bytes`]
+    /// gave them).
+    ///
+    /// # Errors
+    /// The bytes are not exactly one encoded list.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<TaskList, ProtoError> {
+        let mut c = Cursor::new(Opcode::MapBatch.as_u8(), &bytes);
+        let list = TaskList::decode(&mut c)?;
+        if !c.rest().is_empty() {
+            return Err(c.malformed("bytes after the task list"));
+        }
+        Ok(list)
+    }
+
     fn decode(c: &mut Cursor<'_>) -> Result<TaskList, ProtoError> {
         let start = c.rest();
         let n = c.count(4, "task count")?;
@@ -155,6 +174,10 @@ pub struct MapBatch {
     /// The job's arguments, for the worker to build the job with (appended;
     /// absent: none).
     pub args: JobArgs,
+    /// A keyed job whose reduce runs on the workers: the worker keeps the
+    /// batch's pairs, cut into partitions, instead of answering with them
+    /// (appended after the arguments; absent: answer with the value).
+    pub shuffle: Option<ShuffleSpec>,
 }
 
 impl MapBatch {
@@ -183,12 +206,18 @@ impl MapBatch {
         } else {
             JobArgs::decode(&mut c)?
         };
+        let shuffle = if c.rest().is_empty() {
+            None
+        } else {
+            Some(ShuffleSpec::decode(&mut c)?)
+        };
         Ok(MapBatch {
             hash,
             batch_id,
             tasks,
             reply_limit,
             args,
+            shuffle,
         })
     }
 
@@ -197,9 +226,13 @@ impl MapBatch {
         put_u64(out, self.batch_id);
         out.extend_from_slice(&self.tasks.bytes);
         put_u32(out, self.reply_limit);
-        // No arguments travel as none: the message as it was before them.
-        if !self.args.is_empty() {
+        // No arguments travel as none: the message as it was before them
+        // (unless a field after them follows).
+        if !self.args.is_empty() || self.shuffle.is_some() {
             self.args.encode(out);
+        }
+        if let Some(spec) = &self.shuffle {
+            spec.encode(out);
         }
     }
 }
@@ -232,6 +265,9 @@ pub struct BatchResult {
     /// batch (not counting its wait in the queue): how the manager sizes
     /// batches.
     pub busy_us: u64,
+    /// Where a shuffled batch's pairs stay (appended; absent for a batch
+    /// answered with its value).
+    pub map_output: Option<MapOutput>,
 }
 
 impl BatchResult {
@@ -262,6 +298,11 @@ impl BatchResult {
             value,
             failures,
             busy_us: c.u64("busy time")?,
+            map_output: if c.rest().is_empty() {
+                None
+            } else {
+                Some(MapOutput::decode(&mut c)?)
+            },
         })
     }
 
@@ -290,6 +331,9 @@ impl BatchResult {
             put_str(out, &f.message);
         }
         put_u64(out, self.busy_us);
+        if let Some(m) = &self.map_output {
+            m.encode(out);
+        }
     }
 }
 

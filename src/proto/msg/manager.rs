@@ -37,6 +37,9 @@ pub struct RunJob {
     pub name: String,
     /// The job's arguments (appended; absent: none).
     pub args: JobArgs,
+    /// Reduce partitions of a keyed job (appended after the arguments;
+    /// absent or 0: one per worker when the job starts).
+    pub reducers: u32,
 }
 
 impl RunJob {
@@ -49,15 +52,29 @@ impl RunJob {
         } else {
             JobArgs::decode(&mut c)?
         };
-        Ok(RunJob { hash, name, args })
+        let reducers = if c.rest().is_empty() {
+            0
+        } else {
+            c.u32("reducers")?
+        };
+        Ok(RunJob {
+            hash,
+            name,
+            args,
+            reducers,
+        })
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.hash);
         put_str(out, &self.name);
-        // No arguments travel as none: the message as it was before them.
-        if !self.args.is_empty() {
+        // No arguments travel as none: the message as it was before them
+        // (unless a field after them follows).
+        if !self.args.is_empty() || self.reducers != 0 {
             self.args.encode(out);
+        }
+        if self.reducers != 0 {
+            put_u32(out, self.reducers);
         }
     }
 }

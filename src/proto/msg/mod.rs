@@ -14,6 +14,7 @@ pub mod info;
 pub mod manager;
 pub mod output;
 pub mod plugin;
+pub mod shuffle;
 pub mod wire;
 
 pub use args::JobArgs;
@@ -25,6 +26,7 @@ pub use info::{Info, Role};
 pub use manager::{AttachWorker, JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob};
 pub use output::{OutputChunk, OutputForm, OutputRequest};
 pub use plugin::{Install, InstallReply};
+pub use shuffle::{DropShuffle, Fetch, MapOutput, Parts, Reduce, Reduced, ShuffleSpec};
 
 use wire::{put_str, put_u64};
 
@@ -51,6 +53,10 @@ pub enum Message {
     ManagerStatsRequest,
     CancelJob(u64),
     OutputRequest(OutputRequest),
+    Fetch(Fetch),
+    Reduce(Reduce),
+    DropShuffle(DropShuffle),
+    PartsRequest(u64),
     /// `PONG` (0x81), empty payload.
     Pong,
     /// `INFO` (0x82).
@@ -69,6 +75,12 @@ pub enum Message {
     ManagerStats(ManagerStats),
     Cancelled,
     Output(OutputChunk),
+    /// `FETCHED` (0x98): laid out as `OUTPUT`.
+    Fetched(OutputChunk),
+    Reduced(Reduced),
+    /// `DROPPED` (0x9A), empty payload.
+    Dropped,
+    Parts(Parts),
     /// `ERROR` (0xFF).
     Error(ErrorReply),
 }
@@ -92,6 +104,14 @@ impl Message {
             Message::ManagerStatsRequest => Opcode::ManagerStatsRequest,
             Message::CancelJob(_) => Opcode::CancelJob,
             Message::OutputRequest(_) => Opcode::OutputRequest,
+            Message::Fetch(_) => Opcode::Fetch,
+            Message::Reduce(_) => Opcode::Reduce,
+            Message::DropShuffle(_) => Opcode::DropShuffle,
+            Message::PartsRequest(_) => Opcode::PartsRequest,
+            Message::Fetched(_) => Opcode::Fetched,
+            Message::Reduced(_) => Opcode::Reduced,
+            Message::Dropped => Opcode::Dropped,
+            Message::Parts(_) => Opcode::Parts,
             Message::Pong => Opcode::Pong,
             Message::Info(_) => Opcode::Info,
             Message::InstallReply(_) => Opcode::InstallReply,
@@ -143,6 +163,14 @@ impl Message {
             Opcode::ManagerStatsRequest => Message::ManagerStatsRequest,
             Opcode::CancelJob => Message::CancelJob(manager::decode_id(opcode, payload)?),
             Opcode::OutputRequest => Message::OutputRequest(OutputRequest::decode(payload)?),
+            Opcode::Fetch => Message::Fetch(Fetch::decode(payload)?),
+            Opcode::Reduce => Message::Reduce(Reduce::decode(payload)?),
+            Opcode::DropShuffle => Message::DropShuffle(DropShuffle::decode(payload)?),
+            Opcode::PartsRequest => Message::PartsRequest(manager::decode_id(opcode, payload)?),
+            Opcode::Fetched => Message::Fetched(OutputChunk::decode_as(opcode, payload)?),
+            Opcode::Reduced => Message::Reduced(Reduced::decode(payload)?),
+            Opcode::Dropped => Message::Dropped,
+            Opcode::Parts => Message::Parts(Parts::decode(payload)?),
             Opcode::Pong => Message::Pong,
             Opcode::Info => Message::Info(Info::decode(payload)?),
             Opcode::InstallReply => Message::InstallReply(InstallReply::decode(payload)?),
@@ -174,6 +202,7 @@ impl Message {
             | Message::Attached
             | Message::Detached
             | Message::Cancelled
+            | Message::Dropped
             | Message::AuthOk => {}
             Message::Info(info) => info.encode(out),
             Message::Install(m) => m.encode(out),
@@ -185,9 +214,10 @@ impl Message {
             Message::Claimed(m) => m.encode(out),
             Message::MapBatch(m) => m.encode(out),
             Message::RunJob(m) => m.encode(out),
-            Message::JobStatsRequest(id) | Message::JobAccepted(id) | Message::CancelJob(id) => {
-                put_u64(out, *id)
-            }
+            Message::JobStatsRequest(id)
+            | Message::JobAccepted(id)
+            | Message::CancelJob(id)
+            | Message::PartsRequest(id) => put_u64(out, *id),
             Message::Attach(m) => m.encode(out),
             Message::Detach(addr) => put_str(out, addr),
             Message::InstallReply(m) => m.encode(out),
@@ -197,7 +227,12 @@ impl Message {
             Message::JobsList(page) => page.encode(out),
             Message::ManagerStats(m) => m.encode(out),
             Message::OutputRequest(m) => m.encode(out),
-            Message::Output(m) => m.encode(out),
+            Message::Output(m) | Message::Fetched(m) => m.encode(out),
+            Message::Fetch(m) => m.encode(out),
+            Message::Reduce(m) => m.encode(out),
+            Message::DropShuffle(m) => m.encode(out),
+            Message::Reduced(m) => m.encode(out),
+            Message::Parts(m) => m.encode(out),
             Message::Error(err) => err.encode(out),
         }
     }

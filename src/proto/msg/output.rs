@@ -75,7 +75,13 @@ pub struct OutputChunk {
 
 impl OutputChunk {
     pub fn decode(payload: &[u8]) -> Result<OutputChunk, ProtoError> {
-        let mut c = Cursor::new(Opcode::Output.as_u8(), payload);
+        OutputChunk::decode_as(Opcode::Output, payload)
+    }
+
+    /// Decodes the layout as the payload of `opcode` (`OUTPUT`, or
+    /// `FETCHED`, which shares it).
+    pub fn decode_as(opcode: Opcode, payload: &[u8]) -> Result<OutputChunk, ProtoError> {
+        let mut c = Cursor::new(opcode.as_u8(), payload);
         let total = c.u64("total")?;
         let offset = c.u64("offset")?;
         let chunk = c.bytes("chunk")?.to_vec();

@@ -1,0 +1,381 @@
+//! A worker's reduce threads: each takes one `REDUCE` at a time, fetches
+//! the partition's segment of every map output it names (from this
+//! worker's own files, or from the worker that keeps them, over the
+//! protocol's `FETCH`), merges and combines them by key with the job's
+//! reduce within its share of `--reduce-memory` (spilling past it), and
+//! keeps the partition's output in a file for the client to fetch.
+//!
+//! Like Hadoop's reduce-side fetchers, the fetch is a plain blocking
+//! client on the reduce thread: it waits on one socket with nothing else
+//! to do, so the socket's own timeouts are its deadlines, and the event
+//! loop never blocks.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+
+use log::{info, warn};
+use mio::Waker;
+
+use super::exec::Instances;
+use super::shuffle::{ShuffleFiles, MAX_CHUNK};
+use crate::net::auth::Secret;
+use crate::net::client::{Client, ClientError, Timeouts};
+use crate::net::ConnId;
+use crate::pipeline::{cap_error, cluster, ReduceMemory};
+use crate::plugin::loader::JobKind;
+use crate::plugin::Plugin;
+use crate::proto::msg::shuffle::{ReduceOutcome, Source};
+use crate::proto::msg::{Fetch, Message, Reduce, Reduced};
+
+/// A `REDUCE` to run, and whom to answer.
+pub struct ReduceWork {
+    pub conn: ConnId,
+    pub request_id: u32,
+    pub plugin: Arc<Plugin>,
+    pub reduce: Reduce,
+}
+
+/// A reduce that ended.
+pub struct ReduceDone {
+    pub conn: ConnId,
+    pub request_id: u32,
+    pub hash: [u8; 32],
+    pub reduced: Reduced,
+}
+
+/// How a reduce thread reaches other workers.
+#[derive(Clone)]
+pub struct Peers {
+    pub timeouts: Timeouts,
+    pub max_size: u32,
+    pub secret: Option<Arc<Secret>>,
+}
+
+/// The reduce threads, and the flags that cancel a job's reduces.
+pub struct Reducers {
+    work: Sender<ReduceWork>,
+    pub done: Receiver<ReduceDone>,
+    cancels: Cancels,
+}
+
+/// Each running reduce's stop flag, by job: cancelling a job sets them.
+type Cancels = Arc<Mutex<HashMap<u64, Vec<Arc<AtomicBool>>>>>;
+
+struct Ctx {
+    files: ShuffleFiles,
+    instances: Arc<Instances>,
+    peers: Peers,
+    /// Each reduce's share of `--reduce-memory`.
+    budget: usize,
+    cancels: Cancels,
+}
+
+impl Reducers {
+    /// `threads` reduce threads sharing `reduce_memory` bytes: each
+    /// reduce holds at most `reduce_memory / threads` of runs.
+    pub fn new(
+        threads: usize,
+        reduce_memory: usize,
+        files: ShuffleFiles,
+        instances: Arc<Instances>,
+        peers: Peers,
+        waker: Arc<Waker>,
+    ) -> std::io::Result<Reducers> {
+        let threads = threads.max(1);
+        let (work_tx, work_rx) = mpsc::channel::<ReduceWork>();
+        let (done_tx, done_rx) = mpsc::channel::<ReduceDone>();
+        let cancels = Arc::new(Mutex::new(HashMap::new()));
+        let ctx = Ctx {
+            files,
+            instances,
+            peers,
+            budget: (reduce_memory / threads).max(1),
+            cancels: Arc::clone(&cancels),
+        };
+        let run = move |work: ReduceWork| {
+            let reduced = run_reduce(&work, &ctx);
+            let done = ReduceDone {
+                conn: work.conn,
+                request_id: work.request_id,
+                hash: work.reduce.hash,
+                reduced,
+            };
+            if done_tx.send(done).is_err() {
+                return ControlFlow::Break(());
+            }
+            if let Err(e) = waker.wake() {
+                warn!("cannot wake the event loop: {e}");
+            }
+            ControlFlow::Continue(())
+        };
+        crate::pipeline::spawn_map_threads(threads, "reduce", work_rx, run)?;
+        Ok(Reducers {
+            work: work_tx,
+            done: done_rx,
+            cancels,
+        })
+    }
+
+    pub fn submit(&self, work: ReduceWork) {
+        // The threads live as long as the pool; a send cannot fail.
+        let _ = self.work.send(work);
+    }
+
+    /// Stops job `job`'s running reduces: each ends with "cancelled",
+    /// its spill files removed, and keeps nothing.
+    pub fn cancel(&self, job: u64) {
+        let mut c = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        for flag in c.remove(&job).unwrap_or_default() {
+            flag.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Ctx {
+    /// A stop flag for a reduce of job `job`, set if the job is cancelled.
+    fn register(&self, job: u64) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut c = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        c.entry(job).or_default().push(Arc::clone(&flag));
+        flag
+    }
+
+    fn unregister(&self, job: u64, flag: &Arc<AtomicBool>) {
+        let mut c = self.cancels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flags) = c.get_mut(&job) {
+            flags.retain(|f| !Arc::ptr_eq(f, flag));
+            if flags.is_empty() {
+                c.remove(&job);
+            }
+        }
+    }
+}
+
+/// Reads the partition's segments, one per map output, in the order the
+/// `REDUCE` lists them: as the partials of [`cluster::keyed_output`].
+/// Stops (setting `stop`) at the first that cannot be read, or once the
+/// job is cancelled.
+struct Fetcher<'a> {
+    ctx: &'a Ctx,
+    sources: &'a [Source],
+    partition: u32,
+    at: (usize, usize),
+    conn: Option<(String, Client)>,
+    /// The source that could not be read, and why.
+    error: Option<(String, String)>,
+    fetched: u64,
+    /// Set on a source that cannot be read, or by a cancel.
+    stop: &'a AtomicBool,
+}
+
+impl Fetcher<'_> {
+    fn fetch(&mut self, addr: &str, file: u64, len: u64) -> Result<Vec<u8>, String> {
+        let mut bytes = Vec::with_capacity(len.min(MAX_CHUNK as u64) as usize);
+        if addr.is_empty() {
+            while (bytes.len() as u64) < len {
+                let (total, chunk) = self
+                    .ctx
+                    .files
+                    .read(file, self.partition, bytes.len() as u64, 0)
+                    .map_err(|e| e.to_string())?;
+                if total != len || chunk.is_empty() {
+                    return Err(format!("map output {file}: {total} bytes, not {len}"));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            return Ok(bytes);
+        }
+        if self.conn.as_ref().is_none_or(|(a, _)| a != addr) {
+            let p = &self.ctx.peers;
+            let client = Client::connect_with(addr, p.timeouts, p.max_size, p.secret.as_deref())
+                .map_err(|e| e.to_string())?;
+            self.conn = Some((addr.to_owned(), client));
+        }
+        let Some((_, client)) = self.conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        let max = crate::proto::frame_budget(client.max_size(), MAX_CHUNK) as u32;
+        while (bytes.len() as u64) < len {
+            let req = Message::Fetch(Fetch {
+                file,
+                segment: self.partition,
+                offset: bytes.len() as u64,
+                max,
+            });
+            let chunk = match client.request(&req) {
+                Ok(Message::Fetched(c)) => c,
+                Ok(other) => {
+                    return Err(ClientError::Unexpected {
+                        expected: "FETCHED",
+                        got: other.opcode().to_string(),
+                    }
+                    .to_string())
+                }
+                Err(e) => {
+                    self.conn = None;
+                    return Err(e.to_string());
+                }
+            };
+            if chunk.total != len || chunk.offset != bytes.len() as u64 || chunk.chunk.is_empty() {
+                self.conn = None;
+                return Err(format!(
+                    "map output {file}: {} bytes at {}, not {len} bytes at {}",
+                    chunk.total,
+                    chunk.offset,
+                    bytes.len()
+                ));
+            }
+            bytes.extend_from_slice(&chunk.chunk);
+        }
+        Ok(bytes)
+    }
+}
+
+impl Iterator for Fetcher<'_> {
+    type Item = (Vec<u8>, u64);
+
+    fn next(&mut self) -> Option<(Vec<u8>, u64)> {
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            let (s, f) = self.at;
+            let source = self.sources.get(s)?;
+            let Some(&(file, len)) = source.files.get(f) else {
+                self.at = (s + 1, 0);
+                continue;
+            };
+            self.at.1 += 1;
+            if len == 0 {
+                continue;
+            }
+            match self.fetch(&source.addr, file, len) {
+                Ok(bytes) => {
+                    self.fetched += len;
+                    return Some((bytes, 0));
+                }
+                Err(why) => {
+                    self.error = Some((source.addr.clone(), why));
+                    self.stop.store(true, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn run_reduce(work: &ReduceWork, ctx: &Ctx) -> Reduced {
+    let stop = ctx.register(work.reduce.job);
+    let reduced = reduce_partition(work, ctx, &stop);
+    ctx.unregister(work.reduce.job, &stop);
+    reduced
+}
+
+fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced {
+    let r = &work.reduce;
+    let failed = |why: String| Reduced::failed(r.partition, ReduceOutcome::Failed, cap_error(why));
+    let (built, evicted) = ctx.instances.get(&work.plugin, &r.args);
+    drop(evicted);
+    let job = match built {
+        Ok(job) => job,
+        Err(e) => return failed(format!("the job's constructor failed on this worker: {e}")),
+    };
+    if job.kind() != JobKind::Keyed {
+        return failed("only a keyed job's partitions are reduced on workers".into());
+    }
+    let mut fetcher = Fetcher {
+        ctx,
+        sources: &r.sources,
+        partition: r.partition,
+        at: (0, 0),
+        conn: None,
+        error: None,
+        fetched: 0,
+        stop,
+    };
+    let label = format!("job-{}-partition-{}", r.job, r.partition);
+    let memory = ReduceMemory::new(ctx.budget, &label);
+    let prefix = format!(
+        "redmap-part-{}-job-{}-{}",
+        std::process::id(),
+        r.job,
+        r.partition
+    );
+    let mut bad: Option<String> = None;
+    let report = |_: (Vec<u8>, u64), outcome: Result<(), crate::plugin::CallError>| {
+        if let Err(e) = outcome {
+            bad.get_or_insert(e.message);
+        }
+    };
+    let ended = cluster::keyed_output(&job, &mut fetcher, stop, &memory, report, &prefix);
+    let fetched = fetcher.fetched;
+    if let Some((addr, why)) = fetcher.error.take() {
+        let mut reduced = Reduced::failed(
+            r.partition,
+            ReduceOutcome::Unreachable,
+            cap_error(format!("cannot fetch from {}: {why}", shown(&addr))),
+        );
+        reduced.unreachable = addr;
+        return reduced;
+    }
+    let Some((ended, output)) = ended else {
+        return failed("cancelled".into());
+    };
+    if let Some(why) = bad {
+        return failed(why);
+    }
+    if let Err(e) = ended.done {
+        return failed(e.message);
+    }
+    let output = match output {
+        Ok(o) => o,
+        Err(e) => return failed(format!("cannot keep the partition's output: {e}")),
+    };
+    if stop.load(Ordering::SeqCst) {
+        return failed("cancelled".into()); // the output's files go with it
+    }
+    let (binary_len, text_len) = (
+        output.binary.len(),
+        output
+            .text
+            .as_ref()
+            .map_or(0, |t| t.as_ref().map_or(0, |f| f.len())),
+    );
+    let text_error = match &output.text {
+        Some(Err(why)) => why.clone(),
+        _ => String::new(),
+    };
+    let file = ctx.files.keep_partition(r.job, output);
+    if ended.spills.spills > 0 {
+        info!(
+            "job {} partition {}: spilled {} times ({} bytes)",
+            r.job, r.partition, ended.spills.spills, ended.spills.bytes
+        );
+    }
+    Reduced {
+        partition: r.partition,
+        outcome: ReduceOutcome::Done,
+        message: String::new(),
+        unreachable: String::new(),
+        file,
+        binary_len,
+        text_len,
+        text_error,
+        fetched,
+        spills: ended.spills.spills,
+        spilled_bytes: ended.spills.bytes,
+        preview: ended.result,
+    }
+}
+
+/// A source's address as said in messages ("" is this worker).
+fn shown(addr: &str) -> &str {
+    if addr.is_empty() {
+        "this worker"
+    } else {
+        addr
+    }
+}
