@@ -3,7 +3,8 @@
 from a seeded generator among KEYS (benches/jobs/manykeys.rs), against a
 plain one-thread Rust hash-map count of the same ids
 (benches/native/manykeys.rs), embedded and on a manager with two workers,
-with the reduce's memory bounded by --reduce-memory. Prints wall-time
+with the reduce's memory bounded by --reduce-memory (embedded: the run's;
+on the cluster: each worker's, which reduces its partitions). Prints wall-time
 medians, the ratios, and the peak resident memory (VmHWM) of the manager
 and the workers, from a fresh cluster for each run.
 
@@ -97,12 +98,12 @@ def main():
             check(out, expected)
             procs = []
             try:
-                manager, maddr = start(["manager", "start"], env, tmp,
-                                       ["--reduce-memory", opts.reduce_memory])
+                manager, maddr = start(["manager", "start"], env, tmp)
                 procs.append(manager)
                 waddrs = []
                 for _ in range(2):
-                    w, waddr = start(["worker", "start"], env, tmp)
+                    w, waddr = start(["worker", "start"], env, tmp,
+                                     ["--reduce-memory", opts.reduce_memory])
                     procs.append(w)
                     waddrs.append(waddr)
                 subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,

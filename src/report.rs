@@ -166,10 +166,57 @@ pub struct JobJson<'a> {
     waiting_for_workers: bool,
     spills: u64,
     spilled_bytes: u64,
+    /// A keyed job's shuffle (`null` for a byte-level job).
+    shuffle: Option<ShuffleJson<'a>>,
     done: u64,
     total: Option<u64>,
     #[serde(serialize_with = "maybe_number")]
     percent: Option<f64>,
+}
+
+/// A job's shuffle as JSON: its counts, and each partition (where it is,
+/// what it fetched and made).
+#[derive(Debug, Serialize)]
+pub struct ShuffleJson<'a> {
+    partitions: u32,
+    done: u32,
+    shuffled_bytes: u64,
+    remapped: u64,
+    parts: Vec<PartJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct PartJson<'a> {
+    partition: usize,
+    state: &'static str,
+    worker: &'a str,
+    fetched_bytes: u64,
+    output_bytes: u64,
+    failures: u32,
+}
+
+impl<'a> ShuffleJson<'a> {
+    fn new(s: &'a crate::proto::msg::shuffle::ShuffleView) -> ShuffleJson<'a> {
+        ShuffleJson {
+            partitions: s.partitions,
+            done: s.done,
+            shuffled_bytes: s.shuffled,
+            remapped: s.remapped,
+            parts: s
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(partition, p)| PartJson {
+                    partition,
+                    state: p.state_name(),
+                    worker: &p.worker,
+                    fetched_bytes: p.fetched,
+                    output_bytes: p.bytes,
+                    failures: p.failures,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl<'a> JobJson<'a> {
@@ -202,6 +249,7 @@ impl<'a> JobJson<'a> {
             waiting_for_workers: j.waiting_for_workers,
             spills: j.spills,
             spilled_bytes: j.spilled_bytes,
+            shuffle: (j.shuffle.partitions > 0).then(|| ShuffleJson::new(&j.shuffle)),
             done: p.done,
             total: p.total,
             percent: p.percent,

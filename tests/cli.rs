@@ -227,6 +227,7 @@ fn summary(status: JobStatus, processed: u64, failed: u64) -> JobSummary {
         waiting_for_workers: false,
         spills: 2,
         spilled_bytes: 4096,
+        shuffle: Default::default(),
     }
 }
 

@@ -64,6 +64,7 @@ pub fn samples() -> Vec<Message> {
             chunk: vec![0, 1, 2],
         }),
         Message::Fetch(shuffle::Fetch {
+            job: 2,
             file: 9,
             segment: 3,
             offset: 1 << 40,
@@ -170,7 +171,17 @@ pub fn samples() -> Vec<Message> {
         }),
         Message::JobAccepted(5),
         Message::JobStatsRequest(5),
-        Message::JobStats(summary()),
+        Message::JobStats({
+            let mut s = summary();
+            s.shuffle.parts = vec![redmap::proto::msg::shuffle::PartView {
+                state: 2,
+                worker: "w:1".into(),
+                fetched: 300,
+                bytes: 40,
+                failures: 1,
+            }];
+            s
+        }),
         Message::JobsListRequest(JobsQuery {
             limit: 20,
             before: 41,
@@ -240,6 +251,14 @@ fn summary() -> JobSummary {
         waiting_for_workers: true,
         spills: 2,
         spilled_bytes: 4096,
+        shuffle: Box::new(redmap::proto::msg::shuffle::ShuffleView {
+            partitions: 2,
+            done: 1,
+            shuffled: 300,
+            remapped: 1,
+            // Each partition travels in JOB_STATS only.
+            parts: vec![],
+        }),
     }
 }
 
@@ -491,14 +510,15 @@ fn a_jobs_list_of_protocol_1_decodes_with_its_defaults() {
         1000
     );
     // An older manager's reply ends after the summaries: nothing more (no
-    // `more`, nor the spill pairs after it, 16 bytes per summary).
+    // `more`, nor the spill pairs after it, 16 bytes per summary, nor the
+    // shuffle counts, 24).
     let mut payload = Vec::new();
     Message::JobsList(JobsPage {
         jobs: vec![summary()],
         more: 0,
     })
     .encode_payload(&mut payload);
-    payload.truncate(payload.len() - 8 - 16);
+    payload.truncate(payload.len() - 8 - 16 - 24);
     match Message::decode_payload(Opcode::JobsList, &payload).unwrap() {
         Message::JobsList(page) => assert_eq!((page.jobs.len(), page.more), (1, 0)),
         other => panic!("{other:?}"),
@@ -520,8 +540,8 @@ fn a_jobs_page_without_the_spill_fields_still_reads() {
     let mut bytes = Vec::new();
     page.encode(&mut bytes);
     assert_eq!(JobsPage::decode(&bytes).unwrap(), page);
-    // The older form: no spill pairs after `more`.
-    let old = &bytes[..bytes.len() - 2 * 16];
+    // The older form: no spill pairs (nor shuffle counts) after `more`.
+    let old = &bytes[..bytes.len() - 2 * 16 - 2 * 24];
     let read = JobsPage::decode(old).unwrap();
     assert_eq!(read.more, 5);
     assert_eq!((read.jobs[0].spills, read.jobs[1].id), (0, 8));

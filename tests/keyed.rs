@@ -8,7 +8,7 @@ use crate::util::{self, repo, run_job, stderr, stdout, Rng, TempDir};
 
 /// A seeded corpus of `lines` lines over a vocabulary of ~300 words (some
 /// with non-ASCII letters), with empty lines and runs of spaces.
-fn corpus(seed: u64, lines: usize) -> String {
+pub fn corpus(seed: u64, lines: usize) -> String {
     let mut rng = Rng(seed);
     let vocabulary: Vec<String> = (0..300)
         .map(|i| match i % 10 {
@@ -33,7 +33,7 @@ fn corpus(seed: u64, lines: usize) -> String {
 
 /// What the job must write: one `word<TAB>count` line per word, in the
 /// words' order.
-fn plain_count(text: &str) -> String {
+pub fn plain_count(text: &str) -> String {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for word in text.split_whitespace() {
         *counts.entry(word).or_default() += 1;

@@ -169,6 +169,7 @@ fn expected(name: &str) -> (u32, Message) {
         "fetch" => (
             5,
             Message::Fetch(Fetch {
+                job: 3,
                 file: 12,
                 segment: 0,
                 offset: 0,

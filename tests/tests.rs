@@ -21,4 +21,5 @@ mod plugin;
 mod protocol_doc;
 mod reactor;
 mod readme;
+mod shuffle;
 mod worker;

@@ -170,6 +170,7 @@ fn fetch_parts(
         let mut offset = 0u64;
         while offset < len {
             let req = Fetch {
+                job,
                 file: part.file,
                 segment,
                 offset,

@@ -124,6 +124,9 @@ pub fn run(cmd: JobsCommand) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Partitions `jobs stats` lists one per line; more are counted.
+const MAX_PARTITIONS_SHOWN: usize = 32;
+
 /// Fetches an ended job's output into a file or standard output.
 fn output(args: OutputArgs) -> Result<ExitCode, CliError> {
     let manager = args.job.manager.resolve(args.job.addr.as_deref())?;
@@ -285,6 +288,39 @@ pub fn render_stats<W: Write>(out: &mut W, j: &JobSummary) -> io::Result<()> {
             "reduce spills: {} ({} bytes written past --reduce-memory)",
             j.spills, j.spilled_bytes
         )?;
+    }
+    let sh = &j.shuffle;
+    if sh.partitions > 0 {
+        writeln!(
+            out,
+            "shuffle: {} partitions, {} done, {} bytes shuffled, {} map outputs made again",
+            sh.partitions, sh.done, sh.shuffled, sh.remapped
+        )?;
+        for (p, part) in sh.parts.iter().enumerate().take(MAX_PARTITIONS_SHOWN) {
+            let state = part.state_name();
+            let on = if part.worker.is_empty() {
+                String::new()
+            } else {
+                format!(" on {}", part.worker)
+            };
+            let failed = if part.failures > 0 {
+                format!(", {} failed reduces", part.failures)
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "  partition {p}: {state}{on} ({} bytes fetched, {} bytes out{failed})",
+                part.fetched, part.bytes
+            )?;
+        }
+        if sh.parts.len() > MAX_PARTITIONS_SHOWN {
+            writeln!(
+                out,
+                "  … {} more (all in --json)",
+                sh.parts.len() - MAX_PARTITIONS_SHOWN
+            )?;
+        }
     }
     if j.waiting_for_workers {
         writeln!(out, "waiting for workers: no worker is active")?;

@@ -63,6 +63,9 @@ pub struct Manager {
     pub(super) monitor: Monitor,
     pub(super) lookups: Lookups,
     pub(super) installs: super::installs::Installs,
+    /// `DROP_SHUFFLE`s for workers that had no connection when they were
+    /// due, sent when each is back.
+    pub(super) pending_drops: std::collections::HashMap<WorkerId, Vec<msg::DropShuffle>>,
     pub(super) reducer_tx: Sender<ReducerMsg>,
     reducer_rx: Receiver<ReducerMsg>,
     /// Where dispatch resumes its turn over the running jobs.
@@ -119,6 +122,7 @@ impl Manager {
             monitor: Monitor::default(),
             lookups: Lookups::default(),
             installs: super::installs::Installs::default(),
+            pending_drops: Default::default(),
             reducer_tx,
             reducer_rx,
             round_robin: 0,
@@ -185,7 +189,7 @@ impl Manager {
         // Libraries whose install was under way on it must be sent again.
         let installing = self.ledger.installing_on(conn);
         let w = self.workers.remove_conn(conn)?;
-        self.lose_conn(conn, broke);
+        self.lose_conn(conn, broke, w);
         if let Some(worker) = self.workers.get_mut(w) {
             for hash in installing {
                 worker.installed.remove(&hash);
@@ -198,9 +202,8 @@ impl Manager {
     /// batch whose only copy was on it back in its job's queue. `broke`:
     /// the connection broke (its worker may have died of a batch), rather
     /// than being closed by the manager.
-    fn lose_conn(&mut self, conn: ConnId, broke: bool) {
+    fn lose_conn(&mut self, conn: ConnId, broke: bool, w: WorkerId) {
         let why = if broke { Loss::Crashed } else { Loss::Departed };
-        let w = self.workers.of_conn(conn);
         for (request, what) in self.ledger.take_conn(conn) {
             match what {
                 Request::Batch { batch, .. } => {
@@ -208,11 +211,7 @@ impl Manager {
                     // itself, sending it again as is would kill the next one.
                     self.drop_copy(batch, (conn, request), why);
                 }
-                Request::Reduce { job, partition } => {
-                    if let Some(w) = w {
-                        self.reduce_lost(job, partition, w);
-                    }
-                }
+                Request::Reduce { job, partition } => self.reduce_lost(job, partition, w),
                 _ => {}
             }
         }
@@ -254,6 +253,7 @@ impl Manager {
                     io.send(c, id, &Message::Attached);
                 }
                 self.ensure_installs(io, w);
+                self.send_pending_drops(io, w);
             }
             Intent::Serve => {
                 if before != worker.state() {
@@ -261,6 +261,7 @@ impl Manager {
                     worker.last_error = None;
                 }
                 self.ensure_installs(io, w);
+                self.send_pending_drops(io, w);
             }
             Intent::FailOver => {
                 warn!(
@@ -271,6 +272,8 @@ impl Manager {
                 for (batch, conn, request) in self.ledger.copies_on(w) {
                     self.drop_copy(batch, (conn, request), Loss::Departed);
                 }
+                // Its shuffle files cannot be counted on either.
+                self.shuffle_worker_lost(w);
             }
             Intent::Lost => {
                 warn!(
@@ -298,12 +301,13 @@ impl Manager {
     /// waits on it is answered.
     fn remove_worker(&mut self, io: &mut Io<'_>, w: WorkerId) {
         self.shuffle_worker_lost(w);
+        self.pending_drops.remove(&w);
         let Some(worker) = self.workers.remove(w, true) else {
             return;
         };
         info!("worker {}: detached", worker.addr);
         for c in &worker.conns {
-            self.lose_conn(c.id, false);
+            self.lose_conn(c.id, false, w);
             io.close(c.id);
         }
         if let Some((c, id)) = worker.waiting_reply {
@@ -475,6 +479,7 @@ impl Manager {
         }
         self.dispatch(io);
         self.place_reduces(io);
+        self.end_failed_shuffles(io);
         let ledger = &self.ledger;
         for job in self.jobs.live_mut() {
             if job.finish_if_complete(ledger.in_flight(job.id())) {
@@ -515,6 +520,8 @@ impl Handler for Manager {
         };
         worker.last_error = Some(why.clone());
         if worker.conns.is_empty() {
+            // Whatever its state, its shuffle files are out of reach.
+            self.shuffle_worker_lost(w);
             // Something that answers, but not with frames, is no worker:
             // retrying the address cannot help.
             let code = if confused {

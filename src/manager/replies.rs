@@ -199,6 +199,8 @@ impl Manager {
             self.forget_conn(conn, false);
             io.close(conn);
         }
+        // Another manager holds it now: its shuffle files are gone.
+        self.shuffle_worker_lost(w);
     }
 
     /// Frees the connection slot an answered batch used (`stuck`: it was

@@ -31,7 +31,9 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use super::workers::WorkerId;
-use crate::proto::msg::shuffle::{Part, Source};
+use crate::proto::msg::shuffle::{
+    Part, PartView, ShuffleView, Source, PART_DONE, PART_RUNNING, PART_WAITING,
+};
 use crate::proto::msg::{MapOutput, Reduced, TaskList};
 
 /// The tasks of a job's answered batches, appended to a file so a lost
@@ -115,10 +117,25 @@ pub enum PartState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partition {
     pub state: PartState,
+    /// The address of the worker it was last placed on ("" if none).
+    pub addr: String,
     /// Reduces of it that failed (the job's code, or its worker crashed).
     pub failures: u32,
     /// Reduces of it run again after a loss (not counting failures).
     pub reruns: u32,
+    /// Its reduces that could not read a source.
+    pub unreachable: u32,
+}
+
+/// Why a partition's reduce did not end well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreduced {
+    /// It failed of itself: the job's code, or its worker crashed.
+    Failed,
+    /// A source could not be read.
+    Unreachable,
+    /// The worker refused it (busy, shutting down): not counted.
+    Refused,
 }
 
 /// What the manager does about a lost worker or an unreachable source.
@@ -144,8 +161,10 @@ impl Shuffle {
     pub fn new(partitions: u32) -> Shuffle {
         let p = Partition {
             state: PartState::Waiting,
+            addr: String::new(),
             failures: 0,
             reruns: 0,
+            unreachable: 0,
         };
         Shuffle {
             outputs: BTreeMap::new(),
@@ -242,10 +261,46 @@ impl Shuffle {
             .collect()
     }
 
-    /// A `REDUCE` of partition `p` went to `worker`.
-    pub fn placed(&mut self, p: u32, worker: WorkerId) {
+    /// A `REDUCE` of partition `p` went to `worker`, at `addr`.
+    pub fn placed(&mut self, p: u32, worker: WorkerId, addr: String) {
         if let Some(part) = self.parts.get_mut(p as usize) {
             part.state = PartState::Running { worker };
+            part.addr = addr;
+        }
+    }
+
+    /// What a job's summary shows of it.
+    pub fn view(&self) -> ShuffleView {
+        let parts: Vec<PartView> = self
+            .parts
+            .iter()
+            .map(|p| {
+                let (state, fetched, bytes) = match &p.state {
+                    PartState::Waiting => (PART_WAITING, 0, 0),
+                    PartState::Running { .. } => (PART_RUNNING, 0, 0),
+                    PartState::Done { reduced, .. } => {
+                        (PART_DONE, reduced.fetched, reduced.binary_len)
+                    }
+                };
+                PartView {
+                    state,
+                    worker: if state == PART_WAITING {
+                        String::new()
+                    } else {
+                        p.addr.clone()
+                    },
+                    fetched,
+                    bytes,
+                    failures: p.failures,
+                }
+            })
+            .collect();
+        ShuffleView {
+            partitions: self.partitions(),
+            done: parts.iter().filter(|p| p.state == PART_DONE).count() as u32,
+            shuffled: parts.iter().map(|p| p.fetched).sum(),
+            remapped: self.remapped,
+            parts,
         }
     }
 
@@ -261,23 +316,22 @@ impl Shuffle {
         }
     }
 
-    /// Partition `p`'s reduce on `worker` did not end well; `counted`: it
-    /// failed of itself (the job's code, a crash), rather than for want of
-    /// a source. It waits to be placed again; returns its failures so far.
-    pub fn unreduced(&mut self, p: u32, worker: WorkerId, counted: bool) -> u32 {
-        match self.parts.get_mut(p as usize) {
-            Some(part) if part.state == PartState::Running { worker } => {
-                part.state = PartState::Waiting;
-                if counted {
-                    part.failures += 1;
-                } else {
-                    part.reruns += 1;
-                }
-                part.failures
-            }
-            Some(part) => part.failures,
-            None => 0,
+    /// Partition `p`'s reduce on `worker` did not end well, for `why`: it
+    /// waits to be placed again. Returns the partition as it is now, or
+    /// `None` if the answer is stale (the partition is done, or placed
+    /// elsewhere since): then nothing changed.
+    pub fn unreduced(&mut self, p: u32, worker: WorkerId, why: Unreduced) -> Option<&Partition> {
+        let part = self.parts.get_mut(p as usize)?;
+        if part.state != (PartState::Running { worker }) {
+            return None;
         }
+        part.state = PartState::Waiting;
+        match why {
+            Unreduced::Failed => part.failures += 1,
+            Unreduced::Unreachable => part.unreachable += 1,
+            Unreduced::Refused => {}
+        }
+        Some(part)
     }
 
     /// `worker`'s map outputs are gone (it was lost, or a reducer could not
@@ -396,8 +450,8 @@ mod tests {
         let mut s = Shuffle::new(2);
         s.map_output(w(1), out(1, &[1, 1]), (0, 10), 0).unwrap();
         s.map_output(w(2), out(2, &[1, 1]), (10, 10), 5).unwrap();
-        s.placed(0, w(1));
-        s.placed(1, w(2));
+        s.placed(0, w(1), String::new());
+        s.placed(1, w(2), String::new());
         assert!(s.reduced(0, w(1), done(11)));
         assert!(
             !s.reduced(0, w(1), done(11)),
@@ -411,7 +465,7 @@ mod tests {
         // Partition 1's reduce ends well; partition 0 is placed again.
         assert!(s.reduced(1, w(2), done(12)));
         s.map_output(w(2), out(3, &[1, 1]), (20, 10), 0).unwrap();
-        s.placed(0, w(2));
+        s.placed(0, w(2), String::new());
         assert!(s.reduced(0, w(2), done(13)));
         assert!(s.is_done());
         // Once all are done, nothing needs the map outputs.
@@ -422,15 +476,18 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_reduce_counts_and_an_unreachable_source_does_not() {
+    fn failed_unreachable_and_refused_reduces_are_counted_apart() {
         let mut s = Shuffle::new(1);
-        s.placed(0, w(1));
-        assert_eq!(s.unreduced(0, w(1), true), 1);
-        s.placed(0, w(2));
-        assert_eq!(s.unreduced(0, w(2), false), 1);
-        assert_eq!(s.partition(0).unwrap().reruns, 1);
+        s.placed(0, w(1), String::new());
+        assert_eq!(s.unreduced(0, w(1), Unreduced::Failed).unwrap().failures, 1);
+        s.placed(0, w(2), String::new());
+        let part = s.unreduced(0, w(2), Unreduced::Unreachable).unwrap();
+        assert_eq!((part.failures, part.unreachable), (1, 1));
+        s.placed(0, w(2), String::new());
+        let part = s.unreduced(0, w(2), Unreduced::Refused).unwrap();
+        assert_eq!((part.failures, part.unreachable), (1, 1));
         // A late answer from a worker it no longer runs on changes nothing.
-        assert_eq!(s.unreduced(0, w(1), true), 1);
+        assert!(s.unreduced(0, w(1), Unreduced::Failed).is_none());
         assert_eq!(s.waiting(), [0]);
     }
 

@@ -236,17 +236,19 @@ impl WorkerHandler {
             },
             // Any authenticated peer may read the shuffle's files: the
             // job's reducers (other workers) and its client.
-            Message::Fetch(f) => Some(match self.files.read(f.file, f.segment, f.offset, f.max) {
-                Ok((total, chunk)) => {
-                    let offset = f.offset.min(total);
-                    Message::Fetched(OutputChunk {
-                        total,
-                        offset,
-                        chunk,
-                    })
-                }
-                Err(e) => Message::error(&e),
-            }),
+            Message::Fetch(f) => Some(
+                match self.files.read(f.job, f.file, f.segment, f.offset, f.max) {
+                    Ok((total, chunk)) => {
+                        let offset = f.offset.min(total);
+                        Message::Fetched(OutputChunk {
+                            total,
+                            offset,
+                            chunk,
+                        })
+                    }
+                    Err(e) => Message::error(&e),
+                },
+            ),
             Message::DropShuffle(d) => {
                 if d.what & DROP_PARTITION_OUTPUTS != 0 {
                     self.reducers.cancel(d.job);

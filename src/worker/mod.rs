@@ -101,7 +101,14 @@ pub fn run(
             .and_then(|()| out.flush());
         handler.published = Some(shared);
     }
-    reactor.run(&mut handler)?;
+    let ran = reactor.run(&mut handler);
+    // Its shuffle files go with it (a reduce still running loses its own
+    // when its thread ends with the process).
+    let dropped = handler.files.drop_all();
+    if dropped > 0 {
+        info!("removed {dropped} shuffle files");
+    }
+    ran?;
     info!("worker stopped");
     Ok(())
 }

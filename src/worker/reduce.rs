@@ -161,6 +161,7 @@ impl Ctx {
 struct Fetcher<'a> {
     ctx: &'a Ctx,
     sources: &'a [Source],
+    job: u64,
     partition: u32,
     at: (usize, usize),
     conn: Option<(String, Client)>,
@@ -179,7 +180,7 @@ impl Fetcher<'_> {
                 let (total, chunk) = self
                     .ctx
                     .files
-                    .read(file, self.partition, bytes.len() as u64, 0)
+                    .read(self.job, file, self.partition, bytes.len() as u64, 0)
                     .map_err(|e| e.to_string())?;
                 if total != len || chunk.is_empty() {
                     return Err(format!("map output {file}: {total} bytes, not {len}"));
@@ -200,6 +201,7 @@ impl Fetcher<'_> {
         let max = crate::proto::frame_budget(client.max_size(), MAX_CHUNK) as u32;
         while (bytes.len() as u64) < len {
             let req = Message::Fetch(Fetch {
+                job: self.job,
                 file,
                 segment: self.partition,
                 offset: bytes.len() as u64,
@@ -289,6 +291,7 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
     let mut fetcher = Fetcher {
         ctx,
         sources: &r.sources,
+        job: r.job,
         partition: r.partition,
         at: (0, 0),
         conn: None,
@@ -348,7 +351,9 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
         Some(Err(why)) => why.clone(),
         _ => String::new(),
     };
-    let file = ctx.files.keep_partition(r.job, output);
+    let Some(file) = ctx.files.keep_partition(r.job, output) else {
+        return failed("cancelled".into()); // dropped meanwhile
+    };
     if ended.spills.spills > 0 {
         info!(
             "job {} partition {}: spilled {} times ({} bytes)",

@@ -11,7 +11,7 @@
 //! not its RAM (the issue's "map outputs waiting to be fetched are bounded
 //! the same way").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -40,17 +40,39 @@ struct Entry {
     kept: Kept,
 }
 
-#[derive(Default)]
 struct Table {
     next: u64,
     files: HashMap<u64, Entry>,
+    /// Jobs whose files were dropped, most recent last: a reduce or map
+    /// that ends after the drop keeps nothing.
+    dropped: VecDeque<u64>,
 }
+
+/// Jobs remembered as dropped.
+const MAX_DROPPED: usize = 4096;
 
 /// The worker's shuffle files, shared by its map and reduce threads and
 /// its event loop. Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ShuffleFiles {
     table: Arc<Mutex<Table>>,
+}
+
+impl Default for ShuffleFiles {
+    /// Ids start at a random point, so a restarted worker's files never
+    /// answer for an earlier process's.
+    fn default() -> ShuffleFiles {
+        let seed = crate::net::auth::nonce().map_or(1, |n| {
+            u64::from_le_bytes(n[..8].try_into().unwrap_or([1; 8])) >> 16
+        });
+        ShuffleFiles {
+            table: Arc::new(Mutex::new(Table {
+                next: seed,
+                files: HashMap::new(),
+                dropped: VecDeque::new(),
+            })),
+        }
+    }
 }
 
 impl ShuffleFiles {
@@ -58,12 +80,17 @@ impl ShuffleFiles {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn keep(&self, job: u64, kept: Kept) -> u64 {
+    /// Keeps `kept` for job `job`; `None` (and the files go) if the job
+    /// was dropped meanwhile.
+    fn keep(&self, job: u64, kept: Kept) -> Option<u64> {
         let mut t = self.lock();
+        if t.dropped.contains(&job) {
+            return None;
+        }
         t.next += 1;
         let id = t.next;
         t.files.insert(id, Entry { job, kept });
-        id
+        Some(id)
     }
 
     /// Cuts `run` (a batch's pairs: framed, sorted by key) into
@@ -103,15 +130,18 @@ impl ShuffleFiles {
             .finish()
             .map_err(|e| format!("cannot keep the map output: {e}"))?;
         let lengths = segments.iter().map(|s| s.1).collect();
-        let id = self.keep(job, Kept::Map { file, segments });
+        let id = self
+            .keep(job, Kept::Map { file, segments })
+            .ok_or_else(|| format!("job {job}'s shuffle was dropped here"))?;
         Ok(MapOutput {
             file: id,
             segments: lengths,
         })
     }
 
-    /// Keeps a partition output of job `job`; returns its id.
-    pub fn keep_partition(&self, job: u64, output: Output) -> u64 {
+    /// Keeps a partition output of job `job`; returns its id, or `None`
+    /// (and the files go) if the job's shuffle was dropped here.
+    pub fn keep_partition(&self, job: u64, output: Output) -> Option<u64> {
         self.keep(job, Kept::Partition(output))
     }
 
@@ -123,6 +153,7 @@ impl ShuffleFiles {
     /// text form that could not be made; `INTERNAL` for a read error.
     pub fn read(
         &self,
+        job: u64,
         id: u64,
         segment: u32,
         offset: u64,
@@ -137,7 +168,8 @@ impl ShuffleFiles {
         let entry = t
             .files
             .get(&id)
-            .ok_or_else(|| missing(format!("no shuffle file {id} here")))?;
+            .filter(|e| e.job == job)
+            .ok_or_else(|| missing(format!("no shuffle file {id} of job {job} here")))?;
         let (file, start, len) = match (&entry.kept, segment) {
             (Kept::Map { file, segments }, s) => {
                 let (start, len) = *segments
@@ -167,9 +199,16 @@ impl ShuffleFiles {
     }
 
     /// Removes job `job`'s map outputs and/or partition outputs (the
-    /// `DROP_SHUFFLE` bits); returns how many files went.
+    /// `DROP_SHUFFLE` bits); returns how many files went. Once its
+    /// partition outputs are dropped, the job keeps nothing more here.
     pub fn drop_job(&self, job: u64, maps: bool, partitions: bool) -> usize {
         let mut t = self.lock();
+        if partitions && !t.dropped.contains(&job) {
+            t.dropped.push_back(job);
+            if t.dropped.len() > MAX_DROPPED {
+                t.dropped.pop_front();
+            }
+        }
         let before = t.files.len();
         t.files.retain(|_, e| {
             e.job != job
@@ -181,11 +220,13 @@ impl ShuffleFiles {
         before - t.files.len()
     }
 
-    /// Removes every file (the manager let go of this worker).
+    /// Removes every file (the manager let go of this worker, or it
+    /// stops). The next manager's job ids start afresh: none is dropped.
     pub fn drop_all(&self) -> usize {
         let mut t = self.lock();
         let n = t.files.len();
         t.files.clear();
+        t.dropped.clear();
         n
     }
 
@@ -233,7 +274,7 @@ mod tests {
             let mut bytes = Vec::new();
             while (bytes.len() as u64) < len {
                 let (total, chunk) = files
-                    .read(out.file, s as u32, bytes.len() as u64, 3)
+                    .read(9, out.file, s as u32, bytes.len() as u64, 3)
                     .unwrap();
                 assert_eq!(total, len);
                 bytes.extend_from_slice(&chunk);
@@ -246,9 +287,12 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, keys);
-        assert!(files.read(out.file, 3, 0, 0).is_err());
-        assert_eq!(files.drop_job(9, false, true), 0);
+        assert!(files.read(9, out.file, 3, 0, 0).is_err());
+        assert!(files.read(8, out.file, 0, 0, 0).is_err(), "another job's");
         assert_eq!(files.drop_job(9, true, false), 1);
-        assert!(files.read(out.file, 0, 0, 0).is_err());
+        assert!(files.read(9, out.file, 0, 0, 0).is_err());
+        // Once dropped whole, the job keeps nothing more here.
+        assert_eq!(files.drop_job(9, false, true), 0);
+        assert!(files.keep_map_output(9, 3, &run_of(&keys), &dir).is_err());
     }
 }

@@ -7,6 +7,7 @@ use crate::manager::handler::{refused, Manager};
 use crate::manager::job::Job;
 use crate::manager::jobs::MAX_WAITING_JOBS;
 use crate::plugin::PluginHash;
+use crate::proto::msg::shuffle::MAX_PARTITIONS;
 use crate::proto::msg::RunJob;
 use crate::proto::{ErrorCode, Message, ProtoError};
 
@@ -21,6 +22,12 @@ impl Manager {
             return Message::error(&ProtoError::Malformed {
                 opcode: crate::proto::Opcode::RunJob.as_u8(),
                 what: "job name: at most 128 printable characters",
+            });
+        }
+        if run.reducers > MAX_PARTITIONS {
+            return Message::error(&ProtoError::Malformed {
+                opcode: crate::proto::Opcode::RunJob.as_u8(),
+                what: "reducers: at most 4096",
             });
         }
         if self.jobs.waiting().len() >= MAX_WAITING_JOBS {

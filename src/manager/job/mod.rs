@@ -196,7 +196,12 @@ impl Job {
                 None => Err(io::Error::other("no task log")),
             };
             match read {
-                Ok(tasks) => self.retry.push_back(Pending::new(tasks, first_index)),
+                Ok(tasks) => {
+                    // Counted again when they are mapped again.
+                    let n = tasks.len() as u64;
+                    decrement(&mut self.processed, n, "processed tasks");
+                    self.retry.push_back(Pending::new(tasks, first_index));
+                }
                 Err(e) => {
                     self.fail(format!("cannot map lost outputs again: the task log: {e}"));
                     return;
@@ -530,6 +535,7 @@ impl Job {
             waiting_for_workers: waiting,
             spills: self.spills.spills,
             spilled_bytes: self.spills.bytes,
+            shuffle: Box::new(self.shuffle.as_ref().map(Shuffle::view).unwrap_or_default()),
         }
     }
 }

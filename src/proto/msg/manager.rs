@@ -24,6 +24,7 @@
 //! u64 backups, u64 backups won, u64 duplicates, u8 waiting for workers.
 
 use super::args::JobArgs;
+use super::shuffle::ShuffleView;
 use super::wire::{put_bytes, put_str, put_u32, put_u64, Cursor};
 use crate::proto::error::ProtoError;
 use crate::proto::opcode::Opcode;
@@ -155,6 +156,12 @@ impl JobsPage {
                 j.read_spills(&mut c)?;
             }
         }
+        // Appended in 0.4: each summary's shuffle counts, in order.
+        if !c.rest().is_empty() {
+            for j in &mut jobs {
+                j.shuffle.read_counts(&mut c)?;
+            }
+        }
         Ok(JobsPage { jobs, more })
     }
 
@@ -166,6 +173,9 @@ impl JobsPage {
         put_u64(out, self.more);
         for j in &self.jobs {
             j.write_spills(out);
+        }
+        for j in &self.jobs {
+            j.shuffle.write_counts(out);
         }
     }
 }
@@ -304,6 +314,10 @@ pub struct JobSummary {
     /// its memory, and the bytes it wrote (absent: 0).
     pub spills: u64,
     pub spilled_bytes: u64,
+    /// Appended in 0.4: a keyed job's shuffle (none: 0 partitions).
+    /// Boxed: most summaries are of byte-level jobs, and a message is as
+    /// large as its largest variant.
+    pub shuffle: Box<ShuffleView>,
 }
 
 impl JobSummary {
@@ -344,6 +358,7 @@ impl JobSummary {
             waiting_for_workers: false,
             spills: 0,
             spilled_bytes: 0,
+            shuffle: Box::default(),
         };
         let n = c.count(2, "error count")?;
         for _ in 0..n {
@@ -409,20 +424,32 @@ impl JobSummary {
         if !c.rest().is_empty() {
             s.read_spills(&mut c)?;
         }
+        if !c.rest().is_empty() {
+            s.shuffle.read_counts(&mut c)?;
+            s.shuffle.read_parts(&mut c)?;
+        }
         Ok(s)
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         self.write(out);
         self.write_spills(out);
+        self.shuffle.write_counts(out);
+        self.shuffle.write_parts(out);
     }
 
     /// Bytes this summary takes on the wire: what keeping it costs.
     pub fn encoded_len(&self) -> usize {
         // Fixed fields: id, status, estimate, 9 counters, backups (2),
         // duplicates, waiting, spills (2), and the length prefixes.
-        const FIXED: usize = 8 + 1 + 1 + 8 + 9 * 8 + 3 * 8 + 1 + 2 * 8 + 2 + 4 + 4;
+        const FIXED: usize = 8 + 1 + 1 + 8 + 9 * 8 + 3 * 8 + 1 + 2 * 8 + 2 + 4 + 4 + 24 + 4;
         FIXED
+            + self
+                .shuffle
+                .parts
+                .iter()
+                .map(|p| 23 + p.worker.len())
+                .sum::<usize>()
             + self.name.len()
             + self.result_preview.len().min(RESULT_PREVIEW)
             + self.errors.iter().map(|e| 2 + e.len()).sum::<usize>()

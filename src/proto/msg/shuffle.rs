@@ -12,8 +12,8 @@
 //! BATCH_RESULT, appended after the busy time:
 //!   u64  file         the map output's id on this worker
 //!   u32  R, then R × u64  each partition's segment length in bytes
-//! FETCH (0x18), any authenticated peer → worker; answered by OUTPUT (0x97):
-//!   u64  file, u32 segment, u64 offset, u32 max (0: as many as fit a frame)
+//! FETCH (0x18), any authenticated peer → worker; answered by FETCHED (0x98):
+//!   u64 job, u64 file, u32 segment, u64 offset, u32 max (0: as many as fit)
 //! REDUCE (0x19), manager → worker; answered by REDUCED (0x99):
 //!   hash[32], u64 job, u32 partition, args,
 //!   u32 n sources, n × (str worker address ("" = the receiver itself),
@@ -100,6 +100,8 @@ impl MapOutput {
 /// `FETCH`: a chunk of one segment of a file a worker keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fetch {
+    /// The job the file belongs to: a file of another job is not found.
+    pub job: u64,
     pub file: u64,
     pub segment: u32,
     pub offset: u64,
@@ -111,6 +113,7 @@ impl Fetch {
     pub fn decode(payload: &[u8]) -> Result<Fetch, ProtoError> {
         let mut c = Cursor::new(Opcode::Fetch.as_u8(), payload);
         Ok(Fetch {
+            job: c.u64("job")?,
             file: c.u64("file")?,
             segment: c.u32("segment")?,
             offset: c.u64("offset")?,
@@ -119,6 +122,7 @@ impl Fetch {
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
+        put_u64(out, self.job);
         put_u64(out, self.file);
         put_u32(out, self.segment);
         put_u64(out, self.offset);
@@ -348,6 +352,95 @@ impl Parts {
             put_u64(out, p.binary_len);
             put_u64(out, p.text_len);
             put_str(out, &p.text_error);
+        }
+    }
+}
+
+/// A partition's state in a job's summary.
+pub const PART_WAITING: u8 = 0;
+pub const PART_RUNNING: u8 = 1;
+pub const PART_DONE: u8 = 2;
+
+/// One partition in a job's summary (`JOB_STATS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartView {
+    /// [`PART_WAITING`], [`PART_RUNNING`] or [`PART_DONE`].
+    pub state: u8,
+    /// The worker reducing it or holding its output ("" while waiting).
+    pub worker: String,
+    /// Bytes fetched for it (once done).
+    pub fetched: u64,
+    /// Bytes of its output (once done).
+    pub bytes: u64,
+    /// Its reduces that failed.
+    pub failures: u32,
+}
+
+impl PartView {
+    /// Its state in words: `waiting`, `reducing` or `done`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            PART_DONE => "done",
+            PART_RUNNING => "reducing",
+            _ => "waiting",
+        }
+    }
+}
+
+/// A keyed job's shuffle in its summary (appended to `JOB_STATS` and
+/// `JOBS_LIST` in 0.4; a job without one has 0 partitions).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShuffleView {
+    pub partitions: u32,
+    pub done: u32,
+    /// Bytes the done partitions fetched from map outputs.
+    pub shuffled: u64,
+    /// Map outputs made again after their worker was lost.
+    pub remapped: u64,
+    /// Each partition (`JOB_STATS` only; empty in `JOBS_LIST`).
+    pub parts: Vec<PartView>,
+}
+
+impl ShuffleView {
+    pub fn read_counts(&mut self, c: &mut Cursor<'_>) -> Result<(), ProtoError> {
+        self.partitions = c.u32("partitions")?;
+        self.done = c.u32("partitions done")?;
+        self.shuffled = c.u64("shuffled")?;
+        self.remapped = c.u64("remapped")?;
+        Ok(())
+    }
+
+    pub fn write_counts(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.partitions);
+        put_u32(out, self.done);
+        put_u64(out, self.shuffled);
+        put_u64(out, self.remapped);
+    }
+
+    pub fn read_parts(&mut self, c: &mut Cursor<'_>) -> Result<(), ProtoError> {
+        let n = c.count(19, "partition count")?;
+        self.parts = (0..n)
+            .map(|_| {
+                Ok(PartView {
+                    state: c.u8("partition state")?,
+                    worker: c.str("partition worker")?,
+                    fetched: c.u64("partition fetched")?,
+                    bytes: c.u64("partition bytes")?,
+                    failures: c.u32("partition failures")?,
+                })
+            })
+            .collect::<Result<_, ProtoError>>()?;
+        Ok(())
+    }
+
+    pub fn write_parts(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.parts.len() as u32);
+        for p in &self.parts {
+            out.push(p.state);
+            put_str(out, &p.worker);
+            put_u64(out, p.fetched);
+            put_u64(out, p.bytes);
+            put_u32(out, p.failures);
         }
     }
 }
