@@ -166,7 +166,7 @@ fn a_client_that_skips_the_handshake_is_refused_and_nothing_is_written() {
                 hash: [0; 32],
                 name: "x".into(),
                 args: Default::default(),
-                reducers: 0,
+                options: Default::default(),
             }),
         );
         let (id, msg) = read_message(&mut s);
@@ -355,7 +355,7 @@ fn job_names_from_the_network_are_validated() {
                 hash: [0; 32],
                 name,
                 args: Default::default(),
-                reducers: 0,
+                options: Default::default(),
             }),
         );
         match read_message(&mut s) {

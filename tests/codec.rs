@@ -69,6 +69,10 @@ pub fn samples() -> Vec<Message> {
             segment: 3,
             offset: 1 << 40,
             max: 4096,
+            range: Some(shuffle::KeyRange {
+                lo: Some(b"a".to_vec()),
+                hi: None,
+            }),
         }),
         Message::Fetched(redmap::proto::msg::OutputChunk {
             total: 3,
@@ -84,6 +88,9 @@ pub fn samples() -> Vec<Message> {
                 addr: "[::1]:9000".into(),
                 files: vec![(1, 2), (3, 4)],
             }],
+            range: None,
+            output_dir: "/out".into(),
+            output_form: 0,
         }),
         Message::Reduced(shuffle::Reduced {
             partition: 6,
@@ -98,6 +105,7 @@ pub fn samples() -> Vec<Message> {
             spills: 4,
             spilled_bytes: 5,
             preview: vec![6],
+            path: "/out/part-00006".into(),
         }),
         Message::DropShuffle(shuffle::DropShuffle { job: 12, what: 3 }),
         Message::Dropped,
@@ -109,6 +117,7 @@ pub fn samples() -> Vec<Message> {
                 binary_len: 3,
                 text_len: 4,
                 text_error: String::new(),
+                path: String::new(),
             }],
         }),
         Message::MapBatch(MapBatch {
@@ -167,7 +176,7 @@ pub fn samples() -> Vec<Message> {
             hash: [2; 32],
             name: "test-job".into(),
             args: Default::default(),
-            reducers: 0,
+            options: Default::default(),
         }),
         Message::JobAccepted(5),
         Message::JobStatsRequest(5),

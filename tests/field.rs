@@ -48,7 +48,7 @@ fn submit(addr: &str, library: &[u8], n: usize) -> Vec<u64> {
                 hash,
                 name: format!("job-{i}"),
                 args: Default::default(),
-                reducers: 0,
+                options: Default::default(),
             };
             match c.request(&Message::RunJob(run)) {
                 Ok(Message::JobAccepted(id)) => id,

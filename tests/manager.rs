@@ -32,7 +32,7 @@ fn queued_jobs_share_one_copy_of_their_library_and_the_queue_is_bounded() {
             hash,
             name: format!("job-{i}"),
             args: Default::default(),
-            reducers: 0,
+            options: Default::default(),
         };
         c.request(&Message::RunJob(run))
     };

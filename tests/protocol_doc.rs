@@ -105,7 +105,7 @@ fn expected(name: &str) -> (u32, Message) {
                 hash: std::array::from_fn(|i| 0x10 + i as u8),
                 name: "wc".into(),
                 args: JobArgs::new(&["corpus.txt", "--top", "20"]).unwrap(),
-                reducers: 0,
+                options: Default::default(),
             }),
         ),
         "map-batch-args" => (9, {
@@ -149,6 +149,7 @@ fn expected(name: &str) -> (u32, Message) {
                 shuffle: Some(ShuffleSpec {
                     job: 3,
                     partitions: 2,
+                    total_order: false,
                 }),
             })
         }),
@@ -163,7 +164,42 @@ fn expected(name: &str) -> (u32, Message) {
                 map_output: Some(MapOutput {
                     file: 12,
                     segments: vec![10, 0],
+                    samples: vec![],
                 }),
+            }),
+        ),
+        "batch-result-samples" => (
+            9,
+            Message::BatchResult(redmap::proto::msg::BatchResult {
+                batch_id: 7,
+                processed: 1,
+                value: None,
+                failures: vec![],
+                busy_us: 1500,
+                map_output: Some(MapOutput {
+                    file: 12,
+                    segments: vec![10],
+                    samples: vec![b"\x02ab".to_vec(), b"\x02cd".to_vec()],
+                }),
+            }),
+        ),
+        "reduce-range" => (
+            14,
+            Message::Reduce(Reduce {
+                hash: std::array::from_fn(|i| 0x10 + i as u8),
+                job: 3,
+                partition: 1,
+                args: JobArgs::default(),
+                sources: vec![Source {
+                    addr: "10.0.0.2:7001".into(),
+                    files: vec![(4, 6)],
+                }],
+                range: Some(redmap::proto::msg::shuffle::KeyRange {
+                    lo: Some(b"m".to_vec()),
+                    hi: None,
+                }),
+                output_dir: "/shared/wc".into(),
+                output_form: 1,
             }),
         ),
         "fetch" => (
@@ -174,6 +210,7 @@ fn expected(name: &str) -> (u32, Message) {
                 segment: 0,
                 offset: 0,
                 max: 65536,
+                range: None,
             }),
         ),
         "fetched" => (
@@ -201,6 +238,9 @@ fn expected(name: &str) -> (u32, Message) {
                         files: vec![(4, 6)],
                     },
                 ],
+                range: None,
+                output_dir: String::new(),
+                output_form: 1,
             }),
         ),
         "reduced" => (11, {
@@ -225,6 +265,7 @@ fn expected(name: &str) -> (u32, Message) {
                         binary_len: 16,
                         text_len: 12,
                         text_error: String::new(),
+                        path: String::new(),
                     },
                     Part {
                         addr: "10.0.0.2:7001".into(),
@@ -232,6 +273,7 @@ fn expected(name: &str) -> (u32, Message) {
                         binary_len: 0,
                         text_len: 0,
                         text_error: String::new(),
+                        path: String::new(),
                     },
                 ],
             }),

@@ -135,3 +135,115 @@ fn killing_a_worker_during_the_reduce_leaves_the_count_exact() {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }
+
+/// `--total-order`: partitions cut at sampled keys, so the parts in order
+/// are the output sorted: fetched with `--output`, and written by the
+/// reducers themselves with `--output-dir`, exactly one part file per
+/// partition. Map outputs are gone from the workers once the job ends.
+#[test]
+fn total_order_parts_are_sorted_across_part_files() {
+    let tmp = TempDir::new("shuffle-tmp");
+    let tmp_env = [("TMPDIR", tmp.path().to_str().unwrap())];
+    let cluster = util::Cluster::start_with(2, &[], &[], &tmp_env);
+    let text = corpus(21, 10_000);
+    let corpus = cluster.dir.join("corpus.txt").display().to_string();
+    std::fs::write(&corpus, &text).unwrap();
+    let wc = copy_job(cluster.dir.path(), "tests/jobs/keyed_wordcount.rs", "wc.rs");
+    let want = plain_count(&text);
+
+    let out = util::run(cluster.cli(&[
+        "run",
+        "--total-order",
+        "--reducers",
+        "3",
+        "-o",
+        "sorted.txt",
+        &wc,
+        "--",
+        &corpus,
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sorted = std::fs::read_to_string(cluster.dir.join("sorted.txt")).unwrap();
+    assert!(
+        sorted == want,
+        "the parts in order are not the sorted output"
+    );
+
+    // The reducers write the parts; `redmap run` lists them.
+    let out = util::run(cluster.cli(&[
+        "run",
+        "--total-order",
+        "--reducers",
+        "3",
+        "--output-dir",
+        "parts",
+        &wc,
+        "--",
+        &corpus,
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wrote 3 part files"),
+        "{}",
+        stderr(&out)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(cluster.dir.join("parts"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["part-00000", "part-00001", "part-00002"]);
+    let joined: String = names
+        .iter()
+        .map(|n| std::fs::read_to_string(cluster.dir.join("parts").join(n)).unwrap())
+        .collect();
+    assert!(
+        joined == want,
+        "the part files in order are not the sorted output"
+    );
+    // A job whose output is in part files has nothing to fetch, and says so.
+    let out = util::run(cluster.cli(&["jobs", "output", "2"]));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("part files"), "{}", stderr(&out));
+
+    // Many integer keys, in 5 ranges: in order across the parts.
+    let ids = copy_job(cluster.dir.path(), "benches/jobs/manykeys.rs", "ids.rs");
+    let out = util::run(cluster.cli(&[
+        "run",
+        "--total-order",
+        "--reducers",
+        "5",
+        &ids,
+        "--",
+        "300000",
+        "50000",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(keys.len() > 49_000);
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "keys out of order");
+    let job = util::job_summary(&cluster.manager.addr_arg(), 3).unwrap();
+    let sizes: Vec<u64> = job.shuffle.parts.iter().map(|p| p.bytes).collect();
+    assert!(
+        sizes.iter().all(|&b| b > 0),
+        "sampled ranges left a partition empty: {sizes:?}"
+    );
+
+    // The map outputs are gone from the workers; the kept partitions stay.
+    let map_files = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("redmap-map-")
+            })
+            .count()
+    };
+    assert!(
+        util::eventually(util::WAIT, || map_files() == 0),
+        "map outputs left after the jobs ended"
+    );
+}

@@ -70,26 +70,17 @@ pub fn fetch(
     form: OutputForm,
     mut sink: impl FnMut(usize, &[u8]) -> io::Result<()>,
 ) -> Result<u64, FetchError> {
-    match client.request(&Message::PartsRequest(job)) {
-        Ok(Message::Parts(p)) if !p.parts.is_empty() => {
-            return fetch_parts(net, job, form, &p.parts, sink)
+    match parts(client, addr, job) {
+        Ok(parts) if parts.iter().any(|p| !p.path.is_empty()) => {
+            return Err(FetchError::Unavailable(format!(
+                "job {job}'s reducers wrote its output to part files (--output-dir): {}",
+                parts.first().map_or("", |p| p.path.as_str())
+            )))
         }
+        Ok(parts) if !parts.is_empty() => return fetch_parts(net, job, form, &parts, sink),
         // None: the manager keeps the output itself.
-        Ok(Message::Parts(_)) => {}
-        Ok(other) => {
-            return Err(FetchError::Cli(CliError::new(format!(
-                "unexpected reply {} to PARTS_REQUEST",
-                other.opcode()
-            ))))
-        }
-        Err(ClientError::Remote(e))
-            if e.code == ErrorCode::NOT_FOUND || e.code == ErrorCode::BUSY =>
-        {
-            return Err(FetchError::Unavailable(e.message));
-        }
-        // A manager from before partitions keeps every output itself.
-        Err(ClientError::Remote(e)) if e.code == ErrorCode::UNKNOWN_OPCODE => {}
-        Err(e) => return Err(FetchError::Cli(remote_err(addr, e))),
+        Ok(_) => {}
+        Err(e) => return Err(e),
     }
     // Each reply must fit this client's own max size.
     let max = frame_budget(client.max_size(), u32::MAX as usize) as u32;
@@ -127,6 +118,25 @@ pub fn fetch(
         if offset >= chunk.total {
             return Ok(chunk.total);
         }
+    }
+}
+
+/// Where job `job`'s partitions are (none: the manager keeps its output).
+pub fn parts(client: &mut Client, addr: &str, job: u64) -> Result<Vec<Part>, FetchError> {
+    match client.request(&Message::PartsRequest(job)) {
+        Ok(Message::Parts(p)) => Ok(p.parts),
+        Ok(other) => Err(FetchError::Cli(CliError::new(format!(
+            "unexpected reply {} to PARTS_REQUEST",
+            other.opcode()
+        )))),
+        Err(ClientError::Remote(e))
+            if e.code == ErrorCode::NOT_FOUND || e.code == ErrorCode::BUSY =>
+        {
+            Err(FetchError::Unavailable(e.message))
+        }
+        // A manager from before partitions keeps every output itself.
+        Err(ClientError::Remote(e)) if e.code == ErrorCode::UNKNOWN_OPCODE => Ok(Vec::new()),
+        Err(e) => Err(FetchError::Cli(remote_err(addr, e))),
     }
 }
 
@@ -175,6 +185,7 @@ fn fetch_parts(
                 segment,
                 offset,
                 max,
+                range: None,
             };
             let chunk = match client.request(&Message::Fetch(req)) {
                 Ok(Message::Fetched(chunk)) => chunk,

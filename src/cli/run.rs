@@ -22,11 +22,12 @@ use crate::local::{self, Options, Report};
 use crate::net::{Client, ClientError};
 use crate::plugin::loader::JobKind;
 use crate::plugin::{self, Instance, Plugin, PluginHash, Toolchain};
-use crate::proto::msg::{Install, JobArgs, OutputForm, RunJob};
+use crate::proto::msg::{Install, JobArgs, OutputForm, RunJob, RunOptions};
 use crate::proto::{ErrorCode, Message};
 use crate::report::JobJson;
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("destination").args(["output", "output_dir"])))]
 pub struct RunArgs {
     /// The job: a single .rs file, a directory holding a cargo crate of type
     /// cdylib, or an already built .so/.dylib.
@@ -81,7 +82,7 @@ pub struct RunArgs {
 
     /// The form --output writes: text (one `key<TAB>value` line per key)
     /// or binary (the job's own encoding).
-    #[arg(long, value_enum, default_value_t = Format::Text, requires = "output")]
+    #[arg(long, value_enum, default_value_t = Format::Text, requires = "destination")]
     pub format: Format,
 
     /// On a cluster: the keyed job's reduce partitions, each reduced on
@@ -89,6 +90,20 @@ pub struct RunArgs {
     /// 4096).
     #[arg(long, value_name = "R", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub reducers: Option<u32>,
+
+    /// A keyed job: each reducer writes its partition to DIR/part-NNNNN
+    /// itself (DIR on storage every worker shares, for an output bigger
+    /// than this machine's disk), in --format; `redmap run` lists the
+    /// parts. A relative DIR is made absolute here. Embedded: one part.
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    pub output_dir: Option<PathBuf>,
+
+    /// On a cluster: cut a keyed job's keys into partitions by ranges
+    /// sampled from the map outputs (TeraSort's method) instead of by
+    /// hash, so the partitions in order, and `--output`, are sorted by
+    /// key. (Embedded, the output is one sorted partition anyway.)
+    #[arg(long)]
+    pub total_order: bool,
 
     /// Embedded: bytes of a keyed job's pairs the reduce holds in memory
     /// before it spills to the system's temporary directory (e.g. 64M).
@@ -253,6 +268,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     let built =
         plugin::build(&args.path, &tools).map_err(|e| CliError::from_error(ErrorKind::Job, e))?;
     let job = build_job(&built.library, &job_args)?;
+    if args.output_dir.is_some() && job.kind() != JobKind::Keyed {
+        return Err(
+            CliError::new("--output-dir is for keyed jobs, whose output is in partitions")
+                .with_hint("write a byte-level job's result with --output PATH"),
+        );
+    }
     if let Some(addr) = manager {
         return run_remote(&args, &job, &built.library, Manager { addr });
     }
@@ -270,9 +291,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     }
     opts.reduce_memory = args.reduce_memory;
     // A keyed job's output goes to --output instead of its `done`.
-    opts.call_done = !(args.output.is_some() && job.kind() == JobKind::Keyed);
+    let destination = args.output.clone().or_else(|| {
+        // Embedded, the output is one partition: its part file.
+        args.output_dir.as_ref().map(|dir| dir.join("part-00000"))
+    });
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).map_err(|e| CliError {
+            kind: ErrorKind::Io,
+            ..CliError::new(format!("cannot make {}: {e}", dir.display()))
+        })?;
+    }
+    opts.call_done = !(destination.is_some() && job.kind() == JobKind::Keyed);
     let report = run_here(&job, opts, &name);
-    match &args.output {
+    match &destination {
         // A keyed job's reduce that failed left no output to write.
         Some(_) if job.kind() == JobKind::Keyed && report.done_failed => {
             eprintln!("redmap: no output: the reduce failed (see the errors)");
@@ -395,7 +426,22 @@ fn run_remote(
         hash: PluginHash::of(&bytes).0,
         name: args.name.clone().unwrap_or_default(),
         args: job.args().clone(),
-        reducers: args.reducers.unwrap_or(0),
+        options: RunOptions {
+            reducers: args.reducers.unwrap_or(0),
+            total_order: args.total_order,
+            output_dir: match &args.output_dir {
+                // The workers read it: relative to nothing of theirs.
+                Some(dir) => std::path::absolute(dir)
+                    .map_err(|e| CliError::new(format!("--output-dir {}: {e}", dir.display())))?
+                    .display()
+                    .to_string(),
+                None => String::new(),
+            },
+            output_form: match args.format {
+                Format::Binary => 0,
+                Format::Text => 1,
+            },
+        },
     };
     // The manager removes a library once no job needs it: one that a job
     // ending just now took away between our install and our RUN_JOB is
@@ -491,6 +537,30 @@ fn deliver(
     use crate::proto::msg::JobStatus;
     let keyed = job.kind() == JobKind::Keyed;
     let ended_early = matches!(summary.status, JobStatus::Failed | JobStatus::Cancelled);
+    if let Some(dir) = &args.output_dir {
+        return match fetch::parts(client, addr, summary.id) {
+            Ok(parts) => {
+                eprintln!(
+                    "wrote {} part files to {} (on the workers' storage):",
+                    parts.len(),
+                    dir.display()
+                );
+                for p in &parts {
+                    let bytes = match args.format {
+                        Format::Binary => p.binary_len,
+                        Format::Text => p.text_len,
+                    };
+                    eprintln!("  {} ({bytes} bytes, by worker {})", p.path, p.addr);
+                }
+                Ok(true)
+            }
+            Err(FetchError::Unavailable(why)) => {
+                eprintln!("redmap: no output: {why}");
+                Ok(false)
+            }
+            Err(FetchError::Cli(e)) => Err(e),
+        };
+    }
     if let Some(path) = &args.output {
         // The binary form, made text here by the job this run built: the
         // manager's text form is for clients without the job.

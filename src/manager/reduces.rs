@@ -61,6 +61,8 @@ impl Manager {
                 continue;
             }
             let (hash, args) = (job.hash(), job.args().clone());
+            let (output_dir, output_form) =
+                (job.options().output_dir.clone(), job.options().output_form);
             for p in shuffle.waiting() {
                 let mut load: Vec<(usize, WorkerId)> = self
                     .workers
@@ -73,6 +75,10 @@ impl Manager {
                 let Some(&(_, w)) = load.first() else {
                     continue 'jobs; // no room (or no library) yet
                 };
+                let Some(shuffle) = self.jobs.get_mut(id).and_then(|j| j.shuffle_mut()) else {
+                    continue 'jobs;
+                };
+                let range = shuffle.range(p);
                 let Some(shuffle) = self.jobs.get(id).and_then(|j| j.shuffle()) else {
                     continue 'jobs;
                 };
@@ -83,6 +89,9 @@ impl Manager {
                     partition: p,
                     args: args.clone(),
                     sources,
+                    range,
+                    output_dir: output_dir.clone(),
+                    output_form,
                 });
                 let budget = self
                     .workers

@@ -32,8 +32,12 @@ use std::path::PathBuf;
 
 use super::workers::WorkerId;
 use crate::proto::msg::shuffle::{
-    Part, PartView, ShuffleView, Source, PART_DONE, PART_RUNNING, PART_WAITING,
+    KeyRange, Part, PartView, ShuffleView, Source, PART_DONE, PART_RUNNING, PART_WAITING,
 };
+
+/// Most bytes of sampled keys a `--total-order` job keeps (4 MiB): enough
+/// for even ranges, however many map outputs.
+pub const MAX_SAMPLE_BYTES: usize = 4 << 20;
 use crate::proto::msg::{MapOutput, Reduced, TaskList};
 
 /// The tasks of a job's answered batches, appended to a file so a lost
@@ -149,6 +153,15 @@ pub struct Lost {
 
 /// One job's shuffle (see the module's notes).
 pub struct Shuffle {
+    /// Range partitions from sampled keys (`--total-order`), not hash.
+    total_order: bool,
+    /// The map outputs' sampled keys (`--total-order`), at most
+    /// [`MAX_SAMPLE_BYTES`]; past it, every other one is dropped.
+    samples: Vec<Vec<u8>>,
+    sample_bytes: usize,
+    /// The R - 1 keys between partitions, fixed when the first partition
+    /// is placed (every reduce of the job must cut at the same keys).
+    boundaries: Option<Vec<Vec<u8>>>,
     outputs: BTreeMap<u64, MapOut>,
     next_output: u64,
     parts: Vec<Partition>,
@@ -157,8 +170,9 @@ pub struct Shuffle {
 }
 
 impl Shuffle {
-    /// A shuffle into `partitions` partitions (at least 1).
-    pub fn new(partitions: u32) -> Shuffle {
+    /// A shuffle into `partitions` partitions (at least 1), by hash or,
+    /// with `total_order`, by sampled key ranges.
+    pub fn new(partitions: u32, total_order: bool) -> Shuffle {
         let p = Partition {
             state: PartState::Waiting,
             addr: String::new(),
@@ -167,6 +181,10 @@ impl Shuffle {
             unreachable: 0,
         };
         Shuffle {
+            total_order,
+            samples: Vec::new(),
+            sample_bytes: 0,
+            boundaries: None,
             outputs: BTreeMap::new(),
             next_output: 0,
             parts: vec![p; partitions.max(1) as usize],
@@ -176,6 +194,42 @@ impl Shuffle {
 
     pub fn partitions(&self) -> u32 {
         self.parts.len() as u32
+    }
+
+    pub fn total_order(&self) -> bool {
+        self.total_order
+    }
+
+    /// Partition `p`'s key range (`--total-order`), cut from the samples
+    /// at their R-quantiles (TeraSort's partitioner; O'Malley 2008) the
+    /// first time a range is asked for, and the same for the job's life.
+    pub fn range(&mut self, p: u32) -> Option<KeyRange> {
+        if !self.total_order {
+            return None;
+        }
+        let r = self.parts.len();
+        let samples = &mut self.samples;
+        let cuts = self.boundaries.get_or_insert_with(|| {
+            samples.sort_unstable();
+            samples.dedup();
+            let n = samples.len();
+            (1..r)
+                .filter_map(|i| samples.get(i * n / r).cloned())
+                .collect()
+        });
+        let p = p as usize;
+        if p > cuts.len() {
+            // Fewer distinct samples than partitions: the last ones hold
+            // nothing (an empty range, `[x, x)`).
+            return Some(KeyRange {
+                lo: Some(Vec::new()),
+                hi: Some(Vec::new()),
+            });
+        }
+        Some(KeyRange {
+            lo: p.checked_sub(1).and_then(|i| cuts.get(i).cloned()),
+            hi: cuts.get(p).cloned(),
+        })
     }
 
     pub fn partition(&self, p: u32) -> Option<&Partition> {
@@ -203,12 +257,29 @@ impl Shuffle {
         tasks: (u64, u64),
         first_index: u64,
     ) -> Result<(), String> {
-        if out.segments.len() != self.parts.len() {
+        let want = if self.total_order {
+            1
+        } else {
+            self.parts.len()
+        };
+        if out.segments.len() != want {
             return Err(format!(
-                "the map output has {} segments, not one per partition ({})",
-                out.segments.len(),
-                self.parts.len()
+                "the map output has {} segments, not {want}",
+                out.segments.len()
             ));
+        }
+        for key in &out.samples {
+            self.sample_bytes += key.len() + 24;
+        }
+        self.samples.extend(out.samples);
+        while self.sample_bytes > MAX_SAMPLE_BYTES && self.boundaries.is_none() {
+            // Thin out evenly: every other sample, in arrival order.
+            let mut i = 0;
+            self.samples.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+            self.sample_bytes = self.samples.iter().map(|k| k.len() + 24).sum();
         }
         self.next_output += 1;
         self.outputs.insert(
@@ -243,8 +314,9 @@ impl Shuffle {
     /// `addr`; "" for `to` itself), empty segments left out.
     pub fn sources(&self, p: u32, to: WorkerId, addr: impl Fn(WorkerId) -> String) -> Vec<Source> {
         let mut by_worker: BTreeMap<WorkerId, Vec<(u64, u64)>> = BTreeMap::new();
+        let segment = if self.total_order { 0 } else { p as usize };
         for out in self.outputs.values() {
-            let len = out.segments[p as usize];
+            let len = out.segments[segment];
             if len > 0 {
                 by_worker
                     .entry(out.worker)
@@ -385,6 +457,7 @@ impl Shuffle {
                     binary_len: reduced.binary_len,
                     text_len: reduced.text_len,
                     text_error: reduced.text_error.clone(),
+                    path: reduced.path.clone(),
                 }),
                 _ => None,
             })
@@ -419,7 +492,48 @@ mod tests {
         MapOutput {
             file,
             segments: segments.to_vec(),
+            samples: Vec::new(),
         }
+    }
+
+    #[test]
+    fn sampled_ranges_cover_every_key_once_and_stay_fixed() {
+        let mut s = Shuffle::new(4, true);
+        for (i, chunk) in (0..400u32).collect::<Vec<_>>().chunks(100).enumerate() {
+            let mut o = out(i as u64, &[10]);
+            o.samples = chunk.iter().map(|k| k.to_be_bytes().to_vec()).collect();
+            s.map_output(w(1), o, (0, 1), 0).unwrap();
+        }
+        let ranges: Vec<KeyRange> = (0..4).map(|p| s.range(p).unwrap()).collect();
+        assert!(ranges[0].lo.is_none() && ranges[3].hi.is_none());
+        for pair in ranges.windows(2) {
+            assert_eq!(pair[0].hi, pair[1].lo, "adjacent");
+        }
+        assert_eq!(
+            ranges[1].lo,
+            Some(100u32.to_be_bytes().to_vec()),
+            "quantiles"
+        );
+        for k in 0..500u32 {
+            let hits = ranges
+                .iter()
+                .filter(|r| r.contains(&k.to_be_bytes()))
+                .count();
+            assert_eq!(hits, 1, "key {k}");
+        }
+        // More samples later change nothing: the cut is fixed.
+        let mut o = out(9, &[10]);
+        o.samples = vec![vec![0xff; 4]; 50];
+        s.map_output(w(1), o, (0, 1), 0).unwrap();
+        assert_eq!(s.range(1).unwrap(), ranges[1]);
+        assert!(s.sources(2, w(1), |_| String::new())[0].files.len() == 5);
+        assert_eq!(Shuffle::new(2, false).range(0), None);
+        // No samples at all (no pairs): everything in the first partition.
+        let mut none = Shuffle::new(3, true);
+        let all = none.range(0).unwrap();
+        assert!(all.contains(b"") && all.contains(b"zzz"));
+        assert!(!none.range(1).unwrap().contains(b"a"));
+        assert!(!none.range(2).unwrap().contains(b""));
     }
 
     fn done(file: u64) -> Reduced {
@@ -432,7 +546,7 @@ mod tests {
 
     #[test]
     fn sources_group_by_worker_and_skip_empty_segments() {
-        let mut s = Shuffle::new(2);
+        let mut s = Shuffle::new(2, false);
         s.map_output(w(1), out(7, &[5, 0]), (0, 1), 0).unwrap();
         s.map_output(w(2), out(8, &[3, 9]), (1, 1), 1).unwrap();
         s.map_output(w(1), out(9, &[2, 4]), (2, 1), 2).unwrap();
@@ -447,7 +561,7 @@ mod tests {
 
     #[test]
     fn a_lost_worker_costs_its_map_outputs_and_its_partitions_until_all_are_done() {
-        let mut s = Shuffle::new(2);
+        let mut s = Shuffle::new(2, false);
         s.map_output(w(1), out(1, &[1, 1]), (0, 10), 0).unwrap();
         s.map_output(w(2), out(2, &[1, 1]), (10, 10), 5).unwrap();
         s.placed(0, w(1), String::new());
@@ -477,7 +591,7 @@ mod tests {
 
     #[test]
     fn failed_unreachable_and_refused_reduces_are_counted_apart() {
-        let mut s = Shuffle::new(1);
+        let mut s = Shuffle::new(1, false);
         s.placed(0, w(1), String::new());
         assert_eq!(s.unreduced(0, w(1), Unreduced::Failed).unwrap().failures, 1);
         s.placed(0, w(2), String::new());

@@ -271,7 +271,7 @@ fn run_shuffled_batch(
         Err(e) => (0, all_fail(e.panicked, e.message), None),
         Ok(mapped) => {
             let dir = std::env::temp_dir();
-            match files.keep_map_output(spec.job, spec.partitions, &mapped.pairs, &dir) {
+            match files.keep_map_output(spec, &mapped.pairs, &dir) {
                 Ok(out) => {
                     let failed = mapped
                         .failures

@@ -237,7 +237,10 @@ impl WorkerHandler {
             // Any authenticated peer may read the shuffle's files: the
             // job's reducers (other workers) and its client.
             Message::Fetch(f) => Some(
-                match self.files.read(f.job, f.file, f.segment, f.offset, f.max) {
+                match self
+                    .files
+                    .read(f.job, f.file, f.segment, f.offset, f.max, f.range.as_ref())
+                {
                     Ok((total, chunk)) => {
                         let offset = f.offset.min(total);
                         Message::Fetched(OutputChunk {

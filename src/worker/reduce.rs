@@ -22,12 +22,12 @@ use mio::Waker;
 use super::exec::Instances;
 use super::shuffle::{ShuffleFiles, MAX_CHUNK};
 use crate::net::auth::Secret;
-use crate::net::client::{Client, ClientError, Timeouts};
+use crate::net::client::{Client, Timeouts};
 use crate::net::ConnId;
 use crate::pipeline::{cap_error, cluster, ReduceMemory};
 use crate::plugin::loader::JobKind;
 use crate::plugin::Plugin;
-use crate::proto::msg::shuffle::{ReduceOutcome, Source};
+use crate::proto::msg::shuffle::{KeyRange, ReduceOutcome, Source};
 use crate::proto::msg::{Fetch, Message, Reduce, Reduced};
 
 /// A `REDUCE` to run, and whom to answer.
@@ -163,6 +163,8 @@ struct Fetcher<'a> {
     sources: &'a [Source],
     job: u64,
     partition: u32,
+    /// `--total-order`: the partition's key range.
+    range: Option<KeyRange>,
     at: (usize, usize),
     conn: Option<(String, Client)>,
     /// The source that could not be read, and why.
@@ -173,64 +175,70 @@ struct Fetcher<'a> {
 }
 
 impl Fetcher<'_> {
+    /// The partition's pairs in map output `file` at `addr` ("": here),
+    /// whose segment is `len` bytes: the whole segment `partition`, or,
+    /// with a key range, the range's part of segment 0 (its length is the
+    /// first answer's total, at most `len`).
     fn fetch(&mut self, addr: &str, file: u64, len: u64) -> Result<Vec<u8>, String> {
+        let (segment, range) = match &self.range {
+            Some(r) => (0, Some(r)),
+            None => (self.partition, None),
+        };
         let mut bytes = Vec::with_capacity(len.min(MAX_CHUNK as u64) as usize);
-        if addr.is_empty() {
-            while (bytes.len() as u64) < len {
-                let (total, chunk) = self
-                    .ctx
-                    .files
-                    .read(self.job, file, self.partition, bytes.len() as u64, 0)
-                    .map_err(|e| e.to_string())?;
-                if total != len || chunk.is_empty() {
-                    return Err(format!("map output {file}: {total} bytes, not {len}"));
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            return Ok(bytes);
-        }
-        if self.conn.as_ref().is_none_or(|(a, _)| a != addr) {
+        let mut total: Option<u64> = None;
+        if !addr.is_empty() && self.conn.as_ref().is_none_or(|(a, _)| a != addr) {
             let p = &self.ctx.peers;
             let client = Client::connect_with(addr, p.timeouts, p.max_size, p.secret.as_deref())
                 .map_err(|e| e.to_string())?;
             self.conn = Some((addr.to_owned(), client));
         }
-        let Some((_, client)) = self.conn.as_mut() else {
-            return Err("no connection".into());
-        };
-        let max = crate::proto::frame_budget(client.max_size(), MAX_CHUNK) as u32;
-        while (bytes.len() as u64) < len {
-            let req = Message::Fetch(Fetch {
-                job: self.job,
-                file,
-                segment: self.partition,
-                offset: bytes.len() as u64,
-                max,
-            });
-            let chunk = match client.request(&req) {
-                Ok(Message::Fetched(c)) => c,
-                Ok(other) => {
-                    return Err(ClientError::Unexpected {
-                        expected: "FETCHED",
-                        got: other.opcode().to_string(),
+        while total.is_none_or(|t| (bytes.len() as u64) < t) {
+            let offset = bytes.len() as u64;
+            let (whole, chunk) = if addr.is_empty() {
+                self.ctx
+                    .files
+                    .read(self.job, file, segment, offset, 0, range)
+                    .map_err(|e| e.to_string())?
+            } else {
+                let Some((_, client)) = self.conn.as_mut() else {
+                    return Err("no connection".into());
+                };
+                let req = Message::Fetch(Fetch {
+                    job: self.job,
+                    file,
+                    segment,
+                    offset,
+                    max: crate::proto::frame_budget(client.max_size(), MAX_CHUNK) as u32,
+                    range: range.cloned(),
+                });
+                match client.request(&req) {
+                    Ok(Message::Fetched(c)) if c.offset == offset => (c.total, c.chunk),
+                    Ok(other) => {
+                        self.conn = None;
+                        return Err(format!(
+                            "map output {file}: expected FETCHED at {offset}, got {}",
+                            other.opcode()
+                        ));
                     }
-                    .to_string())
-                }
-                Err(e) => {
-                    self.conn = None;
-                    return Err(e.to_string());
+                    Err(e) => {
+                        self.conn = None;
+                        return Err(e.to_string());
+                    }
                 }
             };
-            if chunk.total != len || chunk.offset != bytes.len() as u64 || chunk.chunk.is_empty() {
+            let expected = *total.get_or_insert(whole);
+            let fits = if range.is_some() {
+                whole <= len
+            } else {
+                whole == len
+            };
+            if whole != expected || !fits || (chunk.is_empty() && offset < whole) {
                 self.conn = None;
                 return Err(format!(
-                    "map output {file}: {} bytes at {}, not {len} bytes at {}",
-                    chunk.total,
-                    chunk.offset,
-                    bytes.len()
+                    "map output {file}: {whole} bytes at {offset}, for a segment of {len}"
                 ));
             }
-            bytes.extend_from_slice(&chunk.chunk);
+            bytes.extend_from_slice(&chunk);
         }
         Ok(bytes)
     }
@@ -293,6 +301,7 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
         sources: &r.sources,
         job: r.job,
         partition: r.partition,
+        range: r.range.clone(),
         at: (0, 0),
         conn: None,
         error: None,
@@ -351,8 +360,16 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
         Some(Err(why)) => why.clone(),
         _ => String::new(),
     };
-    let Some(file) = ctx.files.keep_partition(r.job, output) else {
-        return failed("cancelled".into()); // dropped meanwhile
+    let (file, path) = if r.output_dir.is_empty() {
+        let Some(file) = ctx.files.keep_partition(r.job, output) else {
+            return failed("cancelled".into()); // dropped meanwhile
+        };
+        (file, String::new())
+    } else {
+        match write_part(&r.output_dir, r.partition, r.output_form, output) {
+            Ok(path) => (0, path),
+            Err(why) => return failed(why),
+        }
     };
     if ended.spills.spills > 0 {
         info!(
@@ -373,7 +390,45 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
         spills: ended.spills.spills,
         spilled_bytes: ended.spills.bytes,
         preview: ended.result,
+        path,
     }
+}
+
+/// Writes a partition's output in `form` (0 binary, 1 text) to
+/// `DIR/part-NNNNN` (Hadoop's name; the directory made if need be): by
+/// way of a partial file beside it, renamed once whole, so the
+/// directory never holds half a part and a partition reduced again
+/// replaces its part. Returns the part's path.
+fn write_part(
+    dir: &str,
+    partition: u32,
+    form: u8,
+    output: cluster::Output,
+) -> Result<String, String> {
+    let dir = std::path::Path::new(dir);
+    let path = dir.join(format!("part-{partition:05}"));
+    let partial = dir.join(format!(
+        ".part-{partition:05}.{}.partial",
+        std::process::id()
+    ));
+    let why = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    std::fs::create_dir_all(dir).map_err(why)?;
+    let source = match (form, &output.text) {
+        (0, _) => &output.binary,
+        (_, Some(Ok(text))) => text,
+        (_, Some(Err(e))) => return Err(format!("no text form for {}: {e}", path.display())),
+        (_, None) => &output.binary,
+    };
+    // Copied, not renamed: the temporary directory is rarely on the
+    // shared storage the parts are for.
+    let copied = std::fs::copy(source.path(), &partial)
+        .and_then(|_| std::fs::rename(&partial, &path))
+        .map_err(why);
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    copied?;
+    Ok(path.display().to_string())
 }
 
 /// A source's address as said in messages ("" is this worker).

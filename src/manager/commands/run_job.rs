@@ -24,7 +24,7 @@ impl Manager {
                 what: "job name: at most 128 printable characters",
             });
         }
-        if run.reducers > MAX_PARTITIONS {
+        if run.options.reducers > MAX_PARTITIONS {
             return Message::error(&ProtoError::Malformed {
                 opcode: crate::proto::Opcode::RunJob.as_u8(),
                 what: "reducers: at most 4096",
@@ -62,7 +62,7 @@ impl Manager {
         };
         info!("job {id} ({name}): accepted, library {}", hash.short());
         self.jobs
-            .insert(Job::new(id, name, plugin, run.args, library, run.reducers));
+            .insert(Job::new(id, name, plugin, run.args, library, run.options));
         Message::JobAccepted(id)
     }
 }

@@ -33,7 +33,7 @@ use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
 use crate::plugin::loader::JobKind;
 use crate::plugin::{Instance, Plugin, PluginHash};
 use crate::proto::msg::shuffle::MAX_PARTITIONS;
-use crate::proto::msg::{JobArgs, JobStatus, JobSummary, ShuffleSpec};
+use crate::proto::msg::{JobArgs, JobStatus, JobSummary, RunOptions, ShuffleSpec};
 
 use super::shuffle::{Shuffle, TaskLog};
 
@@ -100,8 +100,8 @@ pub struct Job {
     /// order), and their sum: what they hold of the manager's memory.
     partial_sizes: VecDeque<usize>,
     partial_bytes: usize,
-    /// Reduce partitions the client asked for (0: one per worker).
-    reducers: u32,
+    /// How its shuffle is cut and where its output goes.
+    options: RunOptions,
     /// A keyed job's shuffle: its partitions are reduced on workers.
     shuffle: Option<Shuffle>,
     /// Its answered batches' tasks, to map again after a loss.
@@ -115,7 +115,7 @@ impl Job {
         plugin: Arc<Plugin>,
         args: JobArgs,
         library: Arc<Vec<u8>>,
-        reducers: u32,
+        options: RunOptions,
     ) -> Job {
         Job {
             id,
@@ -152,10 +152,15 @@ impl Job {
             partials_outstanding: 0,
             partial_sizes: VecDeque::new(),
             partial_bytes: 0,
-            reducers,
+            options,
             shuffle: None,
             task_log: None,
         }
+    }
+
+    /// How its shuffle is cut and where its output goes.
+    pub fn options(&self) -> &RunOptions {
+        &self.options
     }
 
     /// Its shuffle, for a keyed job that has started.
@@ -169,6 +174,7 @@ impl Job {
         self.shuffle.as_ref().map(|s| ShuffleSpec {
             job: self.id,
             partitions: s.partitions(),
+            total_order: s.total_order(),
         })
     }
 
@@ -303,7 +309,7 @@ impl Job {
         // A keyed job's reduce runs on the workers: no pair comes here.
         let shuffled = self.plugin.kind() == JobKind::Keyed;
         if shuffled {
-            let partitions = match self.reducers {
+            let partitions = match self.options.reducers {
                 0 => u32::try_from(workers)
                     .unwrap_or(u32::MAX)
                     .clamp(1, MAX_PARTITIONS),
@@ -316,7 +322,7 @@ impl Job {
                     return Err(e);
                 }
             }
-            self.shuffle = Some(Shuffle::new(partitions));
+            self.shuffle = Some(Shuffle::new(partitions, self.options.total_order));
         }
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
         let (partial_tx, partial_rx) = mpsc::channel();

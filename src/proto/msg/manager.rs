@@ -38,9 +38,63 @@ pub struct RunJob {
     pub name: String,
     /// The job's arguments (appended; absent: none).
     pub args: JobArgs,
-    /// Reduce partitions of a keyed job (appended after the arguments;
-    /// absent or 0: one per worker when the job starts).
+    /// How a keyed job is shuffled and where its output goes (appended
+    /// after the arguments; see [`RunOptions`]).
+    pub options: RunOptions,
+}
+
+/// `RUN_JOB`'s fields after the arguments, for keyed jobs, each appended
+/// in 0.4: `u32 reducers`, `u8 total order`, `str output dir`, `u8 output
+/// form`. A sender writes them up to the last one that is not its
+/// default (and the arguments before them), so a plain job's message is
+/// as it was.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunOptions {
+    /// Reduce partitions (0: one per worker when the job starts).
     pub reducers: u32,
+    /// `--total-order`: a sampled range partitioner, so the partitions in
+    /// order are the output sorted.
+    pub total_order: bool,
+    /// `--output-dir`: each reducer writes its partition to
+    /// `DIR/part-NNNNN` itself (empty: the output stays on the workers).
+    pub output_dir: String,
+    /// The form those part files are written in: 0 binary, 1 text.
+    pub output_form: u8,
+}
+
+impl RunOptions {
+    fn is_default(&self) -> bool {
+        *self == RunOptions::default()
+    }
+
+    fn decode(c: &mut Cursor<'_>) -> Result<RunOptions, ProtoError> {
+        let mut o = RunOptions::default();
+        if c.rest().is_empty() {
+            return Ok(o);
+        }
+        o.reducers = c.u32("reducers")?;
+        if c.rest().is_empty() {
+            return Ok(o);
+        }
+        o.total_order = c.u8("total order")? != 0;
+        if c.rest().is_empty() {
+            return Ok(o);
+        }
+        o.output_dir = c.str("output dir")?;
+        o.output_form = c.u8("output form")?;
+        Ok(o)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_u32(out, self.reducers);
+        if self.total_order || !self.output_dir.is_empty() {
+            out.push(u8::from(self.total_order));
+        }
+        if !self.output_dir.is_empty() {
+            put_str(out, &self.output_dir);
+            out.push(self.output_form);
+        }
+    }
 }
 
 impl RunJob {
@@ -53,16 +107,12 @@ impl RunJob {
         } else {
             JobArgs::decode(&mut c)?
         };
-        let reducers = if c.rest().is_empty() {
-            0
-        } else {
-            c.u32("reducers")?
-        };
+        let options = RunOptions::decode(&mut c)?;
         Ok(RunJob {
             hash,
             name,
             args,
-            reducers,
+            options,
         })
     }
 
@@ -71,11 +121,11 @@ impl RunJob {
         put_str(out, &self.name);
         // No arguments travel as none: the message as it was before them
         // (unless a field after them follows).
-        if !self.args.is_empty() || self.reducers != 0 {
+        if !self.args.is_empty() || !self.options.is_default() {
             self.args.encode(out);
         }
-        if self.reducers != 0 {
-            put_u32(out, self.reducers);
+        if !self.options.is_default() {
+            self.options.encode(out);
         }
     }
 }

@@ -23,7 +23,9 @@ pub use batch::{BatchResult, MapBatch, TaskFailure, TaskList};
 pub use claim::{Claim, Claimed};
 pub use error_reply::ErrorReply;
 pub use info::{Info, Role};
-pub use manager::{AttachWorker, JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob};
+pub use manager::{
+    AttachWorker, JobStatus, JobSummary, JobsPage, JobsQuery, ManagerStats, RunJob, RunOptions,
+};
 pub use output::{OutputChunk, OutputForm, OutputRequest};
 pub use plugin::{Install, InstallReply};
 pub use shuffle::{DropShuffle, Fetch, MapOutput, Parts, Reduce, Reduced, ShuffleSpec};

@@ -52,6 +52,10 @@ pub const TEXT_SEGMENT: u32 = 1;
 pub struct ShuffleSpec {
     pub job: u64,
     pub partitions: u32,
+    /// Keep the batch's pairs as one sorted segment, with samples of its
+    /// keys, to be cut by key ranges at reduce time (`--total-order`;
+    /// appended `u8` 1, absent: 0, cut by hash now).
+    pub total_order: bool,
 }
 
 impl ShuffleSpec {
@@ -61,12 +65,65 @@ impl ShuffleSpec {
         if partitions == 0 || partitions > MAX_PARTITIONS {
             return Err(c.malformed("partitions: 1 to 4096"));
         }
-        Ok(ShuffleSpec { job, partitions })
+        let total_order = !c.rest().is_empty() && c.u8("total order")? != 0;
+        Ok(ShuffleSpec {
+            job,
+            partitions,
+            total_order,
+        })
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_u64(out, self.job);
         put_u32(out, self.partitions);
+        if self.total_order {
+            out.push(1);
+        }
+    }
+}
+
+/// Most sampled keys one map output carries (evenly spaced in its sorted
+/// pairs): what the manager's range partitioner is cut from.
+pub const MAX_SAMPLES: usize = 64;
+/// Most bytes of one sampled key; a longer key is sampled cut (a cut key
+/// still orders correctly as a boundary).
+pub const MAX_SAMPLE_KEY: usize = 256;
+
+/// A key range `[lo, hi)` of a sorted map output (`--total-order`); a
+/// missing bound is open.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyRange {
+    pub lo: Option<Vec<u8>>,
+    pub hi: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Whether `key` is in the range.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.lo.as_deref().is_none_or(|lo| key >= lo)
+            && self.hi.as_deref().is_none_or(|hi| key < hi)
+    }
+
+    fn decode(c: &mut Cursor<'_>) -> Result<KeyRange, ProtoError> {
+        let flags = c.u8("range flags")?;
+        let lo = (flags & 1 != 0).then(|| c.bytes("range low")).transpose()?;
+        let hi = (flags & 2 != 0)
+            .then(|| c.bytes("range high"))
+            .transpose()?;
+        Ok(KeyRange {
+            lo: lo.map(<[u8]>::to_vec),
+            hi: hi.map(<[u8]>::to_vec),
+        })
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(u8::from(self.lo.is_some()) | (u8::from(self.hi.is_some()) << 1));
+        if let Some(lo) = &self.lo {
+            put_bytes(out, lo);
+        }
+        if let Some(hi) = &self.hi {
+            put_bytes(out, hi);
+        }
     }
 }
 
@@ -76,6 +133,9 @@ impl ShuffleSpec {
 pub struct MapOutput {
     pub file: u64,
     pub segments: Vec<u64>,
+    /// A sorted output's sampled keys, in order (`--total-order` only;
+    /// appended `u32 n, n × bytes`, absent: none).
+    pub samples: Vec<Vec<u8>>,
 }
 
 impl MapOutput {
@@ -85,7 +145,21 @@ impl MapOutput {
         let segments = (0..n)
             .map(|_| c.u64("segment length"))
             .collect::<Result<_, _>>()?;
-        Ok(MapOutput { file, segments })
+        let mut samples = Vec::new();
+        if !c.rest().is_empty() {
+            let n = c.count(4, "sample count")?;
+            if n > MAX_SAMPLES {
+                return Err(c.malformed("samples: at most 64"));
+            }
+            for _ in 0..n {
+                samples.push(c.bytes("sample")?.to_vec());
+            }
+        }
+        Ok(MapOutput {
+            file,
+            segments,
+            samples,
+        })
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -94,11 +168,17 @@ impl MapOutput {
         for s in &self.segments {
             put_u64(out, *s);
         }
+        if !self.samples.is_empty() {
+            put_u32(out, self.samples.len() as u32);
+            for k in &self.samples {
+                put_bytes(out, k);
+            }
+        }
     }
 }
 
 /// `FETCH`: a chunk of one segment of a file a worker keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
     /// The job the file belongs to: a file of another job is not found.
     pub job: u64,
@@ -107,6 +187,10 @@ pub struct Fetch {
     pub offset: u64,
     /// Most bytes the chunk may hold; 0: as many as fit a frame.
     pub max: u32,
+    /// Of a sorted map output, only the pairs in this key range (then the
+    /// segment, offset and total are the range's; appended, absent: the
+    /// whole segment).
+    pub range: Option<KeyRange>,
 }
 
 impl Fetch {
@@ -118,6 +202,11 @@ impl Fetch {
             segment: c.u32("segment")?,
             offset: c.u64("offset")?,
             max: c.u32("max")?,
+            range: if c.rest().is_empty() {
+                None
+            } else {
+                Some(KeyRange::decode(&mut c)?)
+            },
         })
     }
 
@@ -127,6 +216,9 @@ impl Fetch {
         put_u32(out, self.segment);
         put_u64(out, self.offset);
         put_u32(out, self.max);
+        if let Some(r) = &self.range {
+            r.encode(out);
+        }
     }
 }
 
@@ -148,6 +240,14 @@ pub struct Reduce {
     pub partition: u32,
     pub args: JobArgs,
     pub sources: Vec<Source>,
+    /// `--total-order`: the partition's key range, fetched from segment 0
+    /// of each sorted map output (`None`: segment `partition`).
+    pub range: Option<KeyRange>,
+    /// `--output-dir`: write the partition to `DIR/part-NNNNN` (empty:
+    /// keep it here for the client).
+    pub output_dir: String,
+    /// The form of that file: 0 binary, 1 text.
+    pub output_form: u8,
 }
 
 impl Reduce {
@@ -168,12 +268,20 @@ impl Reduce {
             }
             sources.push(Source { addr, files });
         }
+        let range = match c.u8("mode")? {
+            0 => None,
+            1 => Some(KeyRange::decode(&mut c)?),
+            _ => return Err(c.malformed("mode: 0 (hash) or 1 (range)")),
+        };
         Ok(Reduce {
             hash,
             job,
             partition,
             args,
             sources,
+            range,
+            output_dir: c.str("output dir")?,
+            output_form: c.u8("output form")?,
         })
     }
 
@@ -191,6 +299,15 @@ impl Reduce {
                 put_u64(out, *len);
             }
         }
+        match &self.range {
+            None => out.push(0),
+            Some(r) => {
+                out.push(1);
+                r.encode(out);
+            }
+        }
+        put_str(out, &self.output_dir);
+        out.push(self.output_form);
     }
 }
 
@@ -224,6 +341,8 @@ pub struct Reduced {
     pub spilled_bytes: u64,
     /// The output's first bytes.
     pub preview: Vec<u8>,
+    /// `--output-dir`: the part file it wrote (empty: kept here).
+    pub path: String,
 }
 
 impl Reduced {
@@ -242,6 +361,7 @@ impl Reduced {
             spills: 0,
             spilled_bytes: 0,
             preview: Vec::new(),
+            path: String::new(),
         }
     }
 
@@ -267,6 +387,7 @@ impl Reduced {
             spills: c.u64("spills")?,
             spilled_bytes: c.u64("spilled bytes")?,
             preview: c.bytes("preview")?.to_vec(),
+            path: c.str("path")?,
         })
     }
 
@@ -283,6 +404,7 @@ impl Reduced {
         put_u64(out, self.spills);
         put_u64(out, self.spilled_bytes);
         put_bytes(out, &self.preview);
+        put_str(out, &self.path);
     }
 }
 
@@ -319,6 +441,9 @@ pub struct Part {
     pub binary_len: u64,
     pub text_len: u64,
     pub text_error: String,
+    /// `--output-dir`: the part file its reducer wrote (then there is
+    /// nothing to fetch).
+    pub path: String,
 }
 
 /// `PARTS`: an ended job's partitions, in partition order.
@@ -330,7 +455,7 @@ pub struct Parts {
 impl Parts {
     pub fn decode(payload: &[u8]) -> Result<Parts, ProtoError> {
         let mut c = Cursor::new(Opcode::Parts.as_u8(), payload);
-        let n = c.count(28, "part count")?;
+        let n = c.count(30, "part count")?;
         let mut parts = Vec::with_capacity(n);
         for _ in 0..n {
             parts.push(Part {
@@ -339,6 +464,7 @@ impl Parts {
                 binary_len: c.u64("binary length")?,
                 text_len: c.u64("text length")?,
                 text_error: c.str("text error")?,
+                path: c.str("path")?,
             });
         }
         Ok(Parts { parts })
@@ -352,6 +478,7 @@ impl Parts {
             put_u64(out, p.binary_len);
             put_u64(out, p.text_len);
             put_str(out, &p.text_error);
+            put_str(out, &p.path);
         }
     }
 }
@@ -472,6 +599,12 @@ mod tests {
                     files: vec![(9, 99)],
                 },
             ],
+            range: Some(KeyRange {
+                lo: None,
+                hi: Some(b"m".to_vec()),
+            }),
+            output_dir: "/shared/out".into(),
+            output_form: 1,
         };
         let mut out = Vec::new();
         r.encode(&mut out);
