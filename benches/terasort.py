@@ -2,12 +2,13 @@
 """The sort benchmark (issue 13): N 100-byte records in TeraSort's format
 (benches/gensort.py, seeded) sorted by redmap with --total-order on a
 manager with two workers, each reducer writing its part file itself
-(--output-dir), against GNU sort (`LC_ALL=C sort -S 50% --parallel=2`) of
+(--output-dir; R = 4 partitions by default: one per reduce thread of the
+two 2-thread workers), against GNU sort (`LC_ALL=C sort -S 50% --parallel=2`) of
 the same file and redmap's embedded run, interleaved, wall times.
 Every output is checked: the records in order, each once, and the same
 multiset as the input (SHA-256 of the sorted records equal to sort's).
 
-    python3 benches/terasort.py [--records 10000000] [--runs 1] [--reducers 2]
+    python3 benches/terasort.py [--records 10000000] [--runs 1] [--reducers 4]
 """
 
 import argparse
@@ -53,7 +54,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=1)
-    parser.add_argument("--reducers", type=int, default=2)
+    parser.add_argument("--reducers", type=int, default=4)
     opts = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)

@@ -297,7 +297,10 @@ impl PairSource for Source<'_> {
 
 /// Merges `sources` and combines equal keys through the job in chunks of
 /// about [`CHUNK_BYTES`], cut only where the key changes; each combined
-/// chunk (a sorted run, each key once) goes to `sink`, in key order.
+/// chunk (a sorted run, each key once) goes to `sink`, in key order. A
+/// chunk whose keys are all different (each source run is combined
+/// already) goes as it is, without a call into the job: a sort's reduce,
+/// whose keys meet once, never calls it.
 fn combine_merged<C: Combine>(
     merge: impl FnOnce(&mut dyn FnMut(&[u8], &[u8]) -> io::Result<()>) -> io::Result<()>,
     combine: &mut C,
@@ -305,30 +308,43 @@ fn combine_merged<C: Combine>(
 ) -> Result<(), ReduceError> {
     let mut chunk = Vec::new();
     let mut last_key: Vec<u8> = Vec::new();
+    // The chunk holds a key twice (so it needs the job's reduce).
+    let mut repeats = false;
     let mut failed = None;
-    let mut flush = |chunk: &mut Vec<u8>, failed: &mut Option<CallError>| -> io::Result<()> {
+    let mut flush = |chunk: &mut Vec<u8>,
+                     repeats: &mut bool,
+                     failed: &mut Option<CallError>|
+     -> io::Result<()> {
         if chunk.is_empty() || failed.is_some() {
             return Ok(());
         }
-        match combine.combine(chunk) {
-            Ok(run) => sink(&run)?,
-            Err(e) => *failed = Some(e),
+        if !std::mem::take(repeats) {
+            sink(chunk)?;
+        } else {
+            match combine.combine(chunk) {
+                Ok(run) => sink(&run)?,
+                Err(e) => *failed = Some(e),
+            }
         }
         chunk.clear();
         Ok(())
     };
+    let mut first = true;
     merge(&mut |key, value| {
-        if chunk.len() >= CHUNK_BYTES && key != last_key.as_slice() {
-            flush(&mut chunk, &mut failed)?;
+        let same = !first && key == last_key.as_slice();
+        if chunk.len() >= CHUNK_BYTES && !same {
+            flush(&mut chunk, &mut repeats, &mut failed)?;
         }
         if failed.is_none() {
+            repeats |= same;
             push_pair(&mut chunk, key, value);
             last_key.clear();
             last_key.extend_from_slice(key);
+            first = false;
         }
         Ok(())
     })?;
-    flush(&mut chunk, &mut failed)?;
+    flush(&mut chunk, &mut repeats, &mut failed)?;
     match failed {
         Some(e) => Err(ReduceError::Job(e)),
         None => Ok(()),

@@ -27,6 +27,7 @@ use crate::net::ConnId;
 use crate::pipeline::{cap_error, cluster, ReduceMemory};
 use crate::plugin::loader::JobKind;
 use crate::plugin::Plugin;
+use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::shuffle::{KeyRange, ReduceOutcome, Source};
 use crate::proto::msg::{Fetch, Message, Reduce, Reduced};
 
@@ -322,7 +323,45 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
             bad.get_or_insert(e.message);
         }
     };
-    let ended = cluster::keyed_output(&job, &mut fetcher, stop, &memory, report, &prefix);
+    // Where the output goes: kept here (both forms, for the client), or
+    // written straight to the part file in the one form asked for.
+    let mut part = None;
+    let ended = if r.output_dir.is_empty() {
+        cluster::keyed_output(&job, &mut fetcher, stop, &memory, report, &prefix)
+            .map(|(ended, output)| (ended, output.map(Kept::Here)))
+    } else {
+        match PartWriter::create(&r.output_dir, r.partition) {
+            Ok(w) => part = Some(w),
+            Err(why) => return failed(why),
+        }
+        let mut preview = Vec::new();
+        let text = r.output_form != 0;
+        let reduced =
+            crate::pipeline::reduce::fold_runs(&job, &mut fetcher, stop, &memory, report, |run| {
+                if preview.len() < RESULT_PREVIEW {
+                    let n = (RESULT_PREVIEW - preview.len()).min(run.len());
+                    preview.extend_from_slice(&run[..n]);
+                }
+                let w = part
+                    .as_mut()
+                    .ok_or_else(|| std::io::Error::other("no part file"))?;
+                w.binary_len += run.len() as u64;
+                if text {
+                    let t = cluster::text_of(&job, run).map_err(std::io::Error::other)?;
+                    w.write(&t)
+                } else {
+                    w.write(run)
+                }
+            });
+        reduced.map(|reduced| {
+            let ended = crate::pipeline::reduce::Ended {
+                result: preview,
+                done: reduced.outcome,
+                spills: reduced.spills,
+            };
+            (ended, Ok(Kept::Written))
+        })
+    };
     let fetched = fetcher.fetched;
     if let Some((addr, why)) = fetcher.error.take() {
         let mut reduced = Reduced::failed(
@@ -349,27 +388,27 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
     if stop.load(Ordering::SeqCst) {
         return failed("cancelled".into()); // the output's files go with it
     }
-    let (binary_len, text_len) = (
-        output.binary.len(),
-        output
-            .text
-            .as_ref()
-            .map_or(0, |t| t.as_ref().map_or(0, |f| f.len())),
-    );
-    let text_error = match &output.text {
-        Some(Err(why)) => why.clone(),
-        _ => String::new(),
-    };
-    let (file, path) = if r.output_dir.is_empty() {
-        let Some(file) = ctx.files.keep_partition(r.job, output) else {
-            return failed("cancelled".into()); // dropped meanwhile
-        };
-        (file, String::new())
-    } else {
-        match write_part(&r.output_dir, r.partition, r.output_form, output) {
-            Ok(path) => (0, path),
-            Err(why) => return failed(why),
+    let (file, path, binary_len, text_len, text_error) = match (output, part) {
+        (Kept::Here(output), _) => {
+            let binary_len = output.binary.len();
+            let (text_len, text_error) = match &output.text {
+                Some(Ok(t)) => (t.len(), String::new()),
+                Some(Err(why)) => (0, why.clone()),
+                None => (0, String::new()),
+            };
+            let Some(file) = ctx.files.keep_partition(r.job, output) else {
+                return failed("cancelled".into()); // dropped meanwhile
+            };
+            (file, String::new(), binary_len, text_len, text_error)
         }
+        (Kept::Written, Some(w)) => {
+            let (binary_len, written) = (w.binary_len, w.len);
+            match w.finish() {
+                Ok(path) => (0, path, binary_len, written, String::new()),
+                Err(why) => return failed(why),
+            }
+        }
+        (Kept::Written, None) => return failed("no part file".into()),
     };
     if ended.spills.spills > 0 {
         info!(
@@ -394,41 +433,79 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
     }
 }
 
-/// Writes a partition's output in `form` (0 binary, 1 text) to
-/// `DIR/part-NNNNN` (Hadoop's name; the directory made if need be): by
-/// way of a partial file beside it, renamed once whole, so the
-/// directory never holds half a part and a partition reduced again
-/// replaces its part. Returns the part's path.
-fn write_part(
-    dir: &str,
-    partition: u32,
-    form: u8,
-    output: cluster::Output,
-) -> Result<String, String> {
-    let dir = std::path::Path::new(dir);
-    let path = dir.join(format!("part-{partition:05}"));
-    let partial = dir.join(format!(
-        ".part-{partition:05}.{}.partial",
-        std::process::id()
-    ));
-    let why = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    std::fs::create_dir_all(dir).map_err(why)?;
-    let source = match (form, &output.text) {
-        (0, _) => &output.binary,
-        (_, Some(Ok(text))) => text,
-        (_, Some(Err(e))) => return Err(format!("no text form for {}: {e}", path.display())),
-        (_, None) => &output.binary,
-    };
-    // Copied, not renamed: the temporary directory is rarely on the
-    // shared storage the parts are for.
-    let copied = std::fs::copy(source.path(), &partial)
-        .and_then(|_| std::fs::rename(&partial, &path))
-        .map_err(why);
-    if copied.is_err() {
-        let _ = std::fs::remove_file(&partial);
+/// Where a reduce's output went.
+enum Kept {
+    /// Files here, for the client to fetch.
+    Here(cluster::Output),
+    /// The part file (`--output-dir`).
+    Written,
+}
+
+/// A partition's output written to `DIR/part-NNNNN` (Hadoop's name; the
+/// directory made if need be) as the reduce makes it: by way of a partial
+/// file beside it, renamed once whole, so the directory never holds half
+/// a part, and a partition reduced again replaces its part. Dropped
+/// unfinished, it removes its partial file.
+struct PartWriter {
+    path: std::path::PathBuf,
+    partial: std::path::PathBuf,
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    /// Bytes written, and bytes of the pairs they were made from.
+    len: u64,
+    binary_len: u64,
+}
+
+impl PartWriter {
+    fn create(dir: &str, partition: u32) -> Result<PartWriter, String> {
+        let dir = std::path::Path::new(dir);
+        let path = dir.join(format!("part-{partition:05}"));
+        let partial = dir.join(format!(
+            ".part-{partition:05}.{}.partial",
+            std::process::id()
+        ));
+        let why = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+        std::fs::create_dir_all(dir).map_err(why)?;
+        let file = std::fs::File::create(&partial).map_err(why)?;
+        Ok(PartWriter {
+            path,
+            partial,
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            len: 0,
+            binary_len: 0,
+        })
     }
-    copied?;
-    Ok(path.display().to_string())
+
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match &mut self.out {
+            Some(out) => out.write_all(bytes)?,
+            None => return Err(std::io::Error::other("the part file is closed")),
+        }
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes and names the part; returns its path.
+    fn finish(mut self) -> Result<String, String> {
+        let why = |e: std::io::Error| format!("cannot write {}: {e}", self.path.display());
+        let out = self.out.take().ok_or("the part file is closed")?;
+        out.into_inner()
+            .map_err(|e| e.into_error())
+            .and_then(|_| std::fs::rename(&self.partial, &self.path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&self.partial);
+                why(e)
+            })?;
+        Ok(self.path.display().to_string())
+    }
+}
+
+impl Drop for PartWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
 
 /// A source's address as said in messages ("" is this worker).

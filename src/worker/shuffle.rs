@@ -11,6 +11,7 @@
 //! not its RAM (the issue's "map outputs waiting to be fetched are bounded
 //! the same way").
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -123,7 +124,7 @@ impl ShuffleFiles {
         let job = spec.job;
         let (parts, index, samples) = if spec.total_order {
             let (index, samples) = index_and_samples(run)?;
-            (vec![run.to_vec()], index, samples)
+            (vec![Cow::Borrowed(run)], index, samples)
         } else {
             let mut parts = vec![Vec::new(); spec.partitions.max(1) as usize];
             for pair in pairs(run) {
@@ -132,6 +133,7 @@ impl ShuffleFiles {
                 let p = partition_of(key, spec.partitions) as usize;
                 push_pair(&mut parts[p], key, value);
             }
+            let parts = parts.into_iter().map(Cow::Owned).collect();
             (parts, Vec::new(), Vec::new())
         };
         let prefix = format!("redmap-map-{}-job-{job}", std::process::id());
