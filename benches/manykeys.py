@@ -9,7 +9,7 @@ medians, the ratios, and the peak resident memory (VmHWM) of the manager
 and the workers, from a fresh cluster for each run.
 
     python3 benches/manykeys.py [--pairs 20000000] [--keys 4000000]
-                                [--reduce-memory 32M] [--runs 3]
+                                [--reduce-memory 32M] [--runs 3] [--reducers R]
 
 The issue's full size is --pairs 100000000 --keys 20000000. Every run's
 output (fetched back in binary, framed pairs) is checked against the
@@ -69,6 +69,8 @@ def main():
     parser.add_argument("--keys", type=int, default=4_000_000)
     parser.add_argument("--reduce-memory", default="32M")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--reducers", type=int, default=0,
+                        help="the cluster's partitions (default: one per worker)")
     opts = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
@@ -108,7 +110,9 @@ def main():
                     waddrs.append(waddr)
                 subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,
                                stdout=subprocess.DEVNULL, env=env)
-                took, _ = timed([BIN, "run", "-m", maddr] + fetch + [job] + args, tmp, env)
+                reducers = ["--reducers", str(opts.reducers)] if opts.reducers else []
+                took, _ = timed([BIN, "run", "-m", maddr] + reducers + fetch + [job] + args,
+                                tmp, env)
                 times["cluster"].append(took)
                 check(out, expected)
                 peaks["manager"].append(hwm_kib(manager.pid))
@@ -118,8 +122,10 @@ def main():
                     p.kill()
                     p.wait()
         med = {k: statistics.median(v) for k, v in times.items()}
+        r = opts.reducers or "one per worker"
         print(f"many keys: {opts.pairs:,} pairs over {opts.keys:,} ids, --reduce-memory "
-              f"{opts.reduce_memory}, {os.cpu_count()} cores, medians of {opts.runs} (wall)")
+              f"{opts.reduce_memory}, partitions: {r}, {os.cpu_count()} cores, "
+              f"medians of {opts.runs} (wall)")
         for k, label in [("native", "native Rust, 1 thread"), ("embedded", "redmap embedded"),
                          ("cluster", "manager + 2 workers")]:
             rate = opts.pairs / med[k] / 1e6

@@ -296,6 +296,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         args.output_dir.as_ref().map(|dir| dir.join("part-00000"))
     });
     if let Some(dir) = &args.output_dir {
+        output_dir(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| CliError {
             kind: ErrorKind::Io,
             ..CliError::new(format!("cannot make {}: {e}", dir.display()))
@@ -430,16 +431,12 @@ fn run_remote(
             reducers: args.reducers.unwrap_or(0),
             total_order: args.total_order,
             output_dir: match &args.output_dir {
-                // The workers read it: relative to nothing of theirs.
-                Some(dir) => std::path::absolute(dir)
-                    .map_err(|e| CliError::new(format!("--output-dir {}: {e}", dir.display())))?
-                    .display()
-                    .to_string(),
+                Some(dir) => output_dir(dir)?,
                 None => String::new(),
             },
-            output_form: match args.format {
-                Format::Binary => 0,
-                Format::Text => 1,
+            output_form: match (&args.output_dir, args.format) {
+                (Some(_), Format::Text) => 1,
+                _ => 0,
             },
         },
     };
@@ -498,6 +495,34 @@ fn conclude(
     let delivered = deliver(args, client, addr, job, summary)?;
     let code = finish_on(args.json, summary, args.summary_to_stderr(job.kind()))?;
     Ok(if delivered { code } else { ExitCode::from(1) })
+}
+
+/// `--output-dir`'s directory as the workers get it: absolute (they read
+/// it, relative to nothing of theirs), UTF-8, and new or empty (Hadoop
+/// refuses an existing output directory: parts of an earlier run would
+/// mix in).
+fn output_dir(dir: &std::path::Path) -> Result<String, CliError> {
+    let usage = |why: String| CliError {
+        kind: ErrorKind::Usage,
+        ..CliError::new(why)
+    };
+    let abs = std::path::absolute(dir)
+        .map_err(|e| usage(format!("--output-dir {}: {e}", dir.display())))?;
+    let Some(text) = abs.to_str() else {
+        return Err(usage(format!("--output-dir {}: not UTF-8", dir.display())));
+    };
+    let empty = match std::fs::read_dir(&abs) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    };
+    if !empty {
+        return Err(CliError::new(format!(
+            "--output-dir {}: not empty (its parts would mix with an earlier run's)",
+            dir.display()
+        ))
+        .with_hint("give a new directory, or empty this one"));
+    }
+    Ok(text.to_owned())
 }
 
 /// Writes an embedded run's output to `path` (`-`: standard output): a

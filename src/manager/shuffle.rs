@@ -213,9 +213,12 @@ impl Shuffle {
             samples.sort_unstable();
             samples.dedup();
             let n = samples.len();
-            (1..r)
+            let cuts = (1..r)
                 .filter_map(|i| samples.get(i * n / r).cloned())
-                .collect()
+                .collect();
+            // Fixed now: no sample is needed any more.
+            *samples = Vec::new();
+            cuts
         });
         let p = p as usize;
         if p > cuts.len() {
@@ -268,10 +271,12 @@ impl Shuffle {
                 out.segments.len()
             ));
         }
-        for key in &out.samples {
-            self.sample_bytes += key.len() + 24;
+        if self.total_order && self.boundaries.is_none() {
+            for key in &out.samples {
+                self.sample_bytes += key.len() + 24;
+            }
+            self.samples.extend(out.samples);
         }
-        self.samples.extend(out.samples);
         while self.sample_bytes > MAX_SAMPLE_BYTES && self.boundaries.is_none() {
             // Thin out evenly: every other sample, in arrival order.
             let mut i = 0;

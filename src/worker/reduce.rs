@@ -330,7 +330,10 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
         cluster::keyed_output(&job, &mut fetcher, stop, &memory, report, &prefix)
             .map(|(ended, output)| (ended, output.map(Kept::Here)))
     } else {
-        match PartWriter::create(&r.output_dir, r.partition) {
+        if ctx.files.is_dropped(r.job) {
+            return failed("cancelled".into());
+        }
+        match PartWriter::create(&r.output_dir, r.job, r.partition) {
             Ok(w) => part = Some(w),
             Err(why) => return failed(why),
         }
@@ -401,6 +404,9 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
             };
             (file, String::new(), binary_len, text_len, text_error)
         }
+        (Kept::Written, Some(_)) if ctx.files.is_dropped(r.job) => {
+            return failed("cancelled".into()); // its partial file goes
+        }
         (Kept::Written, Some(w)) => {
             let (binary_len, written) = (w.binary_len, w.len);
             match w.finish() {
@@ -456,16 +462,26 @@ struct PartWriter {
 }
 
 impl PartWriter {
-    fn create(dir: &str, partition: u32) -> Result<PartWriter, String> {
+    fn create(dir: &str, job: u64, partition: u32) -> Result<PartWriter, String> {
         let dir = std::path::Path::new(dir);
         let path = dir.join(format!("part-{partition:05}"));
+        // Its own name, whoever else writes this part (a second run of
+        // the partition here, another worker of the same pid on shared
+        // storage), and never an existing file.
+        let nonce = crate::net::auth::nonce().map_or(0, |n| {
+            u64::from_le_bytes([n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]])
+        });
         let partial = dir.join(format!(
-            ".part-{partition:05}.{}.partial",
+            ".part-{partition:05}.job-{job}.{}.{nonce:016x}.partial",
             std::process::id()
         ));
         let why = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
         std::fs::create_dir_all(dir).map_err(why)?;
-        let file = std::fs::File::create(&partial).map_err(why)?;
+        let file = std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&partial)
+            .map_err(why)?;
         Ok(PartWriter {
             path,
             partial,
@@ -489,9 +505,13 @@ impl PartWriter {
     fn finish(mut self) -> Result<String, String> {
         let why = |e: std::io::Error| format!("cannot write {}: {e}", self.path.display());
         let out = self.out.take().ok_or("the part file is closed")?;
+        // Synced before it is named: an error that shared storage reports
+        // only then (out of space, quota) fails the reduce instead of
+        // leaving a short part.
         out.into_inner()
             .map_err(|e| e.into_error())
-            .and_then(|_| std::fs::rename(&self.partial, &self.path))
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&self.partial, &self.path))
             .map_err(|e| {
                 let _ = std::fs::remove_file(&self.partial);
                 why(e)

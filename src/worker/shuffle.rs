@@ -250,6 +250,12 @@ impl ShuffleFiles {
         Ok((len, bytes))
     }
 
+    /// Whether job `job`'s shuffle was dropped here (it was cancelled or
+    /// has ended): nothing more of it is kept or written.
+    pub fn is_dropped(&self, job: u64) -> bool {
+        self.lock().dropped.contains(&job)
+    }
+
     /// Removes job `job`'s map outputs and/or partition outputs (the
     /// `DROP_SHUFFLE` bits); returns how many files went. Once its
     /// partition outputs are dropped, the job keeps nothing more here.

@@ -30,6 +30,13 @@ impl Manager {
                 what: "reducers: at most 4096",
             });
         }
+        let dir = &run.options.output_dir;
+        if !dir.is_empty() && !std::path::Path::new(dir).is_absolute() {
+            return refused(
+                ErrorCode::CONFLICT,
+                format!("output dir {dir:?} is not absolute: the workers would each read it their own way"),
+            );
+        }
         if self.jobs.waiting().len() >= MAX_WAITING_JOBS {
             return refused(
                 ErrorCode::BUSY,
@@ -54,6 +61,12 @@ impl Manager {
                 hash.short()
             )));
         };
+        if !dir.is_empty() && plugin.kind() != crate::plugin::loader::JobKind::Keyed {
+            return refused(
+                ErrorCode::CONFLICT,
+                "an output dir is for keyed jobs, whose output is in partitions".into(),
+            );
+        }
         let id = self.jobs.next_id();
         let name = if run.name.is_empty() {
             id.to_string()
