@@ -437,7 +437,7 @@ fn sorted_run<K: Codec, V: Codec>(table: Table<K, V>) -> Vec<u8> {
         key.encode(&mut keys);
         entries.push((start, keys.len(), value));
     }
-    entries.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]));
+    entries.sort_unstable_by(|a, b| super::run::compare_keys(&keys[a.0..a.1], &keys[b.0..b.1]));
     let mut out = Vec::with_capacity(keys.len() + entries.len() * 12);
     let mut value_bytes = Vec::new();
     for (start, end, value) in entries {

@@ -109,6 +109,30 @@ pub fn pairs(mut run: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), RunE
     })
 }
 
+/// Compares two encoded keys as byte strings — the order of runs — eight
+/// bytes at a time, inline: keys are short, and a call into the C
+/// library's `memcmp` per comparison was a quarter of a many-keys job's
+/// CPU (`perf`, issue 13). The same order as `a.cmp(b)`.
+#[inline]
+pub fn compare_keys(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let word = |c: &[u8]| <[u8; 8]>::try_from(c).map_or(0, u64::from_be_bytes);
+    let mut chunks = a.chunks_exact(8).zip(b.chunks_exact(8));
+    let mut i = 0;
+    for (x, y) in chunks.by_ref() {
+        let (x, y) = (word(x), word(y));
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 8;
+    }
+    for (x, y) in a[i..].iter().zip(&b[i..]) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::JobCode;
+use crate::job::run::compare_keys;
 use crate::plugin::CallError;
 use crate::shuffle::{Combine, ReduceError, SpillStats, SpillingReducer};
 
@@ -197,7 +198,7 @@ fn check_run(run: &[u8]) -> Result<(), String> {
     let mut last: Option<&[u8]> = None;
     for pair in crate::job::run::pairs(run) {
         let (key, _) = pair.map_err(|e| format!("do not decode: {e}"))?;
-        if last.is_some_and(|last| last >= key) {
+        if last.is_some_and(|last| compare_keys(last, key).is_ge()) {
             return Err("are not sorted by key, each key once".into());
         }
         last = Some(key);

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::merge::{merge, merge_slices, PairSource, Reader, Slice};
+use crate::job::run::compare_keys;
 use crate::job::run::push_pair;
 use crate::plugin::CallError;
 
@@ -331,7 +332,7 @@ fn combine_merged<C: Combine>(
     };
     let mut first = true;
     merge(&mut |key, value| {
-        let same = !first && key == last_key.as_slice();
+        let same = !first && compare_keys(key, &last_key).is_eq();
         if chunk.len() >= CHUNK_BYTES && !same {
             flush(&mut chunk, &mut repeats, &mut failed)?;
         }
