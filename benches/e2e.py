@@ -46,6 +46,17 @@ def start(args, env, cwd, extra=()):
     return proc, match.group(1)
 
 
+def bench_env(name):
+    """A fresh temporary directory for a bench, and the environment its
+    commands run in: their own build cache, quiet logs, spills and shuffle
+    files in that directory, no manager from the caller's environment."""
+    tmp = tempfile.mkdtemp(prefix=f"redmap-{name}-")
+    env = dict(os.environ, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"), RUST_LOG="warn",
+               TMPDIR=tmp)
+    env.pop("REDMAP_MANAGER", None)
+    return tmp, env
+
+
 def run_timed(cmd, cwd, env):
     """Runs `cmd` to completion (exiting with its output if it fails);
     returns its wall time in seconds and its standard output."""

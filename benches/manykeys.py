@@ -22,10 +22,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import BIN, REPO, run_timed as timed, start  # noqa: E402
+from e2e import BIN, REPO, bench_env, run_timed as timed, start  # noqa: E402
 
 
 def hwm_kib(pid):
@@ -74,10 +73,7 @@ def main():
     opts = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
-    tmp = tempfile.mkdtemp(prefix="redmap-manykeys-")
-    env = dict(os.environ, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"), RUST_LOG="warn",
-               TMPDIR=tmp)
-    env.pop("REDMAP_MANAGER", None)
+    tmp, env = bench_env("manykeys")
     try:
         native = os.path.join(tmp, "native-manykeys")
         subprocess.run(["rustc", "-O", "--edition", "2021", "-o", native,

@@ -18,10 +18,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import BIN, REPO, run_timed as timed, start  # noqa: E402
+from e2e import BIN, REPO, bench_env, run_timed as timed, start  # noqa: E402
 
 
 def digest_parts(folder):
@@ -58,10 +57,7 @@ def main():
     opts = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
-    tmp = tempfile.mkdtemp(prefix="redmap-terasort-")
-    env = dict(os.environ, REDMAP_CACHE_DIR=os.path.join(tmp, "cache"), RUST_LOG="warn",
-               TMPDIR=tmp)
-    env.pop("REDMAP_MANAGER", None)
+    tmp, env = bench_env("terasort")
     sort_env = dict(env, LC_ALL="C")
     try:
         data = os.path.join(tmp, "input.dat")

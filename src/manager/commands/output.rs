@@ -11,17 +11,29 @@ use crate::proto::{frame_budget, ErrorCode, Message, ProtoError};
 const MAX_OUTPUT_CHUNK: usize = 4 << 20;
 
 impl Manager {
+    /// Job `id` has ended, or the refusal to send: `BUSY` for a job still
+    /// waiting or running, `NOT_FOUND` for none.
+    fn ended_job(&self, id: u64) -> Result<(), Message> {
+        if self.jobs.get(id).is_some() {
+            return Err(refused(
+                ErrorCode::BUSY,
+                format!("job {id} has not ended yet; its output is kept once it ends"),
+            ));
+        }
+        if self.jobs.ended(id).is_none() {
+            return Err(refused(
+                ErrorCode::NOT_FOUND,
+                format!("no job with id {id}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// PARTS_REQUEST: where an ended keyed job's partitions are, in
     /// partition order; none for an output the manager keeps itself.
     pub(super) fn parts(&self, id: u64) -> Message {
-        if self.jobs.get(id).is_some() {
-            return refused(
-                ErrorCode::BUSY,
-                format!("job {id} has not ended yet; its output is kept once it ends"),
-            );
-        }
-        if self.jobs.ended(id).is_none() {
-            return refused(ErrorCode::NOT_FOUND, format!("no job with id {id}"));
+        if let Err(refusal) = self.ended_job(id) {
+            return refusal;
         }
         let parts = self
             .outputs
@@ -38,14 +50,8 @@ impl Manager {
 
     pub(super) fn output(&self, req: OutputRequest) -> Message {
         let id = req.job;
-        if self.jobs.get(id).is_some() {
-            return refused(
-                ErrorCode::BUSY,
-                format!("job {id} has not ended yet; its output is kept once it ends"),
-            );
-        }
-        if self.jobs.ended(id).is_none() {
-            return refused(ErrorCode::NOT_FOUND, format!("no job with id {id}"));
+        if let Err(refusal) = self.ended_job(id) {
+            return refusal;
         }
         let form = match req.form {
             OutputForm::Binary => Form::Binary,
