@@ -33,7 +33,7 @@ impl Manager {
     /// partition order; none for an output the manager keeps itself.
     pub(super) fn parts(&self, id: u64) -> Message {
         if let Err(refusal) = self.ended_job(id) {
-            return refusal;
+            return Message::error(&refusal);
         }
         let parts = self
             .outputs
@@ -51,7 +51,7 @@ impl Manager {
     pub(super) fn output(&self, req: OutputRequest) -> Message {
         let id = req.job;
         if let Err(refusal) = self.ended_job(id) {
-            return refusal;
+            return Message::error(&refusal);
         }
         let form = match req.form {
             OutputForm::Binary => Form::Binary,
