@@ -13,15 +13,15 @@ const MAX_OUTPUT_CHUNK: usize = 4 << 20;
 impl Manager {
     /// Job `id` has ended, or the refusal to send: `BUSY` for a job still
     /// waiting or running, `NOT_FOUND` for none.
-    fn ended_job(&self, id: u64) -> Result<(), Message> {
+    fn ended_job(&self, id: u64) -> Result<(), ProtoError> {
         if self.jobs.get(id).is_some() {
-            return Err(refused(
+            return Err(ProtoError::refused(
                 ErrorCode::BUSY,
                 format!("job {id} has not ended yet; its output is kept once it ends"),
             ));
         }
         if self.jobs.ended(id).is_none() {
-            return Err(refused(
+            return Err(ProtoError::refused(
                 ErrorCode::NOT_FOUND,
                 format!("no job with id {id}"),
             ));
