@@ -231,6 +231,14 @@ fn total_order_parts_are_sorted_across_part_files() {
         sizes.iter().all(|&b| b > 0),
         "sampled ranges left a partition empty: {sizes:?}"
     );
+    // Each partition fetched its range of each map output, not the whole:
+    // three map outputs of at most 50,000 keys, 50,000 keys out.
+    let out: u64 = sizes.iter().sum();
+    assert!(
+        job.shuffle.shuffled < 4 * out,
+        "{} bytes shuffled for {out} bytes out",
+        job.shuffle.shuffled
+    );
 
     // The map outputs are gone from the workers; the kept partitions stay.
     let map_files = || {

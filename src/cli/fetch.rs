@@ -23,8 +23,9 @@ pub enum Format {
     /// is.
     #[default]
     Text,
-    /// The job's own bytes: a keyed job's output run (pairs in the Codec
-    /// encoding, sorted by key), a byte-level job's final accumulator.
+    /// The job's own bytes: a keyed job's output runs (pairs in the Codec
+    /// encoding, each partition sorted by key, in partition order), a
+    /// byte-level job's final accumulator.
     Binary,
 }
 
@@ -170,7 +171,14 @@ fn fetch_parts(
                 net.max_size(),
                 secret.as_deref(),
             )
-            .map_err(|e| FetchError::Cli(remote_err(&part.addr, e)))?;
+            .map_err(|e| {
+                // A worker, not the manager: say which and what it held.
+                FetchError::Unavailable(format!(
+                    "cannot reach worker {}, which keeps partition {p} of job {job}'s output \
+                     (a lost worker takes its partitions with it): {e}",
+                    part.addr
+                ))
+            })?;
             conn = Some((part.addr.clone(), c));
         }
         let Some((_, client)) = conn.as_mut() else {
@@ -201,7 +209,12 @@ fn fetch_parts(
                         part.addr, e.message
                     )))
                 }
-                Err(e) => return Err(FetchError::Cli(remote_err(&part.addr, e))),
+                Err(e) => {
+                    return Err(FetchError::Unavailable(format!(
+                        "fetching partition {p} of job {job} from worker {}: {e}",
+                        part.addr
+                    )))
+                }
             };
             if chunk.total != len || chunk.offset != offset || chunk.chunk.is_empty() {
                 return Err(FetchError::Cli(CliError::new(format!(

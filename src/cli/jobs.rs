@@ -24,8 +24,9 @@ pub enum JobsCommand {
     Cancel(CancelArgs),
     /// Follow a job with the progress bar of `redmap run`, then print its summary.
     Watch(CancelArgs),
-    /// Fetch an ended job's output (kept on the manager for 10 minutes after
-    /// the job ends, up to 1 GiB of outputs in all).
+    /// Fetch an ended job's output, kept for 10 minutes after the job ends:
+    /// a keyed job's partitions, in partition order, from the workers that
+    /// reduced them; a byte-level job's result from the manager.
     Output(OutputArgs),
 }
 

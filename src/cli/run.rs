@@ -309,7 +309,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         Some(_) if job.kind() == JobKind::Keyed && report.done_failed => {
             eprintln!("redmap: no output: the reduce failed (see the errors)");
         }
-        Some(path) => write_output(&job, &report.result, args.format, path)?,
+        Some(path) => {
+            write_output(&job, &report.result, args.format, path)?;
+            if args.output_dir.is_some() {
+                // As a cluster run lists its parts.
+                eprintln!("wrote 1 part file: {}", path.display());
+            }
+        }
         None => {}
     }
     let mut out: Box<dyn Write> = match args.summary_to_stderr(job.kind()) {

@@ -67,6 +67,10 @@ pub fn run(
         "manager on {local}: max connections per worker {}, max retries {}, max jobs {}, {summary}",
         settings.max_connections, settings.max_retries, settings.max_jobs
     );
+    let orphans = crate::plugin::store::remove_orphan_files(&std::env::temp_dir());
+    if orphans > 0 {
+        info!("removed {orphans} files that killed servers left in the temporary directory");
+    }
     let installed = reactor.waker();
     // The manager keeps each library's bytes to send on to workers: one
     // copy per library, shared by the jobs that run it.

@@ -441,6 +441,49 @@ fn remove_orphans(ours: &Path, label: &str) {
     }
 }
 
+/// What a server keeps under the temporary directory while it runs, by
+/// name: `redmap-KIND-PID-…` (map and partition outputs, spills, outputs,
+/// task logs). A server killed with SIGKILL cannot remove its own.
+const TEMPORARY_KINDS: &[&str] = &["map", "part", "spill", "output", "tasks"];
+
+/// Removes the files (and spill directories) in `dir` that servers of this
+/// user left when they were killed: named as [`TEMPORARY_KINDS`] say, for a
+/// PID that no longer runs. Returns how many went.
+pub fn remove_orphan_files(dir: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getuid cannot fail and has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| {
+            let rest = n.strip_prefix("redmap-")?;
+            let (kind, rest) = rest.split_once('-')?;
+            let (pid, _) = rest.split_once('-')?;
+            let all_digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+            (TEMPORARY_KINDS.contains(&kind) && all_digits).then(|| pid.parse::<u32>().ok())?
+        }) else {
+            continue;
+        };
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.uid() != uid || process_exists(pid) || meta.file_type().is_symlink() {
+            continue;
+        }
+        let gone = if meta.is_dir() {
+            fs::remove_dir_all(entry.path())
+        } else {
+            fs::remove_file(entry.path())
+        };
+        removed += usize::from(gone.is_ok());
+    }
+    removed
+}
+
 /// Whether a process with this id runs (signal 0 checks without sending).
 fn process_exists(pid: u32) -> bool {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
@@ -513,6 +556,39 @@ impl<W> Drop for PluginStore<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_that_killed_servers_left_go_and_a_live_ones_stay() {
+        let dir = std::env::temp_dir().join(format!("redmap-orphans-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        // No process has this id (above the usual pid_max of 4,194,304).
+        let dead = 4_194_999u32;
+        let live = std::process::id();
+        for name in [
+            format!("redmap-map-{dead}-job-1-0.bin"),
+            format!("redmap-part-{dead}-job-1-2-0.txt"),
+            format!("redmap-tasks-{dead}-job-1-0"),
+            format!("redmap-map-{live}-job-1-0.bin"),
+            format!("redmap-notes-{dead}-x"),
+        ] {
+            fs::write(dir.join(name), b"x").unwrap();
+        }
+        fs::create_dir_all(dir.join(format!("redmap-spill-{dead}-job-1-0"))).unwrap();
+        assert_eq!(remove_orphan_files(&dir), 4);
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("redmap-map-{live}-job-1-0.bin"),
+                format!("redmap-notes-{dead}-x")
+            ]
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn store(label: &str) -> PluginStore<u32> {
         PluginStore::new(&format!("test-{label}"), || {}).expect("a store")

@@ -60,6 +60,11 @@ pub fn run(
     let stop = crate::signals::watch(move || {
         let _ = waker.wake();
     })?;
+    // What killed servers left in the temporary directory goes first.
+    let orphans = crate::plugin::store::remove_orphan_files(&std::env::temp_dir());
+    if orphans > 0 {
+        info!("removed {orphans} files that killed servers left in the temporary directory");
+    }
     let files = shuffle::ShuffleFiles::default();
     let pool = Pool::new(threads, reactor.waker(), files.clone());
     let peers = reduce::Peers {

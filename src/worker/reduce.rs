@@ -265,7 +265,8 @@ impl Iterator for Fetcher<'_> {
             }
             match self.fetch(&source.addr, file, len) {
                 Ok(bytes) => {
-                    self.fetched += len;
+                    // What was read: with a key range, a part of `len`.
+                    self.fetched += bytes.len() as u64;
                     return Some((bytes, 0));
                 }
                 Err(why) => {
