@@ -319,9 +319,20 @@ fn fitting(candidates: &[String], width: usize) -> usize {
 /// worker that refused the job's library, say); the line is cut to the
 /// width anyway.
 fn status_text(j: &JobSummary) -> String {
+    let sh = &j.shuffle;
+    let reducing = j.status == crate::proto::msg::JobStatus::Running
+        && sh.partitions > 0
+        && sh
+            .parts
+            .iter()
+            .any(|p| p.state != crate::proto::msg::shuffle::PART_WAITING);
     match (j.waiting_for_workers, j.errors.last()) {
         (true, Some(e)) => format!("waiting for workers ({e})"),
         (true, None) => "waiting for workers".to_owned(),
+        // Every task is mapped: the partitions are being reduced.
+        (false, _) if reducing => {
+            format!("reducing, {}/{} partitions done", sh.done, sh.partitions)
+        }
         (false, _) => j.status.name().to_owned(),
     }
 }
@@ -604,6 +615,29 @@ mod tests {
             elapsed_ms: 4000,
             ..JobSummary::default()
         }
+    }
+
+    #[test]
+    fn a_job_whose_partitions_are_reducing_says_so() {
+        use crate::proto::msg::shuffle::{PartView, ShuffleView, PART_DONE, PART_RUNNING};
+        let mut j = running(Some(10), 10);
+        let part = |state| PartView {
+            state,
+            worker: "w:1".into(),
+            fetched: 0,
+            bytes: 0,
+            failures: 0,
+        };
+        *j.shuffle = ShuffleView {
+            partitions: 2,
+            done: 1,
+            shuffled: 0,
+            remapped: 0,
+            parts: vec![part(PART_DONE), part(PART_RUNNING)],
+        };
+        assert_eq!(status_text(&j), "reducing, 1/2 partitions done");
+        j.shuffle.parts.clear();
+        assert_eq!(status_text(&j), "running");
     }
 
     #[test]
