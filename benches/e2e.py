@@ -68,15 +68,16 @@ def run_timed(cmd, cwd, env):
     return took, out.stdout
 
 
-def start_cluster(env, manager_cwd, worker_cwd, procs, workers=2):
+def start_cluster(env, manager_cwd, worker_cwd, procs, workers=2, worker_args=()):
     """A manager (in `manager_cwd`, where jobs' `load` and `done` run) and
-    `workers` workers, attached; their processes are added to `procs` for
-    the caller to kill. Returns the manager's address."""
+    `workers` workers (with `worker_args`), attached; their processes are
+    added to `procs` for the caller to kill, the manager first. Returns the
+    manager's address."""
     manager, maddr = start(["manager", "start"], env, manager_cwd)
     procs.append(manager)
     waddrs = []
     for _ in range(workers):
-        w, waddr = start(["worker", "start"], env, worker_cwd)
+        w, waddr = start(["worker", "start"], env, worker_cwd, worker_args)
         procs.append(w)
         waddrs.append(waddr)
     subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,

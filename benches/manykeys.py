@@ -24,7 +24,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import BIN, REPO, bench_env, run_timed as timed, start  # noqa: E402
+from e2e import BIN, REPO, bench_env, run_timed as timed, start_cluster  # noqa: E402
 
 
 def hwm_kib(pid):
@@ -96,16 +96,9 @@ def main():
             check(out, expected)
             procs = []
             try:
-                manager, maddr = start(["manager", "start"], env, tmp)
-                procs.append(manager)
-                waddrs = []
-                for _ in range(2):
-                    w, waddr = start(["worker", "start"], env, tmp,
-                                     ["--reduce-memory", opts.reduce_memory])
-                    procs.append(w)
-                    waddrs.append(waddr)
-                subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,
-                               stdout=subprocess.DEVNULL, env=env)
+                maddr = start_cluster(env, tmp, tmp, procs,
+                                      worker_args=["--reduce-memory", opts.reduce_memory])
+                manager = procs[0]
                 reducers = ["--reducers", str(opts.reducers)] if opts.reducers else []
                 took, _ = timed([BIN, "run", "-m", maddr] + reducers + fetch + [job] + args,
                                 tmp, env)

@@ -20,7 +20,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e import BIN, REPO, bench_env, run_timed as timed, start  # noqa: E402
+from e2e import BIN, REPO, bench_env, run_timed as timed, start_cluster  # noqa: E402
 
 
 def digest_parts(folder):
@@ -85,15 +85,7 @@ def main():
 
             procs = []
             try:
-                manager, maddr = start(["manager", "start"], env, tmp)
-                procs.append(manager)
-                waddrs = []
-                for _ in range(2):
-                    w, waddr = start(["worker", "start"], env, tmp)
-                    procs.append(w)
-                    waddrs.append(waddr)
-                subprocess.run([BIN, "manager", "attach", "-m", maddr] + waddrs, check=True,
-                               stdout=subprocess.DEVNULL, env=env)
+                maddr = start_cluster(env, tmp, tmp, procs)
                 parts = os.path.join(tmp, f"cluster-{run}")
                 took, _ = timed([BIN, "run", "-m", maddr, "--total-order", "--reducers",
                                  str(opts.reducers), "--output-dir", parts, job, "--", data],
