@@ -229,13 +229,20 @@ impl<C: Combine> SpillingReducer<C> {
         }
         let files = open_spills(&self.spills)?;
         let held = std::mem::take(&mut self.held);
+        // Nothing spilled: every run is in memory, merged without copying
+        // a pair (`merge_slices`); else with the spill files (`merge`).
+        let in_memory: Vec<&[u8]> = held.iter().map(Vec::as_slice).collect();
         let sources: Vec<Source<'_>> = files
             .into_iter()
             .map(Source::File)
             .chain(held.iter().map(|r| Source::Memory(Slice(r))))
             .collect();
+        let spilled = !self.spills.is_empty();
         combine_merged(
-            |pair| merge(sources, pair),
+            |pair| match spilled {
+                true => merge(sources, pair),
+                false => merge_slices(&in_memory, pair),
+            },
             &mut self.combine,
             |run| {
                 if stop.load(Ordering::SeqCst) {
