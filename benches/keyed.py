@@ -4,7 +4,7 @@
 on a manager with two workers, all on one seeded corpus, interleaved, as
 medians and ratios.
 
-    python3 benches/keyed.py [--mb 200] [--runs 5]
+    python3 benches/keyed.py [--mb 200] [--runs 5] [--reducers R]
 
 It builds the release binary and the native program, writes the corpus
 (seeded: the same bytes every time) into a temporary directory, checks that
@@ -36,6 +36,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="corpus size in MiB")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--reducers", type=int, default=0,
+                        help="the cluster's partitions (default: one per worker)")
     opts = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=REPO, check=True)
@@ -67,7 +69,9 @@ def main():
         ways = {
             "native": ([native, "corpus.txt"], dirs["native"]),
             "embedded": ([BIN, "run", "wc.rs", "--", corpus], dirs["embedded"]),
-            "cluster": ([BIN, "run", "-m", maddr, "wc.rs", "--", corpus], dirs["cluster"]),
+            "cluster": ([BIN, "run", "-m", maddr]
+                        + (["--reducers", str(opts.reducers)] if opts.reducers else [])
+                        + ["wc.rs", "--", corpus], dirs["cluster"]),
         }
         for cmd, cwd in ways.values():  # warm up: build cache, installs
             timed(cmd, cwd, env)
