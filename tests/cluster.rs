@@ -410,3 +410,82 @@ fn jobs_watch_follows_a_job_to_its_summary() {
     );
     assert_eq!(cluster.result(), "2000003000000");
 }
+
+/// `redmap cluster start --workers 2`: a manager and two workers in one
+/// command, attached; a job runs on them; Ctrl-C (SIGINT) stops them all
+/// and the command exits 0.
+#[test]
+fn cluster_start_runs_a_manager_and_workers_until_ctrl_c() {
+    use std::io::BufRead;
+    let dir = util::TempDir::new("cluster-start");
+    let manager = format!("127.0.0.1:{}", util::free_low_port());
+    let mut child = util::redmap()
+        .args(["cluster", "start", &manager, "--workers", "2"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn redmap cluster start");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while !lines
+        .iter()
+        .any(|l: &String| l.starts_with("run a job with"))
+    {
+        lines.push(
+            rx.recv_timeout(util::WAIT)
+                .expect("what cluster start started"),
+        );
+    }
+    assert_eq!(lines[0], format!("manager {manager}"));
+    let workers: Vec<String> = lines[1]
+        .strip_prefix("workers ")
+        .expect("the workers' line")
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(workers.len(), 2);
+    // The workers are attached: a job runs on them.
+    let sum = dir.join("sum.rs");
+    std::fs::copy(util::repo().join("examples/sum.rs"), &sum).unwrap();
+    let out = util::run(
+        util::redmap()
+            .args(["run", "-m", &manager, sum.to_str().unwrap(), "--", "10"])
+            .current_dir(dir.path())
+            .env("REDMAP_CACHE_DIR", dir.join("cache")),
+    );
+    assert!(out.status.success(), "{}", util::stderr(&out));
+    let stats = util::run(util::redmap().args(["manager", "stats", &manager, "--json"]));
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["workers"]["active"], 2, "{stats}");
+    // Ctrl-C: everything it started stops, and so does it.
+    util::signal(child.id(), "INT");
+    let deadline = std::time::Instant::now() + util::WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster start did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    for addr in std::iter::once(&manager).chain(&workers) {
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "{addr} still listens after Ctrl-C"
+        );
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`jobs`]: `redmap jobs list|stats|cancel|watch`;
 //! - [`worker`]: `redmap worker start|status|info`.
 
+pub mod cluster;
 pub mod duration;
 pub mod fetch;
 pub mod follow;
@@ -83,6 +84,9 @@ pub enum Command {
     /// List a manager's jobs and show their stats.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Start a manager and workers on this machine in one command.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Print a shell completion script: `redmap completions bash > /etc/bash_completion.d/redmap`.
     Completions {
         #[arg(value_enum)]
@@ -435,6 +439,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Worker(cmd) => worker::run(cmd),
         Command::Manager(cmd) => manager::run(cmd),
         Command::Jobs(cmd) => jobs::run(cmd),
+        Command::Cluster(cmd) => cluster::run(cmd),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;
