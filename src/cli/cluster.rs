@@ -5,6 +5,7 @@
 //! them all and waits for them.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -95,10 +96,14 @@ fn net_flags(net: &NetArgs) -> Vec<String> {
 fn spawn(what: &str, args: &[String], servers: &mut Vec<Server>) -> Result<String, CliError> {
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(format!("cannot find this program: {e}")))?;
+    // A process group of its own: a terminal's Ctrl-C reaches this command
+    // only, which then stops each server once (a server given a second
+    // signal exits at once, without finishing its work).
     let mut child = Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
+        .process_group(0)
         .spawn()
         .map_err(|e| CliError::new(format!("cannot start the {what}: {e}")))?;
     let stdout = child.stdout.take();
