@@ -46,9 +46,7 @@ pub fn plain_count(text: &str) -> String {
 }
 
 fn job(dir: &TempDir) -> String {
-    let path = dir.join("wc.rs");
-    std::fs::copy(repo().join("tests/jobs/keyed_wordcount.rs"), &path).unwrap();
-    path.display().to_string()
+    util::copy_job(dir.path(), "tests/jobs/keyed_wordcount.rs", "wc.rs")
 }
 
 #[test]

@@ -20,9 +20,7 @@ fn assert_no_partial_file(dir: &std::path::Path) {
 }
 
 fn keys_job(dir: &std::path::Path) -> String {
-    let path = dir.join("keys.rs");
-    std::fs::copy(repo().join("tests/jobs/keys.rs"), &path).unwrap();
-    path.display().to_string()
+    util::copy_job(dir, "tests/jobs/keys.rs", "keys.rs")
 }
 
 /// What `keys.rs -- n` outputs in text: `key<TAB>1` per key, in order.

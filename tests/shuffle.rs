@@ -4,13 +4,7 @@
 //! partition costs time, never a pair.
 
 use crate::keyed::{corpus, plain_count};
-use crate::util::{self, repo, run_job, stderr, stdout, Rng, TempDir};
-
-fn copy_job(dir: &std::path::Path, from: &str, name: &str) -> String {
-    let path = dir.join(name);
-    std::fs::copy(repo().join(from), &path).unwrap();
-    path.display().to_string()
-}
+use crate::util::{self, copy_job, run_job, stderr, stdout, Rng, TempDir};
 
 /// A keyed word count and a count of seeded ids (many keys, each met
 /// several times), on 1, 2 and 3 workers with 1, 2 and 7 partitions: each

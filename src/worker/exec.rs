@@ -353,6 +353,18 @@ fn run_batch(work: &Work, instances: &Instances, files: &ShuffleFiles) -> BatchR
     }
 }
 
+/// Hands a thread's answer to the event loop: sends it and wakes the
+/// loop. `Break` once the loop is gone (the thread then ends).
+pub(super) fn hand_back<T>(tx: &Sender<T>, waker: &Waker, done: T) -> ControlFlow<()> {
+    if tx.send(done).is_err() {
+        return ControlFlow::Break(());
+    }
+    if let Err(e) = waker.wake() {
+        warn!("cannot wake the event loop: {e}");
+    }
+    ControlFlow::Continue(())
+}
+
 impl Pool {
     pub fn new(threads: usize, waker: Arc<Waker>, files: ShuffleFiles) -> Pool {
         let (work_tx, work_rx) = mpsc::channel::<Task>();
@@ -374,13 +386,7 @@ impl Pool {
                 hash: work.batch.hash,
                 result,
             };
-            if done_tx.send(done).is_err() {
-                return ControlFlow::Break(());
-            }
-            if let Err(e) = waker.wake() {
-                warn!("cannot wake the event loop: {e}");
-            }
-            ControlFlow::Continue(())
+            hand_back(&done_tx, &waker, done)
         };
         pipeline::spawn_map_threads(threads, "map", work_rx, map).expect("spawn map thread");
         Pool {

@@ -11,12 +11,11 @@
 //! loop never blocks.
 
 use std::collections::HashMap;
-use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 
-use log::{info, warn};
+use log::info;
 use mio::Waker;
 
 use super::exec::Instances;
@@ -104,13 +103,7 @@ impl Reducers {
                 hash: work.reduce.hash,
                 reduced,
             };
-            if done_tx.send(done).is_err() {
-                return ControlFlow::Break(());
-            }
-            if let Err(e) = waker.wake() {
-                warn!("cannot wake the event loop: {e}");
-            }
-            ControlFlow::Continue(())
+            super::exec::hand_back(&done_tx, &waker, done)
         };
         crate::pipeline::spawn_map_threads(threads, "reduce", work_rx, run)?;
         Ok(Reducers {

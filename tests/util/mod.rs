@@ -144,6 +144,14 @@ impl Drop for Server {
     }
 }
 
+/// Copies the repository's job `from` (a path in the repository) into
+/// `dir` as `name`; returns the copy's path, for `redmap run`.
+pub fn copy_job(dir: &std::path::Path, from: &str, name: &str) -> String {
+    let path = dir.join(name);
+    std::fs::copy(repo().join(from), &path).unwrap();
+    path.display().to_string()
+}
+
 /// Starts `redmap worker start 127.0.0.1:0 EXTRA…` and waits (bounded) for
 /// the line that gives the bound address.
 pub fn start_worker(extra: &[&str]) -> Server {
