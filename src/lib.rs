@@ -12,6 +12,7 @@
 //! - [`plugin`]: compiling jobs, and loading job libraries through the C ABI;
 //! - [`pipeline`]: load → batch → map → fold → done, and the keeping of
 //!   errors: the parts every kind of run is made of;
+//! - [`exec`]: executor processes, where servers run job code;
 //! - [`local`]: running a job inside one process (the embedded mode);
 //! - [`manager`]: the manager server;
 //! - [`worker`]: the worker server;
@@ -22,6 +23,8 @@
 
 pub mod job;
 
+#[cfg(feature = "runtime")]
+pub mod exec;
 #[cfg(feature = "runtime")]
 pub mod http;
 

@@ -3,8 +3,6 @@
 //! must stay exact, and the cluster must keep working.
 
 use std::process::{Child, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -297,7 +295,9 @@ fn a_task_that_never_ends_is_failed_after_the_task_timeout() {
     );
 }
 
-/// Panics on every 1,000th task, or aborts the process on task 777.
+/// Panics on every 1,000th task, or, with `FRAGILE_CRASH` set, kills
+/// its process on task 777: `abort`, `exit` (status 3), `segv` (a write
+/// through a null pointer) or `oom` (allocates until it cannot).
 const FRAGILE: &str = r#"
 use redmap::job::{Error, Job, Tasks};
 struct Fragile;
@@ -312,8 +312,18 @@ impl Job for Fragile {
     }
     fn map(&self, t: &[u8]) -> Result<Vec<u8>, Error> {
         let n = num(t)?;
-        if std::env::var_os("FRAGILE_ABORT").is_some() {
-            if n == 777 { std::process::abort(); }
+        if let Ok(how) = std::env::var("FRAGILE_CRASH") {
+            if n == 777 {
+                match how.as_str() {
+                    "exit" => std::process::exit(3),
+                    "segv" => unsafe { std::ptr::null_mut::<u8>().write_volatile(1) },
+                    "oom" => {
+                        let mut hog: Vec<Vec<u8>> = Vec::new();
+                        loop { hog.push(vec![7u8; 1 << 20]); }
+                    }
+                    _ => std::process::abort(),
+                }
+            }
         } else if n % 1000 == 0 {
             panic!("task {n} is a multiple of 1000");
         }
@@ -357,61 +367,56 @@ fn panicking_tasks_are_retried_then_failed_and_the_rest_is_exact() {
     assert!(status.status.success(), "{}", stdout(&status));
 }
 
+/// A task whose code kills the process it runs in, in each way job code
+/// can: the job ends with that task failed (its executor died each time
+/// it ran, past the retries), every other task exact, and both workers
+/// still the processes they were, with no supervisor to restart them.
 #[test]
-fn a_task_that_kills_its_worker_is_failed_after_the_retries_and_the_job_finishes() {
-    let dir = TempDir::new("abort");
+fn a_task_that_kills_its_executor_fails_alone_and_the_workers_live() {
+    let dir = TempDir::new("crash");
     let src = dir.write("fragile.rs", FRAGILE);
-    let cluster = Cluster::start(2, &["--max-retries", "2"], &[("FRAGILE_TASKS", "3000")]);
-    // Replace the attached workers, on the same addresses, with ones whose
-    // map aborts on task 777 (FRAGILE_ABORT), and restart each one whenever
-    // the poison task kills it.
-    let mut cluster = cluster;
-    let addrs: Vec<String> = cluster.workers.iter().map(Server::addr_arg).collect();
-    cluster.workers.clear(); // killed on drop
-    let stop = Arc::new(AtomicBool::new(false));
-    let restarts = Arc::new(Mutex::new(0u32));
-    let supervisor = {
-        let (stop, restarts, addrs) = (Arc::clone(&stop), Arc::clone(&restarts), addrs.clone());
-        thread::spawn(move || {
-            let env = [("FRAGILE_ABORT", "1")];
-            let mut live: Vec<Server> = addrs.iter().map(|a| start_worker_at(a, &env)).collect();
-            while !stop.load(Ordering::SeqCst) {
-                for (i, server) in live.iter_mut().enumerate() {
-                    if server.child.try_wait().ok().flatten().is_some() {
-                        *restarts.lock().unwrap() += 1;
-                        *server = start_worker_at(&addrs[i], &env);
-                    }
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    for addr in &addrs {
+    let ways = [
+        ("abort", "killed by signal 6, SIGABRT"),
+        ("exit", "exit status 3"),
+        ("segv", "killed by signal 11, SIGSEGV"),
+        (
+            "oom",
+            "out of memory: the job passed its executor's --memory-limit of 200M",
+        ),
+    ];
+    for (how, said) in ways {
+        let env = [("FRAGILE_TASKS", "3000"), ("FRAGILE_CRASH", how)];
+        let worker_args = ["--memory-limit", "200M"];
+        let cluster = Cluster::start_with(2, &["--max-retries", "2"], &worker_args, &env);
+        let pids: Vec<u32> = cluster.workers.iter().map(Server::pid).collect();
+        let out = finish(submit(&cluster, src.to_str().unwrap(), &[]));
+        assert_eq!(out.status.code(), Some(1), "{how}: {}", stderr(&out));
+        let summary = stdout(&out);
         assert!(
-            eventually(Duration::from_secs(15), || {
-                let out = util::run(cluster.cli(&["manager", "attach", addr]));
-                out.status.success() || stderr(&out).contains("already attached")
-            }),
-            "worker {addr} could not be attached"
+            summary.contains("3000 tasks, 2999 processed, 1 failed"),
+            "{how}: {summary}"
+        );
+        assert!(
+            summary.contains(r#"task 777 ("777"): "#) && summary.contains(said),
+            "{how}: {summary}"
+        );
+        assert_eq!(
+            cluster.result(),
+            (3000 * 3001 / 2 - 777).to_string(),
+            "{how}"
+        );
+        for (server, pid) in cluster.workers.iter().zip(pids) {
+            assert_eq!(server.pid(), pid);
+            assert!(util::ping(server.addr), "{how}: worker {pid} is gone");
+        }
+        // Attached and serving all along.
+        let stats = manager_stats(&cluster.manager.addr_arg()).expect("manager stats");
+        assert_eq!(
+            (stats.workers_active, stats.workers_failing),
+            (2, 0),
+            "{how}: {stats:?}"
         );
     }
-    let out = finish(submit(&cluster, src.to_str().unwrap(), &[]));
-    stop.store(true, Ordering::SeqCst);
-    let _ = supervisor.join();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let summary = stdout(&out);
-    assert!(
-        summary.contains("3000 tasks, 2999 processed, 1 failed"),
-        "{summary}"
-    );
-    assert!(
-        summary.contains(r#"task 777 ("777"): its worker died"#),
-        "{summary}"
-    );
-    assert_eq!(cluster.result(), (3000 * 3001 / 2 - 777).to_string());
-    let crashes = *restarts.lock().unwrap();
-    // Bounded: the poison task stopped killing workers once it was failed.
-    assert!((3..=30).contains(&crashes), "{crashes} worker crashes");
 }
 
 #[test]

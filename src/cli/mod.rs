@@ -61,6 +61,7 @@ impl Cli {
             self.command,
             Command::Manager(manager::ManagerCommand::Start(_))
                 | Command::Worker(worker::WorkerCommand::Start(_))
+                | Command::Executor(_)
         );
         match (self.verbose, server) {
             (0, false) => "warn",
@@ -87,11 +88,48 @@ pub enum Command {
     /// Start a manager and workers on this machine in one command.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// An executor process: started by a server to run a job library's
+    /// code, never by hand (see the `exec` module).
+    #[command(hide = true)]
+    Executor(ExecutorArgs),
     /// Print a shell completion script: `redmap completions bash > /etc/bash_completion.d/redmap`.
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// What a server starts its executor with (see `exec::child::Start`).
+#[derive(Debug, Args)]
+pub struct ExecutorArgs {
+    /// The job library.
+    library: std::path::PathBuf,
+    /// Its SHA-256, in hex, as the server checked it.
+    #[arg(long)]
+    hash: String,
+    /// The lanes' inherited file descriptors, comma-separated.
+    #[arg(long)]
+    lanes: String,
+    /// RLIMIT_DATA in bytes (0: none).
+    #[arg(long, default_value_t = 0)]
+    memory_limit: u64,
+}
+
+impl ExecutorArgs {
+    fn run(self) -> ExitCode {
+        let hash = crate::plugin::PluginHash::parse(&self.hash);
+        let lanes: Result<Vec<i32>, _> = self.lanes.split(',').map(str::parse).collect();
+        let (Some(hash), Ok(lanes)) = (hash, lanes) else {
+            eprintln!("redmap executor: started by a server, not by hand");
+            return ExitCode::from(2);
+        };
+        ExitCode::from(crate::exec::child::run(crate::exec::child::Start {
+            library: self.library,
+            hash,
+            lanes,
+            memory_limit: self.memory_limit,
+        }))
+    }
 }
 
 /// The environment variable naming the manager when no command line does.
@@ -440,6 +478,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Manager(cmd) => manager::run(cmd),
         Command::Jobs(cmd) => jobs::run(cmd),
         Command::Cluster(cmd) => cluster::run(cmd),
+        Command::Executor(args) => return args.run(),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             use std::io::Write;

@@ -25,6 +25,18 @@ pub fn parse(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::parse;
+    use crate::pipeline::size_text as show;
+
+    #[test]
+    fn a_size_shows_as_it_is_read() {
+        assert_eq!(show(200 << 20), "200M");
+        assert_eq!(show(1 << 30), "1G");
+        assert_eq!(show(1536 << 10), "1536K");
+        assert_eq!(show(1000), "1000");
+        for n in [200u64 << 20, 1 << 30, 1536 << 10, 1000] {
+            assert_eq!(parse(&show(n)), Ok(n as usize));
+        }
+    }
 
     #[test]
     fn sizes_read_as_powers_of_1024() {

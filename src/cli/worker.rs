@@ -52,6 +52,34 @@ pub struct StartArgs {
     /// temporary directory and merges them at the end (e.g. 64M, 1G).
     #[arg(long, value_name = "SIZE", default_value = "256M", value_parser = super::size::parse)]
     pub reduce_memory: usize,
+
+    /// Memory each executor process may allocate (job code runs in one
+    /// executor per job library; see `worker info`): past it, the
+    /// allocation fails, the task fails with "out of memory" and the
+    /// executor starts again; the worker lives. Default: half of this
+    /// machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = super::size::parse)]
+    pub memory_limit: Option<usize>,
+}
+
+/// The smallest `--memory-limit`: an executor's threads' stacks and
+/// buffers alone take tens of MiB.
+const MIN_MEMORY_LIMIT: usize = 64 << 20;
+
+/// The default `--memory-limit`: half of the machine's physical memory
+/// (Dask's nanny defaults to the machine's memory over its workers).
+pub fn default_memory_limit() -> u64 {
+    // SAFETY: sysconf reads constants; no memory is passed.
+    let (pages, size) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    match (u64::try_from(pages), u64::try_from(size)) {
+        (Ok(p), Ok(s)) if p > 0 && s > 0 => p.saturating_mul(s) / 2,
+        _ => 4 << 30,
+    }
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +106,12 @@ pub fn run(cmd: WorkerCommand) -> Result<ExitCode, CliError> {
 
 fn start(args: StartArgs) -> Result<ExitCode, CliError> {
     let addr = listen_addr(&args.addr).map_err(|e| CliError::from_error(ErrorKind::Usage, e))?;
+    if args.memory_limit.is_some_and(|n| n < MIN_MEMORY_LIMIT) {
+        return Err(CliError::new(format!(
+            "--memory-limit must be at least {}: an executor needs that much to start",
+            crate::pipeline::size_text(MIN_MEMORY_LIMIT as u64)
+        )));
+    }
     let threads = match args.threads {
         Some(0) => return Err(CliError::new("--threads must be at least 1")),
         Some(n) => n,
@@ -90,6 +124,8 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         args.serve.http_addr(&args.net)?,
         args.manager_grace,
         args.reduce_memory,
+        args.memory_limit
+            .map_or_else(default_memory_limit, |n| n as u64),
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)

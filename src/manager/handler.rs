@@ -209,7 +209,7 @@ impl Manager {
                 Request::Batch { batch, .. } => {
                     // Lost with its worker: if the worker died of the batch
                     // itself, sending it again as is would kill the next one.
-                    self.drop_copy(batch, (conn, request), why);
+                    self.drop_copy(batch, (conn, request), why.clone());
                 }
                 Request::Reduce { job, partition } => self.reduce_lost(job, partition, w),
                 _ => {}
@@ -223,7 +223,7 @@ impl Manager {
         let job = self.ledger.batch(batch).map(|f| f.job);
         let decision = self
             .ledger
-            .lose_copy(batch, copy, why, self.settings.max_retries);
+            .lose_copy(batch, copy, why.clone(), self.settings.max_retries);
         if let Some(job) = job.and_then(|id| self.jobs.get_mut(id)) {
             debug!("batch {batch}: copy lost ({why:?}): {decision:?}");
             job.requeue(decision);

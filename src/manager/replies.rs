@@ -266,6 +266,13 @@ impl Manager {
             .batch(batch)
             .and_then(|f| self.jobs.get(f.job))
             .map(|j| j.hash());
+        if e.code == ErrorCode::EXECUTOR_DIED {
+            // The job's code killed its executor, not its worker: the
+            // worker stays as it is; the tasks are suspects, as in a crash.
+            debug!("batch {batch}: {}", e.message);
+            self.drop_copy(batch, copy, Loss::ExecutorDied(e.message.clone()));
+            return;
+        }
         if let (Some(hash), Some(wk)) = (hash, self.workers.get_mut(w)) {
             if e.code == ErrorCode::PLUGIN_MISSING {
                 wk.installed.remove(&hash);

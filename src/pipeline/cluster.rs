@@ -245,7 +245,7 @@ pub fn loader(
 }
 
 /// The text form of a keyed job's whole output run.
-pub fn text_of(job: &Instance, run: &[u8]) -> Result<Vec<u8>, CallError> {
+pub fn text_of<J: super::KeyedCode + ?Sized>(job: &J, run: &[u8]) -> Result<Vec<u8>, CallError> {
     let (text, used) = job.format(run)?;
     if used != run.len() {
         return Err(CallError {
@@ -265,8 +265,8 @@ pub fn text_of(job: &Instance, run: &[u8]) -> Result<Vec<u8>, CallError> {
 /// `format` piece by piece (a text form that fails costs that form only).
 /// The `Ended` holds the output's first [`RESULT_PREVIEW`] bytes.
 /// `None` once `cancelled` is set (see [`super::fold_runs`]).
-pub fn keyed_output(
-    plugin: &Instance,
+pub fn keyed_output<J: super::KeyedCode + ?Sized>(
+    plugin: &J,
     partials: impl IntoIterator<Item = (Vec<u8>, u64)>,
     cancelled: &AtomicBool,
     memory: &super::ReduceMemory,

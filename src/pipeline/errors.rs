@@ -134,6 +134,17 @@ pub fn task_label(number: u64, payload: &[u8]) -> String {
 /// `1234567` as `1,234,567`.
 pub use crate::job::batch::thousands;
 
+/// A size as `--memory-limit` and the other size flags read it: in the
+/// largest unit that divides it (`200M`, `1G`, `1536K`), else in bytes.
+pub fn size_text(bytes: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

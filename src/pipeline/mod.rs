@@ -33,7 +33,7 @@ pub mod reduce;
 pub const JOB_THREAD_STACK: usize = 8 << 20;
 
 pub use batch::{spread_cap, Batch, BatchLimits, Batcher, MAX_BATCH_TASKS};
-pub use errors::{cap_error, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
+pub use errors::{cap_error, size_text, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
 pub use load::{load, Loaded, TaskSource};
 pub use map::{map_batch, spawn_map_threads, FailedIn, Folded, TaskFailed, ValueLimit};
 pub use reduce::{fold_partials, fold_runs, Ended, Partial, ReduceMemory, Reduced};
@@ -72,6 +72,29 @@ impl JobCode for Instance {
 
     fn fold_batch(&self, tasks: &[u8], limit: &ValueLimit) -> Option<Folded> {
         Instance::fold_batch(self, tasks, limit)
+    }
+}
+
+/// A keyed job's code as the reduce side calls it: in this process (an
+/// [`Instance`], the embedded run and the client) or in an executor
+/// (a worker's reduce, `worker::reduce`).
+pub trait KeyedCode {
+    /// A run of pairs through one of the job's reducers: the run with
+    /// each key's values combined.
+    fn combine(&self, run: &[u8]) -> Result<Vec<u8>, CallError>;
+    /// The run's text form, and how many of its bytes were used.
+    fn format(&self, run: &[u8]) -> Result<(Vec<u8>, usize), CallError>;
+}
+
+impl KeyedCode for Instance {
+    fn combine(&self, run: &[u8]) -> Result<Vec<u8>, CallError> {
+        let mut reducer = self.reducer()?;
+        reducer.add(run)?;
+        reducer.finish()
+    }
+
+    fn format(&self, run: &[u8]) -> Result<(Vec<u8>, usize), CallError> {
+        Instance::format(self, run)
     }
 }
 

@@ -107,11 +107,9 @@ impl ReduceMemory {
 
 /// The job's `reduce`, as a [`Combine`]: each chunk of merged pairs goes
 /// through one of its reducers.
-impl Combine for &crate::plugin::Instance {
+impl<J: super::KeyedCode + ?Sized> Combine for &J {
     fn combine(&mut self, run: &[u8]) -> Result<Vec<u8>, CallError> {
-        let mut reducer = self.reducer()?;
-        reducer.add(run)?;
-        reducer.finish()
+        super::KeyedCode::combine(*self, run)
     }
 }
 
@@ -134,8 +132,8 @@ pub struct Reduced {
 ///
 /// Returns `None` once `cancelled` is set (read before each partial and
 /// before the output).
-pub fn fold_runs<P: Partial>(
-    plugin: &crate::plugin::Instance,
+pub fn fold_runs<P: Partial, J: super::KeyedCode + ?Sized>(
+    plugin: &J,
     partials: impl IntoIterator<Item = P>,
     cancelled: &AtomicBool,
     memory: &ReduceMemory,

@@ -38,6 +38,18 @@ impl PluginHash {
         PluginHash(Sha256::digest(bytes).into())
     }
 
+    /// Reads the 64 hex digits [`fmt::Display`] writes.
+    pub fn parse(hex: &str) -> Option<PluginHash> {
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(PluginHash(out))
+    }
+
     /// The first 16 hex digits, for names and logs.
     pub fn short(&self) -> String {
         self.to_string()[..16].to_owned()

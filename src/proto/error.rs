@@ -41,6 +41,7 @@ impl ErrorCode {
     pub const AUTH_FAILED: ErrorCode = ErrorCode(15);
     pub const BUSY: ErrorCode = ErrorCode(16);
     pub const WRONG_PEER: ErrorCode = ErrorCode(17);
+    pub const EXECUTOR_DIED: ErrorCode = ErrorCode(18);
 
     /// Every defined code with its meaning, in numeric order.
     pub const ALL: &'static [ErrorInfo] = &[
@@ -162,6 +163,13 @@ impl ErrorCode {
             retriable: false,
             closes: false,
             description: "the address reached is not what the request needs: a manager, an HTTP port or another program given as a worker, or a worker that belongs to another manager",
+        },
+        ErrorInfo {
+            code: ErrorCode::EXECUTOR_DIED,
+            name: "EXECUTOR_DIED",
+            retriable: true,
+            closes: false,
+            description: "the job's code killed the process that ran it (an abort, an exit, a crash, out of memory) while it ran this request; the server lives, and the message says how the process died",
         },
     ];
 

@@ -1,29 +1,32 @@
 //! The worker's map thread pool. Batches arrive from the reactor through a
-//! channel; each of the pipeline's map threads maps and folds whole batches
-//! ([`pipeline::map_batch`]), and hands the result back through a channel
-//! and the reactor's waker. User code never runs on the event loop.
+//! channel; each map thread has its batch mapped and folded by the job
+//! library's executor process ([`crate::exec`]) and hands the result back
+//! through a channel and the reactor's waker. No job code runs in the
+//! worker's process: an executor that dies is the batch's outcome
+//! (`EXECUTOR_DIED`), not the worker's.
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use log::warn;
 use mio::Waker;
 
+use crate::exec::{ExecError, Executor};
 use crate::net::ConnId;
-use crate::pipeline::{self, cap_error, thousands, FailedIn, ValueLimit};
+use crate::pipeline::{cap_error, thousands, FailedIn, ValueLimit};
 use crate::plugin::loader::JobKind;
-use crate::plugin::{CallError, Instance, Plugin, PluginHash};
-use crate::proto::msg::{BatchResult, JobArgs, MapBatch, ShuffleSpec, TaskFailure, TaskList};
+use crate::plugin::CallError;
+use crate::proto::msg::{BatchResult, MapBatch, ShuffleSpec, TaskFailure, TaskList};
 
 use super::shuffle::ShuffleFiles;
 
 pub struct Work {
     pub conn: ConnId,
     pub request_id: u32,
-    pub plugin: Arc<Plugin>,
+    /// The executor of the batch's job library.
+    pub executor: Arc<Executor>,
     pub batch: MapBatch,
 }
 
@@ -31,94 +34,31 @@ pub struct Done {
     pub conn: ConnId,
     pub request_id: u32,
     pub hash: [u8; 32],
-    pub result: BatchResult,
-}
-
-/// What the map threads are handed.
-enum Task {
-    Batch(Work),
-    /// Job instances no longer needed: their destructors are job code, so
-    /// they are dropped here, never on the event loop.
-    Release(Vec<Arc<Instance>>),
+    /// The batch's result, or how its executor died while running it.
+    pub result: Result<BatchResult, String>,
 }
 
 pub struct Pool {
-    work: Sender<Task>,
+    work: Sender<Work>,
     pub done: Receiver<Done>,
-    instances: Arc<Instances>,
 }
 
-impl Pool {
-    /// The jobs built on this worker (shared with its reduce threads).
-    pub fn instances(&self) -> Arc<Instances> {
-        Arc::clone(&self.instances)
-    }
+/// A call's outcome: the job's answer, a failed call, or an executor
+/// that died (the batch then is not answered with a result: see
+/// [`Done::result`]).
+enum Called<T> {
+    Ok(T),
+    Failed(CallError),
+    Unbuilt(CallError),
 }
 
-/// Most job instances a worker keeps built at once: one per running job
-/// is the usual need. Past it, one is dropped (batches running on it keep
-/// it until they end) and built again if needed.
-const MAX_INSTANCES: usize = 64;
-
-/// The jobs built on this worker, by library and arguments: a job's
-/// constructor runs on a map thread (never the event loop), once per
-/// library and arguments while it succeeds, not once per batch. Two jobs
-/// of one library with the same arguments share their instance (a job
-/// keeps no per-call state: it is `Sync`). A constructor's error is not
-/// kept: the next batch tries again (a file may have appeared).
-#[derive(Default)]
-pub struct Instances {
-    built: Mutex<HashMap<(PluginHash, JobArgs), Arc<Instance>>>,
-}
-
-impl Instances {
-    /// The job, built if needed; with an instance no longer kept (evicted,
-    /// or built twice at once), for the caller to release off the lock.
-    pub fn get(
-        &self,
-        plugin: &Arc<Plugin>,
-        args: &JobArgs,
-    ) -> (Result<Arc<Instance>, CallError>, Option<Arc<Instance>>) {
-        let key = (plugin.hash(), args.clone());
-        if let Some(job) = self.lock().get(&key) {
-            return (Ok(Arc::clone(job)), None);
-        }
-        // Built outside the lock: a slow constructor holds up no other job.
-        let job = match plugin.instance(args) {
-            Ok(job) => job,
-            Err(e) => return (Err(e), None),
-        };
-        let mut table = self.lock();
-        if let Some(first) = table.get(&key).map(Arc::clone) {
-            // Another thread built it meanwhile: its instance is kept, and
-            // this one is dropped once the lock is released.
-            drop(table);
-            return (Ok(first), Some(job));
-        }
-        let mut evicted = None;
-        if table.len() >= MAX_INSTANCES {
-            if let Some(old) = table.keys().next().cloned() {
-                evicted = table.remove(&old);
-            }
-        }
-        table.insert(key, Arc::clone(&job));
-        (Ok(job), evicted)
-    }
-
-    /// Takes out the jobs built from the library `hash` (`None`: from
-    /// every library), for the caller to release.
-    fn forget(&self, hash: Option<PluginHash>) -> Vec<Arc<Instance>> {
-        let mut table = self.lock();
-        let gone: Vec<(PluginHash, JobArgs)> = table
-            .keys()
-            .filter(|(h, _)| hash.is_none_or(|hash| hash == *h))
-            .cloned()
-            .collect();
-        gone.iter().filter_map(|k| table.remove(k)).collect()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(PluginHash, JobArgs), Arc<Instance>>> {
-        self.built.lock().unwrap_or_else(|p| p.into_inner())
+/// Sorts an executor's answer: a death is the batch's outcome as a whole.
+fn called<T>(r: Result<T, ExecError>) -> Result<Called<T>, String> {
+    match r {
+        Ok(v) => Ok(Called::Ok(v)),
+        Err(ExecError::Call(e)) => Ok(Called::Failed(e)),
+        Err(ExecError::Unbuilt(e)) => Ok(Called::Unbuilt(e)),
+        Err(ExecError::Died(why)) => Err(why),
     }
 }
 
@@ -155,7 +95,7 @@ fn within(budget: &mut usize, message: String) -> String {
 /// after it are deferred (not run, no attempt counted), so the manager
 /// sends them again as a batch of their own. A single task whose run alone
 /// is over the budget fails for good: it would on any worker.
-fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult {
+fn run_keyed_batch(work: &Work, started: Instant) -> Result<BatchResult, String> {
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
     let tasks = work.batch.tasks.len();
@@ -172,19 +112,20 @@ fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult
         let bytes = list
             .as_ref()
             .map_or(work.batch.tasks.as_bytes(), |l: &TaskList| l.as_bytes());
-        match job.map_batch(bytes) {
-            Err(e) => {
+        match called(work.executor.map_batch(&work.batch.args, bytes))? {
+            Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
+            Called::Failed(e) => {
                 // The call itself failed: every task of the prefix with it.
                 let all = (0..prefix as u32)
                     .map(|i| failure(i, e.panicked, false, e.message.clone()))
                     .collect();
                 break (0, None, all);
             }
-            Ok(mapped) if mapped.pairs.len() > value_budget && prefix > 1 => {
+            Called::Ok(mapped) if mapped.pairs.len() > value_budget && prefix > 1 => {
                 prefix /= 2;
                 list = Some(work.batch.tasks.split_at(prefix).0);
             }
-            Ok(mapped) if mapped.pairs.len() > value_budget => {
+            Called::Ok(mapped) if mapped.pairs.len() > value_budget => {
                 let why = format!(
                     "its pairs are {} bytes, over the manager's --max-size of {}",
                     thousands(mapped.pairs.len() as u64),
@@ -192,7 +133,7 @@ fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult
                 );
                 break (0, None, vec![failure(0, false, true, why)]);
             }
-            Ok(mapped) => {
+            Called::Ok(mapped) => {
                 let failed = mapped
                     .failures
                     .into_iter()
@@ -209,14 +150,14 @@ fn run_keyed_batch(work: &Work, job: &Instance, started: Instant) -> BatchResult
         deferred: true,
         message: String::new(),
     }));
-    BatchResult {
+    Ok(BatchResult {
         busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         batch_id: work.batch.batch_id,
         processed,
         value,
         failures,
         map_output: None,
-    }
+    })
 }
 
 /// A batch whose job could not be built here: every task fails with the
@@ -249,11 +190,10 @@ fn unbuilt(work: &Work, why: CallError) -> BatchResult {
 /// that fails fails every task of the batch as an attempt.
 fn run_shuffled_batch(
     work: &Work,
-    job: &Instance,
     spec: ShuffleSpec,
     files: &ShuffleFiles,
     started: Instant,
-) -> BatchResult {
+) -> Result<BatchResult, String> {
     let (_, mut failure_budget) = budgets(work.batch.reply_limit());
     let tasks = work.batch.tasks.len() as u32;
     let mut all_fail = |panicked: bool, message: String| -> Vec<TaskFailure> {
@@ -267,9 +207,13 @@ fn run_shuffled_batch(
             })
             .collect()
     };
-    let (processed, failures, map_output) = match job.map_batch(work.batch.tasks.as_bytes()) {
-        Err(e) => (0, all_fail(e.panicked, e.message), None),
-        Ok(mapped) => {
+    let mapped = work
+        .executor
+        .map_batch(&work.batch.args, work.batch.tasks.as_bytes());
+    let (processed, failures, map_output) = match called(mapped)? {
+        Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
+        Called::Failed(e) => (0, all_fail(e.panicked, e.message), None),
+        Called::Ok(mapped) => {
             let dir = std::env::temp_dir();
             match files.keep_map_output(spec, &mapped.pairs, &dir) {
                 Ok(out) => {
@@ -290,29 +234,27 @@ fn run_shuffled_batch(
             }
         }
     };
-    BatchResult {
+    Ok(BatchResult {
         busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         batch_id: work.batch.batch_id,
         processed,
         value: None,
         failures,
         map_output,
-    }
+    })
 }
 
-fn run_batch(work: &Work, instances: &Instances, files: &ShuffleFiles) -> BatchResult {
+/// Runs one batch in its library's executor: `Err` with how the executor
+/// died if it did.
+fn run_batch(work: &Work, files: &ShuffleFiles) -> Result<BatchResult, String> {
     let started = Instant::now();
-    let (built, evicted) = instances.get(&work.plugin, &work.batch.args);
-    drop(evicted);
-    let job = match built {
-        Ok(job) => job,
-        Err(why) => return unbuilt(work, why),
+    let kind = match called(work.executor.kind())? {
+        Called::Ok(kind) => kind,
+        Called::Failed(why) | Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
     };
-    match (job.kind(), work.batch.shuffle) {
-        (JobKind::Keyed, Some(spec)) => {
-            return run_shuffled_batch(work, &job, spec, files, started)
-        }
-        (JobKind::Keyed, None) => return run_keyed_batch(work, &job, started),
+    match (kind, work.batch.shuffle) {
+        (JobKind::Keyed, Some(spec)) => return run_shuffled_batch(work, spec, files, started),
+        (JobKind::Keyed, None) => return run_keyed_batch(work, started),
         (JobKind::Bytes, _) => {}
     }
     let reply_limit = work.batch.reply_limit();
@@ -324,7 +266,25 @@ fn run_batch(work: &Work, instances: &Instances, files: &ShuffleFiles) -> BatchR
             thousands(reply_limit as u64)
         ),
     };
-    let folded = pipeline::map_batch(&*job, &work.batch.tasks, &limit);
+    let folded = match called(work.executor.fold_batch(
+        &work.batch.args,
+        &work.batch.tasks,
+        &limit,
+    ))? {
+        Called::Ok(folded) => folded,
+        Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
+        Called::Failed(e) => crate::pipeline::Folded {
+            value: None,
+            processed: 0,
+            failures: (0..work.batch.tasks.len() as u32)
+                .map(|index| crate::pipeline::TaskFailed {
+                    index,
+                    stage: FailedIn::Map,
+                    error: e.clone(),
+                })
+                .collect(),
+        },
+    };
     let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let failures = folded
         .failures
@@ -343,14 +303,14 @@ fn run_batch(work: &Work, instances: &Instances, files: &ShuffleFiles) -> BatchR
             }
         })
         .collect();
-    BatchResult {
+    Ok(BatchResult {
         busy_us,
         batch_id: work.batch.batch_id,
         processed: folded.processed,
         value: folded.value,
         failures,
         map_output: None,
-    }
+    })
 }
 
 /// Hands a thread's answer to the event loop: sends it and wakes the
@@ -367,19 +327,10 @@ pub(super) fn hand_back<T>(tx: &Sender<T>, waker: &Waker, done: T) -> ControlFlo
 
 impl Pool {
     pub fn new(threads: usize, waker: Arc<Waker>, files: ShuffleFiles) -> Pool {
-        let (work_tx, work_rx) = mpsc::channel::<Task>();
+        let (work_tx, work_rx) = mpsc::channel::<Work>();
         let (done_tx, done_rx) = mpsc::channel::<Done>();
-        let instances = Arc::new(Instances::default());
-        let built = Arc::clone(&instances);
-        let map = move |task: Task| {
-            let work = match task {
-                Task::Batch(work) => work,
-                Task::Release(jobs) => {
-                    drop(jobs);
-                    return ControlFlow::Continue(());
-                }
-            };
-            let result = run_batch(&work, &built, &files);
+        let map = move |work: Work| {
+            let result = run_batch(&work, &files);
             let done = Done {
                 conn: work.conn,
                 request_id: work.request_id,
@@ -388,25 +339,15 @@ impl Pool {
             };
             hand_back(&done_tx, &waker, done)
         };
-        pipeline::spawn_map_threads(threads, "map", work_rx, map).expect("spawn map thread");
+        crate::pipeline::spawn_map_threads(threads, "map", work_rx, map).expect("spawn map thread");
         Pool {
             work: work_tx,
             done: done_rx,
-            instances,
-        }
-    }
-
-    /// Drops the jobs built from the library `hash` (`None`: from every
-    /// library), once it is uninstalled.
-    pub fn forget(&self, hash: Option<PluginHash>) {
-        let gone = self.instances.forget(hash);
-        if !gone.is_empty() {
-            let _ = self.work.send(Task::Release(gone));
         }
     }
 
     pub fn submit(&self, work: Work) {
         // The threads live as long as the pool; a send cannot fail.
-        let _ = self.work.send(Task::Batch(work));
+        let _ = self.work.send(work);
     }
 }

@@ -46,6 +46,8 @@ pub struct WorkerHandler {
     /// Installs wait for their outcome by (connection, request id).
     pub store: PluginStore<(ConnId, u32)>,
     pub pool: Pool,
+    /// Where job code runs: an executor process per library.
+    pub executors: super::executors::Executors,
     /// Batches queued or running, per job library.
     pub active: HashMap<[u8; 32], usize>,
     /// Batches queued or running, per connection.
@@ -132,7 +134,7 @@ impl WorkerHandler {
                 io.close(c);
             }
             self.store.remove_all();
-            self.pool.forget(None);
+            self.executors.close(None);
             self.files.drop_all();
         } else if before != claim.manager {
             info!("claimed by the manager at {}", claim.manager);
@@ -193,7 +195,7 @@ impl WorkerHandler {
             },
             Message::Uninstall(hash) => {
                 self.store.remove(&PluginHash(hash));
-                self.pool.forget(Some(PluginHash(hash)));
+                self.executors.close(Some(PluginHash(hash)));
                 Some(Message::Uninstalled)
             }
             Message::MapBatch(_) if self.draining => Some(Message::error(&ProtoError::refused(
@@ -218,10 +220,11 @@ impl WorkerHandler {
                 Some(plugin) => {
                     *self.active.entry(batch.hash).or_default() += 1;
                     *self.held.entry(conn).or_default() += 1;
+                    let executor = self.executors.get(&plugin);
                     self.pool.submit(Work {
                         conn,
                         request_id,
-                        plugin,
+                        executor,
                         batch,
                     });
                     None
@@ -278,10 +281,11 @@ impl WorkerHandler {
                 Some(plugin) => {
                     *self.active.entry(reduce.hash).or_default() += 1;
                     self.reduces += 1;
+                    let executor = self.executors.get(&plugin);
                     self.reducers.submit(ReduceWork {
                         conn,
                         request_id,
-                        plugin,
+                        executor,
                         reduce,
                     });
                     None
@@ -320,16 +324,21 @@ impl Handler for WorkerHandler {
             io.send(conn, request_id, &install_reply(outcome));
         }
         while let Ok(done) = self.pool.done.try_recv() {
-            self.stats.tasks_processed += u64::from(done.result.processed);
             release(&mut self.active, &done.hash);
             release(&mut self.held, &done.conn);
+            let reply = match done.result {
+                Ok(result) => {
+                    self.stats.tasks_processed += u64::from(result.processed);
+                    Message::BatchResult(result)
+                }
+                Err(death) => {
+                    self.stats.executor_deaths += 1;
+                    Message::error(&ProtoError::refused(ErrorCode::EXECUTOR_DIED, death))
+                }
+            };
             // The connection may be gone: the manager then sends the batch
             // elsewhere, and this result is dropped.
-            io.send(
-                done.conn,
-                done.request_id,
-                &Message::BatchResult(done.result),
-            );
+            io.send(done.conn, done.request_id, &reply);
         }
         while let Ok(done) = self.reducers.done.try_recv() {
             release(&mut self.active, &done.hash);
@@ -359,7 +368,7 @@ impl Handler for WorkerHandler {
     fn on_timer(&mut self, io: &mut Io<'_>, now: Instant) {
         if let Some(manager) = self.claims.expire(now) {
             let removed = self.store.remove_all();
-            self.pool.forget(None);
+            self.executors.close(None);
             self.files.drop_all();
             info!(
                 "the manager at {manager} has been gone for the grace period; \

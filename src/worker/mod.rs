@@ -2,11 +2,14 @@
 //!
 //! - [`handler`]: message → reply;
 //! - [`exec`]: the map thread pool;
+//! - [`executors`]: the executor process of each job library, where the
+//!   map and reduce threads have job code run;
 //! - [`stats`]: the counters `info` reports;
 //! - [`claim`]: which manager the worker belongs to, and for how long.
 
 pub mod claim;
 pub mod exec;
+pub mod executors;
 pub mod handler;
 pub mod reduce;
 pub mod shuffle;
@@ -38,6 +41,7 @@ pub fn run(
     http: Option<SocketAddr>,
     manager_grace: std::time::Duration,
     reduce_memory: usize,
+    memory_limit: u64,
 ) -> io::Result<()> {
     let summary = config.summary();
     let secret = config.secret.clone();
@@ -76,7 +80,6 @@ pub fn run(
         threads,
         reduce_memory,
         files.clone(),
-        pool.instances(),
         peers,
         reactor.waker(),
     )?;
@@ -85,6 +88,8 @@ pub fn run(
         claims: claim::Claims::new(manager_grace),
         store,
         pool,
+        // Each of the map and reduce threads may call an executor at once.
+        executors: executors::Executors::new(2 * threads.max(1), memory_limit),
         files,
         reducers,
         reduces: 0,
@@ -107,6 +112,7 @@ pub fn run(
         handler.published = Some(shared);
     }
     let ran = reactor.run(&mut handler);
+    handler.executors.close(None);
     // Its shuffle files go with it (a reduce still running loses its own
     // when its thread ends with the process).
     let dropped = handler.files.drop_all();

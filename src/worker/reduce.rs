@@ -18,23 +18,25 @@ use std::sync::{Arc, Mutex};
 use log::info;
 use mio::Waker;
 
-use super::exec::Instances;
 use super::shuffle::{ShuffleFiles, MAX_CHUNK};
+use crate::exec::Executor;
 use crate::net::auth::Secret;
 use crate::net::client::{Client, Timeouts};
 use crate::net::ConnId;
 use crate::pipeline::{cap_error, cluster, ReduceMemory};
 use crate::plugin::loader::JobKind;
-use crate::plugin::Plugin;
+use crate::plugin::CallError;
 use crate::proto::msg::manager::RESULT_PREVIEW;
 use crate::proto::msg::shuffle::{KeyRange, ReduceOutcome, Source};
+use crate::proto::msg::JobArgs;
 use crate::proto::msg::{Fetch, Message, Reduce, Reduced};
 
 /// A `REDUCE` to run, and whom to answer.
 pub struct ReduceWork {
     pub conn: ConnId,
     pub request_id: u32,
-    pub plugin: Arc<Plugin>,
+    /// The executor of the job's library.
+    pub executor: Arc<Executor>,
     pub reduce: Reduce,
 }
 
@@ -66,7 +68,6 @@ type Cancels = Arc<Mutex<HashMap<u64, Vec<Arc<AtomicBool>>>>>;
 
 struct Ctx {
     files: ShuffleFiles,
-    instances: Arc<Instances>,
     peers: Peers,
     /// Each reduce's share of `--reduce-memory`.
     budget: usize,
@@ -80,7 +81,6 @@ impl Reducers {
         threads: usize,
         reduce_memory: usize,
         files: ShuffleFiles,
-        instances: Arc<Instances>,
         peers: Peers,
         waker: Arc<Waker>,
     ) -> std::io::Result<Reducers> {
@@ -90,7 +90,6 @@ impl Reducers {
         let cancels = Arc::new(Mutex::new(HashMap::new()));
         let ctx = Ctx {
             files,
-            instances,
             peers,
             budget: (reduce_memory / threads).max(1),
             cancels: Arc::clone(&cancels),
@@ -145,6 +144,26 @@ impl Ctx {
                 c.remove(&job);
             }
         }
+    }
+}
+
+/// A keyed job's code in its executor, as the reduce calls it.
+struct Remote<'a> {
+    executor: &'a Executor,
+    args: &'a JobArgs,
+}
+
+impl crate::pipeline::KeyedCode for Remote<'_> {
+    fn combine(&self, run: &[u8]) -> Result<Vec<u8>, CallError> {
+        self.executor
+            .combine(self.args, run)
+            .map_err(crate::exec::ExecError::into_call)
+    }
+
+    fn format(&self, run: &[u8]) -> Result<(Vec<u8>, usize), CallError> {
+        self.executor
+            .format(self.args, run)
+            .map_err(crate::exec::ExecError::into_call)
     }
 }
 
@@ -282,15 +301,17 @@ fn run_reduce(work: &ReduceWork, ctx: &Ctx) -> Reduced {
 fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced {
     let r = &work.reduce;
     let failed = |why: String| Reduced::failed(r.partition, ReduceOutcome::Failed, cap_error(why));
-    let (built, evicted) = ctx.instances.get(&work.plugin, &r.args);
-    drop(evicted);
-    let job = match built {
-        Ok(job) => job,
-        Err(e) => return failed(format!("the job's constructor failed on this worker: {e}")),
-    };
-    if job.kind() != JobKind::Keyed {
-        return failed("only a keyed job's partitions are reduced on workers".into());
+    match work.executor.kind() {
+        Ok(JobKind::Keyed) => {}
+        Ok(JobKind::Bytes) => {
+            return failed("only a keyed job's partitions are reduced on workers".into())
+        }
+        Err(e) => return failed(e.to_string()),
     }
+    let job = Remote {
+        executor: &work.executor,
+        args: &r.args,
+    };
     let mut fetcher = Fetcher {
         ctx,
         sources: &r.sources,
@@ -312,7 +333,7 @@ fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced 
         r.partition
     );
     let mut bad: Option<String> = None;
-    let report = |_: (Vec<u8>, u64), outcome: Result<(), crate::plugin::CallError>| {
+    let report = |_: (Vec<u8>, u64), outcome: Result<(), CallError>| {
         if let Err(e) = outcome {
             bad.get_or_insert(e.message);
         }

@@ -15,6 +15,9 @@ pub struct Stats {
     pub tasks_processed: u64,
     /// This worker's --max-size.
     pub max_size: u32,
+    /// Executor processes that died running a batch (job code that
+    /// aborted, exited, crashed or ran out of memory).
+    pub executor_deaths: u64,
 }
 
 impl Stats {
@@ -26,6 +29,7 @@ impl Stats {
             installed_jobs: 0,
             tasks_processed: 0,
             max_size,
+            executor_deaths: 0,
         }
     }
 

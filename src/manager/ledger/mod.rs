@@ -29,12 +29,15 @@ use crate::plugin::PluginHash;
 use crate::proto::msg::TaskList;
 
 /// Why a copy of a batch is given up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loss {
     /// Its worker went away, or was taken away: not the tasks' doing.
     Departed,
     /// Its worker's connection broke while it ran: maybe the tasks' doing.
     Crashed,
+    /// The executor that ran it on its worker died, as the message says
+    /// (`EXECUTOR_DIED`): maybe the tasks' doing, like a crash.
+    ExecutorDied(String),
     /// No answer within --task-timeout: maybe a task that never ends.
     TimedOut,
 }
@@ -440,6 +443,7 @@ impl Ledger {
                 Loss::TimedOut => {
                     format!("{label}: no answer within the task timeout, {attempt} times")
                 }
+                Loss::ExecutorDied(how) => format!("{label}: {how}, {attempt} times"),
                 _ => format!("{label}: its worker died while running it, {attempt} times"),
             });
         }

@@ -1,0 +1,237 @@
+//! The executor process (`redmap executor`, started by a server, never by
+//! hand): loads one job library, says hello on lane 0, then serves each
+//! lane on a thread of its own until the lane closes. It exits once every
+//! lane is closed or its parent is gone, so it never outlives its server.
+
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::wire::{self, Frame};
+use crate::pipeline::ValueLimit;
+use crate::plugin::loader::JobKind;
+use crate::plugin::{CallError, Instance, Plugin, PluginHash};
+use crate::proto::msg::wire::Cursor;
+use crate::proto::msg::{JobArgs, TaskList};
+
+/// What the server tells its executor on the command line.
+#[derive(Debug, Clone)]
+pub struct Start {
+    /// The job library (checked by the server against its hash).
+    pub library: std::path::PathBuf,
+    pub hash: PluginHash,
+    /// The lanes' file descriptors, inherited from the server.
+    pub lanes: Vec<RawFd>,
+    /// `RLIMIT_DATA` for the whole process, in bytes; 0: none.
+    pub memory_limit: u64,
+}
+
+/// Most job instances an executor keeps built at once (one per distinct
+/// argument list of its library; one per running job is the usual need).
+const MAX_INSTANCES: usize = 64;
+
+/// The jobs built in this executor, by arguments: a constructor runs once
+/// per argument list while it succeeds, not once per batch; its error is
+/// not kept (the next call tries again: a file may have appeared).
+struct Instances {
+    plugin: Arc<Plugin>,
+    built: Mutex<HashMap<JobArgs, Arc<Instance>>>,
+}
+
+impl Instances {
+    fn get(&self, args: &JobArgs) -> Result<Arc<Instance>, CallError> {
+        if let Some(job) = self.lock().get(args) {
+            return Ok(Arc::clone(job));
+        }
+        // Built outside the lock: a slow constructor holds up no other call.
+        let job = self.plugin.instance(args)?;
+        let mut table = self.lock();
+        if let Some(first) = table.get(args) {
+            return Ok(Arc::clone(first)); // built meanwhile; ours is dropped
+        }
+        if table.len() >= MAX_INSTANCES {
+            if let Some(old) = table.keys().next().cloned() {
+                table.remove(&old);
+            }
+        }
+        table.insert(args.clone(), Arc::clone(&job));
+        Ok(job)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobArgs, Arc<Instance>>> {
+        self.built.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs the executor; returns the process's exit code.
+pub fn run(start: Start) -> u8 {
+    if start.memory_limit > 0 {
+        if let Err(e) = limit_memory(start.memory_limit) {
+            log::warn!("executor: cannot set its memory limit: {e}");
+        }
+    }
+    let mut lanes: Vec<UnixStream> = start
+        .lanes
+        .iter()
+        // SAFETY: the server passed these descriptors for this process
+        // alone, each one end of a socket pair; nothing else owns them.
+        .map(|&fd| unsafe { UnixStream::from_raw_fd(fd) })
+        .collect();
+    for lane in &lanes {
+        // Job code that starts processes must not hand them our lanes.
+        set_cloexec(lane);
+    }
+    let Some(first) = lanes.first_mut() else {
+        return 2;
+    };
+    let plugin = match open(&start.library, start.hash) {
+        Ok(plugin) => plugin,
+        Err(why) => {
+            let e = CallError {
+                panicked: false,
+                message: why,
+            };
+            let _ = wire::write_frame(first, wire::FAILED, &wire::error_head(&e), &[]);
+            return 1;
+        }
+    };
+    let kind = u8::from(plugin.kind() == JobKind::Keyed);
+    if wire::write_frame(first, wire::OK, &[kind], &[]).is_err() {
+        return 1;
+    }
+    let instances = Arc::new(Instances {
+        plugin,
+        built: Mutex::new(HashMap::new()),
+    });
+    let (ended_tx, ended_rx) = mpsc::channel::<()>();
+    let count = lanes.len();
+    for (i, lane) in lanes.into_iter().enumerate() {
+        let (instances, ended) = (Arc::clone(&instances), ended_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("lane-{i}"))
+            .stack_size(crate::pipeline::JOB_THREAD_STACK)
+            .spawn(move || {
+                serve(lane, &instances);
+                let _ = ended.send(());
+            });
+        if spawned.is_err() {
+            return 1;
+        }
+    }
+    drop(ended_tx);
+    // The server closes every lane when it is done with this library; a
+    // server killed outright closes them too, but a lane busy in a long
+    // call would not notice: the parent's pid is the second watch.
+    let parent = std::os::unix::process::parent_id();
+    let mut left = count;
+    while left > 0 {
+        match ended_rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(()) => left -= 1,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if std::os::unix::process::parent_id() != parent {
+                    break;
+                }
+            }
+        }
+    }
+    // No destructor of job code runs on the way out: a job's own
+    // clean-up has no business holding up an executor no one needs.
+    std::process::exit(0)
+}
+
+fn open(library: &Path, hash: PluginHash) -> Result<Arc<Plugin>, String> {
+    Plugin::open_hashed(library, hash).map_err(|e| e.to_string())
+}
+
+/// Answers the requests of one lane, one at a time, until it closes.
+fn serve(mut lane: UnixStream, instances: &Instances) {
+    while let Ok(frame) = wire::read_frame(&mut lane) {
+        let written = match handle(frame, instances) {
+            Ok((head, body)) => wire::write_frame(&mut lane, wire::OK, &head, &body),
+            Err(Refusal::Call(e)) => {
+                wire::write_frame(&mut lane, wire::FAILED, &wire::error_head(&e), &[])
+            }
+            Err(Refusal::Unbuilt(e)) => {
+                wire::write_frame(&mut lane, wire::UNBUILT, &wire::error_head(&e), &[])
+            }
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+enum Refusal {
+    Call(CallError),
+    Unbuilt(CallError),
+}
+
+fn malformed(what: &str) -> Refusal {
+    Refusal::Call(CallError {
+        panicked: false,
+        message: format!("the executor cannot read its request: {what}"),
+    })
+}
+
+/// One request's reply: head and body.
+fn handle(frame: Frame, instances: &Instances) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
+    let mut c = Cursor::new(0, &frame.head);
+    let args = JobArgs::decode(&mut c).map_err(|e| malformed(&e.to_string()))?;
+    let job = instances.get(&args).map_err(Refusal::Unbuilt)?;
+    match frame.tag {
+        wire::FOLD => {
+            let bytes = c.u64("limit").map_err(|e| malformed(&e.to_string()))?;
+            let whose = c.str("whose").map_err(|e| malformed(&e.to_string()))?;
+            let limit = ValueLimit {
+                bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
+                whose,
+            };
+            let tasks = TaskList::from_bytes(frame.body).map_err(|e| malformed(&e.to_string()))?;
+            let folded = crate::pipeline::map_batch(&*job, &tasks, &limit);
+            Ok((Vec::new(), folded.encode()))
+        }
+        wire::MAP_KEYED => {
+            let b = job.map_batch(&frame.body).map_err(Refusal::Call)?;
+            let head = wire::keyed_head(b.processed, b.emitted, b.keys, &b.failures);
+            Ok((head, b.pairs))
+        }
+        wire::COMBINE => {
+            let mut reducer = job.reducer().map_err(Refusal::Call)?;
+            reducer.add(&frame.body).map_err(Refusal::Call)?;
+            Ok((Vec::new(), reducer.finish().map_err(Refusal::Call)?))
+        }
+        wire::FORMAT => {
+            let (text, used) = job.format(&frame.body).map_err(Refusal::Call)?;
+            Ok(((used as u64).to_be_bytes().to_vec(), text))
+        }
+        other => Err(malformed(&format!("unknown request {other}"))),
+    }
+}
+
+/// Caps the process's data (heap, anonymous writable mappings, thread
+/// stacks) at `bytes`: past it an allocation fails, and a Rust job then
+/// aborts with "memory allocation of N bytes failed", which the server
+/// reads as "out of memory". `RLIMIT_DATA` counts what is allocated, not
+/// address space merely reserved (glibc's arenas), unlike `RLIMIT_AS`.
+fn limit_memory(bytes: u64) -> std::io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: a plain system call on a struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_DATA, &limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn set_cloexec(lane: &UnixStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor this process owns.
+    unsafe { libc::fcntl(lane.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+}
