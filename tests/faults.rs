@@ -419,6 +419,76 @@ fn a_task_that_kills_its_executor_fails_alone_and_the_workers_live() {
     }
 }
 
+/// A job whose manager-side code kills its process: its `load` panics
+/// inside an `extern "C"` function (a panic that cannot unwind across the
+/// C ABI aborts the process), or its `done` aborts (`BRITTLE_IN`).
+const BRITTLE: &str = r#"
+use redmap::job::{Error, Job, Tasks};
+struct Brittle;
+extern "C" fn across_the_boundary() {
+    panic!("a panic across the C ABI boundary");
+}
+fn crash_in(stage: &str) -> bool {
+    std::env::var("BRITTLE_IN").is_ok_and(|s| s == stage)
+}
+impl Job for Brittle {
+    fn load(&self) -> Tasks {
+        if crash_in("load") { across_the_boundary(); }
+        Box::new((1..=100u64).map(|n| Ok(n.to_string().into_bytes())))
+    }
+    fn map(&self, t: &[u8]) -> Result<Vec<u8>, Error> { Ok(t.to_vec()) }
+    fn reduce(&self, a: &[u8], c: &[u8]) -> Result<Vec<u8>, Error> {
+        let n = |b: &[u8]| -> Result<u64, Error> {
+            if b.is_empty() { return Ok(0); }
+            Ok(std::str::from_utf8(b)?.parse()?)
+        };
+        Ok((n(a)? + n(c)?).to_string().into_bytes())
+    }
+    fn done(&self, r: &[u8]) -> Result<(), Error> {
+        if crash_in("done") { std::process::abort(); }
+        std::fs::write("result", r)?;
+        Ok(())
+    }
+}
+redmap::export_job!(Brittle);
+"#;
+
+/// The manager runs a job's `load`, reduce and `done` in an executor of
+/// the job's own: one that crashes fails that job with why, and the
+/// manager, the same process, lists its jobs and runs the next one.
+#[test]
+fn a_job_whose_load_or_done_crashes_fails_and_the_manager_goes_on() {
+    let dir = TempDir::new("brittle");
+    let src = dir.write("brittle.rs", BRITTLE);
+    for (stage, said) in [
+        ("load", "load of job 1 crashed: "),
+        ("done", "done of job 1 crashed: "),
+    ] {
+        let cluster = Cluster::start(1, &[], &[("BRITTLE_IN", stage)]);
+        let pid = cluster.manager.pid();
+        let out = finish(submit(&cluster, src.to_str().unwrap(), &[]));
+        assert_eq!(out.status.code(), Some(1), "{stage}: {}", stderr(&out));
+        let text = stdout(&out) + &stderr(&out);
+        assert!(
+            text.contains(said) && text.contains("SIGABRT"),
+            "{stage}: {text}"
+        );
+        assert!(!cluster.dir.join("result").exists(), "{stage}");
+        assert_eq!(cluster.manager.pid(), pid);
+        let list = util::run(cluster.cli(&["jobs", "list"]));
+        assert!(list.status.success(), "{stage}: {}", stderr(&list));
+        assert!(
+            stdout(&list).contains("failed"),
+            "{stage}: {}",
+            stdout(&list)
+        );
+        // The next job runs, on the same manager.
+        let out = finish(submit_sum(&cluster, "10", &[]));
+        assert!(out.status.success(), "{stage}: {}", stderr(&out));
+        assert_eq!(cluster.result(), "65", "{stage}");
+    }
+}
+
 #[test]
 fn a_cancelled_job_stops_and_its_library_leaves_the_workers() {
     let cluster = Cluster::start(2, &[], &[]);

@@ -202,3 +202,35 @@ fn following_a_job_is_its_own_module_not_a_cycle_of_run_and_jobs() {
         "cli/run.rs and cli/jobs.rs import each other"
     );
 }
+
+/// Issue 14: no job code runs in a server. Its modules never name what
+/// loads a library or calls into one (`Plugin`, `Instance`, `TaskIter`,
+/// outside comments): an executor process does that.
+#[test]
+fn no_server_module_loads_a_job_library() {
+    let src = repo().join("src");
+    let servers = [src.join("manager"), src.join("worker")];
+    let loading = ["Plugin", "Instance", "TaskIter"];
+    let mut files: Vec<std::path::PathBuf> = servers.iter().flat_map(|d| sources(d)).collect();
+    files.extend([src.join("plugin/store.rs"), src.join("pipeline/cluster.rs")]);
+    assert!(files.len() > 20, "the check sees the servers' modules");
+    let names = |line: &str| -> Vec<String> {
+        line.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let offenders: Vec<String> = files
+        .into_iter()
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).expect("read a source file");
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .any(|l| names(l).iter().any(|n| loading.contains(&n.as_str())))
+        })
+        .map(|p| p.strip_prefix(&src).unwrap().display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "load job libraries in a server: {offenders:?}"
+    );
+}

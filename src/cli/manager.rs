@@ -72,6 +72,13 @@ pub struct StartArgs {
     /// a warning) so scripts that give it still start.
     #[arg(long, value_name = "SIZE", value_parser = super::size::parse, hide = true)]
     pub reduce_memory: Option<usize>,
+
+    /// Memory each job's executor process may allocate (a job's `load`,
+    /// its byte-level reduce and `done` run in one of their own): past
+    /// it, that job fails with "out of memory"; the manager and its other
+    /// jobs go on. Default: half of this machine's memory.
+    #[arg(long, value_name = "SIZE", value_parser = super::size::parse)]
+    pub memory_limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -134,6 +141,9 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         read_timeout: args.net.read_timeout,
         backup_tasks: !args.no_backup_tasks,
         task_timeout: args.task_timeout,
+        memory_limit: args
+            .memory_limit
+            .map_or_else(super::worker::default_memory_limit, |n| n as u64),
     };
     if args.reduce_memory.is_some() {
         log::warn!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::wire::{self, Frame};
 use crate::pipeline::ValueLimit;
 use crate::plugin::loader::JobKind;
-use crate::plugin::{CallError, Instance, Plugin, PluginHash};
+use crate::plugin::{CallError, Instance, Plugin, PluginHash, TaskIter};
 use crate::proto::msg::wire::Cursor;
 use crate::proto::msg::{JobArgs, TaskList};
 
@@ -148,10 +148,20 @@ fn open(library: &Path, hash: PluginHash) -> Result<Arc<Plugin>, String> {
     Plugin::open_hashed(library, hash).map_err(|e| e.to_string())
 }
 
+/// What a lane keeps between its calls: the job's `load` it is pulling,
+/// and the accumulator it is folding (a manager's job calls them on one
+/// lane each, from one thread).
+#[derive(Default)]
+struct Lane {
+    load: Option<(JobArgs, TaskIter)>,
+    acc: Option<(JobArgs, Vec<u8>)>,
+}
+
 /// Answers the requests of one lane, one at a time, until it closes.
 fn serve(mut lane: UnixStream, instances: &Instances) {
+    let mut state = Lane::default();
     while let Ok(frame) = wire::read_frame(&mut lane) {
-        let written = match handle(frame, instances) {
+        let written = match handle(frame, instances, &mut state) {
             Ok((head, body)) => wire::write_frame(&mut lane, wire::OK, &head, &body),
             Err(Refusal::Call(e)) => {
                 wire::write_frame(&mut lane, wire::FAILED, &wire::error_head(&e), &[])
@@ -179,7 +189,11 @@ fn malformed(what: &str) -> Refusal {
 }
 
 /// One request's reply: head and body.
-fn handle(frame: Frame, instances: &Instances) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
+fn handle(
+    frame: Frame,
+    instances: &Instances,
+    lane: &mut Lane,
+) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     let mut c = Cursor::new(0, &frame.head);
     let args = JobArgs::decode(&mut c).map_err(|e| malformed(&e.to_string()))?;
     let job = instances.get(&args).map_err(Refusal::Unbuilt)?;
@@ -208,6 +222,70 @@ fn handle(frame: Frame, instances: &Instances) -> Result<(Vec<u8>, Vec<u8>), Ref
         wire::FORMAT => {
             let (text, used) = job.format(&frame.body).map_err(Refusal::Call)?;
             Ok(((used as u64).to_be_bytes().to_vec(), text))
+        }
+        wire::BUILD => Ok((Vec::new(), Vec::new())),
+        wire::COUNT => {
+            let mut head = vec![0; 9];
+            if let Some(n) = job.count() {
+                head[0] = 1;
+                head[1..].copy_from_slice(&n.to_be_bytes());
+            }
+            Ok((head, Vec::new()))
+        }
+        wire::LOAD => {
+            let most = c.u32("items").map_err(|e| malformed(&e.to_string()))?;
+            let bytes = c.u32("bytes").map_err(|e| malformed(&e.to_string()))? as usize;
+            if lane.load.as_ref().is_none_or(|(a, _)| *a != args) {
+                let tasks = job.tasks().map_err(Refusal::Call)?;
+                lane.load = Some((args.clone(), tasks));
+            }
+            let Some((_, tasks)) = lane.load.as_mut() else {
+                return Err(malformed("no load"));
+            };
+            let (mut items, mut size, mut ended) = (Vec::new(), 0usize, false);
+            while items.len() < most.max(1) as usize && size < bytes {
+                match tasks.next_with(<[u8]>::to_vec) {
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                    Some(item) => {
+                        size += item.as_ref().map_or(64, Vec::len) + 6;
+                        items.push(item);
+                    }
+                }
+            }
+            if ended {
+                lane.load = None;
+            }
+            Ok(wire::load_reply(&items, ended))
+        }
+        wire::ACC_ADD => {
+            let acc = match lane.acc.take() {
+                Some((a, acc)) if a == args => acc,
+                _ => Vec::new(),
+            };
+            let (acc, outcome) = match job.reduce(&acc, &frame.body) {
+                Ok(next) => (next, Ok((Vec::new(), Vec::new()))),
+                Err(e) => (acc, Err(Refusal::Call(e))),
+            };
+            lane.acc = Some((args, acc));
+            outcome
+        }
+        wire::ACC_DONE => {
+            let acc = match lane.acc.take() {
+                Some((a, acc)) if a == args => acc,
+                _ => Vec::new(),
+            };
+            let head = match job.done(&acc) {
+                Ok(()) => vec![0],
+                Err(e) => {
+                    let mut head = vec![1];
+                    head.extend_from_slice(&wire::error_head(&e));
+                    head
+                }
+            };
+            Ok((head, acc))
         }
         other => Err(malformed(&format!("unknown request {other}"))),
     }

@@ -125,7 +125,8 @@ const TAIL: usize = 4096;
 struct Proc {
     child: Child,
     started: Instant,
-    idle: Vec<UnixStream>,
+    /// Each lane, by index: `None` while lent out.
+    idle: Vec<Option<UnixStream>>,
     tail: Arc<Mutex<VecDeque<u8>>>,
     kind: JobKind,
 }
@@ -170,6 +171,7 @@ pub struct Executor {
 /// A lane lent to one call.
 struct Lent {
     lane: UnixStream,
+    index: usize,
     generation: u64,
 }
 
@@ -197,7 +199,7 @@ impl Executor {
     /// What kind of job the library holds (starting the executor if
     /// needed: the library is loaded there, never here).
     pub fn kind(&self) -> Result<JobKind, ExecError> {
-        let lent = self.lend()?;
+        let lent = self.lend(None)?;
         let state = self.lock();
         let kind = match (&state.proc, state.generation == lent.generation) {
             (Some(p), true) => p.kind,
@@ -208,9 +210,10 @@ impl Executor {
         Ok(kind)
     }
 
-    /// Lends a lane, starting a process if none runs (one thread starts
-    /// it, after the back-off pause; the others wait for it).
-    fn lend(&self) -> Result<Lent, ExecError> {
+    /// Lends a lane (lane `pin`, or any), starting a process if none
+    /// runs (one thread starts it, after the back-off pause; the others
+    /// wait for it).
+    fn lend(&self, pin: Option<usize>) -> Result<Lent, ExecError> {
         let mut state = self.lock();
         loop {
             if state.closed {
@@ -231,11 +234,22 @@ impl Executor {
                 continue;
             }
             if let Some(p) = state.proc.as_mut() {
-                if let Some(lane) = p.idle.pop() {
-                    let generation = state.generation;
-                    return Ok(Lent { lane, generation });
+                let index = match pin {
+                    Some(i) => (i < p.idle.len()).then_some(i),
+                    None => p.idle.iter().position(Option::is_some),
+                };
+                if let Some(lane) = index.and_then(|i| p.idle[i].take()) {
+                    let (index, generation) = (index.unwrap_or(0), state.generation);
+                    return Ok(Lent {
+                        lane,
+                        index,
+                        generation,
+                    });
                 }
-                state = self.wait(state); // every lane is out
+                if pin.is_some_and(|i| i >= p.idle.len()) {
+                    return Err(ExecError::Died(format!("no lane {pin:?}")));
+                }
+                state = self.wait(state); // the lane is out
                 continue;
             }
             if state.starting {
@@ -267,8 +281,8 @@ impl Executor {
     fn give_back(&self, lent: Lent) {
         let mut state = self.lock();
         if state.generation == lent.generation {
-            if let Some(p) = state.proc.as_mut() {
-                p.idle.push(lent.lane);
+            if let Some(slot) = state.proc.as_mut().and_then(|p| p.idle.get_mut(lent.index)) {
+                *slot = Some(lent.lane);
             }
         }
         drop(state);
@@ -328,7 +342,19 @@ impl Executor {
 
     /// Sends one request and reads its reply on a lent lane.
     fn call(&self, tag: u8, head: &[u8], body: &[u8]) -> Result<Frame, ExecError> {
-        let mut lent = self.lend()?;
+        self.call_on(None, tag, head, body)
+    }
+
+    /// [`Executor::call`] on lane `pin` (or any): calls that keep state in
+    /// their lane (a `load`, an accumulator) are pinned to one.
+    fn call_on(
+        &self,
+        pin: Option<usize>,
+        tag: u8,
+        head: &[u8],
+        body: &[u8],
+    ) -> Result<Frame, ExecError> {
+        let mut lent = self.lend(pin)?;
         let exchanged = wire::write_frame(&mut lent.lane, tag, head, body)
             .and_then(|()| wire::read_frame(&mut lent.lane));
         match exchanged {
@@ -399,6 +425,68 @@ impl Executor {
             .first_chunk::<8>()
             .map_or(0, |b| u64::from_be_bytes(*b));
         Ok((frame.body, usize::try_from(used).unwrap_or(usize::MAX)))
+    }
+
+    /// Builds the job (runs its constructor), to learn early that it fails.
+    pub fn build(&self, args: &JobArgs) -> Result<(), ExecError> {
+        self.call(wire::BUILD, &wire::head_with_args(args, |_| {}), &[])
+            .map(drop)
+    }
+
+    /// The job's `count`: its estimate of its tasks.
+    pub fn count(&self, args: &JobArgs) -> Result<Option<u64>, ExecError> {
+        let frame = self.call(wire::COUNT, &wire::head_with_args(args, |_| {}), &[])?;
+        Ok(match frame.head.split_first() {
+            Some((1, n)) => n.first_chunk::<8>().map(|n| u64::from_be_bytes(*n)),
+            _ => None,
+        })
+    }
+
+    /// The next items of the job's `load` (at most `items` of them, about
+    /// `bytes` at most), and whether `load` ended; the `load` is lane
+    /// `lane`'s, started by its first call.
+    pub fn load(
+        &self,
+        lane: usize,
+        args: &JobArgs,
+        items: u32,
+        bytes: u32,
+    ) -> Result<(Vec<wire::LoadItem>, bool), ExecError> {
+        let head = wire::head_with_args(args, |h| {
+            h.extend_from_slice(&items.to_be_bytes());
+            h.extend_from_slice(&bytes.to_be_bytes());
+        });
+        let frame = self.call_on(Some(lane), wire::LOAD, &head, &[])?;
+        wire::read_load_reply(&frame.head, &frame.body).map_err(|message| {
+            ExecError::Call(CallError {
+                panicked: false,
+                message,
+            })
+        })
+    }
+
+    /// Folds a partial accumulator into lane `lane`'s accumulator with
+    /// the job's `reduce` (left as it was when that fails).
+    pub fn acc_add(&self, lane: usize, args: &JobArgs, partial: &[u8]) -> Result<(), ExecError> {
+        let head = wire::head_with_args(args, |_| {});
+        self.call_on(Some(lane), wire::ACC_ADD, &head, partial)
+            .map(drop)
+    }
+
+    /// Calls `done` on the executor's accumulator and returns it (the
+    /// job's result) with `done`'s outcome.
+    pub fn acc_done(
+        &self,
+        lane: usize,
+        args: &JobArgs,
+    ) -> Result<(Vec<u8>, Result<(), CallError>), ExecError> {
+        let head = wire::head_with_args(args, |_| {});
+        let frame = self.call_on(Some(lane), wire::ACC_DONE, &head, &[])?;
+        let done = match frame.head.split_first() {
+            Some((0, _)) | None => Ok(()),
+            Some((_, error)) => Err(wire::read_error(error)),
+        };
+        Ok((frame.body, done))
     }
 
     /// The library is no longer needed: the process gets its lanes closed
@@ -520,7 +608,7 @@ fn spawn(spec: &Spec) -> Result<Proc, String> {
             Ok(Proc {
                 child,
                 started: Instant::now(),
-                idle: ours,
+                idle: ours.into_iter().map(Some).collect(),
                 tail,
                 kind,
             })

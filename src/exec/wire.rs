@@ -19,6 +19,18 @@
 //!   Reply body: the combined run.
 //! - [`FORMAT`]: args / a run of pairs: its text form. Reply head: u64
 //!   bytes of the run used; body: the text.
+//! - [`BUILD`]: args: the job built (its constructor run). Reply: empty.
+//! - [`COUNT`]: args: the job's `count`. Reply head: u8 known, u64 count.
+//! - [`LOAD`]: args, u32 most items, u32 most bytes: the next items of the
+//!   job's `load` (the lane's own, started by its first `LOAD`). Reply
+//!   head: u8 ended, u32 n, n × (u8 0 task / 1 error, u8 panicked); body:
+//!   n × bytes (the task, or the error's message).
+//! - [`ACC_ADD`]: args / a batch's partial accumulator: folded with the
+//!   job's `reduce` into the lane's accumulator (which starts empty, and
+//!   is left as it was when the reduce fails). Reply: empty.
+//! - [`ACC_DONE`]: args: `done` on the lane's accumulator, which is then
+//!   emptied. Reply head: u8 done failed, then as [`FAILED`]'s head if it
+//!   did; body: the accumulator (the job's result).
 //!
 //! Replies: [`OK`] as above; [`FAILED`] (head: u8 panicked, bytes
 //! message): the call failed; [`UNBUILT`] (the same): the job's
@@ -37,6 +49,11 @@ pub const FOLD: u8 = 1;
 pub const MAP_KEYED: u8 = 2;
 pub const COMBINE: u8 = 3;
 pub const FORMAT: u8 = 4;
+pub const BUILD: u8 = 5;
+pub const COUNT: u8 = 6;
+pub const LOAD: u8 = 7;
+pub const ACC_ADD: u8 = 8;
+pub const ACC_DONE: u8 = 9;
 
 pub const OK: u8 = 0x80;
 pub const FAILED: u8 = 0x81;
@@ -169,6 +186,53 @@ pub fn read_keyed_head(head: &[u8]) -> Result<KeyedHead, String> {
     Ok((processed, emitted, keys, failures))
 }
 
+/// One item of `load`, as [`LOAD`] carries it: a task, or an error.
+pub type LoadItem = Result<Vec<u8>, CallError>;
+
+/// A [`LOAD`] reply's head and body.
+pub fn load_reply(items: &[LoadItem], ended: bool) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(5 + 2 * items.len());
+    head.push(u8::from(ended));
+    put_u32(&mut head, items.len() as u32);
+    let mut body = Vec::new();
+    for item in items {
+        match item {
+            Ok(task) => {
+                head.extend_from_slice(&[0, 0]);
+                put_bytes(&mut body, task);
+            }
+            Err(e) => {
+                head.extend_from_slice(&[1, u8::from(e.panicked)]);
+                put_bytes(&mut body, e.message.as_bytes());
+            }
+        }
+    }
+    (head, body)
+}
+
+/// Reads a [`LOAD`] reply: the items, and whether `load` ended.
+pub fn read_load_reply(head: &[u8], body: &[u8]) -> Result<(Vec<LoadItem>, bool), String> {
+    let bad = |e: crate::proto::ProtoError| format!("the executor's tasks: {e}");
+    let mut h = Cursor::new(0, head);
+    let ended = h.u8("ended").map_err(bad)? != 0;
+    let n = h.count(2, "items").map_err(bad)?;
+    let mut b = Cursor::new(0, body);
+    let mut items = Vec::with_capacity(n);
+    for _ in 0..n {
+        let kind = h.u8("kind").map_err(bad)?;
+        let panicked = h.u8("panicked").map_err(bad)? != 0;
+        let bytes = b.bytes("item").map_err(bad)?;
+        items.push(match kind {
+            0 => Ok(bytes.to_vec()),
+            _ => Err(CallError {
+                panicked,
+                message: String::from_utf8_lossy(bytes).into_owned(),
+            }),
+        });
+    }
+    Ok((items, ended))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,5 +271,9 @@ mod tests {
         let head = keyed_head(7, 100, 40, &failures);
         assert_eq!(read_keyed_head(&head).unwrap(), (7, 100, 40, failures));
         assert!(read_keyed_head(&head[..head.len() - 1]).is_err());
+        let items = vec![Ok(b"task".to_vec()), Err(e.clone()), Ok(Vec::new())];
+        let (head, body) = load_reply(&items, true);
+        assert_eq!(read_load_reply(&head, &body).unwrap(), (items, true));
+        assert!(read_load_reply(&head, &body[..body.len() - 1]).is_err());
     }
 }

@@ -58,7 +58,9 @@ impl Manager {
             };
             info!("job {id} ({}): started", job.name());
             let workers = self.workers.active_count();
-            match job.start(spread, (batch_bytes, batch_tasks), tx, waker, workers) {
+            // Its executor's limit: the manager's --memory-limit.
+            let sizes = (workers, self.settings.memory_limit);
+            match job.start(spread, (batch_bytes, batch_tasks), tx, waker, sizes) {
                 Ok(()) => running += 1,
                 Err(e) => {
                     // Failed by `start`, with why; nothing of it runs.
@@ -81,10 +83,17 @@ impl Manager {
         if running.is_empty() {
             return;
         }
+        let mut crashed = Vec::new();
         for id in &running {
             if let Some(job) = self.jobs.get_mut(*id) {
                 job.pump_loader();
+                if !job.is_running() {
+                    crashed.push(*id); // its load crashed its executor
+                }
             }
+        }
+        for id in crashed {
+            self.job_ended(io, id);
         }
         let max_conns = self.settings.max_connections;
         let more_than_one = self.workers.active_count() > 1;

@@ -47,6 +47,9 @@ pub struct Settings {
     pub backup_tasks: bool,
     /// A batch unanswered this long counts as a failed attempt.
     pub task_timeout: Option<Duration>,
+    /// Each job's executor process may allocate this many bytes (its
+    /// `RLIMIT_DATA`; see `crate::exec`).
+    pub memory_limit: u64,
 }
 
 pub struct Manager {
@@ -356,6 +359,14 @@ impl Manager {
                     j.fail(format!(
                         "the job's constructor failed on the manager: {message}"
                     ));
+                    self.job_ended(io, job);
+                }
+                ReducerMsg::Crashed { job, message } => {
+                    let Some(j) = self.jobs.get_mut(job) else {
+                        continue;
+                    };
+                    warn!("job {job} ({}): {message}", j.name());
+                    j.fail(message);
                     self.job_ended(io, job);
                 }
                 ReducerMsg::Folded { job, .. } => {

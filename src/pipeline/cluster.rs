@@ -1,6 +1,9 @@
 //! The manager's side of the pipeline: its loader and reducer threads, one
-//! of each per running job. They run the job's own code off the event
-//! loop and report to it through channels and its waker.
+//! of each per running job. They have the job's own code run by the job's
+//! executor process ([`crate::exec`]; the loader on lane [`LOAD_LANE`],
+//! the reducer on [`REDUCE_LANE`]), off the event loop, and report to it
+//! through channels and its waker. An executor that dies fails the job
+//! (`load of job 7 crashed: …`); the manager goes on.
 //!
 //! The loader sends through a bounded channel: it blocks when the channel
 //! is full, so tasks are loaded only as fast as workers take them and the
@@ -10,18 +13,27 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender};
-use std::sync::Arc;
 
 use mio::Waker;
 
 use super::batch::BatchLimits;
+use super::load::TaskSource;
 use super::load::{load, Loaded};
-use super::reduce::{fold_partials, Ended};
-use crate::plugin::{CallError, Instance};
+use super::reduce::Ended;
+use crate::exec::wire::LoadItem;
+use crate::exec::{ExecError, Executor};
+use crate::plugin::CallError;
 use crate::proto::msg::manager::RESULT_PREVIEW;
-use crate::proto::msg::TaskList;
+use crate::proto::msg::{JobArgs, TaskList};
+
+/// The lane of a manager's job executor its loader pulls `load` on.
+pub const LOAD_LANE: usize = 0;
+/// The lane its reducer folds (and calls `done`) on.
+pub const REDUCE_LANE: usize = 1;
+/// Lanes of a manager's job executor.
+pub const JOB_LANES: usize = 2;
 
 /// What the loader thread tells the event loop.
 pub enum LoaderMsg {
@@ -34,6 +46,8 @@ pub enum LoaderMsg {
     /// `load` is exhausted. Not sent when loading stopped because the
     /// event loop dropped its receiver.
     End,
+    /// The job's executor died while loading: the job fails, with why.
+    Crashed(String),
 }
 
 /// A file that holds a job's output (or its text form), written once by
@@ -180,6 +194,9 @@ pub enum ReducerMsg {
     /// The job's constructor failed here: the job fails, and nothing of
     /// it runs.
     Unbuilt { job: u64, message: String },
+    /// The job's executor died (its reduce or `done` crashed): the job
+    /// fails with `message`.
+    Crashed { job: u64, message: String },
     /// A partial of `tasks` tasks was folded into the result.
     Folded { job: u64, tasks: u64 },
     /// A partial could not be folded; its tasks are lost.
@@ -214,16 +231,76 @@ fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> C
     }
 }
 
+/// Items of `load` a loader asks its executor for at once, and about how
+/// many bytes of them.
+const LOAD_CHUNK: (u32, u32) = (4096, 1 << 20);
+
+/// A job's `load`, pulled from its executor a chunk at a time.
+struct RemoteTasks<'a> {
+    executor: &'a Executor,
+    args: &'a JobArgs,
+    buffered: std::collections::VecDeque<LoadItem>,
+    ended: bool,
+    /// How the executor died, if it did: loading stops there.
+    crashed: Option<String>,
+}
+
+impl RemoteTasks<'_> {
+    /// Pulls the next chunk; `Err` when `load` could not start.
+    fn refill(&mut self) -> Result<(), CallError> {
+        let (items, bytes) = LOAD_CHUNK;
+        match self.executor.load(LOAD_LANE, self.args, items, bytes) {
+            Ok((items, ended)) => {
+                self.buffered.extend(items);
+                self.ended = ended;
+                Ok(())
+            }
+            Err(ExecError::Died(how)) => {
+                self.crashed = Some(how);
+                self.ended = true;
+                Ok(())
+            }
+            Err(e) => {
+                self.ended = true;
+                Err(e.into_call())
+            }
+        }
+    }
+}
+
+impl TaskSource for RemoteTasks<'_> {
+    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
+        while self.buffered.is_empty() && !self.ended {
+            if let Err(e) = self.refill() {
+                return Some(Err(e));
+            }
+        }
+        self.buffered
+            .pop_front()
+            .map(|item| item.map(|task| f(&task)))
+    }
+}
+
 /// The loader thread's body: sends the estimate, then the batches and
-/// load errors, then `End`. `limits` gives the limits of the next batch
-/// from the job's estimate; it is asked again after each batch.
+/// load errors, then `End` (or `Crashed`, when the executor died). `limits`
+/// gives the limits of the next batch from the job's estimate; it is asked
+/// again after each batch.
 pub fn loader(
-    plugin: &Arc<Instance>,
+    executor: &Executor,
+    (job, args): (u64, &JobArgs),
     tx: &SyncSender<LoaderMsg>,
     waker: &Waker,
     limits: impl Fn(Option<u64>) -> BatchLimits,
 ) {
-    let estimate = plugin.count();
+    let crashed = |how: String| LoaderMsg::Crashed(format!("load of job {job} crashed: {how}"));
+    let estimate = match executor.count(args) {
+        Ok(n) => n,
+        Err(ExecError::Died(how)) => {
+            let _ = send_and_wake(tx, waker, crashed(how));
+            return;
+        }
+        Err(_) => None,
+    };
     if send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)).is_break() {
         return;
     }
@@ -234,13 +311,27 @@ pub fn loader(
         },
         Loaded::Error(e) => LoaderMsg::Error(e),
     };
+    let mut tasks = RemoteTasks {
+        executor,
+        args,
+        buffered: Default::default(),
+        ended: false,
+        crashed: None,
+    };
+    // The first chunk tells a `load` that cannot start (its error, whole)
+    // from an item's error (numbered).
+    let opened = tasks.refill().map(|()| &mut tasks);
     let flow = load(
-        plugin.tasks(),
+        opened,
         || limits(estimate),
         |loaded| send_and_wake(tx, waker, msg(loaded)),
     );
     if flow.is_continue() {
-        let _ = send_and_wake(tx, waker, LoaderMsg::End);
+        let end = match tasks.crashed.take() {
+            Some(how) => crashed(how),
+            None => LoaderMsg::End,
+        };
+        let _ = send_and_wake(tx, waker, end);
     }
 }
 
@@ -337,35 +428,58 @@ pub fn keyed_output<J: super::KeyedCode + ?Sized>(
 }
 
 /// The reducer thread's body for a byte-level job: folds the partials of
-/// job `job` as they arrive, reporting each, then calls `done` and
-/// reports it; stops early, without `done`, once `cancelled` is set. (A
-/// keyed job's partitions are reduced on the workers:
-/// `worker::reduce`.)
+/// job `job` as they arrive, in its executor (on [`REDUCE_LANE`]),
+/// reporting each, then has `done` called there and reports it; stops
+/// early, without `done`, once `cancelled` is set. An executor that dies
+/// fails the job (`ReducerMsg::Crashed`). (A keyed job's partitions are
+/// reduced on the workers: `worker::reduce`.)
 pub fn reducer(
-    plugin: &Instance,
-    job: u64,
+    executor: &Executor,
+    (job, args): (u64, &JobArgs),
     partials: Receiver<(Vec<u8>, u64)>,
     tx: &Sender<ReducerMsg>,
     waker: &Waker,
     cancelled: &AtomicBool,
 ) {
-    let report = |(_, tasks): (Vec<u8>, u64), outcome: Result<(), CallError>| {
-        let msg = match outcome {
-            Ok(()) => ReducerMsg::Folded { job, tasks },
-            Err(e) => ReducerMsg::Failed {
-                job,
-                tasks,
-                message: e.message,
-            },
-        };
+    let send = |msg| {
         let _ = tx.send(msg);
         let _ = waker.wake();
     };
-    let prefix = format!("redmap-output-{}-job-{job}", std::process::id());
-    let done = |r: &[u8]| plugin.done(r);
-    let Some(ended) = fold_partials(plugin, partials, cancelled, report, done) else {
-        return;
+    let crashed = |stage: &str, how: String| ReducerMsg::Crashed {
+        job,
+        message: format!("{stage} of job {job} crashed: {how}"),
     };
+    for (value, tasks) in partials {
+        if cancelled.load(Ordering::SeqCst) {
+            return;
+        }
+        match executor.acc_add(REDUCE_LANE, args, &value) {
+            Ok(()) => send(ReducerMsg::Folded { job, tasks }),
+            Err(ExecError::Died(how)) => return send(crashed("reduce", how)),
+            Err(e) => send(ReducerMsg::Failed {
+                job,
+                tasks,
+                message: e.into_call().message,
+            }),
+        }
+    }
+    if cancelled.load(Ordering::SeqCst) {
+        return;
+    }
+    let ended = match executor.acc_done(REDUCE_LANE, args) {
+        Ok((result, done)) => Ended {
+            result,
+            done,
+            spills: crate::shuffle::SpillStats::default(),
+        },
+        Err(ExecError::Died(how)) => return send(crashed("done", how)),
+        Err(e) => Ended {
+            result: Vec::new(),
+            done: Err(e.into_call()),
+            spills: crate::shuffle::SpillStats::default(),
+        },
+    };
+    let prefix = format!("redmap-output-{}-job-{job}", std::process::id());
     let output = OutputFile::with(&std::env::temp_dir(), &prefix, "bin", &ended.result)
         .map(|binary| Output { binary, text: None });
     // An output that could not be kept costs the client its output, not

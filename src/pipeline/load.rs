@@ -22,6 +22,13 @@ impl TaskSource for TaskIter {
     }
 }
 
+/// A source lent to [`load`], for a caller that reads its state after.
+impl<S: TaskSource + ?Sized> TaskSource for &mut S {
+    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
+        (**self).next_with(f)
+    }
+}
+
 impl TaskSource for std::vec::IntoIter<Result<Vec<u8>, CallError>> {
     fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
         self.next().map(|item| item.map(|task| f(&task)))

@@ -29,7 +29,8 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::loader::{Plugin, PluginHash};
+use super::library::{probe, Library};
+use super::loader::PluginHash;
 use crate::proto::msg::{Install, InstallReply};
 use crate::proto::{ErrorCode, Message, ProtoError};
 
@@ -72,13 +73,13 @@ struct Loading<W> {
 }
 
 /// An install's outcome: the library loaded, and its bytes.
-type Loaded = (PluginHash, Result<(Arc<Plugin>, Arc<Vec<u8>>), ProtoError>);
+type Loaded = (PluginHash, Result<(Arc<Library>, Arc<Vec<u8>>), ProtoError>);
 
 /// Job libraries by hash. `W` names whoever waits for an install to finish
 /// (a connection and request id, for a server).
 pub struct PluginStore<W> {
     dir: PathBuf,
-    installed: HashMap<PluginHash, Arc<Plugin>>,
+    installed: HashMap<PluginHash, Arc<Library>>,
     /// The bytes of each installed library, when kept (a manager sends
     /// them on to its workers); one copy per library, shared by its jobs.
     bytes: Option<HashMap<PluginHash, Arc<Vec<u8>>>>,
@@ -127,7 +128,7 @@ impl<W> PluginStore<W> {
         })
     }
 
-    pub fn get(&self, hash: &PluginHash) -> Option<Arc<Plugin>> {
+    pub fn get(&self, hash: &PluginHash) -> Option<Arc<Library>> {
         self.installed.get(hash).cloned()
     }
 
@@ -513,8 +514,9 @@ fn library_path(dir: &Path, hash: &PluginHash) -> PathBuf {
     dir.join(format!("{hash}.{}", std::env::consts::DLL_EXTENSION))
 }
 
-/// Checks, writes and loads a complete library (on the installer thread).
-fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, ProtoError> {
+/// Checks, writes and probes a complete library (on the installer
+/// thread): it is loaded in an executor process, never in this one.
+fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Library>, ProtoError> {
     let actual = PluginHash::of(bytes);
     if actual != hash {
         return Err(rejected(format!(
@@ -535,16 +537,16 @@ fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Plugin>, Pr
         let _ = fs::remove_file(&path);
         ProtoError::Internal(format!("cannot store the library: {e}"))
     })?;
-    let plugin = Plugin::open_hashed(&path, hash).map_err(|e| {
+    let library = probe(&path, hash).map_err(|why| {
         let _ = fs::remove_file(&path);
-        rejected(e.to_string())
+        rejected(why)
     })?;
     info!(
         "installed job library {} ({} bytes)",
         hash.short(),
         bytes.len()
     );
-    Ok(plugin)
+    Ok(Arc::new(library))
 }
 
 impl<W> Drop for PluginStore<W> {

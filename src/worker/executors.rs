@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::exec::{Executor, Spec};
-use crate::plugin::{Plugin, PluginHash};
+use crate::exec::Executor;
+use crate::plugin::{Library, PluginHash};
 
 pub struct Executors {
     by_hash: HashMap<PluginHash, Arc<Executor>>,
@@ -27,16 +27,12 @@ impl Executors {
     }
 
     /// The executor of `plugin` (its process starts on its first call).
-    pub fn get(&mut self, plugin: &Plugin) -> Arc<Executor> {
+    pub fn get(&mut self, library: &Library) -> Arc<Executor> {
         let (lanes, memory_limit) = (self.lanes, self.memory_limit);
-        let executor = self.by_hash.entry(plugin.hash()).or_insert_with(|| {
-            Arc::new(Executor::new(Spec {
-                library: plugin.path().to_owned(),
-                hash: plugin.hash(),
-                lanes,
-                memory_limit,
-            }))
-        });
+        let executor = self
+            .by_hash
+            .entry(library.hash())
+            .or_insert_with(|| Arc::new(Executor::new(library.spec(lanes, memory_limit))));
         Arc::clone(executor)
     }
 

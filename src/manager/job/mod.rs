@@ -29,9 +29,10 @@ use mio::Waker;
 
 use super::invariant::decrement;
 use super::sizing::{spread_cap, BatchSizer};
+use crate::exec::{ExecError, Executor};
 use crate::pipeline::{cap_error, cluster, BatchLimits, ErrorLog};
 use crate::plugin::loader::JobKind;
-use crate::plugin::{Instance, Plugin, PluginHash};
+use crate::plugin::{Library, PluginHash};
 use crate::proto::msg::shuffle::MAX_PARTITIONS;
 use crate::proto::msg::{JobArgs, JobStatus, JobSummary, RunOptions, ShuffleSpec};
 
@@ -55,7 +56,7 @@ pub struct Job {
     id: u64,
     name: String,
     hash: PluginHash,
-    plugin: Arc<Plugin>,
+    plugin: Arc<Library>,
     /// The job's arguments: built with them here, and sent with every
     /// batch for the workers to build it with.
     args: JobArgs,
@@ -112,7 +113,7 @@ impl Job {
     pub fn new(
         id: u64,
         name: String,
-        plugin: Arc<Plugin>,
+        plugin: Arc<Library>,
         args: JobArgs,
         library: Arc<Vec<u8>>,
         options: RunOptions,
@@ -294,7 +295,7 @@ impl Job {
         (max_batch_bytes, max_batch_tasks): (usize, usize),
         reducer_tx: Sender<ReducerMsg>,
         waker: Arc<Waker>,
-        workers: usize,
+        (workers, memory_limit): (usize, u64),
     ) -> io::Result<()> {
         if self.status != JobStatus::Waiting {
             // A second loader would load every task again.
@@ -326,31 +327,42 @@ impl Job {
         }
         let (load_tx, load_rx) = mpsc::sync_channel(LOAD_AHEAD);
         let (partial_tx, partial_rx) = mpsc::channel();
-        let (plugin, args, id) = (Arc::clone(&self.plugin), self.args.clone(), self.id);
+        // The job's code runs in an executor process of its own: a crash
+        // there fails this job, never the manager.
+        let spec = self.plugin.spec(cluster::JOB_LANES, memory_limit);
+        let executor = Arc::new(Executor::new(spec));
+        let loader_executor = Arc::clone(&executor);
+        let (args, id) = (self.args.clone(), self.id);
+        let loader_args = args.clone();
         let cancelled = Arc::clone(&self.cancelled);
         let reducer_waker = Arc::clone(&waker);
-        // The reducer builds the job (its constructor is job code: never on
-        // the event loop) and hands it to the loader; a constructor that
-        // fails fails the job, and the loader, never handed a job, ends.
-        let (job_tx, job_rx) = mpsc::channel::<Arc<Instance>>();
+        // The reducer builds the job first (its constructor is job code:
+        // never on the event loop) and then lets the loader start; a
+        // constructor that fails fails the job, and the loader, never
+        // told to start, ends.
+        let (job_tx, job_rx) = mpsc::channel::<()>();
         // The reducer first: if the loader cannot start, dropping
         // `partials` ends it at once, with no `done` (cancelled is set).
         let spawned = thread::Builder::new()
             .name(format!("reduce-{}", self.id))
-            .stack_size(crate::pipeline::JOB_THREAD_STACK)
             .spawn(move || {
-                let job = match plugin.instance(&args) {
-                    Ok(job) => job,
-                    Err(e) => {
-                        let _ = reducer_tx.send(ReducerMsg::Unbuilt {
-                            job: id,
-                            message: e.message,
-                        });
-                        let _ = reducer_waker.wake();
-                        return;
-                    }
+                let unbuilt = match executor.build(&args) {
+                    Ok(()) => None,
+                    Err(ExecError::Died(how)) => Some(ReducerMsg::Crashed {
+                        job: id,
+                        message: format!("the constructor of job {id} crashed: {how}"),
+                    }),
+                    Err(ExecError::Unbuilt(e) | ExecError::Call(e)) => Some(ReducerMsg::Unbuilt {
+                        job: id,
+                        message: e.message,
+                    }),
                 };
-                let _ = job_tx.send(Arc::clone(&job));
+                if let Some(msg) = unbuilt {
+                    let _ = reducer_tx.send(msg);
+                    let _ = reducer_waker.wake();
+                    return;
+                }
+                let _ = job_tx.send(());
                 if shuffled {
                     // Its reduce runs on the workers: this thread only
                     // built the job.
@@ -358,8 +370,8 @@ impl Job {
                     return;
                 }
                 cluster::reducer(
-                    &job,
-                    id,
+                    &executor,
+                    (id, &args),
                     partial_rx,
                     &reducer_tx,
                     &reducer_waker,
@@ -387,8 +399,9 @@ impl Job {
             .name(format!("load-{}", self.id))
             .stack_size(crate::pipeline::JOB_THREAD_STACK)
             .spawn(move || {
-                if let Ok(job) = job_rx.recv() {
-                    cluster::loader(&job, &load_tx, &waker, limits);
+                if job_rx.recv().is_ok() {
+                    let job = (id, &loader_args);
+                    cluster::loader(&loader_executor, job, &load_tx, &waker, limits);
                 }
             });
         if let Err(e) = spawned {
@@ -414,6 +427,11 @@ impl Job {
                 Ok(LoaderMsg::Error(e)) => {
                     self.load_errors += 1;
                     self.record_error(format!("load: {e}"));
+                }
+                Ok(LoaderMsg::Crashed(why)) => {
+                    self.loader_done = true;
+                    self.loader = None;
+                    self.fail(why);
                 }
                 Ok(LoaderMsg::End) | Err(TryRecvError::Disconnected) => {
                     self.loader_done = true;
