@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::wire::{self, Frame};
-use crate::pipeline::ValueLimit;
+use crate::pipeline::{BatchLimits, Loader, ValueLimit};
 use crate::plugin::loader::JobKind;
 use crate::plugin::{CallError, Instance, Plugin, PluginHash, TaskIter};
 use crate::proto::msg::wire::Cursor;
@@ -153,7 +153,7 @@ fn open(library: &Path, hash: PluginHash) -> Result<Arc<Plugin>, String> {
 /// lane each, from one thread).
 #[derive(Default)]
 struct Lane {
-    load: Option<(JobArgs, TaskIter)>,
+    load: Option<(JobArgs, Loader<TaskIter>)>,
     acc: Option<(JobArgs, Vec<u8>)>,
 }
 
@@ -233,32 +233,22 @@ fn handle(
             Ok((head, Vec::new()))
         }
         wire::LOAD => {
-            let most = c.u32("items").map_err(|e| malformed(&e.to_string()))?;
+            let tasks = c.u32("tasks").map_err(|e| malformed(&e.to_string()))? as usize;
             let bytes = c.u32("bytes").map_err(|e| malformed(&e.to_string()))? as usize;
+            let limits = BatchLimits { tasks, bytes };
             if lane.load.as_ref().is_none_or(|(a, _)| *a != args) {
-                let tasks = job.tasks().map_err(Refusal::Call)?;
-                lane.load = Some((args.clone(), tasks));
+                lane.load = Some((args.clone(), Loader::new(job.tasks(), limits)));
             }
-            let Some((_, tasks)) = lane.load.as_mut() else {
+            let Some((_, loader)) = lane.load.as_mut() else {
                 return Err(malformed("no load"));
             };
-            let (mut items, mut size, mut ended) = (Vec::new(), 0usize, false);
-            while items.len() < most.max(1) as usize && size < bytes {
-                match tasks.next_with(<[u8]>::to_vec) {
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                    Some(item) => {
-                        size += item.as_ref().map_or(64, Vec::len) + 6;
-                        items.push(item);
-                    }
-                }
-            }
-            if ended {
+            loader.set_limits(limits);
+            let loaded = loader.next();
+            if loaded.is_none() {
+                // Exhausted: a next `LOAD` starts the job's `load` again.
                 lane.load = None;
             }
-            Ok(wire::load_reply(&items, ended))
+            Ok(wire::loaded_reply(loaded))
         }
         wire::ACC_ADD => {
             let acc = match lane.acc.take() {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::wire::{self, Frame};
-use crate::pipeline::{Folded, ValueLimit};
+use crate::pipeline::{BatchLimits, Folded, Loaded, ValueLimit};
 use crate::plugin::loader::{JobKind, KeyedBatch};
 use crate::plugin::{CallError, PluginHash};
 use crate::proto::msg::{JobArgs, TaskList};
@@ -442,22 +442,22 @@ impl Executor {
         })
     }
 
-    /// The next items of the job's `load` (at most `items` of them, about
-    /// `bytes` at most), and whether `load` ended; the `load` is lane
-    /// `lane`'s, started by its first call.
+    /// The next batch (of `limits`) or load error of the job's `load`;
+    /// `None` once it is exhausted. The `load` is lane `lane`'s, started
+    /// by its first call.
     pub fn load(
         &self,
         lane: usize,
         args: &JobArgs,
-        items: u32,
-        bytes: u32,
-    ) -> Result<(Vec<wire::LoadItem>, bool), ExecError> {
+        limits: BatchLimits,
+    ) -> Result<Option<Loaded>, ExecError> {
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let head = wire::head_with_args(args, |h| {
-            h.extend_from_slice(&items.to_be_bytes());
-            h.extend_from_slice(&bytes.to_be_bytes());
+            h.extend_from_slice(&clamp(limits.tasks).to_be_bytes());
+            h.extend_from_slice(&clamp(limits.bytes).to_be_bytes());
         });
         let frame = self.call_on(Some(lane), wire::LOAD, &head, &[])?;
-        wire::read_load_reply(&frame.head, &frame.body).map_err(|message| {
+        wire::read_loaded(&frame.head, frame.body).map_err(|message| {
             ExecError::Call(CallError {
                 panicked: false,
                 message,
@@ -548,6 +548,9 @@ fn reap(child: &mut Child) -> Option<ExitStatus> {
     child.wait().ok()
 }
 
+/// Bytes a lane's socket buffers (each way).
+const LANE_BUFFER: usize = 4 << 20;
+
 /// Starts an executor and reads its hello.
 fn spawn(spec: &Spec) -> Result<Proc, String> {
     let cannot = |e: io::Error| format!("cannot start an executor: {e}");
@@ -555,6 +558,11 @@ fn spawn(spec: &Spec) -> Result<Proc, String> {
     let mut theirs = Vec::with_capacity(spec.lanes.max(1));
     for _ in 0..spec.lanes.max(1) {
         let (a, b) = UnixStream::pair().map_err(cannot)?;
+        // A batch (about 1 MiB) goes in one write instead of stalling the
+        // writer at each 208 KiB of the default buffer.
+        for end in [&a, &b] {
+            let _ = socket2::SockRef::from(end).set_send_buffer_size(LANE_BUFFER);
+        }
         ours.push(a);
         theirs.push(b);
     }

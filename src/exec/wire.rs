@@ -21,10 +21,12 @@
 //!   bytes of the run used; body: the text.
 //! - [`BUILD`]: args: the job built (its constructor run). Reply: empty.
 //! - [`COUNT`]: args: the job's `count`. Reply head: u8 known, u64 count.
-//! - [`LOAD`]: args, u32 most items, u32 most bytes: the next items of the
-//!   job's `load` (the lane's own, started by its first `LOAD`). Reply
-//!   head: u8 ended, u32 n, n × (u8 0 task / 1 error, u8 panicked); body:
-//!   n × bytes (the task, or the error's message).
+//! - [`LOAD`]: args, u32 most tasks, u32 most bytes: the next batch (of
+//!   those limits) or load error of the job's `load`, cut by the lane's
+//!   own [`crate::pipeline::Loader`] (started by its first `LOAD`). Reply
+//!   head: u8 0 batch / 1 error / 2 end, u64 the batch's first index,
+//!   bytes the error; body: the batch's task list, as it travels in
+//!   `MAP_BATCH`.
 //! - [`ACC_ADD`]: args / a batch's partial accumulator: folded with the
 //!   job's `reduce` into the lane's accumulator (which starts empty, and
 //!   is left as it was when the reduce fails). Reply: empty.
@@ -40,10 +42,11 @@
 
 use std::io::{self, Read, Write};
 
+use crate::pipeline::{Batch, Loaded};
 use crate::plugin::CallError;
 use crate::proto::msg::wire::Cursor;
 use crate::proto::msg::wire::{put_bytes, put_str, put_u32, put_u64};
-use crate::proto::msg::JobArgs;
+use crate::proto::msg::{JobArgs, TaskList};
 
 pub const FOLD: u8 = 1;
 pub const MAP_KEYED: u8 = 2;
@@ -61,6 +64,10 @@ pub const UNBUILT: u8 = 0x82;
 
 /// Most bytes of a head: failures' messages are capped well below it.
 pub const MAX_HEAD: u32 = 64 << 20;
+
+/// A body's buffer is reserved up to this much at once, then grows only
+/// as bytes arrive: a length that lies costs no allocation.
+const BODY_RESERVE: usize = 16 << 20;
 
 /// One frame.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -87,7 +94,7 @@ pub fn write_frame(w: &mut impl Write, tag: u8, head: &[u8], body: &[u8]) -> io:
 
 /// Reads one frame; `UnexpectedEof` when the other side is gone. A head
 /// over [`MAX_HEAD`] is refused before anything is allocated for it.
-pub fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
+pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Frame> {
     let mut start = [0u8; 9];
     r.read_exact(&mut start)?;
     let head_len = u32::from_be_bytes([start[1], start[2], start[3], start[4]]);
@@ -100,8 +107,12 @@ pub fn read_frame(r: &mut impl Read) -> io::Result<Frame> {
     }
     let mut head = vec![0; head_len as usize];
     r.read_exact(&mut head)?;
-    let mut body = vec![0; body_len as usize];
-    r.read_exact(&mut body)?;
+    // Read into spare capacity: no zeroing pass over a large body.
+    let mut body = Vec::with_capacity((body_len as usize).min(BODY_RESERVE));
+    r.take(u64::from(body_len)).read_to_end(&mut body)?;
+    if body.len() != body_len as usize {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Frame {
         tag: start[0],
         head,
@@ -186,51 +197,47 @@ pub fn read_keyed_head(head: &[u8]) -> Result<KeyedHead, String> {
     Ok((processed, emitted, keys, failures))
 }
 
-/// One item of `load`, as [`LOAD`] carries it: a task, or an error.
-pub type LoadItem = Result<Vec<u8>, CallError>;
-
-/// A [`LOAD`] reply's head and body.
-pub fn load_reply(items: &[LoadItem], ended: bool) -> (Vec<u8>, Vec<u8>) {
-    let mut head = Vec::with_capacity(5 + 2 * items.len());
-    head.push(u8::from(ended));
-    put_u32(&mut head, items.len() as u32);
-    let mut body = Vec::new();
-    for item in items {
-        match item {
-            Ok(task) => {
-                head.extend_from_slice(&[0, 0]);
-                put_bytes(&mut body, task);
-            }
-            Err(e) => {
-                head.extend_from_slice(&[1, u8::from(e.panicked)]);
-                put_bytes(&mut body, e.message.as_bytes());
-            }
+/// A [`LOAD`] reply's head and body: `None` once `load` is exhausted.
+pub fn loaded_reply(loaded: Option<Loaded>) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(16);
+    match loaded {
+        Some(Loaded::Batch(b)) => {
+            head.push(0);
+            put_u64(&mut head, b.first_index);
+            put_bytes(&mut head, &[]);
+            (head, b.tasks.into_bytes())
+        }
+        Some(Loaded::Error(e)) => {
+            head.push(1);
+            put_u64(&mut head, 0);
+            put_bytes(&mut head, e.as_bytes());
+            (head, Vec::new())
+        }
+        None => {
+            head.push(2);
+            put_u64(&mut head, 0);
+            put_bytes(&mut head, &[]);
+            (head, Vec::new())
         }
     }
-    (head, body)
 }
 
-/// Reads a [`LOAD`] reply: the items, and whether `load` ended.
-pub fn read_load_reply(head: &[u8], body: &[u8]) -> Result<(Vec<LoadItem>, bool), String> {
-    let bad = |e: crate::proto::ProtoError| format!("the executor's tasks: {e}");
+/// Reads a [`LOAD`] reply (its body becomes the batch's task list,
+/// checked, without a copy).
+pub fn read_loaded(head: &[u8], body: Vec<u8>) -> Result<Option<Loaded>, String> {
+    let bad = |e: crate::proto::ProtoError| format!("the executor's load: {e}");
     let mut h = Cursor::new(0, head);
-    let ended = h.u8("ended").map_err(bad)? != 0;
-    let n = h.count(2, "items").map_err(bad)?;
-    let mut b = Cursor::new(0, body);
-    let mut items = Vec::with_capacity(n);
-    for _ in 0..n {
-        let kind = h.u8("kind").map_err(bad)?;
-        let panicked = h.u8("panicked").map_err(bad)? != 0;
-        let bytes = b.bytes("item").map_err(bad)?;
-        items.push(match kind {
-            0 => Ok(bytes.to_vec()),
-            _ => Err(CallError {
-                panicked,
-                message: String::from_utf8_lossy(bytes).into_owned(),
-            }),
-        });
-    }
-    Ok((items, ended))
+    let what = h.u8("what").map_err(bad)?;
+    let first_index = h.u64("first index").map_err(bad)?;
+    let error = String::from_utf8_lossy(h.bytes("error").map_err(bad)?).into_owned();
+    Ok(match what {
+        0 => Some(Loaded::Batch(Batch {
+            tasks: TaskList::from_bytes(body).map_err(bad)?,
+            first_index,
+        })),
+        1 => Some(Loaded::Error(error)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -271,9 +278,24 @@ mod tests {
         let head = keyed_head(7, 100, 40, &failures);
         assert_eq!(read_keyed_head(&head).unwrap(), (7, 100, 40, failures));
         assert!(read_keyed_head(&head[..head.len() - 1]).is_err());
-        let items = vec![Ok(b"task".to_vec()), Err(e.clone()), Ok(Vec::new())];
-        let (head, body) = load_reply(&items, true);
-        assert_eq!(read_load_reply(&head, &body).unwrap(), (items, true));
-        assert!(read_load_reply(&head, &body[..body.len() - 1]).is_err());
+        let mut tasks = TaskList::new();
+        tasks.push(b"task");
+        tasks.push(b"");
+        let batch = Loaded::Batch(Batch {
+            tasks,
+            first_index: 7,
+        });
+        for loaded in [Some(batch), Some(Loaded::Error("task 3: no".into())), None] {
+            let (head, body) = loaded_reply(loaded.clone());
+            assert_eq!(read_loaded(&head, body).unwrap(), loaded);
+        }
+        let (head, _) = loaded_reply(Some(Loaded::Batch(Batch {
+            tasks: TaskList::new(),
+            first_index: 0,
+        })));
+        assert!(
+            read_loaded(&head, vec![0, 0, 0, 9]).is_err(),
+            "a list cut short"
+        );
     }
 }

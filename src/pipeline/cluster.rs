@@ -19,10 +19,8 @@ use std::sync::mpsc::{Receiver, Sender, SyncSender};
 use mio::Waker;
 
 use super::batch::BatchLimits;
-use super::load::TaskSource;
-use super::load::{load, Loaded};
+use super::load::Loaded;
 use super::reduce::Ended;
-use crate::exec::wire::LoadItem;
 use crate::exec::{ExecError, Executor};
 use crate::plugin::CallError;
 use crate::proto::msg::manager::RESULT_PREVIEW;
@@ -231,60 +229,11 @@ fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> C
     }
 }
 
-/// Items of `load` a loader asks its executor for at once, and about how
-/// many bytes of them.
-const LOAD_CHUNK: (u32, u32) = (4096, 1 << 20);
-
-/// A job's `load`, pulled from its executor a chunk at a time.
-struct RemoteTasks<'a> {
-    executor: &'a Executor,
-    args: &'a JobArgs,
-    buffered: std::collections::VecDeque<LoadItem>,
-    ended: bool,
-    /// How the executor died, if it did: loading stops there.
-    crashed: Option<String>,
-}
-
-impl RemoteTasks<'_> {
-    /// Pulls the next chunk; `Err` when `load` could not start.
-    fn refill(&mut self) -> Result<(), CallError> {
-        let (items, bytes) = LOAD_CHUNK;
-        match self.executor.load(LOAD_LANE, self.args, items, bytes) {
-            Ok((items, ended)) => {
-                self.buffered.extend(items);
-                self.ended = ended;
-                Ok(())
-            }
-            Err(ExecError::Died(how)) => {
-                self.crashed = Some(how);
-                self.ended = true;
-                Ok(())
-            }
-            Err(e) => {
-                self.ended = true;
-                Err(e.into_call())
-            }
-        }
-    }
-}
-
-impl TaskSource for RemoteTasks<'_> {
-    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
-        while self.buffered.is_empty() && !self.ended {
-            if let Err(e) = self.refill() {
-                return Some(Err(e));
-            }
-        }
-        self.buffered
-            .pop_front()
-            .map(|item| item.map(|task| f(&task)))
-    }
-}
-
 /// The loader thread's body: sends the estimate, then the batches and
-/// load errors, then `End` (or `Crashed`, when the executor died). `limits`
-/// gives the limits of the next batch from the job's estimate; it is asked
-/// again after each batch.
+/// load errors, then `End` (or `Crashed`, when the executor died). The
+/// executor cuts the batches (one per request, so nothing is loaded ahead
+/// of what the bounded channel takes); `limits` gives the limits of the
+/// next batch from the job's estimate, asked before each one.
 pub fn loader(
     executor: &Executor,
     (job, args): (u64, &JobArgs),
@@ -304,34 +253,21 @@ pub fn loader(
     if send_and_wake(tx, waker, LoaderMsg::Estimate(estimate)).is_break() {
         return;
     }
-    let msg = |loaded| match loaded {
-        Loaded::Batch(b) => LoaderMsg::Batch {
-            tasks: b.tasks,
-            first_index: b.first_index,
-        },
-        Loaded::Error(e) => LoaderMsg::Error(e),
-    };
-    let mut tasks = RemoteTasks {
-        executor,
-        args,
-        buffered: Default::default(),
-        ended: false,
-        crashed: None,
-    };
-    // The first chunk tells a `load` that cannot start (its error, whole)
-    // from an item's error (numbered).
-    let opened = tasks.refill().map(|()| &mut tasks);
-    let flow = load(
-        opened,
-        || limits(estimate),
-        |loaded| send_and_wake(tx, waker, msg(loaded)),
-    );
-    if flow.is_continue() {
-        let end = match tasks.crashed.take() {
-            Some(how) => crashed(how),
-            None => LoaderMsg::End,
+    loop {
+        let msg = match executor.load(LOAD_LANE, args, limits(estimate)) {
+            Ok(Some(Loaded::Batch(b))) => LoaderMsg::Batch {
+                tasks: b.tasks,
+                first_index: b.first_index,
+            },
+            Ok(Some(Loaded::Error(e))) => LoaderMsg::Error(e),
+            Ok(None) => LoaderMsg::End,
+            Err(ExecError::Died(how)) => crashed(how),
+            Err(e) => LoaderMsg::Crashed(format!("load of job {job}: {e}")),
         };
-        let _ = send_and_wake(tx, waker, end);
+        let last = matches!(msg, LoaderMsg::End | LoaderMsg::Crashed(_));
+        if send_and_wake(tx, waker, msg).is_break() || last {
+            return;
+        }
     }
 }
 

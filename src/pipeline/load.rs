@@ -22,13 +22,6 @@ impl TaskSource for TaskIter {
     }
 }
 
-/// A source lent to [`load`], for a caller that reads its state after.
-impl<S: TaskSource + ?Sized> TaskSource for &mut S {
-    fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
-        (**self).next_with(f)
-    }
-}
-
 impl TaskSource for std::vec::IntoIter<Result<Vec<u8>, CallError>> {
     fn next_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Option<Result<R, CallError>> {
         self.next().map(|item| item.map(|task| f(&task)))
@@ -36,7 +29,7 @@ impl TaskSource for std::vec::IntoIter<Result<Vec<u8>, CallError>> {
 }
 
 /// What [`load`] hands on, in the order `load` yielded it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
     /// A batch of tasks (never empty).
     Batch(Batch),
@@ -46,10 +39,80 @@ pub enum Loaded {
     Error(String),
 }
 
-/// Pulls every item of `tasks` (what `Plugin::tasks` returned), cuts the
-/// tasks into batches and hands each batch and each error to `sink` as it
-/// comes. `limits` is asked for the limits of the first batch and again
-/// after each batch closes (the manager's batch size follows its workers).
+/// [`load`] pulled one step at a time: each `next` reads the
+/// job's items until a batch closes or an error comes, and returns that.
+/// An executor keeps one per job it loads, and answers each of the
+/// manager's requests for the next batch with it.
+pub struct Loader<S> {
+    tasks: Option<S>,
+    batcher: Batcher,
+    ready: std::collections::VecDeque<Loaded>,
+}
+
+impl<S: TaskSource> Loader<S> {
+    /// Starts loading `tasks` (what `load` returned: a `load` that could
+    /// not start is one error, as it is) into batches of `limits`.
+    pub fn new(tasks: Result<S, CallError>, limits: BatchLimits) -> Loader<S> {
+        let mut ready = std::collections::VecDeque::new();
+        let tasks = match tasks {
+            Ok(tasks) => Some(tasks),
+            Err(e) => {
+                ready.push_back(Loaded::Error(e.message));
+                None
+            }
+        };
+        Loader {
+            tasks,
+            batcher: Batcher::new(limits),
+            ready,
+        }
+    }
+
+    /// The limits of the batches not closed yet.
+    pub fn set_limits(&mut self, limits: BatchLimits) {
+        self.batcher.set_limits(limits);
+    }
+}
+
+/// The batches and load errors, in the order `load` yielded them; `None`
+/// once `load` is exhausted and everything was handed on.
+impl<S: TaskSource> Iterator for Loader<S> {
+    type Item = Loaded;
+
+    fn next(&mut self) -> Option<Loaded> {
+        while self.ready.is_empty() {
+            let Some(tasks) = self.tasks.as_mut() else {
+                break;
+            };
+            let batcher = &mut self.batcher;
+            match tasks.next_with(|task| batcher.push(task)) {
+                Some(Ok(closed)) => self.ready.extend(closed.map(Loaded::Batch)),
+                Some(Err(e)) => {
+                    let (closed, number) = batcher.error();
+                    self.ready.extend(closed.map(Loaded::Batch));
+                    self.ready
+                        .push_back(Loaded::Error(format!("task {number}: {}", e.message)));
+                }
+                None => {
+                    self.tasks = None;
+                    let limits = BatchLimits {
+                        tasks: usize::MAX,
+                        bytes: usize::MAX,
+                    };
+                    let last = std::mem::replace(&mut self.batcher, Batcher::new(limits));
+                    self.ready.extend(last.finish().map(Loaded::Batch));
+                }
+            }
+        }
+        self.ready.pop_front()
+    }
+}
+
+/// Pulls every item of `tasks` (what `load` returned), cuts the tasks
+/// into batches and hands each batch and each error to `sink` as it comes
+/// (see [`Loader`]). `limits` is asked for the limits of the first batch
+/// and again after each batch (the manager's batch size follows its
+/// workers).
 ///
 /// Returns `Break` as soon as `sink` does (nobody wants the rest: loading
 /// stops), else `Continue` once `load` is exhausted.
@@ -58,31 +121,15 @@ pub fn load<S: TaskSource>(
     mut limits: impl FnMut() -> BatchLimits,
     mut sink: impl FnMut(Loaded) -> ControlFlow<()>,
 ) -> ControlFlow<()> {
-    let mut tasks = match tasks {
-        Ok(tasks) => tasks,
-        Err(e) => return sink(Loaded::Error(e.message)),
-    };
-    let mut batcher = Batcher::new(limits());
-    while let Some(item) = tasks.next_with(|task| batcher.push(task)) {
-        let (closed, error) = match item {
-            Ok(closed) => (closed, None),
-            Err(e) => {
-                let (closed, number) = batcher.error();
-                (closed, Some(format!("task {number}: {}", e.message)))
-            }
-        };
-        if let Some(batch) = closed {
-            sink(Loaded::Batch(batch))?;
-            batcher.set_limits(limits());
-        }
-        if let Some(error) = error {
-            sink(Loaded::Error(error))?;
+    let mut loader = Loader::new(tasks, limits());
+    while let Some(loaded) = loader.next() {
+        let batch = matches!(loaded, Loaded::Batch(_));
+        sink(loaded)?;
+        if batch {
+            loader.set_limits(limits());
         }
     }
-    match batcher.finish() {
-        Some(batch) => sink(Loaded::Batch(batch)),
-        None => ControlFlow::Continue(()),
-    }
+    ControlFlow::Continue(())
 }
 
 #[cfg(test)]

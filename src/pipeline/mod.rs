@@ -34,7 +34,7 @@ pub const JOB_THREAD_STACK: usize = 8 << 20;
 
 pub use batch::{spread_cap, Batch, BatchLimits, Batcher, MAX_BATCH_TASKS};
 pub use errors::{cap_error, size_text, task_label, thousands, ErrorLog, MAX_ERROR_BYTES};
-pub use load::{load, Loaded, TaskSource};
+pub use load::{load, Loaded, Loader, TaskSource};
 pub use map::{map_batch, spawn_map_threads, FailedIn, Folded, TaskFailed, ValueLimit};
 pub use reduce::{fold_partials, fold_runs, Ended, Partial, ReduceMemory, Reduced};
 

@@ -96,6 +96,11 @@ impl TaskList {
         &self.bytes
     }
 
+    /// The list's wire form, owned (as [`TaskList::from_bytes`] takes it).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
     /// The first `at` tasks and the rest, as two lists.
     pub fn split_at(&self, at: usize) -> (TaskList, TaskList) {
         let (mut head, mut tail) = (TaskList::new(), TaskList::new());
