@@ -21,6 +21,9 @@ fn info() -> Message {
         server_id: 0x0123_4567_89ab_cdef,
         max_size: 209_715_200,
         manager: "10.0.0.5:9899".into(),
+        memory_limit: 1 << 30,
+        executors: 1,
+        executor_deaths: 0,
     })
 }
 

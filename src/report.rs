@@ -387,6 +387,10 @@ pub struct InfoJson<'a> {
     installed_jobs: u32,
     uptime_ms: u64,
     tasks_processed: u64,
+    /// Bytes each executor process may allocate (0: not said).
+    memory_limit: u64,
+    executors: u32,
+    executor_deaths: u64,
 }
 
 impl InfoJson<'_> {
@@ -408,6 +412,9 @@ pub fn info_json<'a>(queried: &'a str, info: &'a Info) -> InfoJson<'a> {
         installed_jobs: info.installed_jobs,
         uptime_ms: info.uptime_ms,
         tasks_processed: info.tasks_processed,
+        memory_limit: info.memory_limit,
+        executors: info.executors,
+        executor_deaths: info.executor_deaths,
     }
 }
 

@@ -83,6 +83,24 @@ fn worker_info_prints_a_table_and_json() {
         "{text}"
     );
     assert!(text.contains("\"tasks_processed\":0"), "{text}");
+    // Its executors' memory limit: by default half of this machine's memory.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    let half = kib * 1024 / 2;
+    assert!(text.contains(&format!("\"memory_limit\":{half}")), "{text}");
+    assert!(
+        text.contains("\"executors\":0,\"executor_deaths\":0"),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("MEMORY LIMIT") && lines[0].contains("EXECUTORS"),
+        "{}",
+        lines[0]
+    );
 
     let out = util::run(redmap().args(["worker", "info", &a.addr_arg(), &dead_addr()]));
     assert_eq!(out.status.code(), Some(1));
@@ -261,6 +279,9 @@ fn ctrl_c_as_the_job_ends_prints_the_summary_and_the_jobs_status() {
                     server_id: 1,
                     max_size: 0,
                     manager: String::new(),
+                    memory_limit: 0,
+                    executors: 0,
+                    executor_deaths: 0,
                 }),
                 Message::Install(i) => Message::InstallReply(InstallReply {
                     complete: true,

@@ -409,6 +409,26 @@ fn a_task_that_kills_its_executor_fails_alone_and_the_workers_live() {
             assert_eq!(server.pid(), pid);
             assert!(util::ping(server.addr), "{how}: worker {pid} is gone");
         }
+        // Each worker says its executors' limit and how many died.
+        let mut cmd = cluster.cli(&["worker", "info", "--json"]);
+        cmd.args(cluster.workers.iter().map(Server::addr_arg));
+        let info = stdout(&util::run(cmd));
+        assert_eq!(
+            info.matches(r#""memory_limit":209715200"#).count(),
+            2,
+            "{info}"
+        );
+        let deaths: u64 = info
+            .split(r#""executor_deaths":"#)
+            .skip(1)
+            .filter_map(|rest| {
+                rest.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert!(deaths >= 3, "{how}: {deaths} deaths: {info}");
         // Attached and serving all along.
         let stats = manager_stats(&cluster.manager.addr_arg()).expect("manager stats");
         assert_eq!(

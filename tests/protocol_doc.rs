@@ -57,6 +57,9 @@ fn expected(name: &str) -> (u32, Message) {
                 server_id: 0x0123_4567_89ab_cdef,
                 max_size: 209_715_200,
                 manager: "10.0.0.5:9899".into(),
+                memory_limit: 1 << 30,
+                executors: 1,
+                executor_deaths: 2,
             }),
         ),
         "error-frame-too-large" => (
@@ -366,6 +369,9 @@ fn every_key_the_text_session_prints_is_documented() {
         server_id: 1,
         max_size: 1,
         manager: String::new(),
+        memory_limit: 0,
+        executors: 0,
+        executor_deaths: 0,
     };
     let stats = render_stats(&ManagerStats::default());
     for (command, text) in [("info", render_info(&info)), ("stats", stats)] {

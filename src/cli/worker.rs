@@ -265,6 +265,11 @@ fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
                     i.active_jobs.to_string(),
                     i.installed_jobs.to_string(),
                     i.tasks_processed.to_string(),
+                    match i.memory_limit {
+                        0 => "-".to_owned(),
+                        n => crate::pipeline::size_text(n),
+                    },
+                    format!("{} ({} died)", i.executors, i.executor_deaths),
                 ]
             })
             .collect();
@@ -281,6 +286,8 @@ fn info(args: QueryArgs) -> Result<ExitCode, CliError> {
                     "ACTIVE JOBS",
                     "INSTALLED JOBS",
                     "TASKS PROCESSED",
+                    "MEMORY LIMIT",
+                    "EXECUTORS",
                 ],
                 &rows,
             )

@@ -37,6 +37,8 @@ pub struct Monitor {
     pub backups: u64,
     pub backups_won: u64,
     pub tasks_processed: u64,
+    /// Jobs' executors that died running job code (load, reduce, done).
+    pub executor_deaths: u64,
     /// Bytes received and sent on all connections, as of the last event.
     pub traffic: (u64, u64),
     pub rtt: RttHistogram,
@@ -180,6 +182,10 @@ impl Manager {
             server_id: crate::net::server_id(),
             max_size: self.settings.max_size,
             manager: String::new(),
+            memory_limit: self.settings.memory_limit,
+            // Each running job has an executor of its own.
+            executors: self.jobs.running().len() as u32,
+            executor_deaths: self.monitor.executor_deaths,
         }
     }
 

@@ -132,6 +132,9 @@ pub fn render_info(info: &Info) -> String {
     let _ = writeln!(out, "installed_jobs: {}", info.installed_jobs);
     let _ = writeln!(out, "uptime_secs: {}", info.uptime_ms / 1000);
     let _ = writeln!(out, "tasks_processed: {}", info.tasks_processed);
+    let _ = writeln!(out, "memory_limit: {}", info.memory_limit);
+    let _ = writeln!(out, "executors: {}", info.executors);
+    let _ = writeln!(out, "executor_deaths: {}", info.executor_deaths);
     out
 }
 

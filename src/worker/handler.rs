@@ -147,7 +147,11 @@ impl WorkerHandler {
 
     /// What INFO says of this worker: its counters and its manager.
     fn info(&self) -> crate::proto::msg::Info {
-        self.stats.info(self.claims.manager())
+        let executors = (
+            self.executors.memory_limit(),
+            u32::try_from(self.executors.running()).unwrap_or(u32::MAX),
+        );
+        self.stats.info(self.claims.manager(), executors)
     }
 
     fn refresh_counts(&mut self, io: &mut Io<'_>) {

@@ -33,8 +33,9 @@ impl Stats {
         }
     }
 
-    /// The worker's INFO, with `manager`, the one that holds it ("" none).
-    pub fn info(&self, manager: &str) -> Info {
+    /// The worker's INFO, with `manager`, the one that holds it ("" none),
+    /// and its executors' limit and number running.
+    pub fn info(&self, manager: &str, (memory_limit, executors): (u64, u32)) -> Info {
         Info {
             version: crate::VERSION.to_owned(),
             address: self.address.clone(),
@@ -47,6 +48,9 @@ impl Stats {
             server_id: crate::net::server_id(),
             max_size: self.max_size,
             manager: manager.to_owned(),
+            memory_limit,
+            executors,
+            executor_deaths: self.executor_deaths,
         }
     }
 }

@@ -16,6 +16,10 @@
 //!   u64  server id        random, fixed for the process's life
 //!   u32  max size         the largest payload the server accepts
 //!   str  manager          a worker: the manager that claimed it ("" none)
+//!   (appended in 0.3; absent from older servers)
+//!   u64  memory limit     bytes each of its executor processes may allocate
+//!   u32  executors        executor processes running now
+//!   u64  executor deaths  executors that died running job code
 //! ```
 
 use super::wire::{put_str, put_u32, put_u64, Cursor};
@@ -68,6 +72,13 @@ pub struct Info {
     pub max_size: u32,
     /// A worker's manager, as that manager calls itself ("" for none).
     pub manager: String,
+    /// Bytes each of the server's executor processes may allocate (its
+    /// `--memory-limit`); 0: not given (an older server).
+    pub memory_limit: u64,
+    /// Executor processes running now.
+    pub executors: u32,
+    /// Executor processes that died running job code since the start.
+    pub executor_deaths: u64,
 }
 
 impl Info {
@@ -85,12 +96,20 @@ impl Info {
             server_id: 0,
             max_size: 0,
             manager: String::new(),
+            memory_limit: 0,
+            executors: 0,
+            executor_deaths: 0,
         };
         if !c.rest().is_empty() {
             info.role = Role::from_u8(c.u8("role")?);
             info.server_id = c.u64("server id")?;
             info.max_size = c.u32("max size")?;
             info.manager = c.str("manager")?;
+        }
+        if !c.rest().is_empty() {
+            info.memory_limit = c.u64("memory limit")?;
+            info.executors = c.u32("executors")?;
+            info.executor_deaths = c.u64("executor deaths")?;
         }
         Ok(info)
     }
@@ -107,5 +126,8 @@ impl Info {
         put_u64(out, self.server_id);
         put_u32(out, self.max_size);
         put_str(out, &self.manager);
+        put_u64(out, self.memory_limit);
+        put_u32(out, self.executors);
+        put_u64(out, self.executor_deaths);
     }
 }
