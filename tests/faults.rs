@@ -509,6 +509,84 @@ fn a_job_whose_load_or_done_crashes_fails_and_the_manager_goes_on() {
     }
 }
 
+/// Lines of a process's memory map, and those that map a job library
+/// (stored by a server under `redmap-worker-…`/`redmap-manager-…`, or
+/// deleted since).
+fn maps(pid: u32) -> (usize, usize) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let libraries = text
+        .lines()
+        .filter(|l| {
+            l.contains("redmap-worker-") || l.contains("redmap-manager-") || l.contains("(deleted)")
+        })
+        .count();
+    (text.lines().count(), libraries)
+}
+
+/// Case 10 of the shared faults: a server that ran many distinct jobs
+/// grew with each (a library, once loaded, stays mapped). Job code runs
+/// in executors that end with their job, so after 200 distinct libraries
+/// the manager and the worker are back to their size.
+#[test]
+fn after_200_distinct_jobs_the_servers_are_back_to_their_size() {
+    let cluster = Cluster::start(1, &[], &[]);
+    // The tutorial job, built once (into the cluster's build cache).
+    let out = util::run(cluster.cli(&["run", &example("sum.rs")]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cache = cluster.dir.join("cache");
+    let built = std::fs::read_dir(&cache)
+        .unwrap()
+        .filter_map(|e| {
+            let lib = e.ok()?.path().join("libsum.so");
+            lib.exists().then_some(lib)
+        })
+        .next()
+        .expect("the built library");
+    let bytes = std::fs::read(built).unwrap();
+    let (manager, worker) = (&cluster.manager, &cluster.workers[0]);
+    // No executor left, none of the job's libraries mapped anywhere.
+    let settled = || {
+        eventually(Duration::from_secs(20), || {
+            let (w, m) = (maps(worker.pid()), maps(manager.pid()));
+            let info = stdout(&util::run(cluster.cli(&[
+                "worker",
+                "info",
+                "--json",
+                &worker.addr_arg(),
+            ])));
+            w.1 == 0 && m.1 == 0 && info.contains(r#""executors":0"#)
+        })
+    };
+    assert!(settled(), "executors did not end after the first job");
+    let start = [
+        (worker.rss_kib(), maps(worker.pid()).0),
+        (manager.rss_kib(), maps(manager.pid()).0),
+    ];
+    let libs = TempDir::new("distinct");
+    for i in 0..200 {
+        // One byte string more at the end: another library to a server.
+        let lib = libs.join(&format!("v{i}.so"));
+        let mut distinct = bytes.clone();
+        distinct.extend_from_slice(format!("{i:08}").as_bytes());
+        std::fs::write(&lib, distinct).unwrap();
+        let out = util::run(cluster.cli(&["run", &lib.display().to_string()]));
+        assert!(out.status.success(), "job {i}: {}", stderr(&out));
+    }
+    assert!(settled(), "executors or libraries left after 200 jobs");
+    assert_eq!(cluster.result(), "65");
+    let end = [
+        (worker.rss_kib(), maps(worker.pid()).0),
+        (manager.rss_kib(), maps(manager.pid()).0),
+    ];
+    for (who, ((rss0, maps0), (rss1, maps1))) in
+        ["worker", "manager"].iter().zip(start.iter().zip(end))
+    {
+        eprintln!("{who}: RSS {rss0} -> {rss1} KiB, {maps0} -> {maps1} maps");
+        assert!(rss1 <= rss0 + 8 * 1024, "{who}: RSS {rss0} -> {rss1} KiB");
+        assert!(maps1 <= maps0 + 8, "{who}: {maps0} -> {maps1} maps");
+    }
+}
+
 #[test]
 fn a_cancelled_job_stops_and_its_library_leaves_the_workers() {
     let cluster = Cluster::start(2, &[], &[]);
