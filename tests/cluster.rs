@@ -489,3 +489,71 @@ fn cluster_start_runs_a_manager_and_workers_until_ctrl_c() {
         );
     }
 }
+
+/// A manager started on `addr` in `dir`, retrying the bind briefly (the
+/// address of one just killed may still be closing).
+fn manager_at(addr: &str, dir: &std::path::Path) -> util::Server {
+    let deadline = Instant::now() + util::WAIT;
+    loop {
+        let mut cmd = util::redmap();
+        cmd.args(["manager", "start", addr]).current_dir(dir);
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            util::spawn_server(cmd)
+        }));
+        match started {
+            Ok(server) => return server,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => std::panic::resume_unwind(e),
+        }
+    }
+}
+
+/// `worker start --join`: a worker started before its manager attaches
+/// itself once the manager appears, and again after the manager is killed
+/// and started anew; a worker restarted elsewhere joins as well. Each time
+/// the next job runs, with no `manager attach` by hand.
+#[test]
+fn workers_that_join_find_their_manager_and_find_it_again_after_a_restart() {
+    let dir = util::TempDir::new("join");
+    let addr = format!("127.0.0.1:{}", util::free_low_port());
+    let workers = || util::manager_stats(&addr).map_or(0, |s| s.workers_active);
+    let run_sum = |tasks: &str| {
+        let mut cmd = util::redmap();
+        cmd.args(["run", "-m", &addr, &example("sum.rs"), "--", tasks])
+            .current_dir(dir.path())
+            .env("REDMAP_CACHE_DIR", dir.join("cache"));
+        let out = util::run(cmd);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let early = util::start_worker(&["--join", &addr]);
+    std::thread::sleep(Duration::from_millis(1500)); // it tries, and fails
+    let mut manager = manager_at(&addr, dir.path());
+    assert!(
+        util::eventually(util::WAIT, || workers() == 1),
+        "the worker did not join"
+    );
+    run_sum("10");
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "65");
+
+    // kill -9 of the manager, and a new one on its address.
+    manager.child.kill().unwrap();
+    manager.child.wait().unwrap();
+    let _manager = manager_at(&addr, dir.path());
+    assert!(
+        util::eventually(util::WAIT, || workers() == 1),
+        "the worker did not rejoin"
+    );
+    run_sum("20");
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "230");
+
+    // The worker killed and started again (on another port): it joins.
+    drop(early);
+    let _late = util::start_worker(&["--join", &addr]);
+    assert!(
+        util::eventually(util::WAIT, || util::manager_stats(&addr)
+            .is_some_and(|s| s.workers_active == 1 && s.workers_total == 2)),
+        "the restarted worker did not join"
+    );
+    run_sum("30");
+    assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "495");
+}

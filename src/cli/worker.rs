@@ -60,6 +60,13 @@ pub struct StartArgs {
     /// machine's memory.
     #[arg(long, value_name = "SIZE", value_parser = super::size::parse)]
     pub memory_limit: Option<usize>,
+
+    /// Join the manager at MANAGER: ask it to attach this worker now, and
+    /// again whenever no manager holds a connection to it (after either
+    /// restarts), instead of `redmap manager attach` (with the secret, if
+    /// any).
+    #[arg(long, value_name = "MANAGER")]
+    pub join: Option<String>,
 }
 
 /// The smallest `--memory-limit`: an executor's threads' stacks and
@@ -126,6 +133,7 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         args.reduce_memory,
         args.memory_limit
             .map_or_else(default_memory_limit, |n| n as u64),
+        args.join,
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)

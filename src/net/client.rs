@@ -112,6 +112,11 @@ pub struct Client {
 }
 
 impl Client {
+    /// This end's address (the interface that reaches the server).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
     /// Connects to `addr` and, with a secret, authenticates (see
     /// `net::auth`): the server must prove it knows the secret too.
     pub fn connect_with(

@@ -97,6 +97,11 @@ impl Claims {
         Ok(granted)
     }
 
+    /// Whether a manager holds this worker through a connection now.
+    pub fn connected(&self) -> bool {
+        self.holder.as_ref().is_some_and(|h| !h.conns.is_empty())
+    }
+
     /// A connection closed: if it was the holder's last, the grace period
     /// starts.
     pub fn closed(&mut self, conn: ConnId, now: Instant) {

@@ -46,6 +46,8 @@ pub struct WorkerHandler {
     /// Installs wait for their outcome by (connection, request id).
     pub store: PluginStore<(ConnId, u32)>,
     pub pool: Pool,
+    /// Set while a manager holds a connection here (read by `--join`).
+    pub managed: Arc<AtomicBool>,
     /// Where job code runs: an executor process per library.
     pub executors: super::executors::Executors,
     /// Batches queued or running, per job library.
@@ -155,6 +157,8 @@ impl WorkerHandler {
     }
 
     fn refresh_counts(&mut self, io: &mut Io<'_>) {
+        self.managed
+            .store(self.claims.connected(), Ordering::SeqCst);
         self.stats.installed_jobs = self.store.len() as u32;
         self.stats.active_jobs = self.active.len() as u32;
         if self.stop.load(Ordering::SeqCst) && !self.draining {
@@ -354,6 +358,8 @@ impl Handler for WorkerHandler {
 
     fn on_close(&mut self, io: &mut Io<'_>, conn: ConnId, _reason: &crate::net::CloseReason) {
         self.claims.closed(conn, io.now());
+        self.managed
+            .store(self.claims.connected(), Ordering::SeqCst);
     }
 
     fn next_timer(&self) -> Option<Instant> {

@@ -11,6 +11,7 @@ pub mod claim;
 pub mod exec;
 pub mod executors;
 pub mod handler;
+pub mod join;
 pub mod reduce;
 pub mod shuffle;
 pub mod stats;
@@ -23,6 +24,7 @@ use log::{debug, info};
 use crate::net::{Config, Reactor};
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::plugin::store::PluginStore;
 use exec::Pool;
@@ -42,6 +44,7 @@ pub fn run(
     manager_grace: std::time::Duration,
     reduce_memory: usize,
     memory_limit: u64,
+    join: Option<String>,
 ) -> io::Result<()> {
     let summary = config.summary();
     let secret = config.secret.clone();
@@ -83,7 +86,21 @@ pub fn run(
         peers,
         reactor.waker(),
     )?;
+    let managed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(manager) = join {
+        join::spawn(join::Join {
+            manager,
+            bound: local,
+            timeouts: crate::net::client::Timeouts::new(config_read, config_write),
+            max_size,
+            secret: secret.clone(),
+            held: Arc::clone(&managed),
+            stop: Arc::clone(&stopping),
+        })?;
+    }
     let mut handler = WorkerHandler {
+        managed,
         stats: Stats::new(local.to_string(), max_size),
         claims: claim::Claims::new(manager_grace),
         store,
@@ -112,6 +129,7 @@ pub fn run(
         handler.published = Some(shared);
     }
     let ran = reactor.run(&mut handler);
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     handler.executors.close(None);
     // Its shuffle files go with it (a reduce still running loses its own
     // when its thread ends with the process).
