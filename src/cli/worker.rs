@@ -124,16 +124,20 @@ fn start(args: StartArgs) -> Result<ExitCode, CliError> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    let options = crate::worker::Options {
+        threads,
+        http: args.serve.http_addr(&args.net)?,
+        manager_grace: args.manager_grace,
+        reduce_memory: args.reduce_memory,
+        memory_limit: args
+            .memory_limit
+            .map_or_else(default_memory_limit, |n| n as u64),
+        join: args.join,
+    };
     crate::worker::run(
         addr,
         args.net.reactor_config(addr, &args.serve, &args.addr)?,
-        threads,
-        args.serve.http_addr(&args.net)?,
-        args.manager_grace,
-        args.reduce_memory,
-        args.memory_limit
-            .map_or_else(default_memory_limit, |n| n as u64),
-        args.join,
+        options,
     )
     .map_err(|e| serve_error(addr, e))?;
     Ok(ExitCode::SUCCESS)

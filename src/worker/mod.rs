@@ -31,21 +31,37 @@ use exec::Pool;
 use handler::WorkerHandler;
 use stats::Stats;
 
+/// What `worker start` sets besides the address and the network's.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Map threads (and as many reduce threads).
+    pub threads: usize,
+    /// Where to serve `--http`, if anywhere.
+    pub http: Option<SocketAddr>,
+    /// `--manager-grace`.
+    pub manager_grace: std::time::Duration,
+    /// `--reduce-memory`, in bytes, shared by the reduce threads.
+    pub reduce_memory: usize,
+    /// `--memory-limit` of each executor, in bytes.
+    pub memory_limit: u64,
+    /// `--join`: the manager to ask to attach this worker.
+    pub join: Option<String>,
+}
+
 /// Binds `addr` and serves until SIGTERM or SIGINT, after which it takes
 /// no new batches, answers those it holds, and returns.
 ///
 /// The first line on standard output is `redmap worker listening on ADDR`
 /// with the bound address, so a script that asked for port 0 learns the port.
-pub fn run(
-    addr: SocketAddr,
-    config: Config,
-    threads: usize,
-    http: Option<SocketAddr>,
-    manager_grace: std::time::Duration,
-    reduce_memory: usize,
-    memory_limit: u64,
-    join: Option<String>,
-) -> io::Result<()> {
+pub fn run(addr: SocketAddr, config: Config, options: Options) -> io::Result<()> {
+    let Options {
+        threads,
+        http,
+        manager_grace,
+        reduce_memory,
+        memory_limit,
+        join,
+    } = options;
     let summary = config.summary();
     let secret = config.secret.clone();
     let max_size = config.max_size;
