@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::wire::{self, Frame};
-use crate::pipeline::{BatchLimits, Loader, ValueLimit};
+use crate::pipeline::{BatchLimits, Loaded, Loader, ValueLimit};
 use crate::plugin::loader::JobKind;
 use crate::plugin::{CallError, Instance, Plugin, PluginHash, TaskIter};
 use crate::proto::msg::wire::Cursor;
@@ -29,6 +29,9 @@ pub struct Start {
     /// `RLIMIT_DATA` for the whole process, in bytes; 0: none.
     pub memory_limit: u64,
 }
+
+/// Most bytes of tasks one `LOAD` answers with.
+const LOAD_ROUND: usize = 4 << 20;
 
 /// Most job instances an executor keeps built at once (one per distinct
 /// argument list of its library; one per running job is the usual need).
@@ -60,6 +63,14 @@ impl Instances {
         }
         table.insert(args.clone(), Arc::clone(&job));
         Ok(job)
+    }
+
+    /// Builds the job anew, in place of the one kept: a new job's
+    /// constructor runs for it, as it would in a process of its own.
+    fn rebuild(&self, args: &JobArgs) -> Result<(), CallError> {
+        let job = self.plugin.instance(args)?;
+        self.lock().insert(args.clone(), job);
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobArgs, Arc<Instance>>> {
@@ -153,16 +164,32 @@ fn open(library: &Path, hash: PluginHash) -> Result<Arc<Plugin>, String> {
 /// lane each, from one thread).
 #[derive(Default)]
 struct Lane {
+    /// The [`JOBS`] count this state belongs to: a later job starts over.
+    job: u64,
     load: Option<(JobArgs, Loader<TaskIter>)>,
     acc: Option<(JobArgs, Vec<u8>)>,
 }
+
+/// Jobs started in this executor (`BUILD`s): a manager hands an executor
+/// from a job that ended to the next job of its library, whose lanes'
+/// state (a `load` pulled, an accumulator) must not carry over.
+static JOBS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Answers the requests of one lane, one at a time, until it closes.
 fn serve(mut lane: UnixStream, instances: &Instances) {
     let mut state = Lane::default();
     while let Ok(frame) = wire::read_frame(&mut lane) {
+        let started = std::time::Instant::now();
         let written = match handle(frame, instances, &mut state) {
-            Ok((head, body)) => wire::write_frame(&mut lane, wire::OK, &head, &body),
+            Ok((head, body)) => {
+                // The call's own time first: what the server's batch
+                // sizing measures, without the trip here and back.
+                let busy = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let mut timed = Vec::with_capacity(8 + head.len());
+                timed.extend_from_slice(&busy.to_be_bytes());
+                timed.extend_from_slice(&head);
+                wire::write_frame(&mut lane, wire::OK, &timed, &body)
+            }
             Err(Refusal::Call(e)) => {
                 wire::write_frame(&mut lane, wire::FAILED, &wire::error_head(&e), &[])
             }
@@ -196,6 +223,18 @@ fn handle(
 ) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     let mut c = Cursor::new(0, &frame.head);
     let args = JobArgs::decode(&mut c).map_err(|e| malformed(&e.to_string()))?;
+    if frame.tag == wire::BUILD {
+        instances.rebuild(&args).map_err(Refusal::Unbuilt)?;
+        JOBS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let jobs = JOBS.load(std::sync::atomic::Ordering::SeqCst);
+    if lane.job != jobs {
+        *lane = Lane {
+            job: jobs,
+            ..Lane::default()
+        };
+    }
     let job = instances.get(&args).map_err(Refusal::Unbuilt)?;
     match frame.tag {
         wire::FOLD => {
@@ -223,7 +262,6 @@ fn handle(
             let (text, used) = job.format(&frame.body).map_err(Refusal::Call)?;
             Ok(((used as u64).to_be_bytes().to_vec(), text))
         }
-        wire::BUILD => Ok((Vec::new(), Vec::new())),
         wire::COUNT => {
             let mut head = vec![0; 9];
             if let Some(n) = job.count() {
@@ -235,6 +273,10 @@ fn handle(
         wire::LOAD => {
             let tasks = c.u32("tasks").map_err(|e| malformed(&e.to_string()))? as usize;
             let bytes = c.u32("bytes").map_err(|e| malformed(&e.to_string()))? as usize;
+            let most = c
+                .u32("items")
+                .map_err(|e| malformed(&e.to_string()))?
+                .max(1) as usize;
             let limits = BatchLimits { tasks, bytes };
             if lane.load.as_ref().is_none_or(|(a, _)| *a != args) {
                 lane.load = Some((args.clone(), Loader::new(job.tasks(), limits)));
@@ -243,24 +285,37 @@ fn handle(
                 return Err(malformed("no load"));
             };
             loader.set_limits(limits);
-            let loaded = loader.next();
-            if loaded.is_none() {
-                // Exhausted: a next `LOAD` starts the job's `load` again.
-                lane.load = None;
+            let (mut items, mut size) = (Vec::new(), 0usize);
+            while items.len() < most && size < LOAD_ROUND {
+                let loaded = loader.next();
+                let end = loaded.is_none();
+                if let Some(Loaded::Batch(b)) = &loaded {
+                    size += b.tasks.byte_len();
+                }
+                items.push(loaded);
+                if end {
+                    // Exhausted: a next `LOAD` starts the job's `load` again.
+                    lane.load = None;
+                    break;
+                }
             }
-            Ok(wire::loaded_reply(loaded))
+            Ok(wire::loaded_reply(items))
         }
         wire::ACC_ADD => {
-            let acc = match lane.acc.take() {
+            let mut acc = match lane.acc.take() {
                 Some((a, acc)) if a == args => acc,
                 _ => Vec::new(),
             };
-            let (acc, outcome) = match job.reduce(&acc, &frame.body) {
-                Ok(next) => (next, Ok((Vec::new(), Vec::new()))),
-                Err(e) => (acc, Err(Refusal::Call(e))),
-            };
+            let mut partials = Cursor::new(0, &frame.body);
+            let mut outcomes = Vec::new();
+            while !partials.rest().is_empty() {
+                let partial = partials
+                    .bytes("partial")
+                    .map_err(|e| malformed(&e.to_string()))?;
+                outcomes.push(job.reduce(&acc, partial).map(|next| acc = next));
+            }
             lane.acc = Some((args, acc));
-            outcome
+            Ok((wire::outcomes_head(&outcomes), Vec::new()))
         }
         wire::ACC_DONE => {
             let acc = match lane.acc.take() {

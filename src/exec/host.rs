@@ -358,10 +358,18 @@ impl Executor {
         let exchanged = wire::write_frame(&mut lent.lane, tag, head, body)
             .and_then(|()| wire::read_frame(&mut lent.lane));
         match exchanged {
-            Ok(frame) => {
+            Ok(mut frame) => {
                 self.give_back(lent);
                 match frame.tag {
-                    wire::OK => Ok(frame),
+                    wire::OK => {
+                        let busy = frame
+                            .head
+                            .first_chunk::<8>()
+                            .map_or(0, |b| u64::from_be_bytes(*b));
+                        frame.head.drain(..frame.head.len().min(8));
+                        frame.busy_us = busy;
+                        Ok(frame)
+                    }
                     wire::UNBUILT => Err(ExecError::Unbuilt(wire::read_error(&frame.head))),
                     _ => Err(ExecError::Call(wire::read_error(&frame.head))),
                 }
@@ -374,24 +382,29 @@ impl Executor {
     }
 
     /// A byte-level batch mapped and folded (see [`crate::pipeline::map_batch`]).
+    /// With it, the microseconds the job took for it.
     pub fn fold_batch(
         &self,
         args: &JobArgs,
         tasks: &TaskList,
         limit: &ValueLimit,
-    ) -> Result<Folded, ExecError> {
+    ) -> Result<(Folded, u64), ExecError> {
         let head = wire::fold_head(args, limit.bytes as u64, &limit.whose);
         let frame = self.call(wire::FOLD, &head, tasks.as_bytes())?;
-        Folded::decode(&frame.body).map_err(|why| {
-            ExecError::Call(CallError {
-                panicked: false,
-                message: format!("the executor's folded batch does not decode: {why}"),
+        let busy = frame.busy_us;
+        Folded::decode(&frame.body)
+            .map(|f| (f, busy))
+            .map_err(|why| {
+                ExecError::Call(CallError {
+                    panicked: false,
+                    message: format!("the executor's folded batch does not decode: {why}"),
+                })
             })
-        })
     }
 
-    /// A keyed batch mapped and combined (the job's `map_batch`).
-    pub fn map_batch(&self, args: &JobArgs, tasks: &[u8]) -> Result<KeyedBatch, ExecError> {
+    /// A keyed batch mapped and combined (the job's `map_batch`), and the
+    /// microseconds the job took for it.
+    pub fn map_batch(&self, args: &JobArgs, tasks: &[u8]) -> Result<(KeyedBatch, u64), ExecError> {
         let head = wire::head_with_args(args, |_| {});
         let frame = self.call(wire::MAP_KEYED, &head, tasks)?;
         let (processed, emitted, keys, failures) =
@@ -401,13 +414,14 @@ impl Executor {
                     message,
                 })
             })?;
-        Ok(KeyedBatch {
+        let batch = KeyedBatch {
             processed,
             emitted,
             keys,
             failures,
             pairs: frame.body,
-        })
+        };
+        Ok((batch, frame.busy_us))
     }
 
     /// A run of pairs through one of the job's reducers.
@@ -442,19 +456,21 @@ impl Executor {
         })
     }
 
-    /// The next batch (of `limits`) or load error of the job's `load`;
-    /// `None` once it is exhausted. The `load` is lane `lane`'s, started
-    /// by its first call.
+    /// The next batches (of `limits`) and load errors of the job's
+    /// `load`, at most `most` of them; `None`, the last, once it is
+    /// exhausted. The `load` is lane `lane`'s, started by its first call.
     pub fn load(
         &self,
         lane: usize,
         args: &JobArgs,
         limits: BatchLimits,
-    ) -> Result<Option<Loaded>, ExecError> {
+        most: u32,
+    ) -> Result<Vec<Option<Loaded>>, ExecError> {
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let head = wire::head_with_args(args, |h| {
             h.extend_from_slice(&clamp(limits.tasks).to_be_bytes());
             h.extend_from_slice(&clamp(limits.bytes).to_be_bytes());
+            h.extend_from_slice(&most.to_be_bytes());
         });
         let frame = self.call_on(Some(lane), wire::LOAD, &head, &[])?;
         wire::read_loaded(&frame.head, frame.body).map_err(|message| {
@@ -465,12 +481,28 @@ impl Executor {
         })
     }
 
-    /// Folds a partial accumulator into lane `lane`'s accumulator with
-    /// the job's `reduce` (left as it was when that fails).
-    pub fn acc_add(&self, lane: usize, args: &JobArgs, partial: &[u8]) -> Result<(), ExecError> {
+    /// Folds partial accumulators, in order, into lane `lane`'s
+    /// accumulator with the job's `reduce` (a partial whose reduce fails
+    /// leaves it as it was): each one's outcome.
+    pub fn acc_add(
+        &self,
+        lane: usize,
+        args: &JobArgs,
+        partials: &[&[u8]],
+    ) -> Result<Vec<Result<(), CallError>>, ExecError> {
         let head = wire::head_with_args(args, |_| {});
-        self.call_on(Some(lane), wire::ACC_ADD, &head, partial)
-            .map(drop)
+        let size = partials.iter().map(|p| 4 + p.len()).sum();
+        let mut body = Vec::with_capacity(size);
+        for p in partials {
+            crate::proto::msg::wire::put_bytes(&mut body, p);
+        }
+        let frame = self.call_on(Some(lane), wire::ACC_ADD, &head, &body)?;
+        wire::read_outcomes(&frame.head).map_err(|message| {
+            ExecError::Call(CallError {
+                panicked: false,
+                message,
+            })
+        })
     }
 
     /// Calls `done` on the executor's accumulator and returns it (the
@@ -502,9 +534,25 @@ impl Executor {
         }
     }
 
+    /// Whether a process runs and the executor is not closed: one a
+    /// finished job may hand to the next.
+    pub fn is_running(&self) -> bool {
+        let state = self.lock();
+        !state.closed && state.proc.is_some()
+    }
+
     /// The running process's id, if any (for tests and `worker info`).
     pub fn pid(&self) -> Option<u32> {
         self.lock().proc.as_ref().map(|p| p.child.id())
+    }
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("library", &self.spec.hash.short())
+            .field("pid", &self.pid())
+            .finish()
     }
 }
 

@@ -19,22 +19,29 @@
 //!   Reply body: the combined run.
 //! - [`FORMAT`]: args / a run of pairs: its text form. Reply head: u64
 //!   bytes of the run used; body: the text.
-//! - [`BUILD`]: args: the job built (its constructor run). Reply: empty.
+//! - [`BUILD`]: args: a new job: built afresh (its constructor run), and
+//!   every lane's state (a `load`, an accumulator) dropped. Reply: empty.
 //! - [`COUNT`]: args: the job's `count`. Reply head: u8 known, u64 count.
-//! - [`LOAD`]: args, u32 most tasks, u32 most bytes: the next batch (of
-//!   those limits) or load error of the job's `load`, cut by the lane's
-//!   own [`crate::pipeline::Loader`] (started by its first `LOAD`). Reply
-//!   head: u8 0 batch / 1 error / 2 end, u64 the batch's first index,
-//!   bytes the error; body: the batch's task list, as it travels in
-//!   `MAP_BATCH`.
-//! - [`ACC_ADD`]: args / a batch's partial accumulator: folded with the
-//!   job's `reduce` into the lane's accumulator (which starts empty, and
-//!   is left as it was when the reduce fails). Reply: empty.
+//! - [`LOAD`]: args, u32 most tasks, u32 most bytes, u32 most items: the
+//!   next batches (of those limits) and load errors of the job's `load`,
+//!   cut by the lane's own [`crate::pipeline::Loader`] (started by its
+//!   first `LOAD`), up to most items or 4 MiB of tasks. Reply head: u32 n,
+//!   n × (u8 0 batch / 1 error / 2 end, u64 the batch's first index, bytes
+//!   the error, u32 the batch's bytes); body: the batches' task lists, as
+//!   they travel in `MAP_BATCH`, one after the other.
+//! - [`ACC_ADD`]: args / n × bytes, batches' partial accumulators: each
+//!   folded in turn with the job's `reduce` into the lane's accumulator
+//!   (which starts empty, and is left as it was by a reduce that fails).
+//!   Reply head: u32 n, n × (u8 failed, then as [`FAILED`]'s head if it
+//!   did). One call for every partial waiting: the manager's reducer makes
+//!   one trip here per round, not one per batch.
 //! - [`ACC_DONE`]: args: `done` on the lane's accumulator, which is then
 //!   emptied. Reply head: u8 done failed, then as [`FAILED`]'s head if it
 //!   did; body: the accumulator (the job's result).
 //!
-//! Replies: [`OK`] as above; [`FAILED`] (head: u8 panicked, bytes
+//! Replies: [`OK`], its head starting with a u64: the microseconds the
+//! call took in the executor (what batch sizing measures, without the
+//! trip there and back), then as above; [`FAILED`] (head: u8 panicked, bytes
 //! message): the call failed; [`UNBUILT`] (the same): the job's
 //! constructor failed. The executor's first frame on lane 0 is its hello:
 //! [`OK`] with head `u8 kind` (0 byte-level, 1 keyed), or [`FAILED`] with
@@ -75,6 +82,9 @@ pub struct Frame {
     pub tag: u8,
     pub head: Vec<u8>,
     pub body: Vec<u8>,
+    /// An `OK` reply's time in the executor, taken off its head by the
+    /// host (0 elsewhere).
+    pub busy_us: u64,
 }
 
 /// Writes one frame whose body is `body` (not copied into a buffer).
@@ -117,6 +127,7 @@ pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Frame> {
         tag: start[0],
         head,
         body,
+        busy_us: 0,
     })
 }
 
@@ -197,47 +208,104 @@ pub fn read_keyed_head(head: &[u8]) -> Result<KeyedHead, String> {
     Ok((processed, emitted, keys, failures))
 }
 
-/// A [`LOAD`] reply's head and body: `None` once `load` is exhausted.
-pub fn loaded_reply(loaded: Option<Loaded>) -> (Vec<u8>, Vec<u8>) {
-    let mut head = Vec::with_capacity(16);
-    match loaded {
-        Some(Loaded::Batch(b)) => {
-            head.push(0);
-            put_u64(&mut head, b.first_index);
-            put_bytes(&mut head, &[]);
-            (head, b.tasks.into_bytes())
-        }
-        Some(Loaded::Error(e)) => {
-            head.push(1);
-            put_u64(&mut head, 0);
-            put_bytes(&mut head, e.as_bytes());
-            (head, Vec::new())
-        }
-        None => {
-            head.push(2);
-            put_u64(&mut head, 0);
-            put_bytes(&mut head, &[]);
-            (head, Vec::new())
+/// An [`ACC_ADD`] reply's head: each partial's outcome.
+pub fn outcomes_head(outcomes: &[Result<(), CallError>]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(4 + outcomes.len());
+    put_u32(&mut head, outcomes.len() as u32);
+    for outcome in outcomes {
+        match outcome {
+            Ok(()) => head.push(0),
+            Err(e) => {
+                head.push(1);
+                head.extend_from_slice(&error_head(e));
+            }
         }
     }
+    head
 }
 
-/// Reads a [`LOAD`] reply (its body becomes the batch's task list,
-/// checked, without a copy).
-pub fn read_loaded(head: &[u8], body: Vec<u8>) -> Result<Option<Loaded>, String> {
+/// Reads an [`ACC_ADD`] reply's head.
+pub fn read_outcomes(head: &[u8]) -> Result<Vec<Result<(), CallError>>, String> {
+    let bad = |e: crate::proto::ProtoError| format!("the executor's reduce: {e}");
+    let mut c = Cursor::new(0, head);
+    let n = c.count(1, "outcomes").map_err(bad)?;
+    let mut outcomes = Vec::with_capacity(n);
+    for _ in 0..n {
+        outcomes.push(match c.u8("failed").map_err(bad)? {
+            0 => Ok(()),
+            _ => {
+                let panicked = c.u8("panicked").map_err(bad)? != 0;
+                let message = String::from_utf8_lossy(c.bytes("message").map_err(bad)?);
+                Err(CallError {
+                    panicked,
+                    message: message.into_owned(),
+                })
+            }
+        });
+    }
+    Ok(outcomes)
+}
+
+/// A [`LOAD`] reply's head and body: its items in order (`None`: `load`
+/// is exhausted, the last item).
+pub fn loaded_reply(items: Vec<Option<Loaded>>) -> (Vec<u8>, Vec<u8>) {
+    let mut head = Vec::with_capacity(4 + 32 * items.len());
+    put_u32(&mut head, items.len() as u32);
+    let mut body = Vec::new();
+    for item in items {
+        let (what, first_index, error, tasks) = match item {
+            Some(Loaded::Batch(b)) => (0, b.first_index, String::new(), b.tasks.into_bytes()),
+            Some(Loaded::Error(e)) => (1, 0, e, Vec::new()),
+            None => (2, 0, String::new(), Vec::new()),
+        };
+        head.push(what);
+        put_u64(&mut head, first_index);
+        put_bytes(&mut head, error.as_bytes());
+        put_u32(&mut head, tasks.len() as u32);
+        if body.is_empty() {
+            body = tasks; // the usual single batch: no copy
+        } else {
+            body.extend_from_slice(&tasks);
+        }
+    }
+    (head, body)
+}
+
+/// Reads a [`LOAD`] reply: its items, each batch's task list checked.
+pub fn read_loaded(head: &[u8], mut body: Vec<u8>) -> Result<Vec<Option<Loaded>>, String> {
     let bad = |e: crate::proto::ProtoError| format!("the executor's load: {e}");
     let mut h = Cursor::new(0, head);
-    let what = h.u8("what").map_err(bad)?;
-    let first_index = h.u64("first index").map_err(bad)?;
-    let error = String::from_utf8_lossy(h.bytes("error").map_err(bad)?).into_owned();
-    Ok(match what {
-        0 => Some(Loaded::Batch(Batch {
-            tasks: TaskList::from_bytes(body).map_err(bad)?,
-            first_index,
-        })),
-        1 => Some(Loaded::Error(error)),
-        _ => None,
-    })
+    let n = h.count(17, "items").map_err(bad)?;
+    let mut items = Vec::with_capacity(n);
+    let mut at = 0usize;
+    for i in 0..n {
+        let what = h.u8("what").map_err(bad)?;
+        let first_index = h.u64("first index").map_err(bad)?;
+        let error = String::from_utf8_lossy(h.bytes("error").map_err(bad)?).into_owned();
+        let len = h.u32("tasks length").map_err(bad)? as usize;
+        let end = at
+            .checked_add(len)
+            .filter(|&e| e <= body.len())
+            .ok_or_else(|| "the executor's load: a batch past the body".to_owned())?;
+        items.push(match what {
+            0 => {
+                // The last batch takes the body itself, the others a copy.
+                let tasks = if i + 1 == n && at == 0 && end == body.len() {
+                    std::mem::take(&mut body)
+                } else {
+                    body[at..end].to_vec()
+                };
+                Some(Loaded::Batch(Batch {
+                    tasks: TaskList::from_bytes(tasks).map_err(bad)?,
+                    first_index,
+                }))
+            }
+            1 => Some(Loaded::Error(error)),
+            _ => None,
+        });
+        at = end;
+    }
+    Ok(items)
 }
 
 #[cfg(test)]
@@ -254,7 +322,8 @@ mod tests {
             Frame {
                 tag: FOLD,
                 head: b"head".to_vec(),
-                body: b"the body".to_vec()
+                body: b"the body".to_vec(),
+                busy_us: 0,
             }
         );
         let mut lie = vec![OK];
@@ -285,14 +354,21 @@ mod tests {
             tasks,
             first_index: 7,
         });
-        for loaded in [Some(batch), Some(Loaded::Error("task 3: no".into())), None] {
-            let (head, body) = loaded_reply(loaded.clone());
-            assert_eq!(read_loaded(&head, body).unwrap(), loaded);
+        let error = Some(Loaded::Error("task 3: no".into()));
+        for items in [
+            vec![Some(batch.clone())],
+            vec![Some(batch.clone()), error.clone(), Some(batch), None],
+            vec![error, None],
+        ] {
+            let (head, body) = loaded_reply(items.clone());
+            assert_eq!(read_loaded(&head, body).unwrap(), items);
         }
-        let (head, _) = loaded_reply(Some(Loaded::Batch(Batch {
+        let outcomes = vec![Ok(()), Err(e.clone()), Ok(())];
+        assert_eq!(read_outcomes(&outcomes_head(&outcomes)).unwrap(), outcomes);
+        let (head, _) = loaded_reply(vec![Some(Loaded::Batch(Batch {
             tasks: TaskList::new(),
             first_index: 0,
-        })));
+        }))]);
         assert!(
             read_loaded(&head, vec![0, 0, 0, 9]).is_err(),
             "a list cut short"

@@ -74,7 +74,10 @@ pub fn run(
     let installed = reactor.waker();
     // The manager keeps each library's bytes to send on to workers: one
     // copy per library, shared by the jobs that run it.
-    let store = PluginStore::new("manager", move || {
+    // A library is checked in an executor made as a job's: the first job
+    // that runs it takes it.
+    let executors = (crate::pipeline::cluster::JOB_LANES, settings.memory_limit);
+    let store = PluginStore::new("manager", executors, move || {
         let _ = installed.wake();
     })?
     .keep_bytes();

@@ -33,6 +33,13 @@ pub const REDUCE_LANE: usize = 1;
 /// Lanes of a manager's job executor.
 pub const JOB_LANES: usize = 2;
 
+/// Batches the loader asks its executor for at once: as many as the
+/// manager's channel from its loader takes ahead.
+const LOAD_ROUND_BATCHES: u32 = 4;
+
+/// Most bytes of partials the reducer sends its executor at once.
+const REDUCE_ROUND: usize = 16 << 20;
+
 /// What the loader thread tells the event loop.
 pub enum LoaderMsg {
     /// The job's estimate of its tasks (`count`), sent first.
@@ -254,19 +261,27 @@ pub fn loader(
         return;
     }
     loop {
-        let msg = match executor.load(LOAD_LANE, args, limits(estimate)) {
-            Ok(Some(Loaded::Batch(b))) => LoaderMsg::Batch {
-                tasks: b.tasks,
-                first_index: b.first_index,
-            },
-            Ok(Some(Loaded::Error(e))) => LoaderMsg::Error(e),
-            Ok(None) => LoaderMsg::End,
-            Err(ExecError::Died(how)) => crashed(how),
-            Err(e) => LoaderMsg::Crashed(format!("load of job {job}: {e}")),
+        let round = executor.load(LOAD_LANE, args, limits(estimate), LOAD_ROUND_BATCHES);
+        let msgs = match round {
+            Ok(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    Some(Loaded::Batch(b)) => LoaderMsg::Batch {
+                        tasks: b.tasks,
+                        first_index: b.first_index,
+                    },
+                    Some(Loaded::Error(e)) => LoaderMsg::Error(e),
+                    None => LoaderMsg::End,
+                })
+                .collect(),
+            Err(ExecError::Died(how)) => vec![crashed(how)],
+            Err(e) => vec![LoaderMsg::Crashed(format!("load of job {job}: {e}"))],
         };
-        let last = matches!(msg, LoaderMsg::End | LoaderMsg::Crashed(_));
-        if send_and_wake(tx, waker, msg).is_break() || last {
-            return;
+        for msg in msgs {
+            let last = matches!(msg, LoaderMsg::End | LoaderMsg::Crashed(_));
+            if send_and_wake(tx, waker, msg).is_break() || last {
+                return;
+            }
         }
     }
 }
@@ -385,18 +400,45 @@ pub fn reducer(
         job,
         message: format!("{stage} of job {job} crashed: {how}"),
     };
-    for (value, tasks) in partials {
+    // Every partial waiting goes in one trip to the executor (at most
+    // REDUCE_ROUND bytes of them).
+    while let Ok(first) = partials.recv() {
+        let mut round = vec![first];
+        let mut size = round[0].0.len();
+        while size < REDUCE_ROUND {
+            match partials.try_recv() {
+                Ok(next) => {
+                    size += next.0.len();
+                    round.push(next);
+                }
+                Err(_) => break,
+            }
+        }
         if cancelled.load(Ordering::SeqCst) {
             return;
         }
-        match executor.acc_add(REDUCE_LANE, args, &value) {
-            Ok(()) => send(ReducerMsg::Folded { job, tasks }),
+        let values: Vec<&[u8]> = round.iter().map(|(v, _)| v.as_slice()).collect();
+        let outcomes = match executor.acc_add(REDUCE_LANE, args, &values) {
+            Ok(outcomes) if outcomes.len() == round.len() => outcomes,
+            Ok(_) => vec![
+                Err(CallError {
+                    panicked: false,
+                    message: "the executor answered for other partials than it was sent".into(),
+                });
+                round.len()
+            ],
             Err(ExecError::Died(how)) => return send(crashed("reduce", how)),
-            Err(e) => send(ReducerMsg::Failed {
-                job,
-                tasks,
-                message: e.into_call().message,
-            }),
+            Err(e) => vec![Err(e.into_call()); round.len()],
+        };
+        for ((_, tasks), outcome) in round.into_iter().zip(outcomes) {
+            send(match outcome {
+                Ok(()) => ReducerMsg::Folded { job, tasks },
+                Err(e) => ReducerMsg::Failed {
+                    job,
+                    tasks,
+                    message: e.message,
+                },
+            });
         }
     }
     if cancelled.load(Ordering::SeqCst) {

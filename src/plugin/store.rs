@@ -97,7 +97,15 @@ impl<W> PluginStore<W> {
     /// Creates `$TMPDIR/redmap-LABEL-PID`, readable by this user only, and
     /// the installer thread, which calls `notify` when an install is done
     /// (then [`PluginStore::finished`] has its outcome).
-    pub fn new(label: &str, notify: impl Fn() + Send + 'static) -> io::Result<PluginStore<W>> {
+    ///
+    /// `executors` (lanes, memory limit) is how the server runs a
+    /// library's code: each library is checked by loading it in such an
+    /// executor, which stays as the library's spare.
+    pub fn new(
+        label: &str,
+        executors: (usize, u64),
+        notify: impl Fn() + Send + 'static,
+    ) -> io::Result<PluginStore<W>> {
         let dir = std::env::temp_dir().join(format!("redmap-{label}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::DirBuilder::new().mode(0o700).create(&dir)?;
@@ -109,8 +117,8 @@ impl<W> PluginStore<W> {
             .name("installer".into())
             .spawn(move || {
                 for (hash, bytes) in work {
-                    let outcome =
-                        install(&install_dir, hash, &bytes).map(|plugin| (plugin, Arc::new(bytes)));
+                    let outcome = install(&install_dir, hash, &bytes, executors)
+                        .map(|plugin| (plugin, Arc::new(bytes)));
                     if done.send((hash, outcome)).is_err() {
                         return;
                     }
@@ -516,7 +524,12 @@ fn library_path(dir: &Path, hash: &PluginHash) -> PathBuf {
 
 /// Checks, writes and probes a complete library (on the installer
 /// thread): it is loaded in an executor process, never in this one.
-fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Library>, ProtoError> {
+fn install(
+    dir: &Path,
+    hash: PluginHash,
+    bytes: &[u8],
+    executors: (usize, u64),
+) -> Result<Arc<Library>, ProtoError> {
     let actual = PluginHash::of(bytes);
     if actual != hash {
         return Err(rejected(format!(
@@ -537,7 +550,7 @@ fn install(dir: &Path, hash: PluginHash, bytes: &[u8]) -> Result<Arc<Library>, P
         let _ = fs::remove_file(&path);
         ProtoError::Internal(format!("cannot store the library: {e}"))
     })?;
-    let library = probe(&path, hash).map_err(|why| {
+    let library = probe(&path, hash, executors).map_err(|why| {
         let _ = fs::remove_file(&path);
         rejected(why)
     })?;
@@ -593,7 +606,7 @@ mod tests {
     }
 
     fn store(label: &str) -> PluginStore<u32> {
-        PluginStore::new(&format!("test-{label}"), || {}).expect("a store")
+        PluginStore::new(&format!("test-{label}"), (1, 0), || {}).expect("a store")
     }
 
     /// A chunk of the library named `n` (its hash is `[n; 32]`).

@@ -95,7 +95,10 @@ fn within(budget: &mut usize, message: String) -> String {
 /// after it are deferred (not run, no attempt counted), so the manager
 /// sends them again as a batch of their own. A single task whose run alone
 /// is over the budget fails for good: it would on any worker.
-fn run_keyed_batch(work: &Work, started: Instant) -> Result<BatchResult, String> {
+fn run_keyed_batch(work: &Work) -> Result<BatchResult, String> {
+    // The job's own time, as the executor measured it (batch sizing's
+    // measure: without the trips to the executor and back).
+    let mut busy_us = 0u64;
     let reply_limit = work.batch.reply_limit();
     let (value_budget, mut failure_budget) = budgets(reply_limit);
     let tasks = work.batch.tasks.len();
@@ -112,7 +115,15 @@ fn run_keyed_batch(work: &Work, started: Instant) -> Result<BatchResult, String>
         let bytes = list
             .as_ref()
             .map_or(work.batch.tasks.as_bytes(), |l: &TaskList| l.as_bytes());
-        match called(work.executor.map_batch(&work.batch.args, bytes))? {
+        let result = match called(work.executor.map_batch(&work.batch.args, bytes))? {
+            Called::Ok((mapped, busy)) => {
+                busy_us = busy_us.saturating_add(busy);
+                Called::Ok(mapped)
+            }
+            Called::Failed(e) => Called::Failed(e),
+            Called::Unbuilt(e) => Called::Unbuilt(e),
+        };
+        match result {
             Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
             Called::Failed(e) => {
                 // The call itself failed: every task of the prefix with it.
@@ -151,7 +162,7 @@ fn run_keyed_batch(work: &Work, started: Instant) -> Result<BatchResult, String>
         message: String::new(),
     }));
     Ok(BatchResult {
-        busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        busy_us,
         batch_id: work.batch.batch_id,
         processed,
         value,
@@ -192,8 +203,8 @@ fn run_shuffled_batch(
     work: &Work,
     spec: ShuffleSpec,
     files: &ShuffleFiles,
-    started: Instant,
 ) -> Result<BatchResult, String> {
+    let mut busy_us = 0u64;
     let (_, mut failure_budget) = budgets(work.batch.reply_limit());
     let tasks = work.batch.tasks.len() as u32;
     let mut all_fail = |panicked: bool, message: String| -> Vec<TaskFailure> {
@@ -213,9 +224,14 @@ fn run_shuffled_batch(
     let (processed, failures, map_output) = match called(mapped)? {
         Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
         Called::Failed(e) => (0, all_fail(e.panicked, e.message), None),
-        Called::Ok(mapped) => {
+        Called::Ok((mapped, busy)) => {
+            // The job's time, and this worker's to cut and keep its pairs.
+            let kept = Instant::now();
             let dir = std::env::temp_dir();
-            match files.keep_map_output(spec, &mapped.pairs, &dir) {
+            let out = files.keep_map_output(spec, &mapped.pairs, &dir);
+            let keeping = u64::try_from(kept.elapsed().as_micros()).unwrap_or(u64::MAX);
+            busy_us = busy.saturating_add(keeping);
+            match out {
                 Ok(out) => {
                     let failed = mapped
                         .failures
@@ -235,7 +251,7 @@ fn run_shuffled_batch(
         }
     };
     Ok(BatchResult {
-        busy_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        busy_us,
         batch_id: work.batch.batch_id,
         processed,
         value: None,
@@ -247,14 +263,13 @@ fn run_shuffled_batch(
 /// Runs one batch in its library's executor: `Err` with how the executor
 /// died if it did.
 fn run_batch(work: &Work, files: &ShuffleFiles) -> Result<BatchResult, String> {
-    let started = Instant::now();
     let kind = match called(work.executor.kind())? {
         Called::Ok(kind) => kind,
         Called::Failed(why) | Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
     };
     match (kind, work.batch.shuffle) {
-        (JobKind::Keyed, Some(spec)) => return run_shuffled_batch(work, spec, files, started),
-        (JobKind::Keyed, None) => return run_keyed_batch(work, started),
+        (JobKind::Keyed, Some(spec)) => return run_shuffled_batch(work, spec, files),
+        (JobKind::Keyed, None) => return run_keyed_batch(work),
         (JobKind::Bytes, _) => {}
     }
     let reply_limit = work.batch.reply_limit();
@@ -266,26 +281,28 @@ fn run_batch(work: &Work, files: &ShuffleFiles) -> Result<BatchResult, String> {
             thousands(reply_limit as u64)
         ),
     };
-    let folded = match called(work.executor.fold_batch(
-        &work.batch.args,
-        &work.batch.tasks,
-        &limit,
-    ))? {
-        Called::Ok(folded) => folded,
+    let called = called(
+        work.executor
+            .fold_batch(&work.batch.args, &work.batch.tasks, &limit),
+    )?;
+    let (folded, busy_us) = match called {
+        Called::Ok(timed) => timed,
         Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
-        Called::Failed(e) => crate::pipeline::Folded {
-            value: None,
-            processed: 0,
-            failures: (0..work.batch.tasks.len() as u32)
-                .map(|index| crate::pipeline::TaskFailed {
-                    index,
-                    stage: FailedIn::Map,
-                    error: e.clone(),
-                })
-                .collect(),
-        },
+        Called::Failed(e) => {
+            let failed = crate::pipeline::Folded {
+                value: None,
+                processed: 0,
+                failures: (0..work.batch.tasks.len() as u32)
+                    .map(|index| crate::pipeline::TaskFailed {
+                        index,
+                        stage: FailedIn::Map,
+                        error: e.clone(),
+                    })
+                    .collect(),
+            };
+            (failed, 0)
+        }
     };
-    let busy_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     let failures = folded
         .failures
         .into_iter()

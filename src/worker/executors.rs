@@ -29,10 +29,13 @@ impl Executors {
     /// The executor of `plugin` (its process starts on its first call).
     pub fn get(&mut self, library: &Library) -> Arc<Executor> {
         let (lanes, memory_limit) = (self.lanes, self.memory_limit);
-        let executor = self
-            .by_hash
-            .entry(library.hash())
-            .or_insert_with(|| Arc::new(Executor::new(library.spec(lanes, memory_limit))));
+        let executor = self.by_hash.entry(library.hash()).or_insert_with(|| {
+            // The executor that checked the library, already running.
+            let executor = library
+                .take_spare()
+                .unwrap_or_else(|| Executor::new(library.spec(lanes, memory_limit)));
+            Arc::new(executor)
+        });
         Arc::clone(executor)
     }
 

@@ -71,7 +71,9 @@ pub fn run(addr: SocketAddr, config: Config, options: Options) -> io::Result<()>
     // The "listening" line itself goes to standard output, once, below.
     debug!("worker on {local}: {threads} map threads, {summary}");
     let installed = reactor.waker();
-    let store = PluginStore::new("worker", move || {
+    // Each of the map and reduce threads may call an executor at once.
+    let lanes = 2 * threads.max(1);
+    let store = PluginStore::new("worker", (lanes, memory_limit), move || {
         let _ = installed.wake();
     })?;
     // Announced once ready to serve (tests and scripts wait for this line).
@@ -121,8 +123,7 @@ pub fn run(addr: SocketAddr, config: Config, options: Options) -> io::Result<()>
         claims: claim::Claims::new(manager_grace),
         store,
         pool,
-        // Each of the map and reduce threads may call an executor at once.
-        executors: executors::Executors::new(2 * threads.max(1), memory_limit),
+        executors: executors::Executors::new(lanes, memory_limit),
         files,
         reducers,
         reduces: 0,

@@ -38,6 +38,14 @@ use crate::proto::msg::{JobArgs, JobStatus, JobSummary, RunOptions, ShuffleSpec}
 
 use super::shuffle::{Shuffle, TaskLog};
 
+/// A job's thread is done with its executor: the last one hands it to the
+/// library's next job (it still runs, with the library loaded).
+fn hand_on(executor: Arc<Executor>, library: &Library) {
+    if let Ok(executor) = Arc::try_unwrap(executor) {
+        library.put_spare(executor);
+    }
+}
+
 /// Batches the loader may run ahead of dispatch.
 const LOAD_AHEAD: usize = 4;
 /// Errors a job keeps with their messages: its first 5 and its latest 5,
@@ -329,9 +337,16 @@ impl Job {
         let (partial_tx, partial_rx) = mpsc::channel();
         // The job's code runs in an executor process of its own: a crash
         // there fails this job, never the manager.
+        // The first job of a library takes the executor that checked it,
+        // already running; the others start their own.
         let spec = self.plugin.spec(cluster::JOB_LANES, memory_limit);
-        let executor = Arc::new(Executor::new(spec));
+        let executor = Arc::new(
+            self.plugin
+                .take_spare()
+                .unwrap_or_else(|| Executor::new(spec)),
+        );
         let loader_executor = Arc::clone(&executor);
+        let (library, loader_library) = (Arc::clone(&self.plugin), Arc::clone(&self.plugin));
         let (args, id) = (self.args.clone(), self.id);
         let loader_args = args.clone();
         let cancelled = Arc::clone(&self.cancelled);
@@ -346,37 +361,45 @@ impl Job {
         let spawned = thread::Builder::new()
             .name(format!("reduce-{}", self.id))
             .spawn(move || {
-                let unbuilt = match executor.build(&args) {
-                    Ok(()) => None,
-                    Err(ExecError::Died(how)) => Some(ReducerMsg::Crashed {
-                        job: id,
-                        message: format!("the constructor of job {id} crashed: {how}"),
-                    }),
-                    Err(ExecError::Unbuilt(e) | ExecError::Call(e)) => Some(ReducerMsg::Unbuilt {
-                        job: id,
-                        message: e.message,
-                    }),
+                // Built, then reduced (a byte-level job); the executor
+                // goes on to the library's next job if it still runs.
+                let run = || {
+                    let unbuilt = match executor.build(&args) {
+                        Ok(()) => None,
+                        Err(ExecError::Died(how)) => Some(ReducerMsg::Crashed {
+                            job: id,
+                            message: format!("the constructor of job {id} crashed: {how}"),
+                        }),
+                        Err(ExecError::Unbuilt(e) | ExecError::Call(e)) => {
+                            Some(ReducerMsg::Unbuilt {
+                                job: id,
+                                message: e.message,
+                            })
+                        }
+                    };
+                    if let Some(msg) = unbuilt {
+                        let _ = reducer_tx.send(msg);
+                        let _ = reducer_waker.wake();
+                        return;
+                    }
+                    let _ = job_tx.send(());
+                    if shuffled {
+                        // Its reduce runs on the workers: this thread only
+                        // built the job.
+                        drop(partial_rx);
+                        return;
+                    }
+                    cluster::reducer(
+                        &executor,
+                        (id, &args),
+                        partial_rx,
+                        &reducer_tx,
+                        &reducer_waker,
+                        &cancelled,
+                    )
                 };
-                if let Some(msg) = unbuilt {
-                    let _ = reducer_tx.send(msg);
-                    let _ = reducer_waker.wake();
-                    return;
-                }
-                let _ = job_tx.send(());
-                if shuffled {
-                    // Its reduce runs on the workers: this thread only
-                    // built the job.
-                    drop(partial_rx);
-                    return;
-                }
-                cluster::reducer(
-                    &executor,
-                    (id, &args),
-                    partial_rx,
-                    &reducer_tx,
-                    &reducer_waker,
-                    &cancelled,
-                )
+                run();
+                hand_on(executor, &library);
             });
         if let Err(e) = spawned {
             self.fail(format!("cannot start the job's reducer thread: {e}"));
@@ -403,6 +426,7 @@ impl Job {
                     let job = (id, &loader_args);
                     cluster::loader(&loader_executor, job, &load_tx, &waker, limits);
                 }
+                hand_on(loader_executor, &loader_library);
             });
         if let Err(e) = spawned {
             self.fail(format!("cannot start the job's loader thread: {e}"));
