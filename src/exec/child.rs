@@ -69,7 +69,10 @@ impl Instances {
     /// constructor runs for it, as it would in a process of its own.
     fn rebuild(&self, args: &JobArgs) -> Result<(), CallError> {
         let job = self.plugin.instance(args)?;
-        self.lock().insert(args.clone(), job);
+        // One job at a time uses a manager's executor: the others' go.
+        let mut table = self.lock();
+        table.clear();
+        table.insert(args.clone(), job);
         Ok(())
     }
 
@@ -81,11 +84,14 @@ impl Instances {
 /// Runs the executor; returns the process's exit code.
 pub fn run(start: Start) -> u8 {
     if start.memory_limit > 0 {
-        if let Err(e) = limit_memory(start.memory_limit) {
+        // The lanes' stacks (reserved whole, used as job code recurses)
+        // come on top of what the job may allocate.
+        let stacks = (start.lanes.len() * crate::pipeline::JOB_THREAD_STACK) as u64;
+        if let Err(e) = limit_memory(start.memory_limit.saturating_add(stacks)) {
             log::warn!("executor: cannot set its memory limit: {e}");
         }
     }
-    let mut lanes: Vec<UnixStream> = start
+    let lanes: Vec<UnixStream> = start
         .lanes
         .iter()
         // SAFETY: the server passed these descriptors for this process
@@ -96,24 +102,24 @@ pub fn run(start: Start) -> u8 {
         // Job code that starts processes must not hand them our lanes.
         set_cloexec(lane);
     }
-    let Some(first) = lanes.first_mut() else {
+    // The hello goes on a second handle of lane 0, written once every
+    // lane's thread runs: an executor that says hello serves every lane.
+    let Some(mut hello) = lanes.first().and_then(|l| l.try_clone().ok()) else {
         return 2;
+    };
+    let refuse = |hello: &mut UnixStream, message: String| {
+        let e = CallError {
+            panicked: false,
+            message,
+        };
+        let _ = wire::write_frame(hello, wire::FAILED, &wire::error_head(&e), &[]);
+        1
     };
     let plugin = match open(&start.library, start.hash) {
         Ok(plugin) => plugin,
-        Err(why) => {
-            let e = CallError {
-                panicked: false,
-                message: why,
-            };
-            let _ = wire::write_frame(first, wire::FAILED, &wire::error_head(&e), &[]);
-            return 1;
-        }
+        Err(why) => return refuse(&mut hello, why),
     };
     let kind = u8::from(plugin.kind() == JobKind::Keyed);
-    if wire::write_frame(first, wire::OK, &[kind], &[]).is_err() {
-        return 1;
-    }
     let instances = Arc::new(Instances {
         plugin,
         built: Mutex::new(HashMap::new()),
@@ -129,10 +135,17 @@ pub fn run(start: Start) -> u8 {
                 serve(lane, &instances);
                 let _ = ended.send(());
             });
-        if spawned.is_err() {
-            return 1;
+        if let Err(e) = spawned {
+            return refuse(
+                &mut hello,
+                format!("the executor cannot start its threads: {e}"),
+            );
         }
     }
+    if wire::write_frame(&mut hello, wire::OK, &[kind], &[]).is_err() {
+        return 1;
+    }
+    drop(hello);
     drop(ended_tx);
     // The server closes every lane when it is done with this library; a
     // server killed outright closes them too, but a lane busy in a long

@@ -32,7 +32,29 @@ pub struct Spec {
     pub lanes: usize,
     /// `RLIMIT_DATA` of the executor process, in bytes; 0: none.
     pub memory_limit: u64,
+    /// Start a new process after one died. A manager's job executor does
+    /// not: its lanes hold state (the `load` pulled, the accumulator)
+    /// that a new process would not have, so its death is the job's.
+    pub restart: bool,
 }
+
+/// Executor processes running in this process now, and those that died
+/// running job code since it started (for `INFO`).
+static RUNNING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static DEATHS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Executor processes running now (spares included), and deaths so far.
+pub fn counts() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (RUNNING.load(Relaxed), DEATHS.load(Relaxed))
+}
+
+/// How long a new executor may take to load its library and say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the death of an executor waits for its last words (the rest
+/// of its standard error) before it is judged.
+const LAST_WORDS: Duration = Duration::from_millis(500);
 
 /// How an executor process ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,6 +140,9 @@ impl ExecError {
     }
 }
 
+/// Why a call fails once its executor is closed.
+const UNINSTALLED: &str = "the job's library is no longer needed on this server";
+
 /// The last bytes an executor wrote to standard error (its last words).
 const TAIL: usize = 4096;
 
@@ -128,6 +153,8 @@ struct Proc {
     /// Each lane, by index: `None` while lent out.
     idle: Vec<Option<UnixStream>>,
     tail: Arc<Mutex<VecDeque<u8>>>,
+    /// Closed when the relay of its standard error ends.
+    relayed: std::sync::mpsc::Receiver<()>,
     kind: JobKind,
 }
 
@@ -217,9 +244,7 @@ impl Executor {
         let mut state = self.lock();
         loop {
             if state.closed {
-                return Err(ExecError::Died(
-                    "the job's library was uninstalled from this server".into(),
-                ));
+                return Err(ExecError::Died(UNINSTALLED.into()));
             }
             let exited = state
                 .proc
@@ -255,6 +280,12 @@ impl Executor {
             if state.starting {
                 state = self.wait(state);
                 continue;
+            }
+            if !self.spec.restart && state.generation > 0 {
+                let why = state.last_death.as_ref().map(|(_, w)| w.clone());
+                return Err(ExecError::Died(why.unwrap_or_else(|| {
+                    "the job's code crashed its executor process".into()
+                })));
             }
             state.starting = true;
             let pause = backoff(state.deaths);
@@ -300,6 +331,9 @@ impl Executor {
                 Some((g, why)) if *g == generation => return why.clone(),
                 _ => {}
             }
+            if state.closed && state.proc.is_none() {
+                return UNINSTALLED.into();
+            }
             if state.generation == generation && state.proc.is_some() {
                 if let Some(proc) = state.proc.take() {
                     break proc;
@@ -313,6 +347,10 @@ impl Executor {
         };
         drop(state);
         let status = reap(&mut proc.child);
+        RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        DEATHS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Its last words first: the relay ends at the end of its output.
+        let _ = proc.relayed.recv_timeout(LAST_WORDS);
         let tail: Vec<u8> = match proc.tail.lock() {
             Ok(t) => t.iter().copied().collect(),
             Err(_) => Vec::new(),
@@ -526,6 +564,10 @@ impl Executor {
     pub fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
+        // A call still running learns, if its process goes, that it was
+        // closed (and is not left waiting for a burial).
+        let generation = state.generation;
+        state.last_death = Some((generation, UNINSTALLED.into()));
         let proc = state.proc.take();
         drop(state);
         self.changed.notify_all();
@@ -570,6 +612,7 @@ fn retire(mut proc: Proc, hash: PluginHash) {
         .name("reap".into())
         .spawn(move || {
             let status = reap(&mut proc.child);
+            RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             info!(
                 "executor of job library {} ended ({status:?})",
                 hash.short()
@@ -645,27 +688,40 @@ fn spawn(spec: &Spec) -> Result<Proc, String> {
     let mut child = cmd.spawn().map_err(cannot)?;
     drop(theirs);
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL)));
+    let (relay_done, relayed) = std::sync::mpsc::channel::<()>();
     if let Some(stderr) = child.stderr.take() {
         let tail = Arc::clone(&tail);
         let _ = std::thread::Builder::new()
             .name("executor-stderr".into())
-            .spawn(move || relay(stderr, &tail));
+            .spawn(move || {
+                relay(stderr, &tail);
+                drop(relay_done);
+            });
     }
+    // A library whose initialisers never return must not hold the
+    // installer (or a map thread) for ever.
     let hello = ours
         .first_mut()
         .ok_or_else(|| "no lane".to_owned())
-        .and_then(|lane| wire::read_frame(lane).map_err(|e| e.to_string()));
+        .and_then(|lane| {
+            let _ = lane.set_read_timeout(Some(HELLO_TIMEOUT));
+            let hello = wire::read_frame(lane).map_err(|e| e.to_string());
+            let _ = lane.set_read_timeout(None);
+            hello
+        });
     match hello {
         Ok(frame) if frame.tag == wire::OK => {
             let kind = match frame.head.first() {
                 Some(1) => JobKind::Keyed,
                 _ => JobKind::Bytes,
             };
+            RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Ok(Proc {
                 child,
                 started: Instant::now(),
                 idle: ours.into_iter().map(Some).collect(),
                 tail,
+                relayed,
                 kind,
             })
         }
@@ -675,6 +731,7 @@ fn spawn(spec: &Spec) -> Result<Proc, String> {
         }
         Err(e) => {
             drop(ours);
+            let _ = child.kill(); // a hello that never came
             let status = reap(&mut child);
             Err(format!("the executor died as it started ({e}; {status:?})"))
         }

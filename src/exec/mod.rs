@@ -1,7 +1,9 @@
 //! Executors: job code runs in child processes, never in a server.
 //!
 //! A server (worker or manager) starts one executor process per job
-//! library it runs code of (`redmap executor`, the same binary). The
+//! library it runs code of (`redmap executor`, the same binary): the one
+//! that checks the library at install goes on to run it
+//! ([`crate::plugin::Library::take_spare`]). The
 //! executor loads the library, builds the job for each argument list it is
 //! called with, and answers calls on its lanes: socket pairs made when it
 //! starts, one per thread of the server that may call it at once (a

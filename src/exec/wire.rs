@@ -115,8 +115,11 @@ pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Frame> {
             format!("a frame's head of {head_len} bytes"),
         ));
     }
-    let mut head = vec![0; head_len as usize];
-    r.read_exact(&mut head)?;
+    let mut head = Vec::with_capacity((head_len as usize).min(BODY_RESERVE));
+    r.take(u64::from(head_len)).read_to_end(&mut head)?;
+    if head.len() != head_len as usize {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     // Read into spare capacity: no zeroing pass over a large body.
     let mut body = Vec::with_capacity((body_len as usize).min(BODY_RESERVE));
     r.take(u64::from(body_len)).read_to_end(&mut body)?;

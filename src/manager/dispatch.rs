@@ -93,7 +93,6 @@ impl Manager {
             }
         }
         for id in crashed {
-            self.monitor.executor_deaths += 1;
             self.job_ended(io, id);
         }
         let max_conns = self.settings.max_connections;

@@ -366,7 +366,6 @@ impl Manager {
                         continue;
                     };
                     warn!("job {job} ({}): {message}", j.name());
-                    self.monitor.executor_deaths += 1;
                     j.fail(message);
                     self.job_ended(io, job);
                 }

@@ -76,7 +76,11 @@ pub fn run(
     // copy per library, shared by the jobs that run it.
     // A library is checked in an executor made as a job's: the first job
     // that runs it takes it.
-    let executors = (crate::pipeline::cluster::JOB_LANES, settings.memory_limit);
+    let executors = crate::plugin::library::Runs {
+        lanes: crate::pipeline::cluster::JOB_LANES,
+        memory_limit: settings.memory_limit,
+        restart: false,
+    };
     let store = PluginStore::new("manager", executors, move || {
         let _ = installed.wake();
     })?

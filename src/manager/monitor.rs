@@ -37,8 +37,6 @@ pub struct Monitor {
     pub backups: u64,
     pub backups_won: u64,
     pub tasks_processed: u64,
-    /// Jobs' executors that died running job code (load, reduce, done).
-    pub executor_deaths: u64,
     /// Bytes received and sent on all connections, as of the last event.
     pub traffic: (u64, u64),
     pub rtt: RttHistogram,
@@ -170,6 +168,8 @@ impl Manager {
     }
 
     pub(super) fn info(&self) -> msg::Info {
+        // Each running job's executor, and the spare of a library.
+        let (executors, executor_deaths) = crate::exec::host::counts();
         msg::Info {
             version: crate::VERSION.to_owned(),
             address: self.address.clone(),
@@ -183,9 +183,8 @@ impl Manager {
             max_size: self.settings.max_size,
             manager: String::new(),
             memory_limit: self.settings.memory_limit,
-            // Each running job has an executor of its own.
-            executors: self.jobs.running().len() as u32,
-            executor_deaths: self.monitor.executor_deaths,
+            executors: u32::try_from(executors).unwrap_or(u32::MAX),
+            executor_deaths,
         }
     }
 

@@ -3,6 +3,7 @@
 //! of job it holds, an executor process says ([`probe`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::loader::{JobKind, PluginHash};
@@ -32,10 +33,12 @@ impl Library {
         self.kind
     }
 
-    /// The executor that checked the library, still running, for the
-    /// first caller that needs one (then `None`).
+    /// The executor that checked the library (or one a finished job
+    /// handed on), still running, for the first caller that needs one.
     pub fn take_spare(&self) -> Option<Executor> {
-        self.spare.lock().ok()?.take()
+        let spare = self.spare.lock().ok()?.take()?;
+        SPARES.fetch_sub(1, Ordering::SeqCst);
+        spare.is_running().then_some(spare)
     }
 
     /// Keeps `executor` as the spare, if there is none and it runs: a job
@@ -45,7 +48,7 @@ impl Library {
             return;
         }
         if let Ok(mut spare) = self.spare.lock() {
-            if spare.is_none() {
+            if spare.is_none() && reserve_spare() {
                 *spare = Some(executor);
             }
         }
@@ -53,12 +56,13 @@ impl Library {
 
     /// The executor spec that runs this library's code on `lanes` lanes
     /// under `memory_limit` bytes (0: none).
-    pub fn spec(&self, lanes: usize, memory_limit: u64) -> Spec {
+    pub fn spec(&self, runs: Runs) -> Spec {
         Spec {
             library: self.path.clone(),
             hash: self.hash,
-            lanes,
-            memory_limit,
+            lanes: runs.lanes,
+            memory_limit: runs.memory_limit,
+            restart: runs.restart,
         }
     }
 }
@@ -69,22 +73,57 @@ impl Library {
 /// library, a missing symbol, an ABI version this build does not speak),
 /// or how the executor died loading it (a library whose initialisers
 /// crash). The executor stays, as the library's spare.
-pub fn probe(
-    path: &Path,
-    hash: PluginHash,
-    (lanes, memory_limit): (usize, u64),
-) -> Result<Library, String> {
+pub fn probe(path: &Path, hash: PluginHash, runs: Runs) -> Result<Library, String> {
     let executor = Executor::new(Spec {
         library: path.to_owned(),
         hash,
-        lanes,
-        memory_limit,
+        lanes: runs.lanes,
+        memory_limit: runs.memory_limit,
+        restart: runs.restart,
     });
     let kind = executor.kind().map_err(|e| e.to_string())?;
+    let spare = match reserve_spare() {
+        true => Some(executor),
+        false => None, // closed when dropped here
+    };
     Ok(Library {
         hash,
         path: path.to_owned(),
         kind,
-        spare: Mutex::new(Some(executor)),
+        spare: Mutex::new(spare),
     })
+}
+
+/// How a server runs a library's code: its executors' lanes, memory limit
+/// and whether one that died is started again (see [`Spec`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Runs {
+    pub lanes: usize,
+    pub memory_limit: u64,
+    pub restart: bool,
+}
+
+/// Most spare executors a server keeps, all libraries together: a
+/// manager keeps a library for minutes after its jobs, and its spare
+/// must not make each distinct library a process for that long.
+const MAX_SPARES: usize = 2;
+
+/// Spares kept now.
+static SPARES: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one more spare, if there is room.
+fn reserve_spare() -> bool {
+    SPARES
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < MAX_SPARES).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        if self.spare.get_mut().is_ok_and(|s| s.is_some()) {
+            SPARES.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }

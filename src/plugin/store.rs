@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::library::{probe, Library};
+use super::library::{probe, Library, Runs};
 use super::loader::PluginHash;
 use crate::proto::msg::{Install, InstallReply};
 use crate::proto::{ErrorCode, Message, ProtoError};
@@ -103,7 +103,7 @@ impl<W> PluginStore<W> {
     /// executor, which stays as the library's spare.
     pub fn new(
         label: &str,
-        executors: (usize, u64),
+        executors: Runs,
         notify: impl Fn() + Send + 'static,
     ) -> io::Result<PluginStore<W>> {
         let dir = std::env::temp_dir().join(format!("redmap-{label}-{}", std::process::id()));
@@ -528,7 +528,7 @@ fn install(
     dir: &Path,
     hash: PluginHash,
     bytes: &[u8],
-    executors: (usize, u64),
+    executors: Runs,
 ) -> Result<Arc<Library>, ProtoError> {
     let actual = PluginHash::of(bytes);
     if actual != hash {
@@ -606,7 +606,12 @@ mod tests {
     }
 
     fn store(label: &str) -> PluginStore<u32> {
-        PluginStore::new(&format!("test-{label}"), (1, 0), || {}).expect("a store")
+        let runs = Runs {
+            lanes: 1,
+            memory_limit: 0,
+            restart: true,
+        };
+        PluginStore::new(&format!("test-{label}"), runs, || {}).expect("a store")
     }
 
     /// A chunk of the library named `n` (its hash is `[n; 32]`).

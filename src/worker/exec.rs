@@ -27,6 +27,8 @@ pub struct Work {
     pub request_id: u32,
     /// The executor of the batch's job library.
     pub executor: Arc<Executor>,
+    /// The library's kind, as its check said.
+    pub kind: JobKind,
     pub batch: MapBatch,
 }
 
@@ -263,11 +265,7 @@ fn run_shuffled_batch(
 /// Runs one batch in its library's executor: `Err` with how the executor
 /// died if it did.
 fn run_batch(work: &Work, files: &ShuffleFiles) -> Result<BatchResult, String> {
-    let kind = match called(work.executor.kind())? {
-        Called::Ok(kind) => kind,
-        Called::Failed(why) | Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
-    };
-    match (kind, work.batch.shuffle) {
+    match (work.kind, work.batch.shuffle) {
         (JobKind::Keyed, Some(spec)) => return run_shuffled_batch(work, spec, files),
         (JobKind::Keyed, None) => return run_keyed_batch(work),
         (JobKind::Bytes, _) => {}

@@ -1,46 +1,45 @@
 //! The worker's executors: one per installed job library that has run
-//! code here, started on its first batch or reduce and closed when the
-//! library is uninstalled (see [`crate::exec`]).
+//! code here. The one that checked the library when it was installed is
+//! taken by its first batch or reduce; each is closed when its library is
+//! uninstalled (see [`crate::exec`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::exec::Executor;
+use crate::plugin::library::Runs;
 use crate::plugin::{Library, PluginHash};
 
 pub struct Executors {
     by_hash: HashMap<PluginHash, Arc<Executor>>,
-    /// Lanes of each executor: the worker's map and reduce threads, each
-    /// of which may call it at once.
-    lanes: usize,
-    /// Each executor's `--memory-limit`, in bytes.
-    memory_limit: u64,
+    /// How each runs: a lane per map and reduce thread (each may call it
+    /// at once), the worker's `--memory-limit`, started again when it dies.
+    runs: Runs,
 }
 
 impl Executors {
-    pub fn new(lanes: usize, memory_limit: u64) -> Executors {
+    pub fn new(runs: Runs) -> Executors {
         Executors {
             by_hash: HashMap::new(),
-            lanes,
-            memory_limit,
+            runs,
         }
     }
 
-    /// The executor of `plugin` (its process starts on its first call).
+    /// The executor of `library`: the one that checked it, or a new one
+    /// (whose process starts on its first call).
     pub fn get(&mut self, library: &Library) -> Arc<Executor> {
-        let (lanes, memory_limit) = (self.lanes, self.memory_limit);
+        let runs = self.runs;
         let executor = self.by_hash.entry(library.hash()).or_insert_with(|| {
-            // The executor that checked the library, already running.
             let executor = library
                 .take_spare()
-                .unwrap_or_else(|| Executor::new(library.spec(lanes, memory_limit)));
+                .unwrap_or_else(|| Executor::new(library.spec(runs)));
             Arc::new(executor)
         });
         Arc::clone(executor)
     }
 
     /// Closes the executor of `hash` (`None`: every one): its process
-    /// exits once the calls running on it end.
+    /// exits once its lanes close (a call still running on it fails).
     pub fn close(&mut self, hash: Option<PluginHash>) {
         let gone: Vec<PluginHash> = self
             .by_hash
@@ -55,12 +54,7 @@ impl Executors {
         }
     }
 
-    /// Executor processes running now.
-    pub fn running(&self) -> usize {
-        self.by_hash.values().filter(|e| e.pid().is_some()).count()
-    }
-
     pub fn memory_limit(&self) -> u64 {
-        self.memory_limit
+        self.runs.memory_limit
     }
 }

@@ -149,9 +149,11 @@ impl WorkerHandler {
 
     /// What INFO says of this worker: its counters and its manager.
     fn info(&self) -> crate::proto::msg::Info {
+        let (running, deaths) = crate::exec::host::counts();
         let executors = (
             self.executors.memory_limit(),
-            u32::try_from(self.executors.running()).unwrap_or(u32::MAX),
+            u32::try_from(running).unwrap_or(u32::MAX),
+            deaths,
         );
         self.stats.info(self.claims.manager(), executors)
     }
@@ -233,6 +235,7 @@ impl WorkerHandler {
                         conn,
                         request_id,
                         executor,
+                        kind: plugin.kind(),
                         batch,
                     });
                     None
@@ -294,6 +297,7 @@ impl WorkerHandler {
                         conn,
                         request_id,
                         executor,
+                        kind: plugin.kind(),
                         reduce,
                     });
                     None
@@ -339,10 +343,7 @@ impl Handler for WorkerHandler {
                     self.stats.tasks_processed += u64::from(result.processed);
                     Message::BatchResult(result)
                 }
-                Err(death) => {
-                    self.stats.executor_deaths += 1;
-                    Message::error(&ProtoError::refused(ErrorCode::EXECUTOR_DIED, death))
-                }
+                Err(death) => Message::error(&ProtoError::refused(ErrorCode::EXECUTOR_DIED, death)),
             };
             // The connection may be gone: the manager then sends the batch
             // elsewhere, and this result is dropped.

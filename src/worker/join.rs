@@ -25,6 +25,10 @@ use crate::proto::{ErrorCode, Message};
 /// How often the worker looks whether it is held by a manager.
 const ROUND: Duration = Duration::from_secs(1);
 
+/// Most rounds between two asks of a manager that does not take this
+/// worker: asking waits 1, 2, 4, 8 rounds, then 8 again.
+const MAX_ROUNDS: u32 = 8;
+
 /// What the joiner needs.
 pub struct Join {
     /// The manager's address, as given.
@@ -45,7 +49,10 @@ pub struct Join {
 /// interface it reaches the manager through, with its port.
 pub fn advertised(bound: SocketAddr, toward_manager: Option<SocketAddr>) -> SocketAddr {
     match toward_manager {
-        Some(local) if bound.ip().is_unspecified() => SocketAddr::new(local.ip(), bound.port()),
+        // Only an address of the family the worker listens on reaches it.
+        Some(local) if bound.ip().is_unspecified() && local.is_ipv4() == bound.is_ipv4() => {
+            SocketAddr::new(local.ip(), bound.port())
+        }
         _ => bound,
     }
 }
@@ -59,24 +66,39 @@ pub fn spawn(join: Join) -> std::io::Result<()> {
 }
 
 fn run(join: &Join) {
-    // The last failure said, so a manager that stays away is logged once.
+    // What was last said, so a manager that stays away (or keeps this
+    // worker without reaching it) is logged once, not every round.
     let mut said = String::new();
+    // Rounds to skip: asking again waits longer while asking fails, up
+    // to MAX_ROUNDS (the manager reconnects to a worker it has by itself).
+    let (mut wait, mut skip) = (0u32, 0u32);
     while !join.stop.load(Ordering::SeqCst) {
-        if !join.held.load(Ordering::SeqCst) {
-            match attach(join) {
-                Ok(how) => {
-                    info!("{how}");
-                    said.clear();
+        if join.held.load(Ordering::SeqCst) {
+            (wait, skip) = (0, 0);
+        } else if skip > 0 {
+            skip -= 1;
+        } else {
+            let outcome = attach(join);
+            let (text, ok) = match &outcome {
+                Ok(how) => (how.clone(), true),
+                Err(why) => (
+                    format!("cannot join the manager at {}: {why}", join.manager),
+                    false,
+                ),
+            };
+            if text != said {
+                if ok {
+                    info!("{text}");
+                } else {
+                    warn!("{text}");
                 }
-                Err(why) if why != said => {
-                    warn!("cannot join the manager at {}: {why}", join.manager);
-                    said = why;
-                }
-                Err(_) => {}
+                said = text;
             }
+            wait = (wait * 2).clamp(1, MAX_ROUNDS);
+            skip = wait - 1;
         }
-        // Held or not, the next look comes a round later (an attach in
-        // progress sets the flag once the manager's CLAIM arrives).
+        // The next look comes a round later (an attach in progress sets
+        // the flag once the manager's CLAIM arrives).
         std::thread::sleep(ROUND);
     }
 }

@@ -73,7 +73,12 @@ pub fn run(addr: SocketAddr, config: Config, options: Options) -> io::Result<()>
     let installed = reactor.waker();
     // Each of the map and reduce threads may call an executor at once.
     let lanes = 2 * threads.max(1);
-    let store = PluginStore::new("worker", (lanes, memory_limit), move || {
+    let runs = crate::plugin::library::Runs {
+        lanes,
+        memory_limit,
+        restart: true,
+    };
+    let store = PluginStore::new("worker", runs, move || {
         let _ = installed.wake();
     })?;
     // Announced once ready to serve (tests and scripts wait for this line).
@@ -123,7 +128,7 @@ pub fn run(addr: SocketAddr, config: Config, options: Options) -> io::Result<()>
         claims: claim::Claims::new(manager_grace),
         store,
         pool,
-        executors: executors::Executors::new(lanes, memory_limit),
+        executors: executors::Executors::new(runs),
         files,
         reducers,
         reduces: 0,

@@ -37,6 +37,8 @@ pub struct ReduceWork {
     pub request_id: u32,
     /// The executor of the job's library.
     pub executor: Arc<Executor>,
+    /// The library's kind, as its check said.
+    pub kind: JobKind,
     pub reduce: Reduce,
 }
 
@@ -301,12 +303,8 @@ fn run_reduce(work: &ReduceWork, ctx: &Ctx) -> Reduced {
 fn reduce_partition(work: &ReduceWork, ctx: &Ctx, stop: &AtomicBool) -> Reduced {
     let r = &work.reduce;
     let failed = |why: String| Reduced::failed(r.partition, ReduceOutcome::Failed, cap_error(why));
-    match work.executor.kind() {
-        Ok(JobKind::Keyed) => {}
-        Ok(JobKind::Bytes) => {
-            return failed("only a keyed job's partitions are reduced on workers".into())
-        }
-        Err(e) => return failed(e.to_string()),
+    if work.kind != JobKind::Keyed {
+        return failed("only a keyed job's partitions are reduced on workers".into());
     }
     let job = Remote {
         executor: &work.executor,

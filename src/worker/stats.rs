@@ -15,9 +15,6 @@ pub struct Stats {
     pub tasks_processed: u64,
     /// This worker's --max-size.
     pub max_size: u32,
-    /// Executor processes that died running a batch (job code that
-    /// aborted, exited, crashed or ran out of memory).
-    pub executor_deaths: u64,
 }
 
 impl Stats {
@@ -29,13 +26,16 @@ impl Stats {
             installed_jobs: 0,
             tasks_processed: 0,
             max_size,
-            executor_deaths: 0,
         }
     }
 
     /// The worker's INFO, with `manager`, the one that holds it ("" none),
-    /// and its executors' limit and number running.
-    pub fn info(&self, manager: &str, (memory_limit, executors): (u64, u32)) -> Info {
+    /// and its executors' limit, how many run and how many died.
+    pub fn info(
+        &self,
+        manager: &str,
+        (memory_limit, executors, executor_deaths): (u64, u32, u64),
+    ) -> Info {
         Info {
             version: crate::VERSION.to_owned(),
             address: self.address.clone(),
@@ -50,7 +50,7 @@ impl Stats {
             manager: manager.to_owned(),
             memory_limit,
             executors,
-            executor_deaths: self.executor_deaths,
+            executor_deaths,
         }
     }
 }

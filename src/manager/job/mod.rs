@@ -41,7 +41,7 @@ use super::shuffle::{Shuffle, TaskLog};
 /// A job's thread is done with its executor: the last one hands it to the
 /// library's next job (it still runs, with the library loaded).
 fn hand_on(executor: Arc<Executor>, library: &Library) {
-    if let Ok(executor) = Arc::try_unwrap(executor) {
+    if let Some(executor) = Arc::into_inner(executor) {
         library.put_spare(executor);
     }
 }
@@ -339,7 +339,12 @@ impl Job {
         // there fails this job, never the manager.
         // The first job of a library takes the executor that checked it,
         // already running; the others start their own.
-        let spec = self.plugin.spec(cluster::JOB_LANES, memory_limit);
+        let spec = self.plugin.spec(crate::plugin::library::Runs {
+            lanes: cluster::JOB_LANES,
+            memory_limit,
+            // Its lanes hold the job's state: its death is the job's.
+            restart: false,
+        });
         let executor = Arc::new(
             self.plugin
                 .take_spare()
