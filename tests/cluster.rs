@@ -546,12 +546,29 @@ fn workers_that_join_find_their_manager_and_find_it_again_after_a_restart() {
     run_sum("20");
     assert_eq!(std::fs::read_to_string(dir.join("result")).unwrap(), "230");
 
+    // Detached by the operator, it does not come back by itself, until
+    // the operator attaches it again.
+    let manager_cmd = |args: &[&str]| {
+        let mut cmd = util::redmap();
+        cmd.args(["manager"])
+            .args(args)
+            .args(["-m", &addr, &early.addr_arg()]);
+        let out = util::run(cmd);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    manager_cmd(&["detach"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(workers(), 0, "a detached worker came back by itself");
+    manager_cmd(&["attach"]);
+    assert!(util::eventually(util::WAIT, || workers() == 1));
+
     // The worker killed and started again (on another port): it joins.
+    let total = util::manager_stats(&addr).map_or(0, |s| s.workers_total);
     drop(early);
     let _late = util::start_worker(&["--join", &addr]);
     assert!(
         util::eventually(util::WAIT, || util::manager_stats(&addr)
-            .is_some_and(|s| s.workers_active == 1 && s.workers_total == 2)),
+            .is_some_and(|s| s.workers_active == 1 && s.workers_total == total + 1)),
         "the restarted worker did not join"
     );
     run_sum("30");

@@ -205,6 +205,7 @@ pub fn samples() -> Vec<Message> {
         Message::Attach(redmap::proto::msg::AttachWorker {
             addr: "127.0.0.1:9876".into(),
             force: true,
+            join: false,
         }),
         Message::Claim(redmap::proto::msg::Claim {
             manager: "10.0.0.1:9899".into(),

@@ -386,6 +386,7 @@ fn attach_takes_only_a_free_worker_and_says_what_it_found_instead() {
         let attach = Message::Attach(redmap::proto::msg::AttachWorker {
             addr: target.clone(),
             force: false,
+            join: false,
         });
         match c.request(&attach) {
             Err(ClientError::Remote(e)) => assert_eq!(e.code, code, "{target}: {e}"),

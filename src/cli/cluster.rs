@@ -166,6 +166,7 @@ fn start_all(args: &StartArgs, servers: &mut Vec<Server>) -> Result<(), CliError
         let msg = Message::Attach(AttachWorker {
             addr: addr.clone(),
             force: false,
+            join: false,
         });
         match client.request(&msg) {
             Ok(Message::Attached) => {}

@@ -170,6 +170,7 @@ fn attach_or_detach(args: WorkersArgs, attach: bool) -> Result<ExitCode, CliErro
             Message::Attach(AttachWorker {
                 addr: addr.clone(),
                 force: args.force,
+                join: false,
             })
         } else {
             Message::Detach(addr.clone())

@@ -83,6 +83,15 @@ impl Instances {
 
 /// Runs the executor; returns the process's exit code.
 pub fn run(start: Start) -> u8 {
+    // A terminal's Ctrl-C, or a service manager's SIGTERM to the whole
+    // group, is for the server: it finishes the batches it holds, which
+    // need this process. The executor ends with its server (lanes closed,
+    // or the parent gone), not by these signals.
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: setting a signal's disposition to "ignore" runs no code
+        // of ours in a handler.
+        unsafe { libc::signal(signal, libc::SIG_IGN) };
+    }
     if start.memory_limit > 0 {
         // The lanes' stacks (reserved whole, used as job code recurses)
         // come on top of what the job may allocate.

@@ -69,6 +69,10 @@ pub struct Manager {
     /// `DROP_SHUFFLE`s for workers that had no connection when they were
     /// due, sent when each is back.
     pub(super) pending_drops: std::collections::HashMap<WorkerId, Vec<msg::DropShuffle>>,
+    /// Workers the operator detached, by the address given: a worker that
+    /// joins by itself (`--join`) is not attached again under it until an
+    /// operator's `attach` names it.
+    pub(super) detached: std::collections::HashSet<String>,
     pub(super) reducer_tx: Sender<ReducerMsg>,
     reducer_rx: Receiver<ReducerMsg>,
     /// Where dispatch resumes its turn over the running jobs.
@@ -126,6 +130,7 @@ impl Manager {
             lookups: Lookups::default(),
             installs: super::installs::Installs::default(),
             pending_drops: Default::default(),
+            detached: Default::default(),
             reducer_tx,
             reducer_rx,
             round_robin: 0,

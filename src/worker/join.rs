@@ -116,6 +116,7 @@ fn attach(join: &Join) -> Result<String, String> {
     let msg = Message::Attach(AttachWorker {
         addr: addr.clone(),
         force: false,
+        join: true,
     });
     match client.request(&msg) {
         Ok(Message::Attached) => Ok(format!("joined the manager at {} as {addr}", join.manager)),

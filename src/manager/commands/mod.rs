@@ -17,6 +17,9 @@ use super::handler::{refused, Manager};
 use crate::net::{ConnId, Io};
 use crate::proto::{ErrorCode, Message, ProtoError};
 
+/// Most addresses a manager remembers as detached by the operator.
+const MAX_DETACHED: usize = 4096;
+
 impl Manager {
     /// Serves one control request; None when the answer comes later.
     pub(super) fn control(
@@ -47,11 +50,25 @@ impl Manager {
             Message::OutputRequest(req) => self.output(req),
             Message::PartsRequest(id) => self.parts(id),
             Message::JobsListRequest(query) => Message::JobsList(self.jobs_page(query)),
+            Message::Attach(a) if a.join && self.detached.contains(&a.addr) => refused(
+                ErrorCode::CONFLICT,
+                format!(
+                    "worker {} was detached from this manager (`redmap manager detach`); \
+                     `redmap manager attach {}` takes it back",
+                    a.addr, a.addr
+                ),
+            ),
             Message::Attach(a) => {
-                return self.resolve(io, (conn, request_id), (a.addr, a.force), false)
+                if !a.join {
+                    self.detached.remove(&a.addr);
+                }
+                return self.resolve(io, (conn, request_id), (a.addr, a.force), false);
             }
             Message::Detach(addr) => {
-                return self.resolve(io, (conn, request_id), (addr, false), true)
+                if self.detached.len() < MAX_DETACHED {
+                    self.detached.insert(addr.clone());
+                }
+                return self.resolve(io, (conn, request_id), (addr, false), true);
             }
             Message::Claim(_) => refused(
                 ErrorCode::WRONG_PEER,

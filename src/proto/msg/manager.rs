@@ -232,12 +232,14 @@ impl JobsPage {
     }
 }
 
-/// `ATTACH`: a worker to attach, and whether to take it from another
-/// manager that holds it (`manager attach --force`).
+/// `ATTACH`: a worker to attach, whether to take it from another
+/// manager that holds it (`manager attach --force`), and whether the
+/// worker asks for itself (`worker start --join`; appended, optional).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttachWorker {
     pub addr: String,
     pub force: bool,
+    pub join: bool,
 }
 
 impl AttachWorker {
@@ -245,12 +247,16 @@ impl AttachWorker {
         let mut c = Cursor::new(Opcode::Attach.as_u8(), payload);
         let addr = c.str("address")?;
         let force = !c.rest().is_empty() && c.u8("force")? != 0;
-        Ok(AttachWorker { addr, force })
+        let join = !c.rest().is_empty() && c.u8("join")? != 0;
+        Ok(AttachWorker { addr, force, join })
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
         put_str(out, &self.addr);
         out.push(u8::from(self.force));
+        if self.join {
+            out.push(1);
+        }
     }
 }
 
