@@ -579,8 +579,13 @@ impl Executor {
     /// Whether a process runs and the executor is not closed: one a
     /// finished job may hand to the next.
     pub fn is_running(&self) -> bool {
-        let state = self.lock();
-        !state.closed && state.proc.is_some()
+        let mut state = self.lock();
+        // A process that died unseen (no call since) does not count.
+        let alive = state
+            .proc
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(None)));
+        !state.closed && alive
     }
 
     /// The running process's id, if any (for tests and `worker info`).
