@@ -237,6 +237,13 @@ fn malformed(what: &str) -> Refusal {
     })
 }
 
+/// A request's field that does not decode.
+impl From<crate::proto::ProtoError> for Refusal {
+    fn from(e: crate::proto::ProtoError) -> Refusal {
+        malformed(&e.to_string())
+    }
+}
+
 /// One request's reply: head and body.
 fn handle(
     frame: Frame,
@@ -244,7 +251,7 @@ fn handle(
     lane: &mut Lane,
 ) -> Result<(Vec<u8>, Vec<u8>), Refusal> {
     let mut c = Cursor::new(0, &frame.head);
-    let args = JobArgs::decode(&mut c).map_err(|e| malformed(&e.to_string()))?;
+    let args = JobArgs::decode(&mut c)?;
     if frame.tag == wire::BUILD {
         instances.rebuild(&args).map_err(Refusal::Unbuilt)?;
         JOBS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -260,13 +267,13 @@ fn handle(
     let job = instances.get(&args).map_err(Refusal::Unbuilt)?;
     match frame.tag {
         wire::FOLD => {
-            let bytes = c.u64("limit").map_err(|e| malformed(&e.to_string()))?;
-            let whose = c.str("whose").map_err(|e| malformed(&e.to_string()))?;
+            let bytes = c.u64("limit")?;
+            let whose = c.str("whose")?;
             let limit = ValueLimit {
                 bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
                 whose,
             };
-            let tasks = TaskList::from_bytes(frame.body).map_err(|e| malformed(&e.to_string()))?;
+            let tasks = TaskList::from_bytes(frame.body)?;
             let folded = crate::pipeline::map_batch(&*job, &tasks, &limit);
             Ok((Vec::new(), folded.encode()))
         }
@@ -293,12 +300,9 @@ fn handle(
             Ok((head, Vec::new()))
         }
         wire::LOAD => {
-            let tasks = c.u32("tasks").map_err(|e| malformed(&e.to_string()))? as usize;
-            let bytes = c.u32("bytes").map_err(|e| malformed(&e.to_string()))? as usize;
-            let most = c
-                .u32("items")
-                .map_err(|e| malformed(&e.to_string()))?
-                .max(1) as usize;
+            let tasks = c.u32("tasks")? as usize;
+            let bytes = c.u32("bytes")? as usize;
+            let most = c.u32("items")?.max(1) as usize;
             let limits = BatchLimits { tasks, bytes };
             if lane.load.as_ref().is_none_or(|(a, _)| *a != args) {
                 lane.load = Some((args.clone(), Loader::new(job.tasks(), limits)));
@@ -331,9 +335,7 @@ fn handle(
             let mut partials = Cursor::new(0, &frame.body);
             let mut outcomes = Vec::new();
             while !partials.rest().is_empty() {
-                let partial = partials
-                    .bytes("partial")
-                    .map_err(|e| malformed(&e.to_string()))?;
+                let partial = partials.bytes("partial")?;
                 outcomes.push(job.reduce(&acc, partial).map(|next| acc = next));
             }
             lane.acc = Some((args, acc));

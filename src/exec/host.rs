@@ -22,12 +22,18 @@ use crate::plugin::loader::{JobKind, KeyedBatch};
 use crate::plugin::{CallError, PluginHash};
 use crate::proto::msg::{JobArgs, TaskList};
 
-/// What an executor is started with.
+/// What an executor is started with: its library, and how it runs.
 #[derive(Debug, Clone)]
 pub struct Spec {
     /// The job library, as the server stored it.
     pub library: PathBuf,
     pub hash: PluginHash,
+    pub runs: Runs,
+}
+
+/// How a server runs a library's code, whatever the library.
+#[derive(Debug, Clone, Copy)]
+pub struct Runs {
     /// Lanes: how many calls may run at once (one per calling thread).
     pub lanes: usize,
     /// `RLIMIT_DATA` of the executor process, in bytes; 0: none.
@@ -122,6 +128,14 @@ impl fmt::Display for ExecError {
     }
 }
 
+/// A reply that does not decode: a failed call, with why.
+fn garbled(message: String) -> ExecError {
+    ExecError::Call(CallError {
+        panicked: false,
+        message,
+    })
+}
+
 impl ExecError {
     /// The error as a failed call's, for callers that do not tell them
     /// apart (a reduce fails alike whichever way).
@@ -211,10 +225,6 @@ impl Executor {
         }
     }
 
-    pub fn hash(&self) -> PluginHash {
-        self.spec.hash
-    }
-
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -281,7 +291,7 @@ impl Executor {
                 state = self.wait(state);
                 continue;
             }
-            if !self.spec.restart && state.generation > 0 {
+            if !self.spec.runs.restart && state.generation > 0 {
                 let why = state.last_death.as_ref().map(|(_, w)| w.clone());
                 return Err(ExecError::Died(why.unwrap_or_else(|| {
                     "the job's code crashed its executor process".into()
@@ -359,7 +369,7 @@ impl Executor {
             code: status.as_ref().and_then(ExitStatus::code),
             signal: status.as_ref().and_then(ExitStatusExt::signal),
             out_of_memory: contains(&tail, b"memory allocation of"),
-            memory_limit: self.spec.memory_limit,
+            memory_limit: self.spec.runs.memory_limit,
         };
         warn!(
             "executor of job library {} (pid {}): {death}",
@@ -433,10 +443,9 @@ impl Executor {
         Folded::decode(&frame.body)
             .map(|f| (f, busy))
             .map_err(|why| {
-                ExecError::Call(CallError {
-                    panicked: false,
-                    message: format!("the executor's folded batch does not decode: {why}"),
-                })
+                garbled(format!(
+                    "the executor's folded batch does not decode: {why}"
+                ))
             })
     }
 
@@ -446,12 +455,7 @@ impl Executor {
         let head = wire::head_with_args(args, |_| {});
         let frame = self.call(wire::MAP_KEYED, &head, tasks)?;
         let (processed, emitted, keys, failures) =
-            wire::read_keyed_head(&frame.head).map_err(|message| {
-                ExecError::Call(CallError {
-                    panicked: false,
-                    message,
-                })
-            })?;
+            wire::read_keyed_head(&frame.head).map_err(garbled)?;
         let batch = KeyedBatch {
             processed,
             emitted,
@@ -511,12 +515,7 @@ impl Executor {
             h.extend_from_slice(&most.to_be_bytes());
         });
         let frame = self.call_on(Some(lane), wire::LOAD, &head, &[])?;
-        wire::read_loaded(&frame.head, frame.body).map_err(|message| {
-            ExecError::Call(CallError {
-                panicked: false,
-                message,
-            })
-        })
+        wire::read_loaded(&frame.head, frame.body).map_err(garbled)
     }
 
     /// Folds partial accumulators, in order, into lane `lane`'s
@@ -535,12 +534,7 @@ impl Executor {
             crate::proto::msg::wire::put_bytes(&mut body, p);
         }
         let frame = self.call_on(Some(lane), wire::ACC_ADD, &head, &body)?;
-        wire::read_outcomes(&frame.head).map_err(|message| {
-            ExecError::Call(CallError {
-                panicked: false,
-                message,
-            })
-        })
+        wire::read_outcomes(&frame.head).map_err(garbled)
     }
 
     /// Calls `done` on the executor's accumulator and returns it (the
@@ -588,8 +582,8 @@ impl Executor {
         !state.closed && alive
     }
 
-    /// The running process's id, if any (for tests and `worker info`).
-    pub fn pid(&self) -> Option<u32> {
+    /// The running process's id, if any (for its `Debug` form).
+    fn pid(&self) -> Option<u32> {
         self.lock().proc.as_ref().map(|p| p.child.id())
     }
 }
@@ -650,9 +644,10 @@ const LANE_BUFFER: usize = 4 << 20;
 /// Starts an executor and reads its hello.
 fn spawn(spec: &Spec) -> Result<Proc, String> {
     let cannot = |e: io::Error| format!("cannot start an executor: {e}");
-    let mut ours = Vec::with_capacity(spec.lanes.max(1));
-    let mut theirs = Vec::with_capacity(spec.lanes.max(1));
-    for _ in 0..spec.lanes.max(1) {
+    let lanes = spec.runs.lanes.max(1);
+    let mut ours = Vec::with_capacity(lanes);
+    let mut theirs = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
         let (a, b) = UnixStream::pair().map_err(cannot)?;
         // A batch (about 1 MiB) goes in one write instead of stalling the
         // writer at each 208 KiB of the default buffer.
@@ -673,7 +668,7 @@ fn spawn(spec: &Spec) -> Result<Proc, String> {
         .arg("--lanes")
         .arg(list)
         .arg("--memory-limit")
-        .arg(spec.memory_limit.to_string())
+        .arg(spec.runs.memory_limit.to_string())
         .stdin(Stdio::null())
         .stderr(Stdio::piped());
     let child_fds = fds.clone();

@@ -28,4 +28,4 @@ pub mod child;
 pub mod host;
 pub mod wire;
 
-pub use host::{Death, ExecError, Executor, Spec};
+pub use host::{Death, ExecError, Executor, Runs, Spec};

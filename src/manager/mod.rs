@@ -76,11 +76,7 @@ pub fn run(
     // copy per library, shared by the jobs that run it.
     // A library is checked in an executor made as a job's: the first job
     // that runs it takes it.
-    let executors = crate::plugin::library::Runs {
-        lanes: crate::pipeline::cluster::JOB_LANES,
-        memory_limit: settings.memory_limit,
-        restart: false,
-    };
+    let executors = crate::pipeline::cluster::job_runs(settings.memory_limit);
     let store = PluginStore::new("manager", executors, move || {
         let _ = installed.wake();
     })?

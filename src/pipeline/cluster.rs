@@ -33,6 +33,17 @@ pub const REDUCE_LANE: usize = 1;
 /// Lanes of a manager's job executor.
 pub const JOB_LANES: usize = 2;
 
+/// How a manager runs a job's code: on [`JOB_LANES`] lanes, within
+/// `memory_limit` bytes, never started again (its lanes hold the job's
+/// state: its death is the job's).
+pub fn job_runs(memory_limit: u64) -> crate::exec::Runs {
+    crate::exec::Runs {
+        lanes: JOB_LANES,
+        memory_limit,
+        restart: false,
+    }
+}
+
 /// Batches the loader asks its executor for at once: as many as the
 /// manager's channel from its loader takes ahead.
 const LOAD_ROUND_BATCHES: u32 = 4;
@@ -238,9 +249,9 @@ fn send_and_wake(tx: &SyncSender<LoaderMsg>, waker: &Waker, msg: LoaderMsg) -> C
 
 /// The loader thread's body: sends the estimate, then the batches and
 /// load errors, then `End` (or `Crashed`, when the executor died). The
-/// executor cuts the batches (one per request, so nothing is loaded ahead
-/// of what the bounded channel takes); `limits` gives the limits of the
-/// next batch from the job's estimate, asked before each one.
+/// executor cuts the batches, [`LOAD_ROUND_BATCHES`] per request (as many
+/// as the bounded channel takes ahead); `limits` gives the limits of the
+/// next batches from the job's estimate, asked before each request.
 pub fn loader(
     executor: &Executor,
     (job, args): (u64, &JobArgs),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use super::loader::{JobKind, PluginHash};
-use crate::exec::{Executor, Spec};
+use crate::exec::{Executor, Runs, Spec};
 
 /// A stored job library: where it is, its hash, its kind, and the
 /// executor that checked it, running and ready for the library's first
@@ -23,10 +23,6 @@ pub struct Library {
 impl Library {
     pub fn hash(&self) -> PluginHash {
         self.hash
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn kind(&self) -> JobKind {
@@ -54,22 +50,18 @@ impl Library {
         }
     }
 
-    /// The executor spec that runs this library's code on `lanes` lanes
-    /// under `memory_limit` bytes (0: none).
+    /// The executor spec that runs this library's code so.
     pub fn spec(&self, runs: Runs) -> Spec {
         Spec {
             library: self.path.clone(),
             hash: self.hash,
-            lanes: runs.lanes,
-            memory_limit: runs.memory_limit,
-            restart: runs.restart,
+            runs,
         }
     }
 }
 
 /// Loads the library at `path` (whose bytes hash to `hash`) in an
-/// executor process of `lanes` lanes and `memory_limit` bytes (the
-/// server's): its kind, or why it does not load (the loader's error: not a
+/// executor process run as the server runs them (`runs`): its kind, or why it does not load (the loader's error: not a
 /// library, a missing symbol, an ABI version this build does not speak),
 /// or how the executor died loading it (a library whose initialisers
 /// crash). The executor stays, as the library's spare.
@@ -77,9 +69,7 @@ pub fn probe(path: &Path, hash: PluginHash, runs: Runs) -> Result<Library, Strin
     let executor = Executor::new(Spec {
         library: path.to_owned(),
         hash,
-        lanes: runs.lanes,
-        memory_limit: runs.memory_limit,
-        restart: runs.restart,
+        runs,
     });
     let kind = executor.kind().map_err(|e| e.to_string())?;
     let spare = match reserve_spare() {
@@ -92,15 +82,6 @@ pub fn probe(path: &Path, hash: PluginHash, runs: Runs) -> Result<Library, Strin
         kind,
         spare: Mutex::new(spare),
     })
-}
-
-/// How a server runs a library's code: its executors' lanes, memory limit
-/// and whether one that died is started again (see [`Spec`]).
-#[derive(Debug, Clone, Copy)]
-pub struct Runs {
-    pub lanes: usize,
-    pub memory_limit: u64,
-    pub restart: bool,
 }
 
 /// Most spare executors a server keeps, all libraries together: a

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 
 use log::info;
 
-use super::library::{probe, Library, Runs};
+use super::library::{probe, Library};
 use super::loader::PluginHash;
+use crate::exec::Runs;
 use crate::proto::msg::{Install, InstallReply};
 use crate::proto::{ErrorCode, Message, ProtoError};
 

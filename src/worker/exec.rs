@@ -45,22 +45,13 @@ pub struct Pool {
     pub done: Receiver<Done>,
 }
 
-/// A call's outcome: the job's answer, a failed call, or an executor
-/// that died (the batch then is not answered with a result: see
-/// [`Done::result`]).
-enum Called<T> {
-    Ok(T),
-    Failed(CallError),
-    Unbuilt(CallError),
-}
-
-/// Sorts an executor's answer: a death is the batch's outcome as a whole.
-fn called<T>(r: Result<T, ExecError>) -> Result<Called<T>, String> {
+/// Takes an executor's death out of a call's outcome: it is the batch's
+/// outcome as a whole (not answered with a result: see [`Done::result`]);
+/// what is left is the job's answer, a failed call or an unbuilt job.
+fn survived<T>(r: Result<T, ExecError>) -> Result<Result<T, ExecError>, String> {
     match r {
-        Ok(v) => Ok(Called::Ok(v)),
-        Err(ExecError::Call(e)) => Ok(Called::Failed(e)),
-        Err(ExecError::Unbuilt(e)) => Ok(Called::Unbuilt(e)),
         Err(ExecError::Died(why)) => Err(why),
+        r => Ok(r),
     }
 }
 
@@ -117,28 +108,26 @@ fn run_keyed_batch(work: &Work) -> Result<BatchResult, String> {
         let bytes = list
             .as_ref()
             .map_or(work.batch.tasks.as_bytes(), |l: &TaskList| l.as_bytes());
-        let result = match called(work.executor.map_batch(&work.batch.args, bytes))? {
-            Called::Ok((mapped, busy)) => {
-                busy_us = busy_us.saturating_add(busy);
-                Called::Ok(mapped)
-            }
-            Called::Failed(e) => Called::Failed(e),
-            Called::Unbuilt(e) => Called::Unbuilt(e),
-        };
+        let result = survived(work.executor.map_batch(&work.batch.args, bytes))?;
+        let result = result.map(|(mapped, busy)| {
+            busy_us = busy_us.saturating_add(busy);
+            mapped
+        });
         match result {
-            Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
-            Called::Failed(e) => {
+            Err(ExecError::Unbuilt(why)) => return Ok(unbuilt(work, why)),
+            Err(e) => {
+                let e = e.into_call();
                 // The call itself failed: every task of the prefix with it.
                 let all = (0..prefix as u32)
                     .map(|i| failure(i, e.panicked, false, e.message.clone()))
                     .collect();
                 break (0, None, all);
             }
-            Called::Ok(mapped) if mapped.pairs.len() > value_budget && prefix > 1 => {
+            Ok(mapped) if mapped.pairs.len() > value_budget && prefix > 1 => {
                 prefix /= 2;
                 list = Some(work.batch.tasks.split_at(prefix).0);
             }
-            Called::Ok(mapped) if mapped.pairs.len() > value_budget => {
+            Ok(mapped) if mapped.pairs.len() > value_budget => {
                 let why = format!(
                     "its pairs are {} bytes, over the manager's --max-size of {}",
                     thousands(mapped.pairs.len() as u64),
@@ -146,7 +135,7 @@ fn run_keyed_batch(work: &Work) -> Result<BatchResult, String> {
                 );
                 break (0, None, vec![failure(0, false, true, why)]);
             }
-            Called::Ok(mapped) => {
+            Ok(mapped) => {
                 let failed = mapped
                     .failures
                     .into_iter()
@@ -223,10 +212,13 @@ fn run_shuffled_batch(
     let mapped = work
         .executor
         .map_batch(&work.batch.args, work.batch.tasks.as_bytes());
-    let (processed, failures, map_output) = match called(mapped)? {
-        Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
-        Called::Failed(e) => (0, all_fail(e.panicked, e.message), None),
-        Called::Ok((mapped, busy)) => {
+    let (processed, failures, map_output) = match survived(mapped)? {
+        Err(ExecError::Unbuilt(why)) => return Ok(unbuilt(work, why)),
+        Err(e) => {
+            let e = e.into_call();
+            (0, all_fail(e.panicked, e.message), None)
+        }
+        Ok((mapped, busy)) => {
             // The job's time, and this worker's to cut and keep its pairs.
             let kept = Instant::now();
             let dir = std::env::temp_dir();
@@ -279,14 +271,14 @@ fn run_batch(work: &Work, files: &ShuffleFiles) -> Result<BatchResult, String> {
             thousands(reply_limit as u64)
         ),
     };
-    let called = called(
-        work.executor
-            .fold_batch(&work.batch.args, &work.batch.tasks, &limit),
-    )?;
-    let (folded, busy_us) = match called {
-        Called::Ok(timed) => timed,
-        Called::Unbuilt(why) => return Ok(unbuilt(work, why)),
-        Called::Failed(e) => {
+    let folded = work
+        .executor
+        .fold_batch(&work.batch.args, &work.batch.tasks, &limit);
+    let (folded, busy_us) = match survived(folded)? {
+        Ok(timed) => timed,
+        Err(ExecError::Unbuilt(why)) => return Ok(unbuilt(work, why)),
+        Err(e) => {
+            let e = e.into_call();
             let failed = crate::pipeline::Folded {
                 value: None,
                 processed: 0,

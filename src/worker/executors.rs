@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::exec::Executor;
-use crate::plugin::library::Runs;
+use crate::exec::Runs;
 use crate::plugin::{Library, PluginHash};
 
 pub struct Executors {

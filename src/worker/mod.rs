@@ -73,7 +73,7 @@ pub fn run(addr: SocketAddr, config: Config, options: Options) -> io::Result<()>
     let installed = reactor.waker();
     // Each of the map and reduce threads may call an executor at once.
     let lanes = 2 * threads.max(1);
-    let runs = crate::plugin::library::Runs {
+    let runs = crate::exec::Runs {
         lanes,
         memory_limit,
         restart: true,

@@ -339,12 +339,7 @@ impl Job {
         // there fails this job, never the manager.
         // The first job of a library takes the executor that checked it,
         // already running; the others start their own.
-        let spec = self.plugin.spec(crate::plugin::library::Runs {
-            lanes: cluster::JOB_LANES,
-            memory_limit,
-            // Its lanes hold the job's state: its death is the job's.
-            restart: false,
-        });
+        let spec = self.plugin.spec(cluster::job_runs(memory_limit));
         let executor = Arc::new(
             self.plugin
                 .take_spare()
@@ -425,7 +420,6 @@ impl Job {
         };
         let spawned = thread::Builder::new()
             .name(format!("load-{}", self.id))
-            .stack_size(crate::pipeline::JOB_THREAD_STACK)
             .spawn(move || {
                 if job_rx.recv().is_ok() {
                     let job = (id, &loader_args);
